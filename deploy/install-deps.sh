@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what Headend and its tests need from Debian's packages, only where missing:
+# PostgreSQL server binaries (the embedded cluster) and Mosquitto (external-broker tests and
+# mosquitto_pub for the demo). Safe to run again; needs root or sudo for apt-get.
+set -euo pipefail
+
+have_pg_server() {
+    command -v initdb >/dev/null 2>&1 && return 0
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+
+missing=()
+have_pg_server || missing+=(postgresql)
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    # policy-rc.d keeps Debian from starting system-wide services we do not use.
+    $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,303 @@
+//! `App::build` binds every listener and starts every dependency; `App::run` supervises the
+//! named tasks until shutdown, and one task failing stops them all.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use headend_journal::{Journal, JournalOptions};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::token::TokenKeys;
+use crate::config::Config;
+use crate::datadir::{DataDir, Runtime, ServeLock};
+use crate::db::Database;
+use crate::ingest::{Ingest, IngestSettings};
+use crate::metrics::{Gauges, Metrics};
+use crate::mqtt::{EmbeddedMqtt, GatewayPolicy, JournalTap};
+use crate::{gateways, web};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    DataDir(#[from] crate::datadir::DataDirError),
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("{0}")]
+    Journal(#[from] headend_journal::JournalError),
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    #[error(transparent)]
+    Mqtt(#[from] crate::mqtt::MqttError),
+    #[error(transparent)]
+    Keys(#[from] crate::auth::token::KeyError),
+    #[error("cannot listen for HTTP on {addr}: {source}; set HEADEND_HTTP_ADDR to a free address")]
+    HttpBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("task {name} failed: {message}")]
+    Task { name: &'static str, message: String },
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+}
+
+pub struct App {
+    config: Config,
+    lock: ServeLock,
+    db: Database,
+    journal: Arc<Journal>,
+    ingest: Arc<Ingest>,
+    http: tokio::net::TcpListener,
+    http_addr: SocketAddr,
+    mqtt: Option<EmbeddedMqtt>,
+    web: web::WebState,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<Self, AppError> {
+        let data = DataDir::prepare(&config.data_dir)?;
+        let lock = data.lock()?;
+        let keys = match &config.auth.jwt_secret {
+            Some(secret) => TokenKeys::new(secret.expose().as_bytes(), config.auth.token_ttl_secs),
+            None => TokenKeys::load_or_generate(&data.jwt_key(), config.auth.token_ttl_secs)?,
+        };
+        let db = Database::open(&config, &data).await?;
+        gateways::mark_all_offline(&db.pool).await?;
+        let metrics = Arc::new(Metrics::default());
+
+        let journal = Journal::open(
+            &data.journal_dir(),
+            JournalOptions {
+                max_bytes: config.ingest.journal_max_bytes,
+                ..JournalOptions::default()
+            },
+        )?;
+        let ingest = Arc::new(
+            Ingest::new(
+                journal,
+                db.pool.clone(),
+                metrics.clone(),
+                IngestSettings {
+                    writers: config.ingest.writers,
+                    batch_max_messages: config.ingest.batch_max_messages,
+                    clock_tolerance: chrono::Duration::seconds(
+                        i64::try_from(config.ingest.clock_tolerance_secs).unwrap_or(i64::MAX / 4),
+                    ),
+                },
+            )
+            .await?,
+        );
+        let journal = ingest.journal();
+
+        let mqtt = match &config.mqtt.external_url {
+            Some(_) => None,
+            None => Some(EmbeddedMqtt::start(&config.mqtt).await?),
+        };
+        let http = tokio::net::TcpListener::bind(config.http.addr)
+            .await
+            .map_err(|source| AppError::HttpBind {
+                addr: config.http.addr,
+                source,
+            })?;
+        let http_addr = http.local_addr().map_err(|source| AppError::HttpBind {
+            addr: config.http.addr,
+            source,
+        })?;
+
+        let gauges = {
+            let journal = journal.clone();
+            let gate_stats = mqtt.as_ref().map(EmbeddedMqtt::stats).unwrap_or_default();
+            let pool = db.pool.clone();
+            Arc::new(move || {
+                let j = journal.stats();
+                let gates: Vec<_> = gate_stats.iter().map(|s| s.snapshot()).collect();
+                Gauges {
+                    journal_pending_records: j.pending_records,
+                    journal_bytes: j.bytes_on_disk,
+                    journal_last_seq: j.last_seq,
+                    journal_checkpoint: j.checkpoint,
+                    mqtt_connections: gates.iter().map(|g| g.connections_active).sum(),
+                    mqtt_publishes_denied: gates.iter().map(|g| g.publishes_denied).sum(),
+                    db_pool_size: u64::from(pool.size()),
+                    db_pool_idle: pool.num_idle() as u64,
+                }
+            })
+        };
+        let on_gateways_changed = {
+            let ingest = ingest.clone();
+            Arc::new(move || {
+                let ingest = ingest.clone();
+                tokio::spawn(async move {
+                    ingest.reload_directory().await;
+                });
+            })
+        };
+        let web = web::WebState {
+            pool: db.pool.clone(),
+            keys,
+            metrics: metrics.clone(),
+            gauges,
+            default_time_zone: config.ingest.default_time_zone.clone(),
+            secure_cookies: false,
+            on_gateways_changed,
+        };
+
+        lock.publish(&Runtime {
+            pid: std::process::id(),
+            embedded_database_url: db.embedded_url().map(str::to_owned),
+            http_addr: http_addr.to_string(),
+            mqtt_addr: mqtt.as_ref().map(|m| m.plain.local_addr().to_string()),
+        })?;
+
+        Ok(Self {
+            config,
+            lock,
+            db,
+            journal,
+            ingest,
+            http,
+            http_addr,
+            mqtt,
+            web,
+            metrics,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// The plain MQTT listener of the embedded broker (none with an external broker).
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.as_ref().map(|m| m.plain.local_addr())
+    }
+
+    pub fn mqtts_addr(&self) -> Option<SocketAddr> {
+        self.mqtt
+            .as_ref()
+            .and_then(|m| m.tls.as_ref().map(|g| g.local_addr()))
+    }
+
+    pub fn pool(&self) -> sqlx::PgPool {
+        self.db.pool.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// Cancelling this token stops the app (what SIGTERM does).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Runs until the shutdown token is cancelled or a task fails, then stops every task,
+    /// flushes the journal and stops the embedded database.
+    pub async fn run(self) -> Result<(), AppError> {
+        let Self {
+            config,
+            lock,
+            db,
+            journal,
+            ingest,
+            http,
+            http_addr,
+            mqtt,
+            web,
+            metrics,
+            shutdown,
+        } = self;
+        let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
+
+        {
+            let shutdown = shutdown.clone();
+            let ingest = ingest.clone();
+            tasks.spawn(async move {
+                (
+                    "ingest",
+                    ingest.run(shutdown).await.map_err(|e| e.to_string()),
+                )
+            });
+        }
+        {
+            let router = web::router(web.clone(), config.http.max_body_bytes);
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                let served = axum::serve(http, router)
+                    .with_graceful_shutdown(shutdown.cancelled_owned())
+                    .await;
+                ("http", served.map_err(|e| e.to_string()))
+            });
+        }
+        match mqtt {
+            Some(mqtt) => {
+                let policy = Arc::new(GatewayPolicy {
+                    auth: gateways::GatewayAuthenticator::new(db.pool.clone()),
+                    metrics: metrics.clone(),
+                });
+                let tap = JournalTap::new(ingest.sink(), "mqtt");
+                for (name, gate) in
+                    std::iter::once(("mqtt", mqtt.plain)).chain(mqtt.tls.map(|g| ("mqtts", g)))
+                {
+                    let (policy, tap, shutdown) = (policy.clone(), tap.clone(), shutdown.clone());
+                    tasks.spawn(async move {
+                        gate.serve(policy, tap, shutdown).await;
+                        (name, Ok(()))
+                    });
+                }
+            }
+            None => {
+                let url = config
+                    .mqtt
+                    .external_url
+                    .as_ref()
+                    .map(|u| u.expose().to_owned())
+                    .unwrap_or_default();
+                let filter = config.mqtt.external_filter.clone();
+                let (sink, shutdown) = (ingest.sink(), shutdown.clone());
+                tasks.spawn(async move {
+                    let result = crate::mqtt::run_external(&url, &filter, sink, shutdown).await;
+                    ("mqtt-external", result.map_err(|e| e.to_string()))
+                });
+            }
+        }
+        tracing::info!(http = %http_addr, "Headend running");
+
+        let mut failure = None;
+        while let Some(joined) = tasks.join_next().await {
+            let (name, result) = match joined {
+                Ok(done) => done,
+                Err(e) => ("unknown", Err(format!("panicked: {e}"))),
+            };
+            if !shutdown.is_cancelled() {
+                // A task ending on its own, even cleanly, is a failure of the whole.
+                let message = result
+                    .err()
+                    .unwrap_or_else(|| "stopped unexpectedly".into());
+                tracing::error!(task = name, %message, "task ended; stopping Headend");
+                failure.get_or_insert(AppError::Task { name, message });
+                shutdown.cancel();
+            } else if let Err(message) = result {
+                tracing::warn!(task = name, %message, "task failed during shutdown");
+            }
+        }
+        drop(web);
+        drop(ingest);
+        match Arc::try_unwrap(journal) {
+            Ok(journal) => {
+                if let Err(e) = journal.close().await {
+                    tracing::warn!(error = %e, "journal did not close cleanly");
+                }
+            }
+            Err(_) => tracing::debug!("journal still referenced at shutdown; closed on drop"),
+        }
+        db.close().await;
+        drop(lock);
+        tracing::info!("Headend stopped");
+        failure.map_or(Ok(()), Err)
+    }
+}

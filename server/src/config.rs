@@ -1,0 +1,409 @@
+//! Configuration: built-in defaults, then a TOML file, then `HEADEND_*` environment variables.
+//!
+//! Secrets (database URL with its password, external broker URL, JWT secret) have no working
+//! default and are redacted from `Debug` output, so a config can be logged safely.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A string that must never be printed.
+#[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where Headend keeps its own PostgreSQL cluster, ingest journal, keys and lock file.
+    pub data_dir: PathBuf,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub mqtt: MqttConfig,
+    pub ingest: IngestConfig,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// An external PostgreSQL server. Unset: Headend runs its own cluster in `data_dir/pg`.
+    pub url: Option<Secret>,
+    pub max_connections: u32,
+    /// Where the PostgreSQL server binaries are, when they are in none of the usual places.
+    pub pg_bindir: Option<PathBuf>,
+    /// Extra `postgresql.conf` settings for the embedded cluster.
+    pub embedded_settings: Vec<(String, String)>,
+    /// Tests only: skip fsync in the embedded cluster. Never for real data.
+    pub embedded_unsafe_fast: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Plain MQTT listener of the embedded broker's front door.
+    pub addr: SocketAddr,
+    /// MQTTS listener, active when `tls_cert` and `tls_key` are set.
+    pub tls_addr: SocketAddr,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// When set, MQTTS clients must present a certificate signed by this CA (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Attach to an external broker (`mqtt://user:password@host:1883`) instead of embedding one.
+    pub external_url: Option<Secret>,
+    /// Subscription used on an external broker; `$share/<group>/...` lets instances share load.
+    pub external_filter: String,
+    pub max_payload_bytes: usize,
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Concurrent database writers draining the journal.
+    pub writers: usize,
+    /// Largest number of messages committed in one transaction.
+    pub batch_max_messages: usize,
+    /// Time zone of a new gateway that is not assigned to a site (IANA name).
+    pub default_time_zone: String,
+    /// A `local_time` further ahead of the receive time than this is a clock fault.
+    pub clock_tolerance_secs: u64,
+    /// Disk budget of the journal; when full, gateways are not acknowledged (they keep their data).
+    pub journal_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// HMAC key for session tokens. Unset: generated once into `data_dir/jwt.key`.
+    pub jwt_secret: Option<Secret>,
+    pub token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter, e.g. `info,headend=debug`.
+    pub filter: String,
+    pub json: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("headend-data"),
+            http: HttpConfig::default(),
+            database: DatabaseConfig::default(),
+            mqtt: MqttConfig::default(),
+            ingest: IngestConfig::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: ([127, 0, 0, 1], 8080).into(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            max_connections: 16,
+            pg_bindir: None,
+            embedded_settings: Vec::new(),
+            embedded_unsafe_fast: false,
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            addr: ([0, 0, 0, 0], 1883).into(),
+            tls_addr: ([0, 0, 0, 0], 8883).into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            external_url: None,
+            external_filter: "sg/+/pub/#".into(),
+            max_payload_bytes: sg_wire::MAX_PAYLOAD_BYTES,
+            max_connections: 10_000,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            writers: 2,
+            batch_max_messages: 2_000,
+            default_time_zone: "UTC".into(),
+            clock_tolerance_secs: 300,
+            journal_max_bytes: 4 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            token_ttl_secs: 12 * 3600,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".into(),
+            json: false,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("environment variable {name}={value:?} is not valid: {reason}")]
+    Env {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Defaults, then the file (if any), then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let file = file
+            .map(Path::to_path_buf)
+            .or_else(|| env("HEADEND_CONFIG").map(PathBuf::from));
+        let mut config = match file {
+            Some(path) => Self::from_file(&path)?,
+            None => Self::default(),
+        };
+        config.apply_env(env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Applies `HEADEND_*` variables; `lookup` is injectable so tests need not touch the process env.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn parse<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
+        where
+            T::Err: fmt::Display,
+        {
+            value.parse().map_err(|e: T::Err| ConfigError::Env {
+                name,
+                reason: e.to_string(),
+                value,
+            })
+        }
+        if let Some(v) = lookup("HEADEND_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = lookup("HEADEND_HTTP_ADDR") {
+            self.http.addr = parse("HEADEND_HTTP_ADDR", v)?;
+        }
+        if let Some(v) = lookup("HEADEND_MQTT_ADDR") {
+            self.mqtt.addr = parse("HEADEND_MQTT_ADDR", v)?;
+        }
+        if let Some(v) = lookup("HEADEND_MQTTS_ADDR") {
+            self.mqtt.tls_addr = parse("HEADEND_MQTTS_ADDR", v)?;
+        }
+        if let Some(v) = lookup("HEADEND_MQTT_TLS_CERT") {
+            self.mqtt.tls_cert = Some(v.into());
+        }
+        if let Some(v) = lookup("HEADEND_MQTT_TLS_KEY") {
+            self.mqtt.tls_key = Some(v.into());
+        }
+        if let Some(v) = lookup("HEADEND_MQTT_EXTERNAL_URL") {
+            self.mqtt.external_url = Some(Secret::new(v));
+        }
+        if let Some(v) = lookup("HEADEND_DATABASE_URL") {
+            self.database.url = Some(Secret::new(v));
+        }
+        if let Some(v) = lookup("HEADEND_PG_BINDIR") {
+            self.database.pg_bindir = Some(v.into());
+        }
+        if let Some(v) = lookup("HEADEND_JWT_SECRET") {
+            self.auth.jwt_secret = Some(Secret::new(v));
+        }
+        if let Some(v) = lookup("HEADEND_DEFAULT_TIME_ZONE") {
+            self.ingest.default_time_zone = v;
+        }
+        if let Some(v) = lookup("HEADEND_INGEST_WRITERS") {
+            self.ingest.writers = parse("HEADEND_INGEST_WRITERS", v)?;
+        }
+        if let Some(v) = lookup("HEADEND_LOG") {
+            self.log.filter = v;
+        }
+        if let Some(v) = lookup("HEADEND_LOG_JSON") {
+            self.log.json = parse("HEADEND_LOG_JSON", v)?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self
+            .ingest
+            .default_time_zone
+            .parse::<chrono_tz::Tz>()
+            .is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "ingest.default_time_zone {:?} is not an IANA time zone name (e.g. Europe/Ljubljana, UTC)",
+                self.ingest.default_time_zone
+            )));
+        }
+        if self.ingest.writers == 0 || self.ingest.batch_max_messages == 0 {
+            return Err(ConfigError::Invalid(
+                "ingest.writers and ingest.batch_max_messages must be at least 1".into(),
+            ));
+        }
+        if self.mqtt.tls_cert.is_some() != self.mqtt.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "mqtt.tls_cert and mqtt.tls_key go together: set both to enable MQTTS, or neither"
+                    .into(),
+            ));
+        }
+        if let Some(secret) = &self.auth.jwt_secret {
+            if secret.expose().len() < 32 {
+                return Err(ConfigError::Invalid(
+                    "auth.jwt_secret must be at least 32 characters; or leave it unset and Headend generates one into its data directory".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn clock_tolerance(&self) -> Duration {
+        Duration::from_secs(self.ingest.clock_tolerance_secs)
+    }
+
+    /// The annotated default configuration, printed by `headend default-config`.
+    pub fn default_toml() -> String {
+        let body = toml::to_string_pretty(&Self::default()).unwrap_or_default();
+        format!(
+            "# Headend configuration. Every value shown is the default.\n\
+             # Environment variables override the file: HEADEND_DATA_DIR, HEADEND_HTTP_ADDR,\n\
+             # HEADEND_MQTT_ADDR, HEADEND_MQTTS_ADDR, HEADEND_DATABASE_URL, HEADEND_MQTT_EXTERNAL_URL,\n\
+             # HEADEND_JWT_SECRET, HEADEND_DEFAULT_TIME_ZONE, HEADEND_INGEST_WRITERS, HEADEND_LOG.\n\
+             # Secrets have no defaults: database.url (unset = embedded PostgreSQL),\n\
+             # mqtt.external_url (unset = embedded broker), auth.jwt_secret (unset = generated\n\
+             # into the data directory on first start).\n\n{body}"
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_and_defaults() {
+        let mut config = Config::default();
+        let vars = [
+            ("HEADEND_HTTP_ADDR", "127.0.0.1:9999"),
+            ("HEADEND_DATABASE_URL", "postgres://u:pw@db/headend"),
+        ];
+        config
+            .apply_env(|k| {
+                vars.iter()
+                    .find(|(name, _)| *name == k)
+                    .map(|(_, v)| v.to_string())
+            })
+            .unwrap();
+        assert_eq!(config.http.addr.port(), 9999);
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("pw@db"),
+            "secret leaked into Debug: {debug}"
+        );
+    }
+
+    #[test]
+    fn bad_env_value_names_the_variable() {
+        let mut config = Config::default();
+        let err = config
+            .apply_env(|k| (k == "HEADEND_MQTT_ADDR").then(|| "not-an-addr".to_string()))
+            .unwrap_err();
+        assert!(err.to_string().contains("HEADEND_MQTT_ADDR"));
+    }
+
+    #[test]
+    fn default_config_round_trips() {
+        let text = Config::default_toml();
+        let parsed: Config = toml::from_str(&text).unwrap();
+        assert_eq!(parsed.http.addr, Config::default().http.addr);
+    }
+
+    #[test]
+    fn short_jwt_secret_is_refused_with_a_fix() {
+        let mut config = Config::default();
+        config.auth.jwt_secret = Some(Secret::new("short"));
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("at least 32"), "{err}");
+    }
+}

@@ -1,0 +1,210 @@
+//! Devices (meters and relays behind gateways) and their latest values, read side.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::auth::Scope;
+use crate::ingest::clock;
+use crate::ingest::normalize::MEASUREMENT_COLUMNS;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct DeviceView {
+    pub id: i64,
+    pub gateway: String,
+    pub site_id: Option<i64>,
+    pub kind: String,
+    pub port: String,
+    pub slot: i16,
+    pub serial: String,
+    pub model: String,
+    pub modbus_addr: Option<i32>,
+    pub phases: Option<i16>,
+    pub description: String,
+    pub location: String,
+    pub sg_description: String,
+    pub first_seen_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const DEVICE_SQL: &str =
+    "SELECT d.id, g.serial AS gateway, g.site_id, d.kind, d.port, d.slot, d.serial,
+        d.model, d.modbus_addr, d.phases, d.description, d.location, d.sg_description,
+        d.first_seen_at, d.updated_at
+ FROM devices d JOIN gateways g ON g.id = d.gateway_id
+ WHERE ($1::int8[] IS NULL OR g.site_id = ANY($1))";
+
+pub async fn list(pool: &PgPool, scope: &Scope) -> Result<Vec<DeviceView>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{DEVICE_SQL} ORDER BY g.serial, d.port, d.slot, d.kind"
+    ))
+    .bind(scope.site_ids())
+    .fetch_all(pool)
+    .await
+}
+
+/// The meter with this serial that reported most recently (a serial can move between slots
+/// or gateways when a meter is re-installed).
+async fn meter_by_serial(
+    pool: &PgPool,
+    scope: &Scope,
+    serial: &str,
+) -> Result<Option<DeviceView>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{DEVICE_SQL} AND d.kind = 'meter' AND d.serial = $2 ORDER BY d.updated_at DESC LIMIT 1"
+    ))
+    .bind(scope.site_ids())
+    .bind(serial)
+    .fetch_optional(pool)
+    .await
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latest {
+    pub device: DeviceView,
+    /// When the meter measured (UTC), and when Headend received it.
+    pub ts: Option<DateTime<Utc>>,
+    pub received_at: Option<DateTime<Utc>>,
+    pub clock_fault: bool,
+    pub dst_ambiguous: bool,
+    pub dst_gap: bool,
+    pub tariff: Option<i16>,
+    /// Column name to value in SI units; absent values are omitted, never zero.
+    pub values: serde_json::Map<String, serde_json::Value>,
+    pub units: serde_json::Map<String, serde_json::Value>,
+}
+
+pub fn unit_of(column: &str) -> &'static str {
+    match column.trim_end_matches(char::is_numeric) {
+        "frequency" => "Hz",
+        "u" => "V",
+        "i" | "i_n" => "A",
+        "p" => "W",
+        "q" => "var",
+        "s" => "VA",
+        "pf" => "",
+        "pa" => "deg",
+        "temperature" => "C",
+        "thd_i" | "thd_u" => "%",
+        _ => "",
+    }
+}
+
+pub async fn latest(
+    pool: &PgPool,
+    scope: &Scope,
+    serial: &str,
+) -> Result<Option<Latest>, sqlx::Error> {
+    let Some(device) = meter_by_serial(pool, scope, serial).await? else {
+        return Ok(None);
+    };
+    let columns = &MEASUREMENT_COLUMNS[..MEASUREMENT_COLUMNS.len() - 1];
+    // to_jsonb keeps float4 values as PostgreSQL prints them (shortest round-trip text),
+    // so 220.5 stays 220.5 rather than 220.5000152587890625.
+    type Row = (
+        DateTime<Utc>,
+        DateTime<Utc>,
+        i16,
+        Option<i16>,
+        serde_json::Value,
+    );
+    let row: Option<Row> = sqlx::query_as(&format!(
+        "SELECT ts, received_at, flags, tariff, jsonb_build_object({})
+             FROM measurements WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
+        columns
+            .iter()
+            .map(|c| format!("'{c}', {c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .bind(device.id)
+    .fetch_optional(pool)
+    .await?;
+    let mut latest = Latest {
+        device,
+        ts: None,
+        received_at: None,
+        clock_fault: false,
+        dst_ambiguous: false,
+        dst_gap: false,
+        tariff: None,
+        values: serde_json::Map::new(),
+        units: serde_json::Map::new(),
+    };
+    if let Some((ts, received_at, flags, tariff, values)) = row {
+        latest.ts = Some(ts);
+        latest.received_at = Some(received_at);
+        latest.clock_fault = flags & clock::CLOCK_FAULT != 0;
+        latest.dst_ambiguous = flags & clock::DST_AMBIGUOUS != 0;
+        latest.dst_gap = flags & clock::DST_GAP != 0;
+        latest.tariff = tariff;
+        if let serde_json::Value::Object(map) = values {
+            for (k, v) in map {
+                if !v.is_null() {
+                    latest
+                        .units
+                        .insert(k.clone(), serde_json::Value::from(unit_of(&k)));
+                    latest.values.insert(k, v);
+                }
+            }
+        }
+    }
+    Ok(Some(latest))
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct CounterLatest {
+    pub name: String,
+    pub index: i16,
+    pub resettable: bool,
+    pub unit: String,
+    pub phase: Option<String>,
+    pub tariffs: Vec<i16>,
+    pub ts: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    /// Exact value in milli-units (mWh, mvarh, mVAh).
+    pub value_milli: i64,
+    /// The same in base units, as a decimal string so that no float rounding creeps in.
+    pub value: String,
+    pub clock_fault: bool,
+}
+
+pub async fn counters(
+    pool: &PgPool,
+    scope: &Scope,
+    serial: &str,
+) -> Result<Option<(DeviceView, Vec<CounterLatest>)>, sqlx::Error> {
+    let Some(device) = meter_by_serial(pool, scope, serial).await? else {
+        return Ok(None);
+    };
+    let rows: Vec<CounterLatest> = sqlx::query_as(
+        "SELECT c.name, c.idx AS index, c.resettable, c.unit, c.phase, c.tariffs,
+                r.ts, r.received_at, r.value_milli,
+                trim_scale(r.value_milli::numeric / 1000)::text AS value,
+                (r.flags & 1) <> 0 AS clock_fault
+         FROM counters c
+         CROSS JOIN LATERAL (SELECT ts, received_at, value_milli, flags FROM counter_readings
+                             WHERE counter_id = c.id ORDER BY ts DESC LIMIT 1) r
+         WHERE c.device_id = $1
+         ORDER BY c.resettable, c.idx",
+    )
+    .bind(device.id)
+    .fetch_all(pool)
+    .await?;
+    Ok(Some((device, rows)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_follow_column_names() {
+        assert_eq!(unit_of("u1"), "V");
+        assert_eq!(unit_of("i_n"), "A");
+        assert_eq!(unit_of("p"), "W");
+        assert_eq!(unit_of("thd_u3"), "%");
+        assert_eq!(unit_of("pf2"), "");
+        assert_eq!(unit_of("frequency"), "Hz");
+    }
+}

@@ -1,0 +1,251 @@
+//! Ingest: gateway traffic from the MQTT front door (or an external broker) to PostgreSQL.
+//!
+//! ```text
+//! gate / external client ──append──▶ journal (fsynced, group commit) ──batches──▶ writers ──▶ PostgreSQL
+//!        ▲ broker PUBACK only after the append is durable          ack ◀── commit ──┘
+//! ```
+//!
+//! The journal is the only hand-off: live tailing, catch-up after a database outage and replay
+//! after a crash are the same code path. Writers are idempotent, so a replay changes nothing.
+
+pub mod clock;
+pub mod normalize;
+pub mod record;
+pub mod rejects;
+pub mod writer;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use headend_journal::{Appender, Journal, Reader};
+use sqlx::PgPool;
+use tokio::sync::RwLock;
+use tokio_util::sync::CancellationToken;
+
+use crate::gateways;
+use crate::metrics::Metrics;
+use normalize::{Directory, Normalizer, Rows};
+use record::IngestRecord;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("ingest journal: {0}")]
+    Journal(#[from] headend_journal::JournalError),
+    #[error("loading gateways for ingest: {0}")]
+    Directory(#[source] sqlx::Error),
+}
+
+/// The write side handed to the MQTT adapters.
+#[derive(Clone)]
+pub struct IngestSink {
+    appender: Appender,
+    metrics: Arc<Metrics>,
+}
+
+impl IngestSink {
+    /// Resolves once the record is durable in the journal.
+    pub async fn append(&self, record: &IngestRecord) -> Result<(), headend_journal::JournalError> {
+        let result = self.appender.append(record.encode()).await;
+        match &result {
+            Ok(_) => self.metrics.journal_appended.inc(),
+            Err(_) => self.metrics.journal_append_errors.inc(),
+        }
+        result.map(|_| ())
+    }
+}
+
+pub struct IngestSettings {
+    pub writers: usize,
+    pub batch_max_messages: usize,
+    pub clock_tolerance: chrono::Duration,
+}
+
+pub struct Ingest {
+    journal: Arc<Journal>,
+    directory: Arc<RwLock<DirectoryState>>,
+    pool: PgPool,
+    metrics: Arc<Metrics>,
+    settings: IngestSettings,
+    cache: Arc<writer::IdCache>,
+}
+
+struct DirectoryState {
+    directory: Arc<Directory>,
+    /// When a record naming an unknown gateway last caused a reload.
+    miss_reload_at: Option<Instant>,
+}
+
+/// A reload because of an unknown gateway happens at most this often, so a flood of messages
+/// for unregistered topics cannot turn into a flood of queries.
+const DIRECTORY_RELOAD_MIN: Duration = Duration::from_millis(500);
+
+impl Ingest {
+    pub async fn new(
+        journal: Journal,
+        pool: PgPool,
+        metrics: Arc<Metrics>,
+        settings: IngestSettings,
+    ) -> Result<Self, IngestError> {
+        let directory = gateways::load_directory(&pool)
+            .await
+            .map_err(IngestError::Directory)?;
+        Ok(Self {
+            journal: Arc::new(journal),
+            directory: Arc::new(RwLock::new(DirectoryState {
+                directory: Arc::new(directory),
+                miss_reload_at: None,
+            })),
+            pool,
+            metrics,
+            settings,
+            cache: Arc::default(),
+        })
+    }
+
+    pub fn sink(&self) -> IngestSink {
+        IngestSink {
+            appender: self.journal.appender(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    pub fn journal(&self) -> Arc<Journal> {
+        self.journal.clone()
+    }
+
+    /// Runs `settings.writers` writers until `shutdown`; returns when all have stopped.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) -> Result<(), IngestError> {
+        let reader = self.journal.reader();
+        let mut writers = tokio::task::JoinSet::new();
+        for n in 0..self.settings.writers {
+            let this = self.clone();
+            let reader = reader.clone();
+            let shutdown = shutdown.clone();
+            writers.spawn(async move { this.writer(n, reader, shutdown).await });
+        }
+        let mut result = Ok(());
+        while let Some(joined) = writers.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    shutdown.cancel();
+                    result = Err(e);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "ingest writer panicked");
+                    shutdown.cancel();
+                }
+            }
+        }
+        result
+    }
+
+    #[tracing::instrument(name = "ingest_writer", skip_all, fields(writer = n))]
+    async fn writer(
+        &self,
+        n: usize,
+        reader: Reader,
+        shutdown: CancellationToken,
+    ) -> Result<(), IngestError> {
+        let epoch = self.journal.epoch() as i64;
+        loop {
+            let batch = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                batch = reader.next_batch(self.settings.batch_max_messages, 16 * 1024 * 1024) => batch?,
+            };
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                // Normalised again on every attempt: a gateway registered while the database
+                // was down is known once it is back.
+                let rows = self.normalize(&batch).await;
+                let started = Instant::now();
+                match writer::write(&self.pool, &self.cache, epoch, &rows).await {
+                    Ok(written) => {
+                        self.metrics
+                            .record_written(&rows, &written, started.elapsed());
+                        break;
+                    }
+                    Err(e) => {
+                        self.metrics.db_errors.inc();
+                        tracing::warn!(
+                            error = %e,
+                            first_seq = batch.first_seq,
+                            last_seq = batch.last_seq,
+                            retry_in_ms = backoff.as_millis() as u64,
+                            "ingest batch not committed; kept in the journal and retried"
+                        );
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            self.journal.ack(batch.first_seq..=batch.last_seq)?;
+        }
+    }
+
+    async fn normalize(&self, batch: &headend_journal::Batch) -> Rows {
+        let records: Vec<(i64, Result<IngestRecord, record::RecordError>)> = batch
+            .records
+            .iter()
+            .map(|r| (r.seq as i64, IngestRecord::decode(r.payload.clone())))
+            .collect();
+        let directory = self.directory_for(&records).await;
+        let normalizer = Normalizer {
+            directory: &directory,
+            clock_tolerance: self.settings.clock_tolerance,
+        };
+        let mut rows = Rows::default();
+        for (seq, record) in records {
+            match record {
+                Ok(record) => normalizer.push(&mut rows, seq, record),
+                // A record this build cannot read (corrupt or from a newer version): keep it
+                // visible rather than dropping it silently.
+                Err(e) => {
+                    tracing::error!(seq, error = %e, "unreadable journal record");
+                    self.metrics.journal_unreadable.inc();
+                }
+            }
+        }
+        rows
+    }
+
+    /// The directory, reloaded first if a record names a gateway it does not know (a gateway
+    /// registered since the last load).
+    async fn directory_for(
+        &self,
+        records: &[(i64, Result<IngestRecord, record::RecordError>)],
+    ) -> Arc<Directory> {
+        let state = self.directory.read().await;
+        let unknown = records.iter().any(|(_, r)| match r {
+            Ok(r) if r.kind == record::RecordKind::Publish => {
+                if r.client.is_empty() {
+                    state.directory.by_topic(&r.topic).is_none()
+                } else {
+                    state.directory.by_serial(&r.client).is_none()
+                }
+            }
+            _ => false,
+        });
+        let recently = state
+            .miss_reload_at
+            .is_some_and(|at| at.elapsed() < DIRECTORY_RELOAD_MIN);
+        if !unknown || recently {
+            return state.directory.clone();
+        }
+        drop(state);
+        self.directory.write().await.miss_reload_at = Some(Instant::now());
+        self.reload_directory().await
+    }
+
+    pub async fn reload_directory(&self) -> Arc<Directory> {
+        let mut state = self.directory.write().await;
+        match gateways::load_directory(&self.pool).await {
+            Ok(directory) => state.directory = Arc::new(directory),
+            Err(e) => tracing::warn!(error = %e, "could not reload the gateway directory"),
+        }
+        state.directory.clone()
+    }
+}

@@ -1,0 +1,706 @@
+//! From journal records to rows: pure code, no I/O, so every rule is unit-tested here and the
+//! database writer only moves rows.
+//!
+//! A record becomes rows, a reject, or both (a partly valid message keeps its valid part and
+//! records why the rest was refused). Nothing here can fail as a whole: hostile input becomes a
+//! reject row with the verbatim payload.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
+use sg_wire::message as wire;
+use sg_wire::topic::{Port, SgTopic, TopicLayout};
+use sg_wire::SgMessage;
+
+use super::clock::{self, CLOCK_FAULT};
+use super::record::{IngestRecord, RecordKind};
+
+/// What the normaliser needs to know about a registered gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayInfo {
+    pub id: i64,
+    pub serial: String,
+    pub layout: TopicLayout,
+    pub zone: Tz,
+}
+
+/// Registered gateways, by serial and by publish base (the external broker gives no identity).
+#[derive(Debug, Default, Clone)]
+pub struct Directory {
+    by_serial: HashMap<String, GatewayInfo>,
+    by_base: HashMap<String, String>,
+    commands: std::collections::HashSet<String>,
+}
+
+impl Directory {
+    pub fn new(gateways: impl IntoIterator<Item = GatewayInfo>) -> Self {
+        let mut dir = Self::default();
+        for gw in gateways {
+            dir.by_base
+                .insert(gw.layout.publish_base(), gw.serial.clone());
+            dir.commands.insert(gw.layout.command_topic());
+            dir.by_serial.insert(gw.serial.clone(), gw);
+        }
+        dir
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_serial.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_serial.is_empty()
+    }
+
+    pub fn by_serial(&self, serial: &str) -> Option<&GatewayInfo> {
+        self.by_serial.get(serial)
+    }
+
+    /// The gateway whose publish base is a prefix of `topic` (at a `/` boundary).
+    pub fn by_topic(&self, topic: &str) -> Option<&GatewayInfo> {
+        topic
+            .match_indices('/')
+            .map(|(i, _)| &topic[..i])
+            .find_map(|prefix| self.by_base.get(prefix))
+            .and_then(|serial| self.by_serial.get(serial))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceKind {
+    Meter,
+    Relay,
+}
+
+impl DeviceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Meter => "meter",
+            Self::Relay => "relay",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DeviceKey {
+    pub gateway_id: i64,
+    pub kind: DeviceKind,
+    /// `ir` or `rs485`.
+    pub port: &'static str,
+    /// 0 for the IR port, else the RS485 settings slot.
+    pub slot: i16,
+}
+
+impl DeviceKey {
+    fn new(gateway_id: i64, kind: DeviceKind, port: Port) -> Self {
+        let (port, slot) = match port {
+            Port::Ir => ("ir", 0),
+            Port::Rs485(n) => ("rs485", i16::from(n)),
+        };
+        Self {
+            gateway_id,
+            kind,
+            port,
+            slot,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceAttrs {
+    pub serial: String,
+    pub model: String,
+    pub modbus_addr: Option<i32>,
+    pub phases: Option<i16>,
+    pub description: String,
+    pub location: String,
+    pub sg_description: String,
+}
+
+/// One measurements message, SI units; `values` follows [`MEASUREMENT_COLUMNS`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeasurementRow {
+    pub device: DeviceKey,
+    pub ts: DateTime<Utc>,
+    pub received_at: DateTime<Utc>,
+    pub flags: i16,
+    pub tariff: Option<i16>,
+    pub values: [Option<f32>; MEASUREMENT_COLUMNS.len()],
+}
+
+/// Column names of `measurements`, in the order of [`MeasurementRow::values`].
+pub const MEASUREMENT_COLUMNS: [&str; 39] = [
+    "frequency",
+    "u1",
+    "u2",
+    "u3",
+    "u12",
+    "u23",
+    "u31",
+    "i1",
+    "i2",
+    "i3",
+    "i_n",
+    "p",
+    "p1",
+    "p2",
+    "p3",
+    "q",
+    "q1",
+    "q2",
+    "q3",
+    "s",
+    "s1",
+    "s2",
+    "s3",
+    "pf",
+    "pf1",
+    "pf2",
+    "pf3",
+    "pa",
+    "pa1",
+    "pa2",
+    "pa3",
+    "temperature",
+    "thd_i1",
+    "thd_i2",
+    "thd_i3",
+    "thd_u1",
+    "thd_u2",
+    "thd_u3",
+    // Reserved position kept last so the array length documents the schema width.
+    "_reserved",
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterDef {
+    pub device: DeviceKey,
+    pub name: String,
+    pub idx: i16,
+    pub resettable: bool,
+    pub unit: &'static str,
+    pub phase: Option<String>,
+    pub tariffs: Vec<i16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterReading {
+    pub device: DeviceKey,
+    pub name: String,
+    pub ts: DateTime<Utc>,
+    pub value_milli: i64,
+    pub received_at: DateTime<Utc>,
+    pub flags: i16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayStateRow {
+    pub device: DeviceKey,
+    pub ts: DateTime<Utc>,
+    pub state: i16,
+    pub received_at: DateTime<Utc>,
+    pub flags: i16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub gateway_id: i64,
+    pub kind: &'static str,
+    pub received_at: DateTime<Utc>,
+    pub body: String,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectRow {
+    pub received_at: DateTime<Utc>,
+    pub source: String,
+    pub topic: String,
+    pub client: String,
+    pub gateway_id: Option<i64>,
+    pub reason: String,
+    pub partial: bool,
+    pub payload: Bytes,
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GatewayUpdate {
+    pub last_seen_at: Option<DateTime<Utc>>,
+    pub online: Option<bool>,
+    pub hello: Option<Hello>,
+    /// Skew observed on the newest message received (by receive time).
+    pub skew: Option<(DateTime<Utc>, f64)>,
+    pub clock_faults: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub at: DateTime<Utc>,
+    pub model: Option<String>,
+    pub firmware_version: Option<String>,
+    pub hardware_version: Option<String>,
+}
+
+/// Everything one journal batch turns into.
+#[derive(Debug, Default)]
+pub struct Rows {
+    pub devices: HashMap<DeviceKey, DeviceAttrs>,
+    pub measurements: Vec<MeasurementRow>,
+    pub counter_defs: HashMap<(DeviceKey, String), CounterDef>,
+    pub counter_readings: Vec<CounterReading>,
+    pub relay_states: Vec<RelayStateRow>,
+    pub events: Vec<EventRow>,
+    pub rejects: Vec<RejectRow>,
+    pub gateways: HashMap<i64, GatewayUpdate>,
+    /// Messages accepted in full or in part, by message kind, for metrics.
+    pub accepted: HashMap<&'static str, u64>,
+}
+
+impl Rows {
+    /// Rows that carry data (not rejects), to tell a partly accepted message from a refused one.
+    fn stored(&self) -> usize {
+        self.measurements.len()
+            + self.counter_readings.len()
+            + self.relay_states.len()
+            + self.events.len()
+            + self.gateways.values().filter(|g| g.hello.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.stored() == 0 && self.rejects.is_empty() && self.gateways.is_empty()
+    }
+}
+
+/// Longest log/error/status text kept per event.
+const MAX_EVENT_TEXT: usize = 8 * 1024;
+
+pub struct Normalizer<'a> {
+    pub directory: &'a Directory,
+    pub clock_tolerance: Duration,
+}
+
+impl Normalizer<'_> {
+    /// Adds what `record` (journal sequence `seq`) says to `rows`.
+    pub fn push(&self, rows: &mut Rows, seq: i64, record: IngestRecord) {
+        // On an external broker Headend also sees what it publishes to gateways.
+        if record.client.is_empty() && self.directory.commands.contains(&record.topic) {
+            return;
+        }
+        let gateway = if record.client.is_empty() {
+            self.directory.by_topic(&record.topic)
+        } else {
+            self.directory.by_serial(&record.client)
+        };
+        let mut ctx = Ctx {
+            rows,
+            record: &record,
+            seq,
+            gateway_id: gateway.map(|g| g.id),
+        };
+        match record.kind {
+            RecordKind::Violation => ctx.reject(record.reason.clone(), false),
+            RecordKind::Connect | RecordKind::Disconnect => {
+                let Some(gw) = gateway else {
+                    return;
+                };
+                let connected = record.kind == RecordKind::Connect;
+                let update = ctx.rows.gateways.entry(gw.id).or_default();
+                update.online = Some(connected);
+                bump_seen(update, record.received_at);
+                let body = String::from_utf8_lossy(&record.payload).into_owned();
+                ctx.event(
+                    gw.id,
+                    if connected { "connect" } else { "disconnect" },
+                    body,
+                );
+            }
+            RecordKind::Publish => match gateway {
+                None => ctx.reject(
+                    format!(
+                        "unknown gateway: no registered gateway publishes under topic {:?}",
+                        record.topic
+                    ),
+                    false,
+                ),
+                Some(gw) => self.publish(&mut ctx, gw),
+            },
+        }
+    }
+
+    fn publish(&self, ctx: &mut Ctx<'_>, gw: &GatewayInfo) {
+        let record = ctx.record;
+        let topic = match gw.layout.parse_publish_topic(&record.topic) {
+            Ok(topic) => topic,
+            Err(e) => return ctx.reject(format!("topic {:?}: {e}", record.topic), false),
+        };
+        let message = match sg_wire::parse_message(topic, &record.payload) {
+            Ok(message) => message,
+            Err(e) => return ctx.reject(e.to_string(), false),
+        };
+        bump_seen(
+            ctx.rows.gateways.entry(gw.id).or_default(),
+            record.received_at,
+        );
+        let mut issues = Vec::new();
+        let stored_before = ctx.rows.stored();
+        let kind = match message {
+            SgMessage::Status(doc) => {
+                self.status(ctx, gw, doc, &mut issues);
+                "status"
+            }
+            SgMessage::Log(text) => {
+                ctx.event(gw.id, "log", bounded(text));
+                "log"
+            }
+            SgMessage::Error(text) => {
+                ctx.event(gw.id, "error", bounded(text));
+                "error"
+            }
+            SgMessage::Measurements(doc) => {
+                let Some(port) = port_of(topic) else { return };
+                self.measurements(ctx, gw, port, &doc, &mut issues);
+                "measurements"
+            }
+            SgMessage::Counters(doc) => {
+                let Some(port) = port_of(topic) else { return };
+                self.counters(ctx, gw, port, &doc, &mut issues);
+                "counters"
+            }
+            SgMessage::Bicom(doc) => {
+                let Some(port) = port_of(topic) else { return };
+                self.bicom(ctx, gw, port, &doc, &mut issues);
+                "bicom"
+            }
+        };
+        let stored = ctx.rows.stored() > stored_before;
+        if stored {
+            *ctx.rows.accepted.entry(kind).or_default() += 1;
+        }
+        if !issues.is_empty() {
+            ctx.reject(issues.join("; "), stored);
+        }
+    }
+
+    fn status(
+        &self,
+        ctx: &mut Ctx<'_>,
+        gw: &GatewayInfo,
+        doc: wire::StatusDoc,
+        issues: &mut Vec<String>,
+    ) {
+        let body = String::from_utf8_lossy(&ctx.record.payload).into_owned();
+        match doc {
+            wire::StatusDoc::Hello(hello) => {
+                if hello.serial_number != gw.serial {
+                    issues.push(format!(
+                        "hello names serial {:?} but comes from gateway {:?}",
+                        truncate(&hello.serial_number, 64),
+                        gw.serial
+                    ));
+                }
+                let update = ctx.rows.gateways.entry(gw.id).or_default();
+                update.online = Some(true);
+                update.hello = Some(Hello {
+                    at: ctx.record.received_at,
+                    model: hello.model_type.as_deref().map(|s| clean_text(s, 64)),
+                    firmware_version: hello
+                        .sw_ver
+                        .as_ref()
+                        .map(|v| clean_text(&v.to_string(), 64)),
+                    hardware_version: hello
+                        .hw_ver
+                        .as_ref()
+                        .map(|v| clean_text(&v.to_string(), 64)),
+                });
+                ctx.event(gw.id, "hello", bounded(body));
+            }
+            wire::StatusDoc::Other(_) => ctx.event(gw.id, "status", bounded(body)),
+        }
+    }
+
+    fn header_attrs(
+        header: &wire::Header,
+        issues: &mut Vec<String>,
+    ) -> Result<DeviceAttrs, String> {
+        let clean = header.sanitized().map_err(|e| e.to_string())?;
+        Ok(Self::attrs(
+            clean.serial_number,
+            clean.labels,
+            header.modbus_addr,
+            header.phases,
+            issues,
+        ))
+    }
+
+    fn attrs(
+        serial: String,
+        labels: wire::Labels,
+        modbus_addr: Option<u16>,
+        phases: Option<u8>,
+        issues: &mut Vec<String>,
+    ) -> DeviceAttrs {
+        issues.extend(labels.issues.iter().map(ToString::to_string));
+        DeviceAttrs {
+            serial,
+            model: labels.model.unwrap_or_default(),
+            modbus_addr: modbus_addr.map(i32::from),
+            phases: phases.map(i16::from),
+            description: labels.description.unwrap_or_default(),
+            location: labels.location.unwrap_or_default(),
+            sg_description: labels.sg_description.unwrap_or_default(),
+        }
+    }
+
+    fn time(
+        &self,
+        ctx: &mut Ctx<'_>,
+        gw: &GatewayInfo,
+        local_time: Option<&str>,
+        issues: &mut Vec<String>,
+    ) -> (DateTime<Utc>, i16) {
+        let received_at = ctx.record.received_at;
+        let resolved = clock::resolve(local_time, gw.zone, received_at, self.clock_tolerance);
+        let update = ctx.rows.gateways.entry(gw.id).or_default();
+        if let Some(skew) = resolved.skew_s {
+            if update.skew.is_none_or(|(at, _)| at <= received_at) {
+                update.skew = Some((received_at, skew));
+            }
+        }
+        if resolved.flags & CLOCK_FAULT != 0 {
+            update.clock_faults += 1;
+        }
+        if let Some(fault) = resolved.fault {
+            issues.push(format!("clock fault, receive time used: {fault}"));
+        }
+        (resolved.ts, resolved.flags)
+    }
+
+    fn measurements(
+        &self,
+        ctx: &mut Ctx<'_>,
+        gw: &GatewayInfo,
+        port: Port,
+        doc: &wire::MeasurementsDoc,
+        issues: &mut Vec<String>,
+    ) {
+        let device = DeviceKey::new(gw.id, DeviceKind::Meter, port);
+        let attrs = match Self::header_attrs(&doc.header, issues) {
+            Ok(attrs) => attrs,
+            Err(e) => return issues.push(e),
+        };
+        let (ts, flags) = self.time(ctx, gw, doc.header.local_time.as_deref(), issues);
+        let (m, field_issues) = wire::normalize_measurements(doc);
+        issues.extend(field_issues.iter().map(ToString::to_string));
+        let v = |x: Option<f64>| x.map(|x| x as f32);
+        let values = [
+            v(m.frequency_hz),
+            v(m.u1),
+            v(m.u2),
+            v(m.u3),
+            v(m.u12),
+            v(m.u23),
+            v(m.u31),
+            v(m.i1),
+            v(m.i2),
+            v(m.i3),
+            v(m.i_n),
+            v(m.p_total),
+            v(m.p1),
+            v(m.p2),
+            v(m.p3),
+            v(m.q_total),
+            v(m.q1),
+            v(m.q2),
+            v(m.q3),
+            v(m.s_total),
+            v(m.s1),
+            v(m.s2),
+            v(m.s3),
+            v(m.pf_total),
+            v(m.pf1),
+            v(m.pf2),
+            v(m.pf3),
+            v(m.pa_total),
+            v(m.pa1),
+            v(m.pa2),
+            v(m.pa3),
+            v(m.temperature_c),
+            v(m.thd_i1),
+            v(m.thd_i2),
+            v(m.thd_i3),
+            v(m.thd_u1),
+            v(m.thd_u2),
+            v(m.thd_u3),
+            None,
+        ];
+        ctx.rows.devices.insert(device.clone(), attrs);
+        ctx.rows.measurements.push(MeasurementRow {
+            device,
+            ts,
+            received_at: ctx.record.received_at,
+            flags,
+            tariff: m.tariff,
+            values,
+        });
+    }
+
+    fn counters(
+        &self,
+        ctx: &mut Ctx<'_>,
+        gw: &GatewayInfo,
+        port: Port,
+        doc: &wire::CountersDoc,
+        issues: &mut Vec<String>,
+    ) {
+        let device = DeviceKey::new(gw.id, DeviceKind::Meter, port);
+        let attrs = match Self::header_attrs(&doc.header, issues) {
+            Ok(attrs) => attrs,
+            Err(e) => return issues.push(e),
+        };
+        let (ts, flags) = self.time(ctx, gw, doc.header.local_time.as_deref(), issues);
+        let (counters, field_issues) = wire::normalize_counters(doc);
+        issues.extend(field_issues.iter().map(ToString::to_string));
+        ctx.rows.devices.insert(device.clone(), attrs);
+        for c in counters {
+            ctx.rows.counter_readings.push(CounterReading {
+                device: device.clone(),
+                name: c.name.clone(),
+                ts,
+                value_milli: c.value_milli,
+                received_at: ctx.record.received_at,
+                flags,
+            });
+            ctx.rows.counter_defs.insert(
+                (device.clone(), c.name.clone()),
+                CounterDef {
+                    device: device.clone(),
+                    idx: i16::from(c.index),
+                    resettable: c.resettable,
+                    unit: c.unit.symbol(),
+                    phase: c.phase,
+                    tariffs: c.tariffs.into_iter().map(i16::from).collect(),
+                    name: c.name,
+                },
+            );
+        }
+    }
+
+    fn bicom(
+        &self,
+        ctx: &mut Ctx<'_>,
+        gw: &GatewayInfo,
+        port: Port,
+        doc: &wire::BicomDoc,
+        issues: &mut Vec<String>,
+    ) {
+        let device = DeviceKey::new(gw.id, DeviceKind::Relay, port);
+        let serial = match doc.bicom.serial() {
+            Ok(serial) => serial.unwrap_or_default().to_owned(),
+            Err(e) => return issues.push(e.to_string()),
+        };
+        let attrs = Self::attrs(
+            serial,
+            doc.bicom.labels(),
+            doc.bicom.modbus_addr,
+            None,
+            issues,
+        );
+        let (ts, flags) = self.time(ctx, gw, doc.bicom.local_time.as_deref(), issues);
+        let state = match doc.bicom.state {
+            1 => 1,
+            0 => 0,
+            -1 => -1,
+            other => {
+                issues.push(format!(
+                    "relay state {other} is not 1, 0 or -1; stored as unknown"
+                ));
+                -1
+            }
+        };
+        ctx.rows.devices.insert(device.clone(), attrs);
+        ctx.rows.relay_states.push(RelayStateRow {
+            device,
+            ts,
+            state,
+            received_at: ctx.record.received_at,
+            flags,
+        });
+    }
+}
+
+struct Ctx<'a> {
+    rows: &'a mut Rows,
+    record: &'a IngestRecord,
+    seq: i64,
+    gateway_id: Option<i64>,
+}
+
+impl Ctx<'_> {
+    fn reject(&mut self, reason: String, partial: bool) {
+        tracing::warn!(
+            topic = %self.record.topic,
+            client = %self.record.client,
+            partial,
+            %reason,
+            "ingest reject"
+        );
+        self.rows.rejects.push(RejectRow {
+            received_at: self.record.received_at,
+            source: self.record.source.clone(),
+            topic: self.record.topic.clone(),
+            client: self.record.client.clone(),
+            gateway_id: self.gateway_id,
+            reason: truncate(&reason, 4096),
+            partial,
+            payload: self.record.payload.clone(),
+            seq: self.seq,
+        });
+    }
+
+    fn event(&mut self, gateway_id: i64, kind: &'static str, body: String) {
+        self.rows.events.push(EventRow {
+            gateway_id,
+            kind,
+            received_at: self.record.received_at,
+            body,
+            seq: self.seq,
+        });
+    }
+}
+
+fn bump_seen(update: &mut GatewayUpdate, at: DateTime<Utc>) {
+    if update.last_seen_at.is_none_or(|seen| seen < at) {
+        update.last_seen_at = Some(at);
+    }
+}
+
+fn port_of(topic: SgTopic) -> Option<Port> {
+    match topic {
+        SgTopic::Measurements(p) | SgTopic::Counters(p) | SgTopic::Bicom(p) => Some(p),
+        SgTopic::Status | SgTopic::Log | SgTopic::Error => None,
+    }
+}
+
+fn bounded(text: String) -> String {
+    truncate(&text, MAX_EVENT_TEXT)
+}
+
+/// Text from a gateway shown to people: control characters removed, length bounded.
+fn clean_text(s: &str, max: usize) -> String {
+    let cleaned: String = s.chars().filter(|c| !c.is_control()).collect();
+    truncate(&cleaned, max)
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

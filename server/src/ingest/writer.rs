@@ -1,0 +1,485 @@
+//! Moves a batch of normalised rows into PostgreSQL in one transaction.
+//!
+//! Every table is written with one `INSERT ... SELECT FROM UNNEST(...)` per batch, so a batch of
+//! two thousand messages costs a handful of round trips, not thousands. Every insert is
+//! idempotent (`ON CONFLICT DO NOTHING` on natural keys, or on the journal position), so a batch
+//! replayed after a crash or a database outage changes nothing that was already committed.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, Transaction};
+
+use super::normalize::{CounterDef, DeviceAttrs, DeviceKey, Rows, MEASUREMENT_COLUMNS};
+
+/// Ids of devices and counters already in the database, so the steady state skips the upserts.
+/// Filled only after a commit: an id from a rolled-back transaction does not exist.
+#[derive(Default)]
+pub struct IdCache {
+    devices: Mutex<HashMap<DeviceKey, (i64, DeviceAttrs)>>,
+    counters: Mutex<HashMap<(i64, String), (i64, CounterDef)>>,
+}
+
+impl IdCache {
+    fn device(&self, key: &DeviceKey, attrs: &DeviceAttrs) -> Option<i64> {
+        let map = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).filter(|(_, a)| a == attrs).map(|(id, _)| *id)
+    }
+
+    fn counter(&self, device_id: i64, def: &CounterDef) -> Option<i64> {
+        let map = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(device_id, def.name.clone()))
+            .filter(|(_, d)| same_counter(d, def))
+            .map(|(id, _)| *id)
+    }
+}
+
+fn same_counter(a: &CounterDef, b: &CounterDef) -> bool {
+    a.idx == b.idx
+        && a.resettable == b.resettable
+        && a.unit == b.unit
+        && a.phase == b.phase
+        && a.tariffs == b.tariffs
+}
+
+pub struct Written {
+    pub measurements: u64,
+    pub counter_readings: u64,
+    pub relay_states: u64,
+    pub events: u64,
+    pub rejects: u64,
+}
+
+pub async fn write(
+    pool: &PgPool,
+    cache: &IdCache,
+    epoch: i64,
+    rows: &Rows,
+) -> Result<Written, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let devices = resolve_devices(&mut tx, cache, rows).await?;
+    let counters = resolve_counters(&mut tx, cache, rows, &devices).await?;
+    let written = Written {
+        measurements: insert_measurements(&mut tx, rows, &devices).await?,
+        counter_readings: insert_counter_readings(&mut tx, rows, &devices, &counters).await?,
+        relay_states: insert_relay_states(&mut tx, rows, &devices).await?,
+        events: insert_events(&mut tx, epoch, rows).await?,
+        rejects: insert_rejects(&mut tx, epoch, rows).await?,
+    };
+    update_gateways(&mut tx, rows).await?;
+    tx.commit().await?;
+
+    let mut map = cache.devices.lock().unwrap_or_else(|e| e.into_inner());
+    for (key, attrs) in &rows.devices {
+        if let Some(id) = devices.get(key) {
+            map.insert(key.clone(), (*id, attrs.clone()));
+        }
+    }
+    drop(map);
+    let mut map = cache.counters.lock().unwrap_or_else(|e| e.into_inner());
+    for ((key, name), def) in &rows.counter_defs {
+        if let (Some(device_id), Some(id)) = (
+            devices.get(key),
+            devices
+                .get(key)
+                .and_then(|d| counters.get(&(*d, name.clone()))),
+        ) {
+            map.insert((*device_id, name.clone()), (*id, def.clone()));
+        }
+    }
+    Ok(written)
+}
+
+async fn resolve_devices(
+    tx: &mut Transaction<'_, Postgres>,
+    cache: &IdCache,
+    rows: &Rows,
+) -> Result<HashMap<DeviceKey, i64>, sqlx::Error> {
+    let mut ids = HashMap::with_capacity(rows.devices.len());
+    let mut missing: Vec<(&DeviceKey, &DeviceAttrs)> = Vec::new();
+    for (key, attrs) in &rows.devices {
+        match cache.device(key, attrs) {
+            Some(id) => {
+                ids.insert(key.clone(), id);
+            }
+            None => missing.push((key, attrs)),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(ids);
+    }
+    // Deterministic order keeps concurrent writers from deadlocking on the same devices.
+    missing.sort_by_key(|(k, _)| (k.gateway_id, k.kind.as_str(), k.port, k.slot));
+    let gateway: Vec<i64> = missing.iter().map(|(k, _)| k.gateway_id).collect();
+    let kind: Vec<&str> = missing.iter().map(|(k, _)| k.kind.as_str()).collect();
+    let port: Vec<&str> = missing.iter().map(|(k, _)| k.port).collect();
+    let slot: Vec<i16> = missing.iter().map(|(k, _)| k.slot).collect();
+    let serial: Vec<&str> = missing.iter().map(|(_, a)| a.serial.as_str()).collect();
+    let model: Vec<&str> = missing.iter().map(|(_, a)| a.model.as_str()).collect();
+    let addr: Vec<Option<i32>> = missing.iter().map(|(_, a)| a.modbus_addr).collect();
+    let phases: Vec<Option<i16>> = missing.iter().map(|(_, a)| a.phases).collect();
+    let description: Vec<&str> = missing
+        .iter()
+        .map(|(_, a)| a.description.as_str())
+        .collect();
+    let location: Vec<&str> = missing.iter().map(|(_, a)| a.location.as_str()).collect();
+    let sg_description: Vec<&str> = missing
+        .iter()
+        .map(|(_, a)| a.sg_description.as_str())
+        .collect();
+    let found: Vec<(i64, i64, String, String, i16)> = sqlx::query_as(
+        "INSERT INTO devices AS d (gateway_id, kind, port, slot, serial, model, modbus_addr, phases,
+                                   description, location, sg_description)
+         SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[],
+                              $6::text[], $7::int4[], $8::int2[], $9::text[], $10::text[], $11::text[])
+         ON CONFLICT (gateway_id, kind, port, slot) DO UPDATE SET
+             serial = EXCLUDED.serial, model = EXCLUDED.model, modbus_addr = EXCLUDED.modbus_addr,
+             phases = COALESCE(EXCLUDED.phases, d.phases), description = EXCLUDED.description,
+             location = EXCLUDED.location, sg_description = EXCLUDED.sg_description,
+             updated_at = now()
+         RETURNING id, gateway_id, kind, port, slot",
+    )
+    .bind(&gateway)
+    .bind(&kind)
+    .bind(&port)
+    .bind(&slot)
+    .bind(&serial)
+    .bind(&model)
+    .bind(&addr)
+    .bind(&phases)
+    .bind(&description)
+    .bind(&location)
+    .bind(&sg_description)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (id, gateway_id, kind, port, slot) in found {
+        if let Some((key, _)) = missing.iter().find(|(k, _)| {
+            k.gateway_id == gateway_id
+                && k.kind.as_str() == kind
+                && k.port == port
+                && k.slot == slot
+        }) {
+            ids.insert((*key).clone(), id);
+        }
+    }
+    Ok(ids)
+}
+
+async fn resolve_counters(
+    tx: &mut Transaction<'_, Postgres>,
+    cache: &IdCache,
+    rows: &Rows,
+    devices: &HashMap<DeviceKey, i64>,
+) -> Result<HashMap<(i64, String), i64>, sqlx::Error> {
+    let mut ids = HashMap::with_capacity(rows.counter_defs.len());
+    let mut missing: Vec<(i64, &CounterDef)> = Vec::new();
+    for ((key, name), def) in &rows.counter_defs {
+        let Some(&device_id) = devices.get(key) else {
+            continue;
+        };
+        match cache.counter(device_id, def) {
+            Some(id) => {
+                ids.insert((device_id, name.clone()), id);
+            }
+            None => missing.push((device_id, def)),
+        }
+    }
+    if missing.is_empty() {
+        return Ok(ids);
+    }
+    missing.sort_by(|a, b| (a.0, &a.1.name).cmp(&(b.0, &b.1.name)));
+    let device: Vec<i64> = missing.iter().map(|(d, _)| *d).collect();
+    let name: Vec<&str> = missing.iter().map(|(_, c)| c.name.as_str()).collect();
+    let idx: Vec<i16> = missing.iter().map(|(_, c)| c.idx).collect();
+    let resettable: Vec<bool> = missing.iter().map(|(_, c)| c.resettable).collect();
+    let unit: Vec<&str> = missing.iter().map(|(_, c)| c.unit).collect();
+    let phase: Vec<Option<&str>> = missing.iter().map(|(_, c)| c.phase.as_deref()).collect();
+    // Tariff sets travel as text ("1 2 3 4") because UNNEST cannot carry an array of arrays.
+    let tariffs: Vec<String> = missing
+        .iter()
+        .map(|(_, c)| {
+            c.tariffs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let found: Vec<(i64, i64, String)> = sqlx::query_as(
+        "INSERT INTO counters AS c (device_id, name, idx, resettable, unit, phase, tariffs)
+         SELECT u.d, u.n, u.i, u.r, u.un, u.ph,
+                COALESCE(string_to_array(NULLIF(u.t, ''), ' ')::int2[], '{}')
+         FROM UNNEST($1::int8[], $2::text[], $3::int2[], $4::bool[], $5::text[], $6::text[], $7::text[])
+              AS u(d, n, i, r, un, ph, t)
+         ON CONFLICT (device_id, name) DO UPDATE SET
+             idx = EXCLUDED.idx, resettable = EXCLUDED.resettable, unit = EXCLUDED.unit,
+             phase = EXCLUDED.phase, tariffs = EXCLUDED.tariffs
+         RETURNING id, device_id, name",
+    )
+    .bind(&device)
+    .bind(&name)
+    .bind(&idx)
+    .bind(&resettable)
+    .bind(&unit)
+    .bind(&phase)
+    .bind(&tariffs)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (id, device_id, name) in found {
+        ids.insert((device_id, name), id);
+    }
+    Ok(ids)
+}
+
+async fn insert_measurements(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &Rows,
+    devices: &HashMap<DeviceKey, i64>,
+) -> Result<u64, sqlx::Error> {
+    let present: Vec<_> = rows
+        .measurements
+        .iter()
+        .filter_map(|m| devices.get(&m.device).map(|id| (*id, m)))
+        .collect();
+    if present.is_empty() {
+        return Ok(0);
+    }
+    let value_columns = &MEASUREMENT_COLUMNS[..MEASUREMENT_COLUMNS.len() - 1];
+    let sql = measurement_sql(value_columns);
+    let mut query = sqlx::query(&sql)
+        .bind(present.iter().map(|(id, _)| *id).collect::<Vec<i64>>())
+        .bind(
+            present
+                .iter()
+                .map(|(_, m)| m.ts)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(
+            present
+                .iter()
+                .map(|(_, m)| m.received_at)
+                .collect::<Vec<DateTime<Utc>>>(),
+        )
+        .bind(present.iter().map(|(_, m)| m.flags).collect::<Vec<i16>>())
+        .bind(
+            present
+                .iter()
+                .map(|(_, m)| m.tariff)
+                .collect::<Vec<Option<i16>>>(),
+        );
+    for column in 0..value_columns.len() {
+        query = query.bind(
+            present
+                .iter()
+                .map(|(_, m)| m.values[column])
+                .collect::<Vec<Option<f32>>>(),
+        );
+    }
+    Ok(query.execute(&mut **tx).await?.rows_affected())
+}
+
+fn measurement_sql(value_columns: &[&str]) -> String {
+    let columns = value_columns.join(", ");
+    let params: Vec<String> = (0..value_columns.len())
+        .map(|i| format!("${}::float4[]", i + 6))
+        .collect();
+    format!(
+        "INSERT INTO measurements (device_id, ts, received_at, flags, tariff, {columns})
+         SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[], $4::int2[],
+                              $5::int2[], {})
+         ON CONFLICT (device_id, ts) DO NOTHING",
+        params.join(", ")
+    )
+}
+
+async fn insert_counter_readings(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &Rows,
+    devices: &HashMap<DeviceKey, i64>,
+    counters: &HashMap<(i64, String), i64>,
+) -> Result<u64, sqlx::Error> {
+    let mut id = Vec::with_capacity(rows.counter_readings.len());
+    let mut ts = Vec::with_capacity(rows.counter_readings.len());
+    let mut value = Vec::with_capacity(rows.counter_readings.len());
+    let mut received = Vec::with_capacity(rows.counter_readings.len());
+    let mut flags = Vec::with_capacity(rows.counter_readings.len());
+    for r in &rows.counter_readings {
+        let Some(counter) = devices
+            .get(&r.device)
+            .and_then(|d| counters.get(&(*d, r.name.clone())))
+        else {
+            continue;
+        };
+        id.push(*counter);
+        ts.push(r.ts);
+        value.push(r.value_milli);
+        received.push(r.received_at);
+        flags.push(r.flags);
+    }
+    if id.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "INSERT INTO counter_readings (counter_id, ts, value_milli, received_at, flags)
+         SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int8[], $4::timestamptz[], $5::int2[])
+         ON CONFLICT (counter_id, ts) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&ts)
+    .bind(&value)
+    .bind(&received)
+    .bind(&flags)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+async fn insert_relay_states(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &Rows,
+    devices: &HashMap<DeviceKey, i64>,
+) -> Result<u64, sqlx::Error> {
+    let present: Vec<_> = rows
+        .relay_states
+        .iter()
+        .filter_map(|r| devices.get(&r.device).map(|id| (*id, r)))
+        .collect();
+    if present.is_empty() {
+        return Ok(0);
+    }
+    let done = sqlx::query(
+        "INSERT INTO relay_states (device_id, ts, state, received_at, flags)
+         SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int2[], $4::timestamptz[], $5::int2[])
+         ON CONFLICT (device_id, ts) DO NOTHING",
+    )
+    .bind(present.iter().map(|(id, _)| *id).collect::<Vec<i64>>())
+    .bind(present.iter().map(|(_, r)| r.ts).collect::<Vec<_>>())
+    .bind(present.iter().map(|(_, r)| r.state).collect::<Vec<i16>>())
+    .bind(present.iter().map(|(_, r)| r.received_at).collect::<Vec<_>>())
+    .bind(present.iter().map(|(_, r)| r.flags).collect::<Vec<i16>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    epoch: i64,
+    rows: &Rows,
+) -> Result<u64, sqlx::Error> {
+    if rows.events.is_empty() {
+        return Ok(0);
+    }
+    let e = &rows.events;
+    let done = sqlx::query(
+        "INSERT INTO gateway_events (gateway_id, kind, received_at, body, journal_epoch, journal_seq)
+         SELECT u.g, u.k, u.r, u.b, $5, u.s
+         FROM UNNEST($1::int8[], $2::text[], $3::timestamptz[], $4::text[], $6::int8[])
+              AS u(g, k, r, b, s)
+         ON CONFLICT (journal_epoch, journal_seq) DO NOTHING",
+    )
+    .bind(e.iter().map(|x| x.gateway_id).collect::<Vec<i64>>())
+    .bind(e.iter().map(|x| x.kind).collect::<Vec<&str>>())
+    .bind(e.iter().map(|x| x.received_at).collect::<Vec<_>>())
+    .bind(e.iter().map(|x| x.body.as_str()).collect::<Vec<&str>>())
+    .bind(epoch)
+    .bind(e.iter().map(|x| x.seq).collect::<Vec<i64>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+async fn insert_rejects(
+    tx: &mut Transaction<'_, Postgres>,
+    epoch: i64,
+    rows: &Rows,
+) -> Result<u64, sqlx::Error> {
+    if rows.rejects.is_empty() {
+        return Ok(0);
+    }
+    let r = &rows.rejects;
+    let done = sqlx::query(
+        "INSERT INTO ingest_rejects (received_at, source, topic, client, gateway_id, reason, partial,
+                                     payload, payload_size, journal_epoch, journal_seq)
+         SELECT u.ra, u.so, u.t, u.c, u.g, u.re, u.pa, u.pl, octet_length(u.pl), $9, u.s
+         FROM UNNEST($1::timestamptz[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::text[],
+                     $7::bool[], $8::bytea[], $10::int8[]) AS u(ra, so, t, c, g, re, pa, pl, s)
+         ON CONFLICT (journal_epoch, journal_seq) DO NOTHING",
+    )
+    .bind(r.iter().map(|x| x.received_at).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.source.as_str()).collect::<Vec<&str>>())
+    .bind(r.iter().map(|x| x.topic.as_str()).collect::<Vec<&str>>())
+    .bind(r.iter().map(|x| x.client.as_str()).collect::<Vec<&str>>())
+    .bind(r.iter().map(|x| x.gateway_id).collect::<Vec<Option<i64>>>())
+    .bind(r.iter().map(|x| x.reason.as_str()).collect::<Vec<&str>>())
+    .bind(r.iter().map(|x| x.partial).collect::<Vec<bool>>())
+    .bind(r.iter().map(|x| x.payload.as_ref()).collect::<Vec<&[u8]>>())
+    .bind(epoch)
+    .bind(r.iter().map(|x| x.seq).collect::<Vec<i64>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+async fn update_gateways(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &Rows,
+) -> Result<(), sqlx::Error> {
+    if rows.gateways.is_empty() {
+        return Ok(());
+    }
+    let mut updates: Vec<_> = rows.gateways.iter().collect();
+    updates.sort_by_key(|(id, _)| **id);
+    let id: Vec<i64> = updates.iter().map(|(id, _)| **id).collect();
+    let seen: Vec<Option<DateTime<Utc>>> = updates.iter().map(|(_, u)| u.last_seen_at).collect();
+    let online: Vec<Option<bool>> = updates.iter().map(|(_, u)| u.online).collect();
+    let hello_at: Vec<Option<DateTime<Utc>>> = updates
+        .iter()
+        .map(|(_, u)| u.hello.as_ref().map(|h| h.at))
+        .collect();
+    let model: Vec<Option<&str>> = updates
+        .iter()
+        .map(|(_, u)| u.hello.as_ref().and_then(|h| h.model.as_deref()))
+        .collect();
+    let fw: Vec<Option<&str>> = updates
+        .iter()
+        .map(|(_, u)| u.hello.as_ref().and_then(|h| h.firmware_version.as_deref()))
+        .collect();
+    let hw: Vec<Option<&str>> = updates
+        .iter()
+        .map(|(_, u)| u.hello.as_ref().and_then(|h| h.hardware_version.as_deref()))
+        .collect();
+    let skew: Vec<Option<f64>> = updates
+        .iter()
+        .map(|(_, u)| u.skew.map(|(_, s)| s))
+        .collect();
+    let faults: Vec<i64> = updates.iter().map(|(_, u)| u.clock_faults).collect();
+    sqlx::query(
+        "UPDATE gateways AS g SET
+             last_seen_at = GREATEST(g.last_seen_at, u.seen),
+             online = COALESCE(u.online, g.online),
+             last_hello_at = GREATEST(g.last_hello_at, u.hello_at),
+             model = COALESCE(u.model, g.model),
+             firmware_version = COALESCE(u.fw, g.firmware_version),
+             hardware_version = COALESCE(u.hw, g.hardware_version),
+             clock_skew_s = COALESCE(u.skew, g.clock_skew_s),
+             clock_faults = g.clock_faults + u.faults
+         FROM UNNEST($1::int8[], $2::timestamptz[], $3::bool[], $4::timestamptz[], $5::text[],
+                     $6::text[], $7::text[], $8::float8[], $9::int8[])
+              AS u(id, seen, online, hello_at, model, fw, hw, skew, faults)
+         WHERE g.id = u.id",
+    )
+    .bind(&id)
+    .bind(&seen)
+    .bind(&online)
+    .bind(&hello_at)
+    .bind(&model)
+    .bind(&fw)
+    .bind(&hw)
+    .bind(&skew)
+    .bind(&faults)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

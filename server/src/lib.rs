@@ -1,0 +1,22 @@
+#![forbid(unsafe_code)]
+//! Headend: energy supervision head-end for SG smart gateways.
+//!
+//! See ARCHITECTURE.md at the repository root for the bird's-eye view.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod datadir;
+pub mod db;
+pub mod devices;
+pub mod gateways;
+pub mod ingest;
+pub mod metrics;
+pub mod mqtt;
+pub mod sites;
+pub mod telemetry;
+pub mod web;
+
+pub use app::App;
+pub use config::Config;

@@ -1,0 +1,64 @@
+//! Sites: where gateways are installed, with the time zone their local times are read in.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use crate::auth::Scope;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("a site named {0:?} already exists")]
+    Exists(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, Serialize, sqlx::FromRow)]
+pub struct SiteView {
+    pub id: i64,
+    pub name: String,
+    pub time_zone: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn create(pool: &PgPool, name: &str, time_zone: &str) -> Result<i64, SiteError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(SiteError::Invalid(
+            "a site name is 1 to 200 characters without control characters".into(),
+        ));
+    }
+    if time_zone.parse::<chrono_tz::Tz>().is_err() {
+        return Err(SiteError::Invalid(format!(
+            "{time_zone:?} is not an IANA time zone name (e.g. Europe/Ljubljana)"
+        )));
+    }
+    sqlx::query_scalar(
+        "INSERT INTO sites (name, time_zone) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
+    )
+    .bind(name)
+    .bind(time_zone)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| SiteError::Exists(name.to_owned()))
+}
+
+pub async fn list(pool: &PgPool, scope: &Scope) -> Result<Vec<SiteView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, name, time_zone, created_at FROM sites
+         WHERE ($1::int8[] IS NULL OR id = ANY($1)) ORDER BY name",
+    )
+    .bind(scope.site_ids())
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn id_by_name(pool: &PgPool, name: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM sites WHERE name = $1")
+        .bind(name)
+        .fetch_optional(pool)
+        .await
+}

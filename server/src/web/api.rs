@@ -1,0 +1,288 @@
+//! `/api/v1` handlers. Each checks role (by its extractor) and site scope (by passing the
+//! principal's scope to the query), so a route cannot forget either.
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::session::{Admin, Auth, COOKIE};
+use super::WebState;
+use crate::auth::{password, users, Role};
+use crate::{devices, gateways, ingest, sites};
+
+#[derive(Deserialize)]
+pub struct Login {
+    email: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<WebState>,
+    Json(body): Json<Login>,
+) -> ApiResult<impl IntoResponse> {
+    if body.email.len() > 254 || body.password.len() > 1024 {
+        return Err(ApiError::Unauthorized);
+    }
+    let Some(user_id) = users::authenticate(&state.pool, &body.email, &body.password).await? else {
+        state.metrics.http_login_failures.inc();
+        tracing::info!(email = %body.email.chars().take(64).collect::<String>(), "login refused");
+        return Err(ApiError::Unauthorized);
+    };
+    let principal = users::principal(&state.pool, user_id)
+        .await?
+        .ok_or(ApiError::Unauthorized)?;
+    let (token, expires_at) = state
+        .keys
+        .issue(user_id, principal.role)
+        .map_err(ApiError::internal)?;
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        state.keys.ttl_secs(),
+        if state.secure_cookies { "; Secure" } else { "" }
+    );
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+    );
+    Ok((
+        headers,
+        Json(serde_json::json!({
+            "token": token,
+            "token_type": "Bearer",
+            "expires_at": chrono::DateTime::from_timestamp(expires_at, 0),
+            "user": { "id": user_id, "email": principal.email, "role": principal.role },
+        })),
+    ))
+}
+
+pub async fn logout() -> impl IntoResponse {
+    (
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        )],
+        StatusCode::NO_CONTENT,
+    )
+}
+
+pub async fn me(Auth(p): Auth) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "id": p.user_id,
+        "email": p.email,
+        "role": p.role,
+        "sites": match &p.scope { crate::auth::Scope::All => None, crate::auth::Scope::Sites(s) => Some(s.clone()) },
+    }))
+}
+
+pub async fn list_sites(
+    State(state): State<WebState>,
+    Auth(p): Auth,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(sites::list(&state.pool, &p.scope).await?))
+}
+
+#[derive(Deserialize)]
+pub struct NewSite {
+    name: String,
+    time_zone: String,
+}
+
+pub async fn create_site(
+    State(state): State<WebState>,
+    Admin(_): Admin,
+    Json(body): Json<NewSite>,
+) -> ApiResult<impl IntoResponse> {
+    let id = sites::create(&state.pool, &body.name, &body.time_zone)
+        .await
+        .map_err(|e| match e {
+            sites::SiteError::Invalid(m) => ApiError::BadRequest(m),
+            sites::SiteError::Exists(_) => ApiError::Conflict(e.to_string()),
+            sites::SiteError::Db(e) => ApiError::internal(e),
+        })?;
+    state.gateways_changed();
+    Ok((StatusCode::CREATED, Json(serde_json::json!({ "id": id }))))
+}
+
+pub async fn list_users(
+    State(state): State<WebState>,
+    Admin(_): Admin,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(users::list(&state.pool).await?))
+}
+
+#[derive(Deserialize)]
+pub struct NewUser {
+    email: String,
+    role: Role,
+    password: Option<String>,
+    #[serde(default)]
+    sites: Vec<i64>,
+}
+
+pub async fn create_user(
+    State(state): State<WebState>,
+    Admin(_): Admin,
+    Json(body): Json<NewUser>,
+) -> ApiResult<impl IntoResponse> {
+    let generated = body.password.is_none();
+    let secret = body.password.unwrap_or_else(password::generate);
+    let id = users::create(&state.pool, &body.email, body.role, &secret)
+        .await
+        .map_err(|e| match e {
+            users::UserError::Invalid(m) => ApiError::BadRequest(m),
+            users::UserError::Exists(_) => ApiError::Conflict(e.to_string()),
+            other => ApiError::internal(other),
+        })?;
+    for site in body.sites {
+        if !users::grant_site(&state.pool, id, site).await? {
+            return Err(ApiError::BadRequest(format!("site {site} does not exist")));
+        }
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({
+            "id": id,
+            "password": generated.then_some(secret),
+        })),
+    ))
+}
+
+pub async fn grant_site(
+    State(state): State<WebState>,
+    Admin(_): Admin,
+    Path((user_id, site_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    if users::grant_site(&state.pool, user_id, site_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        // Either already granted or one of them does not exist; say which.
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM user_sites WHERE user_id = $1 AND site_id = $2)",
+        )
+        .bind(user_id)
+        .bind(site_id)
+        .fetch_one(&state.pool)
+        .await?;
+        if exists {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(ApiError::NotFound("user or site"))
+        }
+    }
+}
+
+pub async fn list_gateways(
+    State(state): State<WebState>,
+    Auth(p): Auth,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(gateways::list(&state.pool, &p.scope).await?))
+}
+
+pub async fn get_gateway(
+    State(state): State<WebState>,
+    Auth(p): Auth,
+    Path(serial): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    gateways::get(&state.pool, &p.scope, &serial)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("gateway"))
+}
+
+#[derive(Deserialize)]
+pub struct NewGateway {
+    serial: String,
+    password: Option<String>,
+    site_id: Option<i64>,
+    time_zone: Option<String>,
+    topic_root: Option<String>,
+    topic_pub: Option<String>,
+    topic_sub: Option<String>,
+}
+
+pub async fn create_gateway(
+    State(state): State<WebState>,
+    Admin(_): Admin,
+    Json(body): Json<NewGateway>,
+) -> ApiResult<impl IntoResponse> {
+    let created = gateways::create(
+        &state.pool,
+        gateways::NewGateway {
+            serial: body.serial,
+            password: body.password,
+            site_id: body.site_id,
+            time_zone: body.time_zone,
+            topic_root: body.topic_root,
+            topic_pub: body.topic_pub,
+            topic_sub: body.topic_sub,
+        },
+        &state.default_time_zone,
+    )
+    .await
+    .map_err(|e| match e {
+        gateways::GatewayError::Invalid(m) => ApiError::BadRequest(m),
+        gateways::GatewayError::Exists(_) => ApiError::Conflict(e.to_string()),
+        other => ApiError::internal(other),
+    })?;
+    state.gateways_changed();
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+pub async fn list_devices(
+    State(state): State<WebState>,
+    Auth(p): Auth,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(devices::list(&state.pool, &p.scope).await?))
+}
+
+pub async fn device_latest(
+    State(state): State<WebState>,
+    Auth(p): Auth,
+    Path(serial): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    devices::latest(&state.pool, &p.scope, &serial)
+        .await?
+        .map(Json)
+        .ok_or(ApiError::NotFound("meter"))
+}
+
+pub async fn device_counters(
+    State(state): State<WebState>,
+    Auth(p): Auth,
+    Path(serial): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    let (device, counters) = devices::counters(&state.pool, &p.scope, &serial)
+        .await?
+        .ok_or(ApiError::NotFound("meter"))?;
+    Ok(Json(
+        serde_json::json!({ "device": device, "counters": counters }),
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct RejectQuery {
+    limit: Option<i64>,
+    before: Option<i64>,
+    gateway: Option<String>,
+}
+
+pub async fn list_rejects(
+    State(state): State<WebState>,
+    Auth(p): Auth,
+    Query(q): Query<RejectQuery>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(
+        ingest::rejects::list(
+            &state.pool,
+            &p.scope,
+            q.limit.unwrap_or(100),
+            q.before,
+            q.gateway.as_deref(),
+        )
+        .await?,
+    ))
+}

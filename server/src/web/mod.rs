@@ -1,0 +1,115 @@
+//! HTTP: the JSON API, `/metrics`, `/healthz`. The only module that knows axum.
+
+pub mod api;
+pub mod error;
+pub mod openapi;
+pub mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use sqlx::PgPool;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::auth::token::TokenKeys;
+use crate::metrics::{Gauges, Metrics};
+
+/// Everything a handler may use.
+#[derive(Clone)]
+pub struct WebState {
+    pub pool: PgPool,
+    pub keys: TokenKeys,
+    pub metrics: Arc<Metrics>,
+    pub gauges: Arc<dyn Fn() -> Gauges + Send + Sync>,
+    pub default_time_zone: String,
+    pub secure_cookies: bool,
+    /// Called after gateways or sites change, so ingest sees them at once.
+    pub on_gateways_changed: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl WebState {
+    pub fn gateways_changed(&self) {
+        (self.on_gateways_changed)();
+    }
+}
+
+pub fn router(state: WebState, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/auth/login", post(api::login))
+        .route("/auth/logout", post(api::logout))
+        .route("/me", get(api::me))
+        .route("/sites", get(api::list_sites).post(api::create_site))
+        .route("/users", get(api::list_users).post(api::create_user))
+        .route("/users/{user_id}/sites/{site_id}", put(api::grant_site))
+        .route(
+            "/gateways",
+            get(api::list_gateways).post(api::create_gateway),
+        )
+        .route("/gateways/{serial}", get(api::get_gateway))
+        .route("/devices", get(api::list_devices))
+        .route("/devices/{serial}/latest", get(api::device_latest))
+        .route("/devices/{serial}/counters", get(api::device_counters))
+        .route("/ingest/rejects", get(api::list_rejects))
+        .route("/openapi.json", get(openapi::serve))
+        .fallback(|| async { error::ApiError::NotFound("route") });
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            count_requests,
+        ))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn count_requests(State(state): State<WebState>, request: Request, next: Next) -> Response {
+    state.metrics.http_requests.inc();
+    let response = next.run(request).await;
+    if response.status().is_server_error() {
+        state.metrics.http_errors.inc();
+    }
+    response
+}
+
+/// Liveness and readiness in one: 200 when the database answers, 503 otherwise.
+async fn healthz(State(state): State<WebState>) -> Response {
+    let db = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
+    )
+    .await;
+    match db {
+        Ok(Ok(_)) => Json(serde_json::json!({ "status": "ok", "database": "ok" })).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "degraded", "database": "unreachable" })),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics(State(state): State<WebState>) -> Response {
+    let body = state.metrics.render(&(state.gauges)());
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
