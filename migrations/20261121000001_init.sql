@@ -38,7 +38,9 @@ CREATE TABLE gateways (
     model             TEXT,
     firmware_version  TEXT,
     hardware_version  TEXT,
+    -- An MQTT session of the gateway is open (as of online_changed_at).
     online            BOOLEAN NOT NULL DEFAULT false,
+    online_changed_at TIMESTAMPTZ,
     last_hello_at     TIMESTAMPTZ,
     last_seen_at      TIMESTAMPTZ,
     -- Gateway clock minus receive time, seconds, from the newest message received.

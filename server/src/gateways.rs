@@ -211,7 +211,7 @@ pub async fn get(
 
 /// Marks every gateway offline: at start no session is open yet.
 pub async fn mark_all_offline(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE gateways SET online = false WHERE online")
+    sqlx::query("UPDATE gateways SET online = false, online_changed_at = now() WHERE online")
         .execute(pool)
         .await
         .map(|_| ())

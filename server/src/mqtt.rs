@@ -82,6 +82,9 @@ pub struct JournalTap {
     /// Violations before authentication are rate-limited: they cost a hostile client nothing.
     anonymous: std::sync::Mutex<(Instant, u32)>,
     anonymous_dropped: AtomicU64,
+    /// Open sessions per gateway: an SG has two push links, so one link closing does not
+    /// make the gateway offline while the other is connected.
+    sessions: std::sync::Mutex<HashMap<String, usize>>,
 }
 
 /// Unauthenticated violations journaled per second at most; the rest are only logged.
@@ -94,7 +97,35 @@ impl JournalTap {
             source,
             anonymous: std::sync::Mutex::new((Instant::now(), 0)),
             anonymous_dropped: AtomicU64::new(0),
+            sessions: std::sync::Mutex::default(),
         })
+    }
+
+    fn journal(&self, record: IngestRecord) {
+        let sink = self.sink.clone();
+        tokio::spawn(async move {
+            if let Err(e) = sink.append(&record).await {
+                tracing::warn!(error = %e, kind = ?record.kind, "could not journal a gateway event");
+            }
+        });
+    }
+
+    fn session_record(
+        &self,
+        kind: RecordKind,
+        principal: &Principal,
+        body: String,
+        still_open: usize,
+    ) -> IngestRecord {
+        IngestRecord {
+            kind,
+            received_at: Utc::now(),
+            source: self.source.into(),
+            client: principal.name.clone(),
+            topic: String::new(),
+            payload: Bytes::from(body),
+            reason: still_open.to_string(),
+        }
     }
 
     fn admit_anonymous(&self) -> bool {
@@ -145,12 +176,39 @@ impl Tap for JournalTap {
             payload,
             reason: format!("{reason} (from {peer})"),
         };
-        let sink = self.sink.clone();
-        tokio::spawn(async move {
-            if let Err(e) = sink.append(&record).await {
-                tracing::warn!(error = %e, "could not journal an MQTT violation");
-            }
+        self.journal(record);
+    }
+
+    fn session_started(&self, peer: SocketAddr, principal: &Principal) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let open = sessions.entry(principal.name.clone()).or_default();
+        *open += 1;
+        let open = *open;
+        drop(sessions);
+        self.journal(self.session_record(
+            RecordKind::Connect,
+            principal,
+            format!("MQTT session opened from {peer}"),
+            open,
+        ));
+    }
+
+    fn session_ended(&self, peer: SocketAddr, principal: &Principal, reason: &str) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let open = sessions.get_mut(&principal.name).map_or(0, |n| {
+            *n = n.saturating_sub(1);
+            *n
         });
+        if open == 0 {
+            sessions.remove(&principal.name);
+        }
+        drop(sessions);
+        self.journal(self.session_record(
+            RecordKind::Disconnect,
+            principal,
+            format!("MQTT session from {peer} closed: {reason}"),
+            open,
+        ));
     }
 }
 
@@ -446,7 +504,7 @@ pub async fn run_external(
                     let record = IngestRecord {
                         kind: RecordKind::Publish,
                         received_at: Utc::now(),
-                        source: "mqtt-external".into(),
+                        source: crate::ingest::normalize::EXTERNAL_SOURCE.into(),
                         client: String::new(),
                         topic: publish.topic.clone(),
                         payload: publish.payload.clone(),

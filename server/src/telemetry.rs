@@ -3,8 +3,11 @@
 use tracing_subscriber::EnvFilter;
 
 /// rumqttd logs every session at info, and every clean client DISCONNECT as an error ("no-connection
-/// id N is already gone", a double-disconnect it handles fine). The gate logs connections itself.
-const BROKER_DIRECTIVES: &str = "rumqttd=warn,rumqttd::router::routing=off";
+/// id N is already gone", "router-drop": a double disconnect it handles fine). Its only client is
+/// the gate, which logs every session's end with the reason, and Headend checks at start that
+/// the broker accepts sessions, so these add only noise.
+const BROKER_DIRECTIVES: &str =
+    "rumqttd=warn,rumqttd::router::routing=off,rumqttd::server::broker=off";
 
 pub fn init(filter: &str, json: bool) {
     let filter = EnvFilter::try_new(format!("{BROKER_DIRECTIVES},{filter}"))

@@ -5,7 +5,7 @@ use headend_e2e::{fixture, TestApp};
 
 const GW: &str = "SG000017";
 
-async fn publish_all(app: &TestApp, password: &str) {
+async fn publish_all(app: &TestApp, password: &str) -> headend_e2e::MqttClient {
     let mut client = app.gateway_client(GW, password).await;
     let base = format!("sg/{GW}/pub");
     let messages = [
@@ -36,6 +36,7 @@ async fn publish_all(app: &TestApp, password: &str) {
         .publish(&format!("{base}/log"), "Push link 1 connected")
         .await;
     client.wait_acks(10).await;
+    client
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -43,10 +44,10 @@ async fn every_fixture_is_stored_in_si_units_and_readable() {
     let app = TestApp::spawn().await;
     let site = app.site("Ljubljana plant", "Europe/Ljubljana").await;
     let password = app.gateway(GW, Some(site), None).await;
-    publish_all(&app, &password).await;
+    let client = publish_all(&app, &password).await;
     app.wait_count("SELECT count(*) FROM measurements", 3).await;
     app.wait_count("SELECT count(*) FROM relay_states", 2).await;
-    app.wait_count("SELECT count(*) FROM gateway_events", 3)
+    app.wait_count("SELECT count(*) FROM gateway_events", 4)
         .await;
 
     // Devices created from the headers, by slot.
@@ -186,7 +187,17 @@ async fn every_fixture_is_stored_in_si_units_and_readable() {
         .fetch_all(&app.pool)
         .await
         .unwrap();
-    assert_eq!(kinds, vec!["error", "hello", "log"]);
+    assert_eq!(kinds, vec!["connect", "error", "hello", "log"]);
+
+    // Closing the session makes the gateway offline.
+    drop(client);
+    app.wait_count("SELECT count(*) FROM gateways WHERE NOT online", 1)
+        .await;
+    app.wait_count(
+        "SELECT count(*) FROM gateway_events WHERE kind = 'disconnect'",
+        1,
+    )
+    .await;
 
     // The API reads the same values back.
     let token = app
@@ -231,8 +242,9 @@ async fn redelivered_messages_are_stored_once() {
     }
     client.wait_acks(6).await;
     app.wait_count("SELECT count(*) FROM counters", 2).await;
-    // All six were journaled and committed; the natural keys keep one of each.
-    app.wait_journal_committed(6).await;
+    // All six (and the session's connect event) were journaled and committed; the natural
+    // keys keep one of each.
+    app.wait_journal_committed(7).await;
     assert_eq!(app.count("SELECT count(*) FROM measurements").await, 1);
     assert_eq!(app.count("SELECT count(*) FROM counter_readings").await, 2);
     app.stop().await;

@@ -292,6 +292,7 @@ where
     }
     stats::bump(&shared.counters().sessions_established);
     debug!(keep_alive = connect.keep_alive, "session established");
+    shared.tap.session_started(peer, &principal);
 
     let conn = Conn {
         shared,
@@ -319,6 +320,7 @@ where
         end = inbound.run(&mut client) => end,
         end = relay_to_client(upstream_read, to_client, &splices) => end,
     };
+    shared.tap.session_ended(peer, &principal, &end.to_string());
     Err(end)
 }
 

@@ -37,6 +37,14 @@ pub trait Tap: Send + Sync + 'static {
     /// A client broke a rule. `principal` is `None` before authentication.
     /// Called inline on the connection's task: keep it cheap and non-blocking.
     fn violation(&self, peer: SocketAddr, principal: Option<&Principal>, violation: Violation);
+
+    /// A session was established (the broker accepted the CONNECT). Called inline: keep it
+    /// cheap and non-blocking.
+    fn session_started(&self, _peer: SocketAddr, _principal: &Principal) {}
+
+    /// A session established earlier ended, for `reason`. Called inline, once per
+    /// [`session_started`](Self::session_started).
+    fn session_ended(&self, _peer: SocketAddr, _principal: &Principal, _reason: &str) {}
 }
 
 /// A publish the tap could not make durable.

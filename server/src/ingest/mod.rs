@@ -220,12 +220,9 @@ impl Ingest {
     ) -> Arc<Directory> {
         let state = self.directory.read().await;
         let unknown = records.iter().any(|(_, r)| match r {
+            Ok(r) if !r.client.is_empty() => state.directory.by_serial(&r.client).is_none(),
             Ok(r) if r.kind == record::RecordKind::Publish => {
-                if r.client.is_empty() {
-                    state.directory.by_topic(&r.topic).is_none()
-                } else {
-                    state.directory.by_serial(&r.client).is_none()
-                }
+                state.directory.by_topic(&r.topic).is_none()
             }
             _ => false,
         });

@@ -229,7 +229,8 @@ pub struct RejectRow {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GatewayUpdate {
     pub last_seen_at: Option<DateTime<Utc>>,
-    pub online: Option<bool>,
+    /// The newest session change in the batch: when, and whether a session is open after it.
+    pub online: Option<(DateTime<Utc>, bool)>,
     pub hello: Option<Hello>,
     /// Skew observed on the newest message received (by receive time).
     pub skew: Option<(DateTime<Utc>, f64)>,
@@ -274,6 +275,9 @@ impl Rows {
     }
 }
 
+/// `IngestRecord::source` of messages from an external broker.
+pub const EXTERNAL_SOURCE: &str = "mqtt-external";
+
 /// Longest log/error/status text kept per event.
 const MAX_EVENT_TEXT: usize = 8 * 1024;
 
@@ -307,8 +311,11 @@ impl Normalizer<'_> {
                     return;
                 };
                 let connected = record.kind == RecordKind::Connect;
+                let still_open = record.reason.parse::<usize>().unwrap_or(0);
                 let update = ctx.rows.gateways.entry(gw.id).or_default();
-                update.online = Some(connected);
+                if update.online.is_none_or(|(at, _)| at <= record.received_at) {
+                    update.online = Some((record.received_at, connected || still_open > 0));
+                }
                 bump_seen(update, record.received_at);
                 let body = String::from_utf8_lossy(&record.payload).into_owned();
                 ctx.event(
@@ -402,7 +409,10 @@ impl Normalizer<'_> {
                     ));
                 }
                 let update = ctx.rows.gateways.entry(gw.id).or_default();
-                update.online = Some(true);
+                // Through an external broker Headend sees no sessions: a hello is the sign of life.
+                if ctx.record.source == EXTERNAL_SOURCE {
+                    update.online = Some((ctx.record.received_at, true));
+                }
                 update.hello = Some(Hello {
                     at: ctx.record.received_at,
                     model: hello.model_type.as_deref().map(|s| clean_text(s, 64)),

@@ -44,7 +44,8 @@ pub struct IngestRecord {
     pub topic: String,
     /// Verbatim payload (for violations: whatever of it was read).
     pub payload: Bytes,
-    /// Why it was refused (violations only).
+    /// Violations: why it was refused. Connect and Disconnect: how many sessions of this
+    /// gateway are open afterwards (an SG has two push links).
     pub reason: String,
 }
 

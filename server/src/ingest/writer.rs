@@ -433,7 +433,14 @@ async fn update_gateways(
     updates.sort_by_key(|(id, _)| **id);
     let id: Vec<i64> = updates.iter().map(|(id, _)| **id).collect();
     let seen: Vec<Option<DateTime<Utc>>> = updates.iter().map(|(_, u)| u.last_seen_at).collect();
-    let online: Vec<Option<bool>> = updates.iter().map(|(_, u)| u.online).collect();
+    let online: Vec<Option<bool>> = updates
+        .iter()
+        .map(|(_, u)| u.online.map(|(_, o)| o))
+        .collect();
+    let online_at: Vec<Option<DateTime<Utc>>> = updates
+        .iter()
+        .map(|(_, u)| u.online.map(|(at, _)| at))
+        .collect();
     let hello_at: Vec<Option<DateTime<Utc>>> = updates
         .iter()
         .map(|(_, u)| u.hello.as_ref().map(|h| h.at))
@@ -458,7 +465,11 @@ async fn update_gateways(
     sqlx::query(
         "UPDATE gateways AS g SET
              last_seen_at = GREATEST(g.last_seen_at, u.seen),
-             online = COALESCE(u.online, g.online),
+             -- Session events can be committed out of order by concurrent writers: newest wins.
+             online = CASE WHEN u.online_at IS NOT NULL
+                            AND (g.online_changed_at IS NULL OR u.online_at >= g.online_changed_at)
+                           THEN u.online ELSE g.online END,
+             online_changed_at = GREATEST(g.online_changed_at, u.online_at),
              last_hello_at = GREATEST(g.last_hello_at, u.hello_at),
              model = COALESCE(u.model, g.model),
              firmware_version = COALESCE(u.fw, g.firmware_version),
@@ -466,8 +477,8 @@ async fn update_gateways(
              clock_skew_s = COALESCE(u.skew, g.clock_skew_s),
              clock_faults = g.clock_faults + u.faults
          FROM UNNEST($1::int8[], $2::timestamptz[], $3::bool[], $4::timestamptz[], $5::text[],
-                     $6::text[], $7::text[], $8::float8[], $9::int8[])
-              AS u(id, seen, online, hello_at, model, fw, hw, skew, faults)
+                     $6::text[], $7::text[], $8::float8[], $9::int8[], $10::timestamptz[])
+              AS u(id, seen, online, hello_at, model, fw, hw, skew, faults, online_at)
          WHERE g.id = u.id",
     )
     .bind(&id)
@@ -479,6 +490,7 @@ async fn update_gateways(
     .bind(&hw)
     .bind(&skew)
     .bind(&faults)
+    .bind(&online_at)
     .execute(&mut **tx)
     .await?;
     Ok(())

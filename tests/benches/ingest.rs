@@ -1,0 +1,1020 @@
+//! Ingest benchmark: simulated SG gateways publish measurements and counters over MQTT to an
+//! in-process Headend whose own PostgreSQL cluster fsyncs like production. In one run it reports
+//!
+//! 1. the sustained rate: every message published as fast as the clients can, timed from the
+//!    first publish until the journal checkpoint says every row is committed, with row counts
+//!    proving nothing was lost;
+//! 2. the reference: a raw `COPY` of the same rows into copies of the same tables;
+//! 3. publish-to-commit latency at a paced aggregate rate, measured with a trigger whose
+//!    `NOTIFY` is delivered only when the writer's transaction commits;
+//! 4. storage per message.
+//!
+//! Figures are reported, never asserted: compare the sustained rate with the `COPY` rate of the
+//! same run. Client and server share the machine; the clients run on their own runtime so their
+//! CPU time is reported apart.
+//!
+//! `cargo bench -p headend-e2e --bench ingest`, parameters in `HEADEND_BENCH_*` (see [`Params`]).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Context};
+use bytes::Bytes;
+use chrono::NaiveDateTime;
+use futures::TryStreamExt;
+use headend::config::Secret;
+use headend::Config;
+use headend_e2e::{fixture, start_cluster, MqttClient, TestApp};
+use rumqttc::{AsyncClient, Packet, QoS};
+use serde_json::Value;
+use sqlx::postgres::PgListener;
+use sqlx::{Connection, PgConnection};
+use tokio::runtime::Handle;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Name of the client runtime's threads, so their CPU time can be told apart.
+const CLIENT_THREAD: &str = "bench-client";
+/// `header.local_time` format.
+const LOCAL_TIME: &str = "%d.%m.%Y %H:%M:%S";
+/// Header fields that describe the meter; both documents carry the same ones, as a gateway does.
+const DEVICE_HEADER: [&str; 8] = [
+    "model",
+    "serial_number",
+    "port",
+    "modbus_addr",
+    "RS485 index",
+    "location",
+    "description",
+    "SG description",
+];
+/// How long a wait may go without progress before the run is declared stuck.
+const STALL: Duration = Duration::from_secs(60);
+
+/// Run parameters, from the environment.
+struct Params {
+    /// `HEADEND_BENCH_GATEWAYS`: simulated gateways, one MQTT connection each.
+    gateways: u32,
+    /// `HEADEND_BENCH_MESSAGES`: messages of the sustained phase (rounded down to a multiple
+    /// of twice the gateways, so every gateway sends as many measurements as counters).
+    messages_per_gateway: u32,
+    /// `HEADEND_BENCH_RATE`: aggregate msg/s of the latency phase.
+    rate: u32,
+    /// `HEADEND_BENCH_SECONDS`: duration of the latency phase.
+    seconds: u32,
+}
+
+impl Params {
+    fn from_env() -> anyhow::Result<Self> {
+        let gateways: u32 = env_or("HEADEND_BENCH_GATEWAYS", 200)?;
+        let messages: u32 = env_or("HEADEND_BENCH_MESSAGES", 200_000)?;
+        let rate = env_or("HEADEND_BENCH_RATE", 10_000)?;
+        let seconds = env_or("HEADEND_BENCH_SECONDS", 20)?;
+        ensure!(
+            gateways > 0 && rate > 0 && seconds > 0,
+            "parameters must be positive"
+        );
+        let messages_per_gateway = messages / gateways / 2 * 2;
+        ensure!(
+            messages_per_gateway > 0,
+            "HEADEND_BENCH_MESSAGES must be at least twice HEADEND_BENCH_GATEWAYS"
+        );
+        Ok(Self {
+            gateways,
+            messages_per_gateway,
+            rate,
+            seconds,
+        })
+    }
+
+    fn messages(&self) -> u64 {
+        u64::from(self.gateways) * u64::from(self.messages_per_gateway)
+    }
+
+    /// Messages per gateway in the latency phase.
+    fn paced_per_gateway(&self) -> u32 {
+        (u64::from(self.rate) * u64::from(self.seconds) / u64::from(self.gateways)).max(1) as u32
+    }
+
+    /// Time between two messages of one gateway in the latency phase.
+    fn paced_period(&self) -> Duration {
+        Duration::from_secs_f64(f64::from(self.gateways) / f64::from(self.rate))
+    }
+}
+
+fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) => v.parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let params = Params::from_env()?;
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(CLIENT_THREAD)
+        .enable_all()
+        .build()?;
+    let report = server.block_on(run(&params, clients.handle()))?;
+    clients.shutdown_background();
+    print!("{report}");
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Measurements,
+    Counters,
+}
+
+/// One prepared PUBLISH.
+struct Message {
+    kind: Kind,
+    /// `local_time` as seconds since the epoch (gateways are in UTC).
+    epoch: i64,
+    payload: Bytes,
+}
+
+/// A serialised document whose `header.local_time` is overwritten for each message.
+struct Template {
+    json: Vec<u8>,
+    time_at: usize,
+}
+
+impl Template {
+    const PLACEHOLDER: &'static str = "00.00.0000 00:00:00";
+
+    fn new(mut doc: Value) -> Self {
+        doc["header"]["local_time"] = Self::PLACEHOLDER.into();
+        let json = serde_json::to_vec(&doc).expect("a JSON value serialises");
+        let time_at = json
+            .windows(Self::PLACEHOLDER.len())
+            .position(|w| w == Self::PLACEHOLDER.as_bytes())
+            .expect("the placeholder is in the document");
+        Self { json, time_at }
+    }
+
+    fn render(&self, local_time: NaiveDateTime) -> Bytes {
+        let mut json = self.json.clone();
+        let time = local_time.format(LOCAL_TIME).to_string();
+        json[self.time_at..self.time_at + Self::PLACEHOLDER.len()].copy_from_slice(time.as_bytes());
+        json.into()
+    }
+}
+
+/// The two fixture documents, with the meter header made identical in both.
+struct Fixtures {
+    measurements: Value,
+    counters: Value,
+    counters_per_message: u64,
+}
+
+impl Fixtures {
+    fn load() -> anyhow::Result<Self> {
+        let mut counters: Value = serde_json::from_slice(&fixture("counters-rs485-2-wm3m4c.json"))?;
+        let mut measurements: Value =
+            serde_json::from_slice(&fixture("measurements-rs485-manual.json"))?;
+        counters["header"]["RS485 index"] = 1.into();
+        for key in DEVICE_HEADER {
+            measurements["header"][key] = counters["header"][key].clone();
+        }
+        let counters_per_message = counters["counters"]
+            .as_object()
+            .context("counters fixture has a counters object")?
+            .len() as u64;
+        Ok(Self {
+            measurements,
+            counters,
+            counters_per_message,
+        })
+    }
+
+    /// Templates for the meter of gateway `n`, which has its own meter serial.
+    fn templates(&self, n: u32) -> [Template; 2] {
+        let serial = Value::from(format!("{:08}", 30_000_000 + n));
+        [&self.measurements, &self.counters].map(|doc| {
+            let mut doc = doc.clone();
+            doc["header"]["serial_number"] = serial.clone();
+            Template::new(doc)
+        })
+    }
+}
+
+/// A simulated gateway: one MQTT connection, PUBACKs counted in the background.
+struct Gateway {
+    client: AsyncClient,
+    /// Measurements and counters topics, indexed by [`Kind`].
+    topics: [String; 2],
+    templates: [Template; 2],
+    device_id: i64,
+}
+
+impl Gateway {
+    /// Messages `range` of this gateway: measurements and counters alternately, each at its
+    /// own `local_time` one second after the previous one.
+    fn messages(&self, range: std::ops::Range<u32>) -> Vec<Message> {
+        let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("valid base time");
+        range
+            .map(|k| {
+                let kind = if k % 2 == 0 {
+                    Kind::Measurements
+                } else {
+                    Kind::Counters
+                };
+                let local_time = base + chrono::Duration::seconds(i64::from(k));
+                Message {
+                    kind,
+                    epoch: local_time.and_utc().timestamp(),
+                    payload: self.templates[kind as usize].render(local_time),
+                }
+            })
+            .collect()
+    }
+
+    fn publisher(&self) -> Publisher {
+        Publisher {
+            client: self.client.clone(),
+            topics: self.topics.clone(),
+        }
+    }
+}
+
+/// What a publishing task needs of its gateway.
+struct Publisher {
+    client: AsyncClient,
+    topics: [String; 2],
+}
+
+impl Publisher {
+    async fn publish(&self, message: &Message) -> anyhow::Result<()> {
+        self.client
+            .publish_bytes(
+                self.topics[message.kind as usize].as_str(),
+                QoS::AtLeastOnce,
+                false,
+                message.payload.clone(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes every message as fast as the connection takes them.
+    async fn flood(self, messages: Vec<Message>) -> anyhow::Result<()> {
+        for message in &messages {
+            self.publish(message).await?;
+        }
+        Ok(())
+    }
+
+    /// Publishes message `k` at `first + k * period`; returns each measurement's epoch and
+    /// scheduled instant (the latency baseline, so a client falling behind is not hidden).
+    async fn paced(
+        self,
+        messages: Vec<Message>,
+        first: Instant,
+        period: Duration,
+    ) -> anyhow::Result<Paced> {
+        let mut paced = Paced::default();
+        for (k, message) in messages.iter().enumerate() {
+            let due = first + period.mul_f64(k as f64);
+            tokio::time::sleep_until(due).await;
+            let lag = due.elapsed();
+            paced.max_lag = paced.max_lag.max(lag);
+            paced.late += u64::from(lag > Duration::from_millis(10));
+            self.publish(message).await?;
+            paced.last = Some(Instant::now());
+            if message.kind == Kind::Measurements {
+                paced.sends.push((message.epoch, due));
+            }
+        }
+        Ok(paced)
+    }
+}
+
+#[derive(Default)]
+struct Paced {
+    sends: Vec<(i64, Instant)>,
+    max_lag: Duration,
+    /// Messages sent more than 10 ms after their scheduled instant.
+    late: u64,
+    last: Option<Instant>,
+}
+
+async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
+    headend::telemetry::init("warn", false);
+    let mut report = String::new();
+    writeln!(report, "## Ingest benchmark\n")?;
+    writeln!(report, "{}\n", Machine::probe().describe())?;
+
+    // A dedicated cluster with fsync on. PostgreSQL runs as `postgres` when we are root, so
+    // the directory above its data directory must be traversable.
+    let pg_dir = tempfile::Builder::new().prefix("hebench-pg").tempdir()?;
+    std::fs::set_permissions(pg_dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let cluster = start_cluster(&pg_dir.path().join("cluster"), false).await?;
+    cluster.create_database("headend").await?;
+    let url = cluster.url("headend");
+
+    let data_dir = tempfile::Builder::new().prefix("hebench-data").tempdir()?;
+    let mut config = Config {
+        data_dir: data_dir.path().to_path_buf(),
+        ..Config::default()
+    };
+    config.http.addr = ([127, 0, 0, 1], 0).into();
+    config.mqtt.addr = ([127, 0, 0, 1], 0).into();
+    config.database.url = Some(Secret::new(url.clone()));
+    config.database.max_connections = 8;
+    config.mqtt.max_connections = params.gateways as usize + 16;
+    config.log.filter = "warn".into();
+    let writers = config.ingest.writers;
+    let batch_max = config.ingest.batch_max_messages;
+    let app = TestApp::start(config, data_dir).await;
+
+    let pg_version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&app.pool)
+        .await?;
+    writeln!(
+        report,
+        "PostgreSQL {pg_version} (own cluster, fsync and synchronous_commit on); Headend in \
+         process with {writers} ingest writers, batches of up to {batch_max} messages.\n"
+    )?;
+    writeln!(
+        report,
+        "Parameters: {} gateways; sustained phase {} messages; latency phase {} msg/s for {} s.\n",
+        params.gateways,
+        params.messages(),
+        params.rate,
+        params.seconds
+    )?;
+
+    eprintln!("registering and connecting {} gateways", params.gateways);
+    let fixtures = Fixtures::load()?;
+    let acks = Arc::new(AtomicU64::new(0));
+    let mut gateways = connect_gateways(&app, params, &fixtures, clients, &acks).await?;
+
+    // Phase 1: sustained.
+    let messages: Vec<Vec<Message>> = gateways
+        .iter()
+        .map(|g| g.messages(0..params.messages_per_gateway))
+        .collect();
+    let total = params.messages();
+    let measurement_messages = total / 2;
+    let counter_messages = total - measurement_messages;
+    let journal_before = app.metric("headend_journal_last_seq").await.unwrap_or(0.0);
+    eprintln!("phase 1: publishing {total} messages");
+    let acks_before = acks.load(Ordering::Relaxed);
+    let cpu = CpuSample::now()?;
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for (gateway, messages) in gateways.iter().zip(messages) {
+        tasks.spawn_on(gateway.publisher().flood(messages), clients);
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let published = start.elapsed();
+    let acked = progress("PUBACKs", total, || {
+        std::future::ready(acks.load(Ordering::Relaxed) - acks_before)
+    })
+    .await?;
+    let all_acked = start.elapsed();
+    let last_seq = app
+        .metric("headend_journal_last_seq")
+        .await
+        .context("journal metrics")?;
+    let checkpoint = {
+        let app = &app;
+        move || async move {
+            app.metric("headend_journal_checkpoint")
+                .await
+                .unwrap_or(0.0) as u64
+        }
+    };
+    progress("journal checkpoint", last_seq as u64, checkpoint).await?;
+    let committed = start.elapsed();
+    let cpu1 = CpuSample::now()?.since(&cpu);
+
+    let measurements = app.count("SELECT count(*) FROM measurements").await as u64;
+    let readings = app.count("SELECT count(*) FROM counter_readings").await as u64;
+    let rejects = app.count("SELECT count(*) FROM ingest_rejects").await;
+    let batches = app.metric("headend_db_batches_total").await.unwrap_or(0.0);
+    let expected_readings = counter_messages * fixtures.counters_per_message;
+    let sustained = total as f64 / committed.as_secs_f64();
+    writeln!(
+        report,
+        "### Sustained: publish as fast as the clients can\n"
+    )?;
+    table(
+        &mut report,
+        &[
+            (
+                "messages published",
+                format!(
+                    "{total} ({measurement_messages} measurements, {counter_messages} counters)"
+                ),
+            ),
+            ("PUBACKs received", acked.to_string()),
+            (
+                "rows committed",
+                format!(
+                    "measurements {measurements} of {measurement_messages}; counter_readings \
+                     {readings} of {expected_readings} ({counter_messages} × {})",
+                    fixtures.counters_per_message
+                ),
+            ),
+            ("ingest_rejects", rejects.to_string()),
+            (
+                "journal records",
+                format!("{} (messages and connects)", last_seq - journal_before),
+            ),
+            (
+                "database batches",
+                format!(
+                    "{batches} (≈ {:.0} messages each)",
+                    total as f64 / batches.max(1.0)
+                ),
+            ),
+            ("all queued by the clients", secs(published)),
+            (
+                "all PUBACKs (durable in the journal)",
+                format!("{} ({} msg/s)", secs(all_acked), rate(total, all_acked)),
+            ),
+            ("all rows committed", secs(committed)),
+            (
+                "**sustained rate, publish → commit**",
+                format!("**{sustained:.0} msg/s**"),
+            ),
+            ("CPU (cores busy)", cpu1.to_string()),
+        ],
+    )?;
+    ensure!(
+        measurements == measurement_messages && readings == expected_readings,
+        "rows lost or duplicated: {measurements} measurements, {readings} counter readings"
+    );
+
+    // Storage, on the rows of phase 1 only.
+    let per_measurement: f64 = sqlx::query_scalar(
+        "SELECT pg_total_relation_size('measurements')::float8 / count(*) FROM measurements",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    let per_reading: f64 = sqlx::query_scalar(
+        "SELECT pg_total_relation_size('counter_readings')::float8 / count(*) FROM counter_readings",
+    )
+    .fetch_one(&app.pool)
+    .await?;
+    let per_counters_message = per_reading * fixtures.counters_per_message as f64;
+
+    // Reference: COPY of the same rows into copies of the same tables.
+    eprintln!("reference: COPY of the same rows");
+    let cpu = CpuSample::now()?;
+    let copy = copy_reference(&url).await?;
+    let cpu_copy = CpuSample::now()?.since(&cpu);
+    ensure!(
+        copy.measurements == measurements && copy.readings == readings,
+        "COPY wrote {} and {} rows",
+        copy.measurements,
+        copy.readings
+    );
+    let copy_rate = total as f64 / copy.took.as_secs_f64();
+    let copy_rows = copy.measurements + copy.readings;
+    writeln!(
+        report,
+        "### Reference: COPY of the same rows, same database\n"
+    )?;
+    table(
+        &mut report,
+        &[
+            (
+                "rows",
+                format!(
+                    "{copy_rows} ({} measurements, {} counter readings)",
+                    copy.measurements, copy.readings
+                ),
+            ),
+            ("time (both COPYs, committed)", secs(copy.took)),
+            ("rows/s", rate(copy_rows, copy.took)),
+            ("messages/s equivalent", format!("{copy_rate:.0}")),
+            (
+                "**sustained / COPY**",
+                format!("**{:.2}**", sustained / copy_rate),
+            ),
+            ("CPU (cores busy)", cpu_copy.to_string()),
+        ],
+    )?;
+
+    // Phase 2: latency at a paced rate, on the same app, later timestamps.
+    let device_ids = device_ids(&app).await?;
+    for (n, gateway) in gateways.iter_mut().enumerate() {
+        gateway.device_id = *device_ids
+            .get(&gateway_serial(n as u32))
+            .context("device of every gateway")?;
+    }
+    sqlx::raw_sql(
+        "CREATE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM pg_notify('bench', NEW.device_id || ' ' || extract(epoch FROM NEW.ts)::bigint);
+             RETURN NULL;
+         END $$;
+         CREATE TRIGGER bench_notify AFTER INSERT ON measurements
+             FOR EACH ROW EXECUTE FUNCTION bench_notify();",
+    )
+    .execute(&app.pool)
+    .await?;
+    let mut listener = PgListener::connect(&url).await?;
+    listener.listen("bench").await?;
+
+    let per_gateway = params.paced_per_gateway();
+    let first_k = params.messages_per_gateway;
+    let messages: Vec<Vec<Message>> = gateways
+        .iter()
+        .map(|g| g.messages(first_k..first_k + per_gateway))
+        .collect();
+    let paced_total = u64::from(per_gateway) * u64::from(params.gateways);
+    let paced_measurements = messages
+        .iter()
+        .flatten()
+        .filter(|m| m.kind == Kind::Measurements)
+        .count();
+    eprintln!(
+        "phase 2: {} msg/s for {} s ({paced_total} messages)",
+        params.rate, params.seconds
+    );
+    let stop = CancellationToken::new();
+    let commits = clients.spawn(collect_commits(listener, paced_measurements, stop.clone()));
+    let acks_before = acks.load(Ordering::Relaxed);
+    let period = params.paced_period();
+    let stagger = period / params.gateways;
+    let first = Instant::now() + Duration::from_millis(200);
+    let cpu = CpuSample::now()?;
+    let mut tasks = JoinSet::new();
+    for (n, (gateway, messages)) in gateways.iter().zip(messages).enumerate() {
+        let device = gateway.device_id;
+        let paced = gateway
+            .publisher()
+            .paced(messages, first + stagger * n as u32, period);
+        tasks.spawn_on(async move { paced.await.map(|p| (device, p)) }, clients);
+    }
+    let mut sent = HashMap::with_capacity(paced_measurements);
+    let (mut max_lag, mut late, mut last) = (Duration::ZERO, 0, first);
+    while let Some(done) = tasks.join_next().await {
+        let (device, paced) = done??;
+        sent.extend(
+            paced
+                .sends
+                .into_iter()
+                .map(|(epoch, at)| ((device, epoch), at)),
+        );
+        max_lag = max_lag.max(paced.max_lag);
+        late += paced.late;
+        last = last.max(paced.last.unwrap_or(first));
+    }
+    let publishing = last - first;
+    let paced_acks = progress("PUBACKs", paced_total, || {
+        std::future::ready(acks.load(Ordering::Relaxed) - acks_before)
+    })
+    .await?;
+    // The last notifications follow the last commits; missing ones are reported, not awaited.
+    let _ = tokio::time::timeout(Duration::from_secs(30), async {
+        while !commits.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let cpu2 = CpuSample::now()?.since(&cpu);
+    stop.cancel();
+    let commits = commits.await??;
+    let mut latencies: Vec<Duration> = commits
+        .iter()
+        .filter_map(|(device, epoch, at)| Some(*at - *sent.get(&(*device, *epoch))?))
+        .collect();
+    latencies.sort_unstable();
+    let unmatched = sent.len() - latencies.len();
+    let p = |q: f64| percentile(&latencies, q).map_or("-".into(), millis);
+    writeln!(
+        report,
+        "### Latency: {} msg/s for {} s, publish → commit of the measurement row\n",
+        params.rate, params.seconds
+    )?;
+    table(
+        &mut report,
+        &[
+            (
+                "messages published",
+                format!(
+                    "{paced_total} in {} ({} msg/s achieved), PUBACKs {paced_acks}",
+                    secs(publishing),
+                    rate(paced_total, publishing)
+                ),
+            ),
+            (
+                "schedule",
+                format!(
+                    "{late} sends more than 10 ms late; worst {}",
+                    millis(max_lag)
+                ),
+            ),
+            (
+                "measurements timed",
+                format!(
+                    "{} of {} (missing {unmatched})",
+                    latencies.len(),
+                    sent.len()
+                ),
+            ),
+            ("p50", p(0.50)),
+            ("p90", p(0.90)),
+            ("**p99**", format!("**{}**", p(0.99))),
+            ("max", p(1.0)),
+            ("CPU (cores busy)", cpu2.to_string()),
+        ],
+    )?;
+
+    writeln!(report, "### Storage (after the sustained phase)\n")?;
+    table(
+        &mut report,
+        &[
+            (
+                "measurements (table + primary key), per message",
+                format!("{per_measurement:.0} bytes"),
+            ),
+            (
+                "counter_readings (table + primary key), per reading",
+                format!(
+                    "{per_reading:.0} bytes ({per_counters_message:.0} per message of {} counters)",
+                    fixtures.counters_per_message
+                ),
+            ),
+        ],
+    )?;
+
+    let p99 = percentile(&latencies, 0.99).unwrap_or(Duration::MAX);
+    let met = |ok: bool| if ok { "yes" } else { "**no**" }.to_owned();
+    writeln!(report, "### Targets\n")?;
+    writeln!(report, "| target | figure | met |\n| --- | --- | --- |")?;
+    for (target, figure, ok) in [
+        (
+            "sustained ≥ ½ COPY rate",
+            format!("{sustained:.0} vs {:.0} msg/s", copy_rate / 2.0),
+            sustained >= copy_rate / 2.0,
+        ),
+        (
+            "sustained ≥ 20 000 msg/s (floor)",
+            format!("{sustained:.0} msg/s"),
+            sustained >= 20_000.0,
+        ),
+        (
+            "p99 ≤ 50 ms at 10 000 msg/s",
+            format!("{} at {} msg/s", millis(p99), params.rate),
+            p99 <= Duration::from_millis(50) && params.rate >= 10_000,
+        ),
+        (
+            "≤ 400 bytes per measurement message",
+            format!("{per_measurement:.0} bytes"),
+            per_measurement <= 400.0,
+        ),
+    ] {
+        writeln!(report, "| {target} | {figure} | {} |", met(ok))?;
+    }
+    writeln!(report)?;
+
+    for gateway in &gateways {
+        let _ = gateway.client.try_disconnect();
+    }
+    app.stop().await;
+    cluster.stop().await?;
+    Ok(report)
+}
+
+fn gateway_serial(n: u32) -> String {
+    format!("BENCH{n:05}")
+}
+
+/// Registers the gateways (in UTC) and connects one client for each, on the client runtime.
+async fn connect_gateways(
+    app: &TestApp,
+    params: &Params,
+    fixtures: &Fixtures,
+    clients: &Handle,
+    acks: &Arc<AtomicU64>,
+) -> anyhow::Result<Vec<Gateway>> {
+    let serials: Vec<String> = (0..params.gateways).map(gateway_serial).collect();
+    let passwords =
+        futures::future::join_all(serials.iter().map(|s| app.gateway(s, None, Some("UTC")))).await;
+    let addr = app.mqtt.context("embedded MQTT")?;
+    let mut connecting = JoinSet::new();
+    for (n, (serial, password)) in serials.into_iter().zip(passwords).enumerate() {
+        connecting.spawn_on(
+            async move {
+                let client = MqttClient::connect(addr, &format!("{serial}-1"), &serial, &password)
+                    .await
+                    .with_context(|| format!("connecting {serial}"));
+                (n, serial, client)
+            },
+            clients,
+        );
+    }
+    let mut gateways = Vec::with_capacity(params.gateways as usize);
+    while let Some(joined) = connecting.join_next().await {
+        let (n, serial, mqtt) = joined?;
+        let mut mqtt = mqtt?;
+        let client = mqtt.client.clone();
+        let acks = acks.clone();
+        clients.spawn(async move {
+            while let Some(packet) = mqtt.events.recv().await {
+                if matches!(packet, Packet::PubAck(_)) {
+                    acks.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let topic = |kind: &str| format!("sg/{serial}/pub/{kind}/rs485/1");
+        gateways.push((
+            n,
+            Gateway {
+                client,
+                topics: [topic("measurements"), topic("counters")],
+                templates: fixtures.templates(n as u32),
+                device_id: 0,
+            },
+        ));
+    }
+    gateways.sort_by_key(|(n, _)| *n);
+    Ok(gateways.into_iter().map(|(_, g)| g).collect())
+}
+
+/// The meter device of every gateway, by gateway serial.
+async fn device_ids(app: &TestApp) -> anyhow::Result<HashMap<String, i64>> {
+    let rows: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT g.serial, d.id FROM devices d JOIN gateways g ON g.id = d.gateway_id
+         WHERE d.kind = 'meter' AND d.port = 'rs485' AND d.slot = 1",
+    )
+    .fetch_all(&app.pool)
+    .await?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Waits until `probe` reaches `target`, polling every few milliseconds; fails when it makes no
+/// progress for [`STALL`]. Returns the last value.
+async fn progress<F, Fut>(what: &str, target: u64, mut probe: F) -> anyhow::Result<u64>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = u64>,
+{
+    let (mut last, mut moved) = (probe().await, Instant::now());
+    while last < target {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let now = probe().await;
+        if now != last {
+            (last, moved) = (now, Instant::now());
+        } else if moved.elapsed() > STALL {
+            bail!("{what} stuck at {last} of {target}");
+        }
+    }
+    Ok(last)
+}
+
+/// Notifications of committed measurement rows: (device, epoch of `ts`, when received).
+async fn collect_commits(
+    mut listener: PgListener,
+    expected: usize,
+    stop: CancellationToken,
+) -> anyhow::Result<Vec<(i64, i64, Instant)>> {
+    let mut seen = Vec::with_capacity(expected);
+    while seen.len() < expected {
+        let notification = tokio::select! {
+            () = stop.cancelled() => break,
+            n = listener.recv() => n?,
+        };
+        let at = Instant::now();
+        let (device, epoch) = notification
+            .payload()
+            .split_once(' ')
+            .context("notification payload")?;
+        seen.push((device.parse()?, epoch.parse()?, at));
+    }
+    Ok(seen)
+}
+
+struct CopyReference {
+    measurements: u64,
+    readings: u64,
+    took: Duration,
+}
+
+/// Reads the committed rows out (untimed), then times `COPY ... FROM STDIN` of them into
+/// `LIKE ... INCLUDING ALL` copies of the tables (same columns and primary keys; no foreign
+/// keys), each COPY committed.
+async fn copy_reference(url: &str) -> anyhow::Result<CopyReference> {
+    let mut conn = PgConnection::connect(url).await?;
+    sqlx::raw_sql(
+        "CREATE TABLE measurements_copy (LIKE measurements INCLUDING ALL);
+         CREATE TABLE counter_readings_copy (LIKE counter_readings INCLUDING ALL);",
+    )
+    .execute(&mut conn)
+    .await?;
+    let measurements: Vec<Bytes> = conn
+        .copy_out_raw("COPY measurements TO STDOUT")
+        .await?
+        .try_collect()
+        .await?;
+    let readings: Vec<Bytes> = conn
+        .copy_out_raw("COPY counter_readings TO STDOUT")
+        .await?
+        .try_collect()
+        .await?;
+    let start = Instant::now();
+    let measurements = copy_in(&mut conn, "measurements_copy", measurements).await?;
+    let readings = copy_in(&mut conn, "counter_readings_copy", readings).await?;
+    let took = start.elapsed();
+    conn.close().await?;
+    Ok(CopyReference {
+        measurements,
+        readings,
+        took,
+    })
+}
+
+async fn copy_in(conn: &mut PgConnection, table: &str, data: Vec<Bytes>) -> anyhow::Result<u64> {
+    let mut copy = conn
+        .copy_in_raw(&format!("COPY {table} FROM STDIN"))
+        .await?;
+    for chunk in data {
+        copy.send(chunk).await?;
+    }
+    Ok(copy.finish().await?)
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
+    let last = sorted.len().checked_sub(1)?;
+    Some(sorted[(last as f64 * q).round() as usize])
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+fn rate(n: u64, d: Duration) -> String {
+    format!("{:.0}", n as f64 / d.as_secs_f64())
+}
+
+fn table(out: &mut String, rows: &[(&str, String)]) -> std::fmt::Result {
+    writeln!(out, "| figure | value |\n| --- | --- |")?;
+    for (name, value) in rows {
+        writeln!(out, "| {name} | {value} |")?;
+    }
+    writeln!(out)
+}
+
+/// Facts about the machine the figures come from.
+struct Machine {
+    cpus: usize,
+    model: String,
+    memory_gib: f64,
+}
+
+impl Machine {
+    fn probe() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find_map(|l| {
+                    let (key, value) = l.split_once(':')?;
+                    (key.trim() == name).then(|| value.trim().to_owned())
+                })
+                .unwrap_or_default()
+        };
+        let mhz = field(&cpuinfo, "cpu MHz");
+        let memory_kib: f64 = field(&meminfo, "MemTotal")
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap_or(0.0);
+        Self {
+            cpus: cpus(),
+            model: format!("{} ({mhz} MHz)", field(&cpuinfo, "model name")),
+            memory_gib: memory_kib / (1024.0 * 1024.0),
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "Machine: {} × {}, {:.0} GiB RAM, kernel {}. Clients, Headend and PostgreSQL share it.",
+            self.cpus,
+            self.model,
+            self.memory_gib,
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+        )
+    }
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// CPU time counters from `/proc`, in clock ticks (`USER_HZ`).
+struct CpuSample {
+    /// Whole machine: busy and total (busy + idle + iowait), over all CPUs.
+    busy: u64,
+    total: u64,
+    /// This process (Headend, the clients and the harness).
+    process: u64,
+    /// The client runtime's threads.
+    clients: u64,
+}
+
+impl CpuSample {
+    fn now() -> anyhow::Result<Self> {
+        let stat = std::fs::read_to_string("/proc/stat")?;
+        let fields: Vec<u64> = stat
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("cpu "))
+            .context("/proc/stat")?
+            .split_whitespace()
+            .map(str::parse)
+            .collect::<Result<_, _>>()?;
+        // user nice system idle iowait irq softirq steal ...
+        let idle = fields[3] + fields[4];
+        let busy: u64 = fields[..8].iter().sum::<u64>() - idle;
+        let mut clients = 0;
+        for task in std::fs::read_dir("/proc/self/task")? {
+            let task = task?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.starts_with(CLIENT_THREAD) {
+                clients += task_ticks(&task.join("stat")).unwrap_or(0);
+            }
+        }
+        Ok(Self {
+            busy,
+            total: busy + idle,
+            process: task_ticks("/proc/self/stat".as_ref())?,
+            clients,
+        })
+    }
+
+    fn since(&self, before: &Self) -> CpuUse {
+        // Wall time in ticks of one CPU.
+        let wall = (self.total - before.total) as f64 / cpus() as f64;
+        let cores = |ticks: u64| ticks as f64 / wall.max(1.0);
+        let process = self.process - before.process;
+        let clients = self.clients - before.clients;
+        CpuUse {
+            machine: cores(self.busy - before.busy),
+            headend: cores(process.saturating_sub(clients)),
+            clients: cores(clients),
+            rest: cores((self.busy - before.busy).saturating_sub(process)),
+        }
+    }
+}
+
+/// utime + stime of a `/proc/.../stat` file.
+fn task_ticks(path: &std::path::Path) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(path)?;
+    // The command name may contain spaces; the fields after it are plain.
+    let after = stat.rsplit_once(')').context("stat format")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+}
+
+struct CpuUse {
+    machine: f64,
+    headend: f64,
+    clients: f64,
+    /// PostgreSQL, mostly (anything else running on the machine too).
+    rest: f64,
+}
+
+impl std::fmt::Display for CpuUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:.2} of {}: Headend {:.2}, clients {:.2}, PostgreSQL and the rest {:.2}",
+            self.machine,
+            cpus(),
+            self.headend,
+            self.clients,
+            self.rest
+        )
+    }
+}
