@@ -51,6 +51,7 @@ pub struct App {
     http: tokio::net::TcpListener,
     http_addr: SocketAddr,
     mqtt: Option<EmbeddedMqtt>,
+    tap: Arc<JournalTap>,
     web: web::WebState,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
@@ -107,8 +108,10 @@ impl App {
             source,
         })?;
 
+        let tap = JournalTap::new(ingest.sink(), "mqtt");
         let gauges = {
             let journal = journal.clone();
+            let tap = tap.clone();
             let gate_stats = mqtt.as_ref().map(EmbeddedMqtt::stats).unwrap_or_default();
             let pool = db.pool.clone();
             Arc::new(move || {
@@ -121,6 +124,7 @@ impl App {
                     journal_checkpoint: j.checkpoint,
                     mqtt_connections: gates.iter().map(|g| g.connections_active).sum(),
                     mqtt_publishes_denied: gates.iter().map(|g| g.publishes_denied).sum(),
+                    mqtt_violations_not_journaled: tap.violations_dropped(),
                     db_pool_size: u64::from(pool.size()),
                     db_pool_idle: pool.num_idle() as u64,
                 }
@@ -161,6 +165,7 @@ impl App {
             http,
             http_addr,
             mqtt,
+            tap,
             web,
             metrics,
             shutdown: CancellationToken::new(),
@@ -207,6 +212,7 @@ impl App {
             http,
             http_addr,
             mqtt,
+            tap,
             web,
             metrics,
             shutdown,
@@ -239,7 +245,6 @@ impl App {
                     auth: gateways::GatewayAuthenticator::new(db.pool.clone()),
                     metrics: metrics.clone(),
                 });
-                let tap = JournalTap::new(ingest.sink(), "mqtt");
                 for (name, gate) in
                     std::iter::once(("mqtt", mqtt.plain)).chain(mqtt.tls.map(|g| ("mqtts", g)))
                 {

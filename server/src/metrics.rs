@@ -143,6 +143,7 @@ pub struct Gauges {
     pub journal_checkpoint: u64,
     pub mqtt_connections: u64,
     pub mqtt_publishes_denied: u64,
+    pub mqtt_violations_not_journaled: u64,
     pub db_pool_size: u64,
     pub db_pool_idle: u64,
 }
@@ -299,6 +300,11 @@ impl Metrics {
             "headend_mqtt_publishes_denied",
             "PUBLISH packets refused by the topic ACL since start.",
             gauges.mqtt_publishes_denied,
+        );
+        gauge(
+            "headend_mqtt_violations_not_journaled",
+            "MQTT rule violations over the per-client rate limit: logged, not stored.",
+            gauges.mqtt_violations_not_journaled,
         );
         gauge(
             "headend_db_pool_connections",

@@ -79,24 +79,26 @@ impl Policy for GatewayPolicy {
 pub struct JournalTap {
     sink: IngestSink,
     source: &'static str,
-    /// Violations before authentication are rate-limited: they cost a hostile client nothing.
-    anonymous: std::sync::Mutex<(Instant, u32)>,
-    anonymous_dropped: AtomicU64,
+    /// Violations are journaled at most `VIOLATIONS_PER_SECOND` per client (by principal, or
+    /// "" before authentication): a denied publish is acknowledged, so it costs a hostile
+    /// client nothing to repeat. The excess is logged and counted, not stored.
+    violation_windows: std::sync::Mutex<HashMap<String, (Instant, u32)>>,
+    violations_dropped: AtomicU64,
     /// Open sessions per gateway: an SG has two push links, so one link closing does not
     /// make the gateway offline while the other is connected.
     sessions: std::sync::Mutex<HashMap<String, usize>>,
 }
 
-/// Unauthenticated violations journaled per second at most; the rest are only logged.
-const ANONYMOUS_PER_SECOND: u32 = 20;
+/// Violations journaled per client and second at most; the rest are only logged and counted.
+const VIOLATIONS_PER_SECOND: u32 = 20;
 
 impl JournalTap {
     pub fn new(sink: IngestSink, source: &'static str) -> Arc<Self> {
         Arc::new(Self {
             sink,
             source,
-            anonymous: std::sync::Mutex::new((Instant::now(), 0)),
-            anonymous_dropped: AtomicU64::new(0),
+            violation_windows: std::sync::Mutex::default(),
+            violations_dropped: AtomicU64::new(0),
             sessions: std::sync::Mutex::default(),
         })
     }
@@ -128,13 +130,28 @@ impl JournalTap {
         }
     }
 
-    fn admit_anonymous(&self) -> bool {
-        let mut window = self.anonymous.lock().unwrap_or_else(|e| e.into_inner());
+    fn admit_violation(&self, client: &str) -> bool {
+        let mut windows = self
+            .violation_windows
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if windows.len() > 10_000 {
+            // Bounded memory under a flood of distinct clients: start over.
+            windows.retain(|_, (at, _)| at.elapsed() < Duration::from_secs(1));
+        }
+        let window = windows
+            .entry(client.to_owned())
+            .or_insert((Instant::now(), 0));
         if window.0.elapsed() >= Duration::from_secs(1) {
             *window = (Instant::now(), 0);
         }
         window.1 += 1;
-        window.1 <= ANONYMOUS_PER_SECOND
+        window.1 <= VIOLATIONS_PER_SECOND
+    }
+
+    /// Violations not journaled because of the rate limit, since start.
+    pub fn violations_dropped(&self) -> u64 {
+        self.violations_dropped.load(Ordering::Relaxed)
     }
 }
 
@@ -163,8 +180,8 @@ impl Tap for JournalTap {
     fn violation(&self, peer: SocketAddr, principal: Option<&Principal>, violation: Violation) {
         let (topic, payload, reason) = describe(&violation);
         tracing::warn!(%peer, client = principal.map(|p| p.name.as_str()), %reason, "MQTT violation");
-        if principal.is_none() && !self.admit_anonymous() {
-            self.anonymous_dropped.fetch_add(1, Ordering::Relaxed);
+        if !self.admit_violation(principal.map_or("", |p| p.name.as_str())) {
+            self.violations_dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let record = IngestRecord {

@@ -114,6 +114,7 @@ pub async fn test_config(data_dir: &Path) -> Config {
 pub struct TestApp {
     pub http: SocketAddr,
     pub mqtt: Option<SocketAddr>,
+    pub mqtts: Option<SocketAddr>,
     pub pool: PgPool,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), headend::app::AppError>>,
@@ -138,9 +139,10 @@ impl TestApp {
 
     pub async fn start(config: Config, data_dir: tempfile::TempDir) -> Self {
         let app = App::build(config).await.expect("App::build");
-        let (http, mqtt, pool, shutdown) = (
+        let (http, mqtt, mqtts, pool, shutdown) = (
             app.http_addr(),
             app.mqtt_addr(),
+            app.mqtts_addr(),
             app.pool(),
             app.shutdown_token(),
         );
@@ -148,6 +150,7 @@ impl TestApp {
         Self {
             http,
             mqtt,
+            mqtts,
             pool,
             shutdown,
             task,
@@ -396,11 +399,25 @@ impl MqttClient {
         username: &str,
         password: &str,
     ) -> anyhow::Result<Self> {
+        Self::connect_with(Self::options(addr, client_id, username, password)).await
+    }
+
+    /// Options as `connect` uses them, to adjust (e.g. TLS) before `connect_with`.
+    pub fn options(
+        addr: SocketAddr,
+        client_id: &str,
+        username: &str,
+        password: &str,
+    ) -> MqttOptions {
         let mut options = MqttOptions::new(client_id, addr.ip().to_string(), addr.port());
         options.set_credentials(username, password);
         options.set_keep_alive(Duration::from_secs(30));
         options.set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024);
         options.set_inflight(100);
+        options
+    }
+
+    pub async fn connect_with(options: MqttOptions) -> anyhow::Result<Self> {
         let (client, mut eventloop) = AsyncClient::new(options, 1000);
         match first_packet(&mut eventloop).await? {
             Packet::ConnAck(ack) if ack.code == rumqttc::ConnectReturnCode::Success => {}
