@@ -58,12 +58,13 @@ CREATE TABLE devices (
     port            TEXT NOT NULL CHECK (port IN ('ir', 'rs485')),
     slot            SMALLINT NOT NULL CHECK (slot BETWEEN 0 AND 16),
     serial          TEXT NOT NULL DEFAULT '',
-    model           TEXT NOT NULL DEFAULT '',
+    -- NULL: never reported. A message that omits a field leaves the stored value alone.
+    model           TEXT,
     modbus_addr     INTEGER,
     phases          SMALLINT,
-    description     TEXT NOT NULL DEFAULT '',
-    location        TEXT NOT NULL DEFAULT '',
-    sg_description  TEXT NOT NULL DEFAULT '',
+    description     TEXT,
+    location        TEXT,
+    sg_description  TEXT,
     first_seen_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     updated_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     UNIQUE (gateway_id, kind, port, slot)

@@ -248,11 +248,17 @@ fn describe(v: &Violation) -> (String, Bytes, String) {
         } => (
             String::new(),
             Bytes::new(),
-            format!(
-                "connect refused ({refusal}) for client id {:?}, user {:?}",
-                truncate(client_id),
-                username.as_deref().map(truncate)
-            ),
+            match username {
+                Some(user) => format!(
+                    "connect refused ({refusal}) for client id {:?}, user {:?}",
+                    truncate(client_id),
+                    truncate(user)
+                ),
+                None => format!(
+                    "connect refused ({refusal}) for client id {:?}, without user name",
+                    truncate(client_id)
+                ),
+            },
         ),
         Violation::ClientIdDenied { client_id } => (
             String::new(),

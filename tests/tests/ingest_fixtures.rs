@@ -51,46 +51,40 @@ async fn every_fixture_is_stored_in_si_units_and_readable() {
         .await;
 
     // Devices created from the headers, by slot.
-    let devices: Vec<(String, String, i16, String, String)> = sqlx::query_as(
+    let devices: Vec<(String, String, i16, String, Option<String>)> = sqlx::query_as(
         "SELECT kind, port, slot, serial, model FROM devices ORDER BY kind, port, slot",
     )
     .fetch_all(&app.pool)
     .await
     .unwrap();
-    assert_eq!(
-        devices,
-        vec![
+    let expected = [
+        ("meter", "ir", 0, "X0000124", "IE38MD"),
+        ("meter", "rs485", 1, "21450077", "WM1-6"),
+        ("meter", "rs485", 2, "18230001", "WM3M4C"),
+        ("relay", "ir", 0, "", "IR Bicom"),
+        ("relay", "rs485", 2, "19870012", "Bicom"),
+    ];
+    assert_eq!(devices.len(), expected.len(), "{devices:?}");
+    for (got, want) in devices.iter().zip(expected) {
+        assert_eq!(
             (
-                "meter".into(),
-                "ir".into(),
-                0,
-                "X0000124".into(),
-                "IE38MD".into()
+                got.0.as_str(),
+                got.1.as_str(),
+                got.2,
+                got.3.as_str(),
+                got.4.as_deref()
             ),
-            (
-                "meter".into(),
-                "rs485".into(),
-                1,
-                "21450077".into(),
-                "WM1-6".into()
-            ),
-            (
-                "meter".into(),
-                "rs485".into(),
-                2,
-                "18230001".into(),
-                "WM3M4C".into()
-            ),
-            ("relay".into(), "ir".into(), 0, "".into(), "IR Bicom".into()),
-            (
-                "relay".into(),
-                "rs485".into(),
-                2,
-                "19870012".into(),
-                "Bicom".into()
-            ),
-        ]
-    );
+            (want.0, want.1, want.2, want.3, Some(want.4))
+        );
+    }
+    // The IR meter's counters document names no location: the one from its measurements stays.
+    let (location, description): (Option<String>, Option<String>) =
+        sqlx::query_as("SELECT location, description FROM devices WHERE serial = 'X0000124'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(location.as_deref(), Some("Panel B, floor 2"));
+    assert_eq!(description.as_deref(), Some("Main incomer"));
 
     // Measurements, SI units: U1 = 220.5 V, P0 "6.5 W"; IR P0 "2.815 kW" = 2815 W.
     let (u1, p, freq, pf, thd): (f32, f32, f32, f32, f32) = sqlx::query_as(

@@ -108,15 +108,49 @@ impl DeviceKey {
     }
 }
 
+/// What a message says about its device. `None`: the message does not say (a counters
+/// document carries no location, say), which leaves the stored value alone.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DeviceAttrs {
     pub serial: String,
-    pub model: String,
+    pub model: Option<String>,
     pub modbus_addr: Option<i32>,
     pub phases: Option<i16>,
-    pub description: String,
-    pub location: String,
-    pub sg_description: String,
+    pub description: Option<String>,
+    pub location: Option<String>,
+    pub sg_description: Option<String>,
+}
+
+impl DeviceAttrs {
+    /// Takes what `newer` says, keeps the rest.
+    pub fn merge(&mut self, newer: &Self) {
+        fn take<T: Clone>(old: &mut Option<T>, new: &Option<T>) {
+            if new.is_some() {
+                old.clone_from(new);
+            }
+        }
+        self.serial.clone_from(&newer.serial);
+        take(&mut self.model, &newer.model);
+        take(&mut self.modbus_addr, &newer.modbus_addr);
+        take(&mut self.phases, &newer.phases);
+        take(&mut self.description, &newer.description);
+        take(&mut self.location, &newer.location);
+        take(&mut self.sg_description, &newer.sg_description);
+    }
+
+    /// Whether storing `self` over `known` would change nothing.
+    pub fn changes_nothing(&self, known: &Self) -> bool {
+        fn same<T: PartialEq>(new: &Option<T>, old: &Option<T>) -> bool {
+            new.is_none() || new == old
+        }
+        self.serial == known.serial
+            && same(&self.model, &known.model)
+            && same(&self.modbus_addr, &known.modbus_addr)
+            && same(&self.phases, &known.phases)
+            && same(&self.description, &known.description)
+            && same(&self.location, &known.location)
+            && same(&self.sg_description, &known.sg_description)
+    }
 }
 
 /// One measurements message, SI units; `values` follows [`MEASUREMENT_COLUMNS`].
@@ -261,6 +295,14 @@ pub struct Rows {
 }
 
 impl Rows {
+    /// Several messages of one batch may describe the same device: merge what they say.
+    fn add_device(&mut self, key: &DeviceKey, attrs: DeviceAttrs) {
+        self.devices
+            .entry(key.clone())
+            .and_modify(|known| known.merge(&attrs))
+            .or_insert(attrs);
+    }
+
     /// Rows that carry data (not rejects), to tell a partly accepted message from a refused one.
     fn stored(&self) -> usize {
         self.measurements.len()
@@ -455,12 +497,12 @@ impl Normalizer<'_> {
         issues.extend(labels.issues.iter().map(ToString::to_string));
         DeviceAttrs {
             serial,
-            model: labels.model.unwrap_or_default(),
+            model: labels.model,
             modbus_addr: modbus_addr.map(i32::from),
             phases: phases.map(i16::from),
-            description: labels.description.unwrap_or_default(),
-            location: labels.location.unwrap_or_default(),
-            sg_description: labels.sg_description.unwrap_or_default(),
+            description: labels.description,
+            location: labels.location,
+            sg_description: labels.sg_description,
         }
     }
 
@@ -546,7 +588,7 @@ impl Normalizer<'_> {
             v(m.thd_u3),
             None,
         ];
-        ctx.rows.devices.insert(device.clone(), attrs);
+        ctx.rows.add_device(&device, attrs);
         ctx.rows.measurements.push(MeasurementRow {
             device,
             ts,
@@ -573,7 +615,7 @@ impl Normalizer<'_> {
         let (ts, flags) = self.time(ctx, gw, doc.header.local_time.as_deref(), issues);
         let (counters, field_issues) = wire::normalize_counters(doc);
         issues.extend(field_issues.iter().map(ToString::to_string));
-        ctx.rows.devices.insert(device.clone(), attrs);
+        ctx.rows.add_device(&device, attrs);
         for c in counters {
             ctx.rows.counter_readings.push(CounterReading {
                 device: device.clone(),
@@ -630,7 +672,7 @@ impl Normalizer<'_> {
                 -1
             }
         };
-        ctx.rows.devices.insert(device.clone(), attrs);
+        ctx.rows.add_device(&device, attrs);
         ctx.rows.relay_states.push(RelayStateRow {
             device,
             ts,
@@ -800,7 +842,7 @@ mod tests {
         assert_eq!(m.ts.to_rfc3339(), "2020-04-14T15:45:30+00:00");
         let device = rows.devices.get(&m.device).unwrap();
         assert_eq!(device.serial, "X0000124");
-        assert_eq!(device.location, "Panel B, floor 2");
+        assert_eq!(device.location.as_deref(), Some("Panel B, floor 2"));
         assert_eq!(rows.accepted.get("measurements"), Some(&1));
     }
 

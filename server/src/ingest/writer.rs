@@ -24,7 +24,9 @@ pub struct IdCache {
 impl IdCache {
     fn device(&self, key: &DeviceKey, attrs: &DeviceAttrs) -> Option<i64> {
         let map = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).filter(|(_, a)| a == attrs).map(|(id, _)| *id)
+        map.get(key)
+            .filter(|(_, known)| attrs.changes_nothing(known))
+            .map(|(id, _)| *id)
     }
 
     fn counter(&self, device_id: i64, def: &CounterDef) -> Option<i64> {
@@ -73,7 +75,12 @@ pub async fn write(
     let mut map = cache.devices.lock().unwrap_or_else(|e| e.into_inner());
     for (key, attrs) in &rows.devices {
         if let Some(id) = devices.get(key) {
-            map.insert(key.clone(), (*id, attrs.clone()));
+            map.entry(key.clone())
+                .and_modify(|(known_id, known)| {
+                    *known_id = *id;
+                    known.merge(attrs);
+                })
+                .or_insert_with(|| (*id, attrs.clone()));
         }
     }
     drop(map);
@@ -116,27 +123,28 @@ async fn resolve_devices(
     let port: Vec<&str> = missing.iter().map(|(k, _)| k.port).collect();
     let slot: Vec<i16> = missing.iter().map(|(k, _)| k.slot).collect();
     let serial: Vec<&str> = missing.iter().map(|(_, a)| a.serial.as_str()).collect();
-    let model: Vec<&str> = missing.iter().map(|(_, a)| a.model.as_str()).collect();
     let addr: Vec<Option<i32>> = missing.iter().map(|(_, a)| a.modbus_addr).collect();
     let phases: Vec<Option<i16>> = missing.iter().map(|(_, a)| a.phases).collect();
-    let description: Vec<&str> = missing
-        .iter()
-        .map(|(_, a)| a.description.as_str())
-        .collect();
-    let location: Vec<&str> = missing.iter().map(|(_, a)| a.location.as_str()).collect();
-    let sg_description: Vec<&str> = missing
-        .iter()
-        .map(|(_, a)| a.sg_description.as_str())
-        .collect();
+    let text = |f: fn(&DeviceAttrs) -> &Option<String>| -> Vec<Option<&str>> {
+        missing.iter().map(|(_, a)| f(a).as_deref()).collect()
+    };
+    let description = text(|a| &a.description);
+    let location = text(|a| &a.location);
+    let sg_description = text(|a| &a.sg_description);
+    let model = text(|a| &a.model);
     let found: Vec<(i64, i64, String, String, i16)> = sqlx::query_as(
         "INSERT INTO devices AS d (gateway_id, kind, port, slot, serial, model, modbus_addr, phases,
                                    description, location, sg_description)
          SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::int2[], $5::text[],
                               $6::text[], $7::int4[], $8::int2[], $9::text[], $10::text[], $11::text[])
          ON CONFLICT (gateway_id, kind, port, slot) DO UPDATE SET
-             serial = EXCLUDED.serial, model = EXCLUDED.model, modbus_addr = EXCLUDED.modbus_addr,
-             phases = COALESCE(EXCLUDED.phases, d.phases), description = EXCLUDED.description,
-             location = EXCLUDED.location, sg_description = EXCLUDED.sg_description,
+             serial = EXCLUDED.serial,
+             model = COALESCE(EXCLUDED.model, d.model),
+             modbus_addr = COALESCE(EXCLUDED.modbus_addr, d.modbus_addr),
+             phases = COALESCE(EXCLUDED.phases, d.phases),
+             description = COALESCE(EXCLUDED.description, d.description),
+             location = COALESCE(EXCLUDED.location, d.location),
+             sg_description = COALESCE(EXCLUDED.sg_description, d.sg_description),
              updated_at = now()
          RETURNING id, gateway_id, kind, port, slot",
     )
