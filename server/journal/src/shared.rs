@@ -93,7 +93,7 @@ impl Ledger {
         while self
             .segments
             .get(1)
-            .is_some_and(|next| next.first_seq <= checkpoint + 2)
+            .is_some_and(|next| next.first_seq - 1 <= checkpoint)
         {
             let segment = self.segments.pop_front().expect("checked above");
             freed += segment.bytes;

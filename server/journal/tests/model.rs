@@ -103,11 +103,10 @@ async fn run(dir: &Path, opts: &JournalOptions, ops: Vec<Op>) {
                 if model.deliverable.is_empty() {
                     continue; // next_batch would wait for an append
                 }
-                let batch = journal
-                    .reader()
-                    .next_batch(max_records, usize::MAX)
-                    .await
-                    .unwrap();
+                let batch =
+                    common::within_deadline(journal.reader().next_batch(max_records, usize::MAX))
+                        .await
+                        .unwrap();
                 let expected: Vec<u64> = model
                     .deliverable
                     .drain(..max_records.min(model.deliverable.len()))

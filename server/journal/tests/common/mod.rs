@@ -1,7 +1,9 @@
 #![allow(dead_code)] // Each test binary uses a different subset.
 
 use std::fs;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use headend_journal::{Journal, JournalOptions, Reader, Record};
@@ -32,12 +34,19 @@ pub fn tag(payload: &Bytes) -> u64 {
     u64::from_le_bytes(payload[..8].try_into().unwrap())
 }
 
+/// Turns a hang (a record that never comes) into a failure. Not a means of
+/// synchronisation: the awaited records are durable before anyone waits.
+pub async fn within_deadline<F: Future>(future: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(30), future)
+        .await
+        .expect("the journal stopped delivering")
+}
+
 /// Reads exactly `count` records (which must be durable already).
 pub async fn read(reader: &Reader, count: usize) -> Vec<Record> {
     let mut records = Vec::with_capacity(count);
     while records.len() < count {
-        let batch = reader
-            .next_batch(count - records.len(), usize::MAX)
+        let batch = within_deadline(reader.next_batch(count - records.len(), usize::MAX))
             .await
             .expect("next_batch");
         assert_eq!(batch.first_seq, batch.records[0].seq);
