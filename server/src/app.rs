@@ -51,6 +51,8 @@ pub struct App {
     http: tokio::net::TcpListener,
     http_addr: SocketAddr,
     mqtt: Option<EmbeddedMqtt>,
+    /// For the external broker's client; the embedded broker took its queue at start.
+    command_queue: Option<crate::mqtt::CommandQueue>,
     tap: Arc<JournalTap>,
     web: web::WebState,
     metrics: Arc<Metrics>,
@@ -76,6 +78,7 @@ impl App {
                 ..JournalOptions::default()
             },
         )?;
+        let (commands, command_queue) = crate::mqtt::CommandSender::channel();
         let ingest = Arc::new(
             Ingest::new(
                 journal,
@@ -88,14 +91,18 @@ impl App {
                         i64::try_from(config.ingest.clock_tolerance_secs).unwrap_or(i64::MAX / 4),
                     ),
                 },
+                Some(commands.clone()),
             )
             .await?,
         );
         let journal = ingest.journal();
 
-        let mqtt = match &config.mqtt.external_url {
-            Some(_) => None,
-            None => Some(EmbeddedMqtt::start(&config.mqtt).await?),
+        let (mqtt, command_queue) = match &config.mqtt.external_url {
+            Some(_) => (None, Some(command_queue)),
+            None => (
+                Some(EmbeddedMqtt::start(&config.mqtt, command_queue).await?),
+                None,
+            ),
         };
         let http = tokio::net::TcpListener::bind(config.http.addr)
             .await
@@ -165,6 +172,7 @@ impl App {
             http,
             http_addr,
             mqtt,
+            command_queue,
             tap,
             web,
             metrics,
@@ -212,6 +220,7 @@ impl App {
             http,
             http_addr,
             mqtt,
+            command_queue,
             tap,
             web,
             metrics,
@@ -264,8 +273,11 @@ impl App {
                     .unwrap_or_default();
                 let filter = config.mqtt.external_filter.clone();
                 let (sink, shutdown) = (ingest.sink(), shutdown.clone());
+                let commands =
+                    command_queue.unwrap_or_else(|| crate::mqtt::CommandSender::channel().1);
                 tasks.spawn(async move {
-                    let result = crate::mqtt::run_external(&url, &filter, sink, shutdown).await;
+                    let result =
+                        crate::mqtt::run_external(&url, &filter, sink, commands, shutdown).await;
                     ("mqtt-external", result.map_err(|e| e.to_string()))
                 });
             }

@@ -36,6 +36,46 @@ pub enum MqttError {
     Url(String),
 }
 
+/// Publishes to gateways' command topics (QoS 0, as the SG subscribes), through the embedded
+/// broker's in-process link or the external broker's client. Never blocks the caller: when the
+/// queue is full the message is dropped and counted.
+#[derive(Clone)]
+pub struct CommandSender {
+    tx: tokio::sync::mpsc::Sender<(String, Bytes)>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// What the publishing side of a [`CommandSender`] drains.
+pub type CommandQueue = tokio::sync::mpsc::Receiver<(String, Bytes)>;
+
+impl CommandSender {
+    pub fn channel() -> (Self, CommandQueue) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        (
+            Self {
+                tx,
+                dropped: Arc::default(),
+            },
+            rx,
+        )
+    }
+
+    pub fn send(&self, topic: String, payload: Bytes) -> bool {
+        match self.tx.try_send((topic, payload)) {
+            Ok(()) => true,
+            Err(e) => {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "command to a gateway dropped");
+                false
+            }
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
 /// The gate's view of the gateway registry.
 pub struct GatewayPolicy {
     pub auth: Arc<GatewayAuthenticator>,
@@ -306,14 +346,14 @@ pub struct EmbeddedMqtt {
 impl EmbeddedMqtt {
     /// Starts rumqttd on a loopback port that only the gate can log into, and binds the gate's
     /// public listeners (port 0 allowed).
-    pub async fn start(config: &MqttConfig) -> Result<Self, MqttError> {
+    pub async fn start(config: &MqttConfig, commands: CommandQueue) -> Result<Self, MqttError> {
         let internal_addr = free_loopback_port()
             .map_err(|e| MqttError::Broker(([127, 0, 0, 1], 0).into(), e.to_string()))?;
         let credentials = Credentials {
             username: "headend-gate".into(),
             password: crate::auth::password::generate(),
         };
-        start_broker(internal_addr, &credentials, config)?;
+        start_broker(internal_addr, &credentials, config, commands)?;
         wait_reachable(internal_addr, &credentials).await?;
 
         let gate_config = |listen, tls| {
@@ -372,6 +412,7 @@ fn start_broker(
     addr: SocketAddr,
     credentials: &Credentials,
     config: &MqttConfig,
+    commands: CommandQueue,
 ) -> Result<(), MqttError> {
     use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
     let mut server = ServerSettings {
@@ -409,16 +450,56 @@ fn start_broker(
         v4: Some(HashMap::from([("1".to_owned(), server)])),
         ..Default::default()
     };
-    std::thread::Builder::new()
-        .name("rumqttd".into())
-        .spawn(move || {
-            let mut broker = rumqttd::Broker::new(broker_config);
+    let mut broker = rumqttd::Broker::new(broker_config);
+    let (link_tx, link_rx) = broker
+        .link("headend")
+        .map_err(|e| MqttError::Broker(addr, format!("in-process link: {e}")))?;
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map(|_| ())
+            .map_err(|e| MqttError::Broker(addr, e.to_string()))
+    };
+    spawn(
+        "rumqttd",
+        Box::new(move || {
             if let Err(e) = broker.start() {
                 tracing::error!(error = %e, "embedded MQTT broker stopped");
             }
-        })
-        .map(|_| ())
-        .map_err(|e| MqttError::Broker(addr, e.to_string()))
+        }),
+    )?;
+    spawn(
+        "mqtt-commands",
+        Box::new(move || publish_commands(link_tx, commands)),
+    )?;
+    spawn("mqtt-link", Box::new(move || drain_link(link_rx)))?;
+    Ok(())
+}
+
+/// Publishes queued commands through the broker's in-process link (its API blocks).
+fn publish_commands(mut link: rumqttd::local::LinkTx, mut commands: CommandQueue) {
+    while let Some((topic, payload)) = commands.blocking_recv() {
+        if let Err(e) = link.publish(topic.clone(), payload) {
+            tracing::error!(%topic, error = %e, "command not handed to the embedded broker");
+        }
+    }
+}
+
+/// The link subscribes to nothing, but the router still schedules it: answer `Unschedule`
+/// with `ready()` as every in-process client must, or the router stops serving the link.
+fn drain_link(mut link: rumqttd::local::LinkRx) {
+    loop {
+        match link.recv() {
+            Ok(Some(rumqttd::Notification::Unschedule)) => {
+                if link.ready().is_err() {
+                    return;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 /// Waits until the broker accepts an MQTT session with the gate's credentials (a bare TCP probe
@@ -486,6 +567,7 @@ pub async fn run_external(
     url: &str,
     filter: &str,
     sink: IngestSink,
+    mut commands: CommandQueue,
     shutdown: CancellationToken,
 ) -> Result<(), MqttError> {
     use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
@@ -507,6 +589,11 @@ pub async fn run_external(
             () = shutdown.cancelled() => {
                 let _ = client.disconnect().await;
                 return Ok(());
+            }
+            Some((topic, payload)) = commands.recv() => {
+                if let Err(e) = client.try_publish(topic.as_str(), QoS::AtMostOnce, false, payload) {
+                    tracing::warn!(%topic, error = %e, "command to a gateway not sent");
+                }
             }
             Some((publish, journaled)) = pending.next(), if !pending.is_empty() => {
                 if journaled {

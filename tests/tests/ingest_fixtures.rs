@@ -243,3 +243,61 @@ async fn redelivered_messages_are_stored_once() {
     assert_eq!(app.count("SELECT count(*) FROM counter_readings").await, 2);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn numbered_readings_are_confirmed_once_committed() {
+    let app = TestApp::spawn().await;
+    let password = app.gateway(GW, None, None).await;
+    let mut client = app.gateway_client(GW, &password).await;
+    client
+        .client
+        .subscribe(format!("sg/{GW}/sub"), rumqttc::QoS::AtMostOnce)
+        .await
+        .unwrap();
+    client
+        .wait_for(|p| matches!(p, rumqttc::Packet::SubAck(_)))
+        .await
+        .expect("suback");
+    for seq in [41u64, 42] {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&fixture("measurements-ir.json")).unwrap();
+        doc["header"]["seq"] = serde_json::Value::from(seq);
+        doc["header"]["local_time"] = serde_json::Value::from(format!("14.04.2020 17:45:{seq}"));
+        client
+            .publish(
+                &format!("sg/{GW}/pub/measurements/ir"),
+                serde_json::to_vec(&doc).unwrap(),
+            )
+            .await;
+    }
+    // A real SG's reading (no seq) is stored and confirms nothing.
+    client
+        .publish(
+            &format!("sg/{GW}/pub/counters/ir"),
+            fixture("counters-ir-manual.json"),
+        )
+        .await;
+    let mut confirmed = 0;
+    while confirmed < 42 {
+        let Some(rumqttc::Packet::Publish(p)) = client
+            .wait_for(|p| matches!(p, rumqttc::Packet::Publish(_)))
+            .await
+        else {
+            panic!("no receipt (confirmed so far: {confirmed})");
+        };
+        assert_eq!(p.topic, format!("sg/{GW}/sub"));
+        let command = sg_wire::command::Command::parse(&p.payload).unwrap();
+        let sg_wire::command::Command::Ack { seq } = command else {
+            panic!("unexpected command {command:?}");
+        };
+        assert!(seq >= confirmed, "receipts never go backwards");
+        confirmed = seq;
+        // Confirmed means committed.
+        let stored = app.count("SELECT count(*) FROM measurements").await;
+        assert!(
+            stored >= if seq >= 42 { 2 } else { 1 },
+            "ack {seq} before commit ({stored} rows)"
+        );
+    }
+    app.stop().await;
+}

@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod normalize;
+pub mod receipts;
 pub mod record;
 pub mod rejects;
 pub mod writer;
@@ -67,6 +68,8 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     settings: IngestSettings,
     cache: Arc<writer::IdCache>,
+    receipts: receipts::Receipts,
+    commands: Option<crate::mqtt::CommandSender>,
 }
 
 struct DirectoryState {
@@ -85,6 +88,7 @@ impl Ingest {
         pool: PgPool,
         metrics: Arc<Metrics>,
         settings: IngestSettings,
+        commands: Option<crate::mqtt::CommandSender>,
     ) -> Result<Self, IngestError> {
         let directory = gateways::load_directory(&pool)
             .await
@@ -99,6 +103,8 @@ impl Ingest {
             metrics,
             settings,
             cache: Arc::default(),
+            receipts: receipts::Receipts::default(),
+            commands,
         })
     }
 
@@ -154,7 +160,7 @@ impl Ingest {
                 batch = reader.next_batch(self.settings.batch_max_messages, 16 * 1024 * 1024) => batch?,
             };
             let mut backoff = Duration::from_millis(100);
-            loop {
+            let confirmations = loop {
                 // Normalised again on every attempt: a gateway registered while the database
                 // was down is known once it is back.
                 let rows = self.normalize(&batch).await;
@@ -163,7 +169,7 @@ impl Ingest {
                     Ok(written) => {
                         self.metrics
                             .record_written(&rows, &written, started.elapsed());
-                        break;
+                        break rows.receipts;
                     }
                     Err(e) => {
                         self.metrics.db_errors.inc();
@@ -181,8 +187,28 @@ impl Ingest {
                         backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
-            }
+            };
             self.journal.ack(batch.first_seq..=batch.last_seq)?;
+            self.confirm(batch.last_seq, confirmations).await;
+        }
+    }
+
+    /// Sends receipts for what the journal checkpoint now covers.
+    async fn confirm(&self, last_seq: u64, seqs: receipts::Seqs) {
+        let Some(commands) = &self.commands else {
+            return;
+        };
+        let checkpoint = self.journal.stats().checkpoint;
+        let confirm = self.receipts.committed(last_seq, seqs, checkpoint);
+        if confirm.is_empty() {
+            return;
+        }
+        let directory = self.directory.read().await.directory.clone();
+        for (gateway, seq) in confirm {
+            if let Some(gw) = directory.by_id(gateway) {
+                let ack = sg_wire::command::Command::Ack { seq }.to_json();
+                commands.send(gw.layout.command_topic(), ack.into_bytes().into());
+            }
         }
     }
 

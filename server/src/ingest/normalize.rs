@@ -32,6 +32,7 @@ pub struct Directory {
     by_serial: HashMap<String, GatewayInfo>,
     by_base: HashMap<String, String>,
     commands: std::collections::HashSet<String>,
+    by_id: HashMap<i64, String>,
 }
 
 impl Directory {
@@ -41,6 +42,7 @@ impl Directory {
             dir.by_base
                 .insert(gw.layout.publish_base(), gw.serial.clone());
             dir.commands.insert(gw.layout.command_topic());
+            dir.by_id.insert(gw.id, gw.serial.clone());
             dir.by_serial.insert(gw.serial.clone(), gw);
         }
         dir
@@ -52,6 +54,12 @@ impl Directory {
 
     pub fn is_empty(&self) -> bool {
         self.by_serial.is_empty()
+    }
+
+    pub fn by_id(&self, id: i64) -> Option<&GatewayInfo> {
+        self.by_id
+            .get(&id)
+            .and_then(|serial| self.by_serial.get(serial))
     }
 
     pub fn by_serial(&self, serial: &str) -> Option<&GatewayInfo> {
@@ -292,6 +300,8 @@ pub struct Rows {
     pub gateways: HashMap<i64, GatewayUpdate>,
     /// Messages accepted in full or in part, by message kind, for metrics.
     pub accepted: HashMap<&'static str, u64>,
+    /// Highest end-to-end receipt `seq` per gateway among the stored messages.
+    pub receipts: super::receipts::Seqs,
 }
 
 impl Rows {
@@ -395,6 +405,12 @@ impl Normalizer<'_> {
         );
         let mut issues = Vec::new();
         let stored_before = ctx.rows.stored();
+        let seq = match &message {
+            SgMessage::Measurements(doc) => doc.header.seq,
+            SgMessage::Counters(doc) => doc.header.seq,
+            SgMessage::Bicom(doc) => doc.bicom.seq,
+            _ => None,
+        };
         let kind = match message {
             SgMessage::Status(doc) => {
                 self.status(ctx, gw, doc, &mut issues);
@@ -427,6 +443,10 @@ impl Normalizer<'_> {
         let stored = ctx.rows.stored() > stored_before;
         if stored {
             *ctx.rows.accepted.entry(kind).or_default() += 1;
+            if let Some(seq) = seq {
+                let max = ctx.rows.receipts.entry(gw.id).or_default();
+                *max = (*max).max(seq);
+            }
         }
         if !issues.is_empty() {
             ctx.reject(issues.join("; "), stored);
