@@ -27,7 +27,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context};
 use bytes::Bytes;
 use chrono::NaiveDateTime;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use headend::config::Secret;
 use headend::Config;
 use headend_e2e::{fixture, start_cluster, MqttClient, TestApp};
@@ -36,6 +36,7 @@ use serde_json::Value;
 use sqlx::postgres::PgListener;
 use sqlx::{Connection, PgConnection};
 use tokio::runtime::Handle;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -55,6 +56,8 @@ const DEVICE_HEADER: [&str; 8] = [
     "description",
     "SG description",
 ];
+/// Gateways registered or connected at the same time.
+const CONCURRENT_SETUP: usize = 8;
 /// How long a wait may go without progress before the run is declared stuck.
 const STALL: Duration = Duration::from_secs(60);
 
@@ -226,9 +229,6 @@ impl Gateway {
     /// Messages `range` of this gateway: measurements and counters alternately, each at its
     /// own `local_time` one second after the previous one.
     fn messages(&self, range: std::ops::Range<u32>) -> Vec<Message> {
-        let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
-            .and_then(|d| d.and_hms_opt(0, 0, 0))
-            .expect("valid base time");
         range
             .map(|k| {
                 let kind = if k % 2 == 0 {
@@ -236,7 +236,7 @@ impl Gateway {
                 } else {
                     Kind::Counters
                 };
-                let local_time = base + chrono::Duration::seconds(i64::from(k));
+                let local_time = self.local_time(k);
                 Message {
                     kind,
                     epoch: local_time.and_utc().timestamp(),
@@ -244,6 +244,14 @@ impl Gateway {
                 }
             })
             .collect()
+    }
+
+    /// `local_time` of message `k`.
+    fn local_time(&self, k: u32) -> NaiveDateTime {
+        let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .expect("valid base time");
+        base + chrono::Duration::seconds(i64::from(k))
     }
 
     fn publisher(&self) -> Publisher {
@@ -317,10 +325,6 @@ struct Paced {
 
 async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     headend::telemetry::init("warn", false);
-    let mut report = String::new();
-    writeln!(report, "## Ingest benchmark\n")?;
-    writeln!(report, "{}\n", Machine::probe().describe())?;
-
     // A dedicated cluster with fsync on. PostgreSQL runs as `postgres` when we are root, so
     // the directory above its data directory must be traversable.
     let pg_dir = tempfile::Builder::new().prefix("hebench-pg").tempdir()?;
@@ -328,6 +332,11 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     let cluster = start_cluster(&pg_dir.path().join("cluster"), false).await?;
     cluster.create_database("headend").await?;
     let url = cluster.url("headend");
+    let postmaster = std::fs::read_to_string(pg_dir.path().join("cluster/postmaster.pid"))?
+        .lines()
+        .next()
+        .context("postmaster.pid")?
+        .parse()?;
 
     let data_dir = tempfile::Builder::new().prefix("hebench-data").tempdir()?;
     let mut config = Config {
@@ -340,337 +349,57 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     config.database.max_connections = 8;
     config.mqtt.max_connections = params.gateways as usize + 16;
     config.log.filter = "warn".into();
-    let writers = config.ingest.writers;
-    let batch_max = config.ingest.batch_max_messages;
+    let ingest = format!(
+        "{} ingest writers, batches of up to {} messages",
+        config.ingest.writers, config.ingest.batch_max_messages
+    );
     let app = TestApp::start(config, data_dir).await;
 
     let pg_version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&app.pool)
         .await?;
-    writeln!(
-        report,
-        "PostgreSQL {pg_version} (own cluster, fsync and synchronous_commit on); Headend in \
-         process with {writers} ingest writers, batches of up to {batch_max} messages.\n"
-    )?;
-    writeln!(
-        report,
-        "Parameters: {} gateways; sustained phase {} messages; latency phase {} msg/s for {} s.\n",
+    let mut report = format!(
+        "## Ingest benchmark\n\n{}\n\nPostgreSQL {pg_version} (own cluster, fsync and \
+         synchronous_commit on); Headend in process with {ingest}.\n\nParameters: {} gateways; \
+         sustained phase {} messages; latency phase {} msg/s for {} s.\n\n",
+        Machine::probe().describe(),
         params.gateways,
         params.messages(),
         params.rate,
         params.seconds
-    )?;
+    );
 
     eprintln!("registering and connecting {} gateways", params.gateways);
     let fixtures = Fixtures::load()?;
     let acks = Arc::new(AtomicU64::new(0));
-    let mut gateways = connect_gateways(&app, params, &fixtures, clients, &acks).await?;
-
-    // Phase 1: sustained.
-    let messages: Vec<Vec<Message>> = gateways
-        .iter()
-        .map(|g| g.messages(0..params.messages_per_gateway))
-        .collect();
-    let total = params.messages();
-    let measurement_messages = total / 2;
-    let counter_messages = total - measurement_messages;
-    let journal_before = app.metric("headend_journal_last_seq").await.unwrap_or(0.0);
-    eprintln!("phase 1: publishing {total} messages");
-    let acks_before = acks.load(Ordering::Relaxed);
-    let cpu = CpuSample::now()?;
-    let start = Instant::now();
-    let mut tasks = JoinSet::new();
-    for (gateway, messages) in gateways.iter().zip(messages) {
-        tasks.spawn_on(gateway.publisher().flood(messages), clients);
-    }
-    while let Some(done) = tasks.join_next().await {
-        done??;
-    }
-    let published = start.elapsed();
-    let acked = progress("PUBACKs", total, || {
-        std::future::ready(acks.load(Ordering::Relaxed) - acks_before)
-    })
-    .await?;
-    let all_acked = start.elapsed();
-    let last_seq = app
-        .metric("headend_journal_last_seq")
-        .await
-        .context("journal metrics")?;
-    let checkpoint = {
-        let app = &app;
-        move || async move {
-            app.metric("headend_journal_checkpoint")
-                .await
-                .unwrap_or(0.0) as u64
-        }
+    let gateways = connect_gateways(&app, params, &fixtures, clients, &acks).await?;
+    let mut bench = Bench {
+        params,
+        clients,
+        app,
+        url,
+        fixtures,
+        gateways,
+        acks,
+        postmaster,
+        report: String::new(),
     };
-    progress("journal checkpoint", last_seq as u64, checkpoint).await?;
-    let committed = start.elapsed();
-    let cpu1 = CpuSample::now()?.since(&cpu);
+    let sustained = bench.sustained().await?;
+    // Storage is measured on the rows of the sustained phase only.
+    let storage = bench.storage().await?;
+    let copy = bench.reference(sustained).await?;
+    let p99 = bench.latency().await?;
+    bench.storage_section(&storage)?;
+    report.push_str(&bench.report);
 
-    let measurements = app.count("SELECT count(*) FROM measurements").await as u64;
-    let readings = app.count("SELECT count(*) FROM counter_readings").await as u64;
-    let rejects = app.count("SELECT count(*) FROM ingest_rejects").await;
-    let batches = app.metric("headend_db_batches_total").await.unwrap_or(0.0);
-    let expected_readings = counter_messages * fixtures.counters_per_message;
-    let sustained = total as f64 / committed.as_secs_f64();
-    writeln!(
-        report,
-        "### Sustained: publish as fast as the clients can\n"
-    )?;
-    table(
-        &mut report,
-        &[
-            (
-                "messages published",
-                format!(
-                    "{total} ({measurement_messages} measurements, {counter_messages} counters)"
-                ),
-            ),
-            ("PUBACKs received", acked.to_string()),
-            (
-                "rows committed",
-                format!(
-                    "measurements {measurements} of {measurement_messages}; counter_readings \
-                     {readings} of {expected_readings} ({counter_messages} × {})",
-                    fixtures.counters_per_message
-                ),
-            ),
-            ("ingest_rejects", rejects.to_string()),
-            (
-                "journal records",
-                format!("{} (messages and connects)", last_seq - journal_before),
-            ),
-            (
-                "database batches",
-                format!(
-                    "{batches} (≈ {:.0} messages each)",
-                    total as f64 / batches.max(1.0)
-                ),
-            ),
-            ("all queued by the clients", secs(published)),
-            (
-                "all PUBACKs (durable in the journal)",
-                format!("{} ({} msg/s)", secs(all_acked), rate(total, all_acked)),
-            ),
-            ("all rows committed", secs(committed)),
-            (
-                "**sustained rate, publish → commit**",
-                format!("**{sustained:.0} msg/s**"),
-            ),
-            ("CPU (cores busy)", cpu1.to_string()),
-        ],
-    )?;
-    ensure!(
-        measurements == measurement_messages && readings == expected_readings,
-        "rows lost or duplicated: {measurements} measurements, {readings} counter readings"
-    );
-
-    // Storage, on the rows of phase 1 only.
-    let per_measurement: f64 = sqlx::query_scalar(
-        "SELECT pg_total_relation_size('measurements')::float8 / count(*) FROM measurements",
-    )
-    .fetch_one(&app.pool)
-    .await?;
-    let per_reading: f64 = sqlx::query_scalar(
-        "SELECT pg_total_relation_size('counter_readings')::float8 / count(*) FROM counter_readings",
-    )
-    .fetch_one(&app.pool)
-    .await?;
-    let per_counters_message = per_reading * fixtures.counters_per_message as f64;
-
-    // Reference: COPY of the same rows into copies of the same tables.
-    eprintln!("reference: COPY of the same rows");
-    let cpu = CpuSample::now()?;
-    let copy = copy_reference(&url).await?;
-    let cpu_copy = CpuSample::now()?.since(&cpu);
-    ensure!(
-        copy.measurements == measurements && copy.readings == readings,
-        "COPY wrote {} and {} rows",
-        copy.measurements,
-        copy.readings
-    );
-    let copy_rate = total as f64 / copy.took.as_secs_f64();
-    let copy_rows = copy.measurements + copy.readings;
-    writeln!(
-        report,
-        "### Reference: COPY of the same rows, same database\n"
-    )?;
-    table(
-        &mut report,
-        &[
-            (
-                "rows",
-                format!(
-                    "{copy_rows} ({} measurements, {} counter readings)",
-                    copy.measurements, copy.readings
-                ),
-            ),
-            ("time (both COPYs, committed)", secs(copy.took)),
-            ("rows/s", rate(copy_rows, copy.took)),
-            ("messages/s equivalent", format!("{copy_rate:.0}")),
-            (
-                "**sustained / COPY**",
-                format!("**{:.2}**", sustained / copy_rate),
-            ),
-            ("CPU (cores busy)", cpu_copy.to_string()),
-        ],
-    )?;
-
-    // Phase 2: latency at a paced rate, on the same app, later timestamps.
-    let device_ids = device_ids(&app).await?;
-    for (n, gateway) in gateways.iter_mut().enumerate() {
-        gateway.device_id = *device_ids
-            .get(&gateway_serial(n as u32))
-            .context("device of every gateway")?;
-    }
-    sqlx::raw_sql(
-        "CREATE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-         BEGIN
-             PERFORM pg_notify('bench', NEW.device_id || ' ' || extract(epoch FROM NEW.ts)::bigint);
-             RETURN NULL;
-         END $$;
-         CREATE TRIGGER bench_notify AFTER INSERT ON measurements
-             FOR EACH ROW EXECUTE FUNCTION bench_notify();",
-    )
-    .execute(&app.pool)
-    .await?;
-    let mut listener = PgListener::connect(&url).await?;
-    listener.listen("bench").await?;
-
-    let per_gateway = params.paced_per_gateway();
-    let first_k = params.messages_per_gateway;
-    let messages: Vec<Vec<Message>> = gateways
-        .iter()
-        .map(|g| g.messages(first_k..first_k + per_gateway))
-        .collect();
-    let paced_total = u64::from(per_gateway) * u64::from(params.gateways);
-    let paced_measurements = messages
-        .iter()
-        .flatten()
-        .filter(|m| m.kind == Kind::Measurements)
-        .count();
-    eprintln!(
-        "phase 2: {} msg/s for {} s ({paced_total} messages)",
-        params.rate, params.seconds
-    );
-    let stop = CancellationToken::new();
-    let commits = clients.spawn(collect_commits(listener, paced_measurements, stop.clone()));
-    let acks_before = acks.load(Ordering::Relaxed);
-    let period = params.paced_period();
-    let stagger = period / params.gateways;
-    let first = Instant::now() + Duration::from_millis(200);
-    let cpu = CpuSample::now()?;
-    let mut tasks = JoinSet::new();
-    for (n, (gateway, messages)) in gateways.iter().zip(messages).enumerate() {
-        let device = gateway.device_id;
-        let paced = gateway
-            .publisher()
-            .paced(messages, first + stagger * n as u32, period);
-        tasks.spawn_on(async move { paced.await.map(|p| (device, p)) }, clients);
-    }
-    let mut sent = HashMap::with_capacity(paced_measurements);
-    let (mut max_lag, mut late, mut last) = (Duration::ZERO, 0, first);
-    while let Some(done) = tasks.join_next().await {
-        let (device, paced) = done??;
-        sent.extend(
-            paced
-                .sends
-                .into_iter()
-                .map(|(epoch, at)| ((device, epoch), at)),
-        );
-        max_lag = max_lag.max(paced.max_lag);
-        late += paced.late;
-        last = last.max(paced.last.unwrap_or(first));
-    }
-    let publishing = last - first;
-    let paced_acks = progress("PUBACKs", paced_total, || {
-        std::future::ready(acks.load(Ordering::Relaxed) - acks_before)
-    })
-    .await?;
-    // The last notifications follow the last commits; missing ones are reported, not awaited.
-    let _ = tokio::time::timeout(Duration::from_secs(30), async {
-        while !commits.is_finished() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    let cpu2 = CpuSample::now()?.since(&cpu);
-    stop.cancel();
-    let commits = commits.await??;
-    let mut latencies: Vec<Duration> = commits
-        .iter()
-        .filter_map(|(device, epoch, at)| Some(*at - *sent.get(&(*device, *epoch))?))
-        .collect();
-    latencies.sort_unstable();
-    let unmatched = sent.len() - latencies.len();
-    let p = |q: f64| percentile(&latencies, q).map_or("-".into(), millis);
-    writeln!(
-        report,
-        "### Latency: {} msg/s for {} s, publish → commit of the measurement row\n",
-        params.rate, params.seconds
-    )?;
-    table(
-        &mut report,
-        &[
-            (
-                "messages published",
-                format!(
-                    "{paced_total} in {} ({} msg/s achieved), PUBACKs {paced_acks}",
-                    secs(publishing),
-                    rate(paced_total, publishing)
-                ),
-            ),
-            (
-                "schedule",
-                format!(
-                    "{late} sends more than 10 ms late; worst {}",
-                    millis(max_lag)
-                ),
-            ),
-            (
-                "measurements timed",
-                format!(
-                    "{} of {} (missing {unmatched})",
-                    latencies.len(),
-                    sent.len()
-                ),
-            ),
-            ("p50", p(0.50)),
-            ("p90", p(0.90)),
-            ("**p99**", format!("**{}**", p(0.99))),
-            ("max", p(1.0)),
-            ("CPU (cores busy)", cpu2.to_string()),
-        ],
-    )?;
-
-    writeln!(report, "### Storage (after the sustained phase)\n")?;
-    table(
-        &mut report,
-        &[
-            (
-                "measurements (table + primary key), per message",
-                format!("{per_measurement:.0} bytes"),
-            ),
-            (
-                "counter_readings (table + primary key), per reading",
-                format!(
-                    "{per_reading:.0} bytes ({per_counters_message:.0} per message of {} counters)",
-                    fixtures.counters_per_message
-                ),
-            ),
-        ],
-    )?;
-
-    let p99 = percentile(&latencies, 0.99).unwrap_or(Duration::MAX);
-    let met = |ok: bool| if ok { "yes" } else { "**no**" }.to_owned();
+    let met = |ok: bool| if ok { "yes" } else { "**no**" };
     writeln!(report, "### Targets\n")?;
     writeln!(report, "| target | figure | met |\n| --- | --- | --- |")?;
     for (target, figure, ok) in [
         (
             "sustained ≥ ½ COPY rate",
-            format!("{sustained:.0} vs {:.0} msg/s", copy_rate / 2.0),
-            sustained >= copy_rate / 2.0,
+            format!("{sustained:.0} vs {:.0} msg/s", copy / 2.0),
+            sustained >= copy / 2.0,
         ),
         (
             "sustained ≥ 20 000 msg/s (floor)",
@@ -684,20 +413,371 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
         ),
         (
             "≤ 400 bytes per measurement message",
-            format!("{per_measurement:.0} bytes"),
-            per_measurement <= 400.0,
+            format!("{:.0} bytes", storage.per_measurement),
+            storage.per_measurement <= 400.0,
         ),
     ] {
         writeln!(report, "| {target} | {figure} | {} |", met(ok))?;
     }
     writeln!(report)?;
 
-    for gateway in &gateways {
+    for gateway in &bench.gateways {
         let _ = gateway.client.try_disconnect();
     }
-    app.stop().await;
+    bench.app.stop().await;
     cluster.stop().await?;
     Ok(report)
+}
+
+/// Headend with its connected gateways, and the report so far.
+struct Bench<'a> {
+    params: &'a Params,
+    clients: &'a Handle,
+    app: TestApp,
+    url: String,
+    fixtures: Fixtures,
+    gateways: Vec<Gateway>,
+    acks: Arc<AtomicU64>,
+    /// The cluster's postmaster, whose process tree is PostgreSQL's CPU time.
+    postmaster: u32,
+    report: String,
+}
+
+struct Storage {
+    /// Bytes of `measurements` (table and primary key) per row, i.e. per message.
+    per_measurement: f64,
+    /// Bytes of `counter_readings` (table and primary key) per row.
+    per_reading: f64,
+}
+
+impl Bench<'_> {
+    /// Waits until `n` PUBACKs arrived after `before` of them.
+    async fn acks_after(&self, before: u64, n: u64) -> anyhow::Result<u64> {
+        progress("PUBACKs", n, || {
+            std::future::ready(self.acks.load(Ordering::Relaxed) - before)
+        })
+        .await
+    }
+
+    /// Waits until every record in the journal is committed to PostgreSQL (after all PUBACKs,
+    /// every message is in the journal); returns the last journal sequence number.
+    async fn wait_committed(&self) -> anyhow::Result<u64> {
+        let app = &self.app;
+        let last_seq = app
+            .metric("headend_journal_last_seq")
+            .await
+            .context("journal metrics")? as u64;
+        progress("journal checkpoint", last_seq, || async {
+            app.metric("headend_journal_checkpoint")
+                .await
+                .unwrap_or(0.0) as u64
+        })
+        .await?;
+        Ok(last_seq)
+    }
+
+    /// Phase 1: every message as fast as the clients can; returns msg/s, publish to commit.
+    async fn sustained(&mut self) -> anyhow::Result<f64> {
+        let (app, params) = (&self.app, self.params);
+        let messages: Vec<Vec<Message>> = self
+            .gateways
+            .iter()
+            .map(|g| g.messages(0..params.messages_per_gateway))
+            .collect();
+        let total = params.messages();
+        let measurement_messages = total / 2;
+        let counter_messages = total - measurement_messages;
+        let journal_before = app.metric("headend_journal_last_seq").await.unwrap_or(0.0) as u64;
+        eprintln!("phase 1: publishing {total} messages");
+        let acks_before = self.acks.load(Ordering::Relaxed);
+        let cpu = CpuSample::now()?;
+        let start = Instant::now();
+        let mut tasks = JoinSet::new();
+        for (gateway, messages) in self.gateways.iter().zip(messages) {
+            tasks.spawn_on(gateway.publisher().flood(messages), self.clients);
+        }
+        while let Some(done) = tasks.join_next().await {
+            done??;
+        }
+        let published = start.elapsed();
+        let acked = self.acks_after(acks_before, total).await?;
+        let all_acked = start.elapsed();
+        let last_seq = self.wait_committed().await?;
+        let committed = start.elapsed();
+        let cpu = CpuSample::now()?.since(&cpu, self.postmaster);
+
+        let measurements = app.count("SELECT count(*) FROM measurements").await as u64;
+        let readings = app.count("SELECT count(*) FROM counter_readings").await as u64;
+        let rejects = app.count("SELECT count(*) FROM ingest_rejects").await;
+        let batches = app.metric("headend_db_batches_total").await.unwrap_or(0.0);
+        let per_message = self.fixtures.counters_per_message;
+        let expected_readings = counter_messages * per_message;
+        let sustained = total as f64 / committed.as_secs_f64();
+        writeln!(
+            self.report,
+            "### Sustained: publish as fast as the clients can\n"
+        )?;
+        table(
+            &mut self.report,
+            &[
+                (
+                    "messages published",
+                    format!(
+                        "{total} ({measurement_messages} measurements, {counter_messages} counters)"
+                    ),
+                ),
+                ("PUBACKs received", acked.to_string()),
+                (
+                    "rows committed",
+                    format!(
+                        "measurements {measurements} of {measurement_messages}; counter_readings \
+                         {readings} of {expected_readings} ({counter_messages} × {per_message})"
+                    ),
+                ),
+                ("ingest_rejects", rejects.to_string()),
+                (
+                    "journal records appended",
+                    (last_seq - journal_before).to_string(),
+                ),
+                (
+                    "database batches",
+                    format!(
+                        "{batches} (≈ {:.0} messages each)",
+                        total as f64 / batches.max(1.0)
+                    ),
+                ),
+                ("all handed to the client library", secs(published)),
+                (
+                    "all PUBACKs (durable in the journal)",
+                    format!("{} ({} msg/s)", secs(all_acked), rate(total, all_acked)),
+                ),
+                ("all rows committed", secs(committed)),
+                (
+                    "**sustained rate, publish → commit**",
+                    format!("**{sustained:.0} msg/s**"),
+                ),
+                ("CPU (cores busy)", cpu.to_string()),
+            ],
+        )?;
+        ensure!(
+            measurements == measurement_messages && readings == expected_readings,
+            "rows lost or duplicated: {measurements} measurements, {readings} counter readings"
+        );
+        Ok(sustained)
+    }
+
+    async fn storage(&self) -> anyhow::Result<Storage> {
+        let (per_measurement, per_reading) = sqlx::query_as(
+            "SELECT pg_total_relation_size('measurements')::float8
+                        / (SELECT count(*) FROM measurements),
+                    pg_total_relation_size('counter_readings')::float8
+                        / (SELECT count(*) FROM counter_readings)",
+        )
+        .fetch_one(&self.app.pool)
+        .await?;
+        Ok(Storage {
+            per_measurement,
+            per_reading,
+        })
+    }
+
+    fn storage_section(&mut self, storage: &Storage) -> anyhow::Result<()> {
+        let counters = self.fixtures.counters_per_message;
+        writeln!(self.report, "### Storage (after the sustained phase)\n")?;
+        table(
+            &mut self.report,
+            &[
+                (
+                    "measurements (table + primary key), per message",
+                    format!("{:.0} bytes", storage.per_measurement),
+                ),
+                (
+                    "counter_readings (table + primary key), per reading",
+                    format!(
+                        "{:.0} bytes ({:.0} per message of {counters} counters)",
+                        storage.per_reading,
+                        storage.per_reading * counters as f64
+                    ),
+                ),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The reference: COPY of the rows the sustained phase committed; returns msg/s equivalent.
+    async fn reference(&mut self, sustained: f64) -> anyhow::Result<f64> {
+        eprintln!("reference: COPY of the same rows");
+        let cpu = CpuSample::now()?;
+        let copy = copy_reference(&self.url).await?;
+        let cpu = CpuSample::now()?.since(&cpu, self.postmaster);
+        let rows = copy.measurements + copy.readings;
+        let copy_rate = self.params.messages() as f64 / copy.took.as_secs_f64();
+        writeln!(
+            self.report,
+            "### Reference: COPY of the same rows, same database\n"
+        )?;
+        table(
+            &mut self.report,
+            &[
+                (
+                    "rows",
+                    format!(
+                        "{rows} ({} measurements, {} counter readings)",
+                        copy.measurements, copy.readings
+                    ),
+                ),
+                ("time (both COPYs, committed)", secs(copy.took)),
+                ("rows/s", rate(rows, copy.took)),
+                ("messages/s equivalent", format!("{copy_rate:.0}")),
+                (
+                    "**sustained / COPY**",
+                    format!("**{:.2}**", sustained / copy_rate),
+                ),
+                ("CPU (cores busy)", cpu.to_string()),
+            ],
+        )?;
+        Ok(copy_rate)
+    }
+
+    /// Phase 2: paced publishing, later timestamps; returns the p99 publish-to-commit latency.
+    async fn latency(&mut self) -> anyhow::Result<Duration> {
+        let params = self.params;
+        let device_ids = device_ids(&self.app).await?;
+        for (n, gateway) in self.gateways.iter_mut().enumerate() {
+            gateway.device_id = *device_ids
+                .get(&gateway_serial(n as u32))
+                .context("device of every gateway")?;
+        }
+        // A NOTIFY is delivered when the inserting transaction commits, and only then. One per
+        // statement, naming the transaction (the 32 bits that are its rows' `xmin`), keeps the
+        // probe cheap; the rows are matched to their commit afterwards.
+        sqlx::raw_sql(
+            "CREATE FUNCTION bench_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 PERFORM pg_notify('bench', (txid_current() % 4294967296)::text);
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER bench_notify AFTER INSERT ON measurements
+                 FOR EACH STATEMENT EXECUTE FUNCTION bench_notify();",
+        )
+        .execute(&self.app.pool)
+        .await?;
+        let mut listener = PgListener::connect(&self.url).await?;
+        listener.listen("bench").await?;
+
+        let per_gateway = params.paced_per_gateway();
+        let first_k = params.messages_per_gateway;
+        let messages: Vec<Vec<Message>> = self
+            .gateways
+            .iter()
+            .map(|g| g.messages(first_k..first_k + per_gateway))
+            .collect();
+        let total = u64::from(per_gateway) * u64::from(params.gateways);
+        let timed = messages
+            .iter()
+            .flatten()
+            .filter(|m| m.kind == Kind::Measurements)
+            .count();
+        eprintln!(
+            "phase 2: {} msg/s for {} s ({total} messages)",
+            params.rate, params.seconds
+        );
+        let stop = CancellationToken::new();
+        let commits = self.clients.spawn(collect_commits(listener, stop.clone()));
+        let acks_before = self.acks.load(Ordering::Relaxed);
+        let period = params.paced_period();
+        let stagger = period / params.gateways;
+        let first = Instant::now() + Duration::from_millis(200);
+        let cpu = CpuSample::now()?;
+        let mut tasks = JoinSet::new();
+        for (n, (gateway, messages)) in self.gateways.iter().zip(messages).enumerate() {
+            let device = gateway.device_id;
+            let paced = gateway
+                .publisher()
+                .paced(messages, first + stagger * n as u32, period);
+            tasks.spawn_on(
+                async move { paced.await.map(|p| (device, p)) },
+                self.clients,
+            );
+        }
+        let mut sent: HashMap<(i64, i64), Instant> = HashMap::with_capacity(timed);
+        let (mut max_lag, mut late, mut last) = (Duration::ZERO, 0, first);
+        while let Some(done) = tasks.join_next().await {
+            let (device, paced) = done??;
+            sent.extend(
+                paced
+                    .sends
+                    .into_iter()
+                    .map(|(epoch, at)| ((device, epoch), at)),
+            );
+            max_lag = max_lag.max(paced.max_lag);
+            late += paced.late;
+            last = last.max(paced.last.unwrap_or(first));
+        }
+        let publishing = last - first;
+        let acked = self.acks_after(acks_before, total).await?;
+        self.wait_committed().await?;
+        let cpu = CpuSample::now()?.since(&cpu, self.postmaster);
+        // The notifications of the last commits are on their way; give them a moment.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.cancel();
+        let commits = commits.await??;
+        let rows: Vec<(i64, i64, i64)> = sqlx::query_as(
+            "SELECT device_id, extract(epoch FROM ts)::bigint, xmin::text::bigint
+             FROM measurements WHERE ts >= $1",
+        )
+        .bind(self.gateways[0].local_time(first_k).and_utc())
+        .fetch_all(&self.app.pool)
+        .await?;
+        let mut latencies: Vec<Duration> = rows
+            .into_iter()
+            .filter_map(|(device, epoch, xid)| {
+                Some(*commits.get(&xid)? - *sent.get(&(device, epoch))?)
+            })
+            .collect();
+        latencies.sort_unstable();
+        let p = |q: f64| percentile(&latencies, q).map_or("-".into(), millis);
+        writeln!(
+            self.report,
+            "### Latency: {} msg/s for {} s, publish → commit of the measurement row\n",
+            params.rate, params.seconds
+        )?;
+        table(
+            &mut self.report,
+            &[
+                (
+                    "messages published",
+                    format!(
+                        "{total} in {} ({} msg/s achieved), PUBACKs {acked}",
+                        secs(publishing),
+                        rate(total, publishing)
+                    ),
+                ),
+                (
+                    "schedule",
+                    format!(
+                        "{late} sends more than 10 ms late; worst {}",
+                        millis(max_lag)
+                    ),
+                ),
+                (
+                    "measurements timed",
+                    format!(
+                        "{} of {} (missing {})",
+                        latencies.len(),
+                        sent.len(),
+                        sent.len() - latencies.len()
+                    ),
+                ),
+                ("p50", p(0.50)),
+                ("p90", p(0.90)),
+                ("**p99**", format!("**{}**", p(0.99))),
+                ("max", p(1.0)),
+                ("CPU (cores busy)", cpu.to_string()),
+            ],
+        )?;
+        Ok(percentile(&latencies, 0.99).unwrap_or(Duration::MAX))
+    }
 }
 
 fn gateway_serial(n: u32) -> String {
@@ -713,13 +793,21 @@ async fn connect_gateways(
     acks: &Arc<AtomicU64>,
 ) -> anyhow::Result<Vec<Gateway>> {
     let serials: Vec<String> = (0..params.gateways).map(gateway_serial).collect();
-    let passwords =
-        futures::future::join_all(serials.iter().map(|s| app.gateway(s, None, Some("UTC")))).await;
+    // A few at a time: registering hashes a password and connecting verifies it (Argon2), and
+    // a client gives up on a CONNACK after a few seconds.
+    let passwords: Vec<String> = futures::stream::iter(&serials)
+        .map(|s| app.gateway(s, None, Some("UTC")))
+        .buffered(CONCURRENT_SETUP)
+        .collect()
+        .await;
     let addr = app.mqtt.context("embedded MQTT")?;
+    let limit = Arc::new(Semaphore::new(CONCURRENT_SETUP));
     let mut connecting = JoinSet::new();
     for (n, (serial, password)) in serials.into_iter().zip(passwords).enumerate() {
+        let limit = limit.clone();
         connecting.spawn_on(
             async move {
+                let _permit = limit.acquire_owned().await;
                 let client = MqttClient::connect(addr, &format!("{serial}-1"), &serial, &password)
                     .await
                     .with_context(|| format!("connecting {serial}"));
@@ -787,26 +875,19 @@ where
     Ok(last)
 }
 
-/// Notifications of committed measurement rows: (device, epoch of `ts`, when received).
+/// When each transaction that inserted measurements committed, by transaction id.
 async fn collect_commits(
     mut listener: PgListener,
-    expected: usize,
     stop: CancellationToken,
-) -> anyhow::Result<Vec<(i64, i64, Instant)>> {
-    let mut seen = Vec::with_capacity(expected);
-    while seen.len() < expected {
+) -> anyhow::Result<HashMap<i64, Instant>> {
+    let mut commits = HashMap::new();
+    loop {
         let notification = tokio::select! {
-            () = stop.cancelled() => break,
+            () = stop.cancelled() => return Ok(commits),
             n = listener.recv() => n?,
         };
-        let at = Instant::now();
-        let (device, epoch) = notification
-            .payload()
-            .split_once(' ')
-            .context("notification payload")?;
-        seen.push((device.parse()?, epoch.parse()?, at));
+        commits.insert(notification.payload().parse()?, Instant::now());
     }
-    Ok(seen)
 }
 
 struct CopyReference {
@@ -941,6 +1022,15 @@ struct CpuSample {
     process: u64,
     /// The client runtime's threads.
     clients: u64,
+    /// Every process, by pid: (parent, own ticks, ticks of waited-for children).
+    procs: HashMap<u32, ProcTicks>,
+}
+
+#[derive(Clone, Copy)]
+struct ProcTicks {
+    parent: u32,
+    own: u64,
+    children: u64,
 }
 
 impl CpuSample {
@@ -962,59 +1052,99 @@ impl CpuSample {
             let task = task?.path();
             let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
             if comm.starts_with(CLIENT_THREAD) {
-                clients += task_ticks(&task.join("stat")).unwrap_or(0);
+                clients += proc_ticks(&task).map_or(0, |t| t.own);
+            }
+        }
+        let mut procs = HashMap::new();
+        for entry in std::fs::read_dir("/proc")? {
+            let path = entry?.path();
+            let pid = path.file_name().and_then(|n| n.to_str()?.parse().ok());
+            // Processes come and go while we read.
+            if let (Some(pid), Ok(ticks)) = (pid, proc_ticks(&path)) {
+                procs.insert(pid, ticks);
             }
         }
         Ok(Self {
             busy,
             total: busy + idle,
-            process: task_ticks("/proc/self/stat".as_ref())?,
+            process: proc_ticks("/proc/self".as_ref())?.own,
             clients,
+            procs,
         })
     }
 
-    fn since(&self, before: &Self) -> CpuUse {
+    /// CPU time of `postmaster` and its children: live ones, and those it reaped.
+    fn postgres(&self, postmaster: u32) -> u64 {
+        let root = self
+            .procs
+            .get(&postmaster)
+            .map_or(0, |t| t.own + t.children);
+        let children: u64 = self
+            .procs
+            .values()
+            .filter(|t| t.parent == postmaster)
+            .map(|t| t.own)
+            .sum();
+        root + children
+    }
+
+    fn since(&self, before: &Self, postmaster: u32) -> CpuUse {
         // Wall time in ticks of one CPU.
         let wall = (self.total - before.total) as f64 / cpus() as f64;
         let cores = |ticks: u64| ticks as f64 / wall.max(1.0);
+        let busy = self.busy - before.busy;
         let process = self.process - before.process;
         let clients = self.clients - before.clients;
+        let postgres = self
+            .postgres(postmaster)
+            .saturating_sub(before.postgres(postmaster));
         CpuUse {
-            machine: cores(self.busy - before.busy),
+            machine: cores(busy),
             headend: cores(process.saturating_sub(clients)),
             clients: cores(clients),
-            rest: cores((self.busy - before.busy).saturating_sub(process)),
+            postgres: cores(postgres),
+            other: cores(busy.saturating_sub(process + postgres)),
         }
     }
 }
 
-/// utime + stime of a `/proc/.../stat` file.
-fn task_ticks(path: &std::path::Path) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(path)?;
-    // The command name may contain spaces; the fields after it are plain.
+/// CPU ticks of `/proc/<pid>` or `/proc/<pid>/task/<tid>`.
+fn proc_ticks(dir: &std::path::Path) -> anyhow::Result<ProcTicks> {
+    let stat = std::fs::read_to_string(dir.join("stat"))?;
+    // The command name may contain spaces; the fields after it (from `state`) are plain.
     let after = stat.rsplit_once(')').context("stat format")?.1;
     let fields: Vec<&str> = after.split_whitespace().collect();
-    Ok(fields[11].parse::<u64>()? + fields[12].parse::<u64>()?)
+    let field =
+        |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n).context("stat field")?.parse()?) };
+    Ok(ProcTicks {
+        parent: u32::try_from(field(1)?)?,
+        own: field(11)? + field(12)?,
+        children: field(13)? + field(14)?,
+    })
 }
 
+/// Cores kept busy, on average.
 struct CpuUse {
     machine: f64,
     headend: f64,
     clients: f64,
-    /// PostgreSQL, mostly (anything else running on the machine too).
-    rest: f64,
+    postgres: f64,
+    /// Everything else on the machine (kernel threads, other users).
+    other: f64,
 }
 
 impl std::fmt::Display for CpuUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{:.2} of {}: Headend {:.2}, clients {:.2}, PostgreSQL and the rest {:.2}",
+            "{:.2} of {}: Headend and harness {:.2}, MQTT clients {:.2}, PostgreSQL {:.2}, \
+             other {:.2}",
             self.machine,
             cpus(),
             self.headend,
             self.clients,
-            self.rest
+            self.postgres,
+            self.other
         )
     }
 }

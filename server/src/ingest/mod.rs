@@ -15,6 +15,7 @@ pub mod record;
 pub mod rejects;
 pub mod writer;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,53 @@ pub struct Ingest {
     cache: Arc<writer::IdCache>,
     receipts: receipts::Receipts,
     commands: Option<crate::mqtt::CommandSender>,
+    gateway_writes: GatewayWrites,
+}
+
+/// How often `last_seen_at` and the clock skew of a gateway are written at most, when nothing
+/// else about it changed. Every message would otherwise update its gateway's row: a hot row
+/// that concurrent writers queue on, and a dead tuple per batch.
+const GATEWAY_TOUCH_INTERVAL: chrono::TimeDelta = chrono::TimeDelta::seconds(30);
+
+/// What was last written of each gateway's liveness, to skip updates that change nothing
+/// worth a write.
+#[derive(Default)]
+struct GatewayWrites(std::sync::Mutex<HashMap<i64, (chrono::DateTime<chrono::Utc>, Option<f64>)>>);
+
+impl GatewayWrites {
+    fn skip_unchanged(&self, updates: &mut HashMap<i64, normalize::GatewayUpdate>) {
+        let written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        updates.retain(|id, u| {
+            if u.hello.is_some() || u.online.is_some() || u.clock_faults > 0 {
+                return true;
+            }
+            let Some((seen, skew)) = written.get(id) else {
+                return true;
+            };
+            let stale = u
+                .last_seen_at
+                .is_some_and(|at| at - *seen >= GATEWAY_TOUCH_INTERVAL);
+            let skew_moved = match (u.skew, skew) {
+                (Some((_, new)), Some(old)) => (new - old).abs() >= 1.0,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            stale || skew_moved
+        });
+    }
+
+    fn written(&self, updates: &HashMap<i64, normalize::GatewayUpdate>) {
+        let mut written = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for (id, u) in updates {
+            if let Some(seen) = u.last_seen_at {
+                let skew = u
+                    .skew
+                    .map(|(_, s)| s)
+                    .or_else(|| written.get(id).and_then(|w| w.1));
+                written.insert(*id, (seen, skew));
+            }
+        }
+    }
 }
 
 struct DirectoryState {
@@ -105,6 +153,7 @@ impl Ingest {
             cache: Arc::default(),
             receipts: receipts::Receipts::default(),
             commands,
+            gateway_writes: GatewayWrites::default(),
         })
     }
 
@@ -163,12 +212,14 @@ impl Ingest {
             let confirmations = loop {
                 // Normalised again on every attempt: a gateway registered while the database
                 // was down is known once it is back.
-                let rows = self.normalize(&batch).await;
+                let mut rows = self.normalize(&batch).await;
+                self.gateway_writes.skip_unchanged(&mut rows.gateways);
                 let started = Instant::now();
                 match writer::write(&self.pool, &self.cache, epoch, &rows).await {
                     Ok(written) => {
                         self.metrics
                             .record_written(&rows, &written, started.elapsed());
+                        self.gateway_writes.written(&rows.gateways);
                         break rows.receipts;
                     }
                     Err(e) => {
@@ -270,5 +321,50 @@ impl Ingest {
             Err(e) => tracing::warn!(error = %e, "could not reload the gateway directory"),
         }
         state.directory.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use normalize::GatewayUpdate;
+
+    fn seen(secs: i64) -> GatewayUpdate {
+        GatewayUpdate {
+            last_seen_at: chrono::DateTime::from_timestamp(1_800_000_000 + secs, 0),
+            skew: Some((chrono::DateTime::UNIX_EPOCH, 0.5)),
+            ..GatewayUpdate::default()
+        }
+    }
+
+    #[test]
+    fn liveness_is_written_when_it_moved_enough_and_changes_always() {
+        let writes = GatewayWrites::default();
+        let mut batch = HashMap::from([(1, seen(0))]);
+        writes.skip_unchanged(&mut batch);
+        assert_eq!(batch.len(), 1, "never written: written");
+        writes.written(&batch);
+
+        let mut batch = HashMap::from([(1, seen(5))]);
+        writes.skip_unchanged(&mut batch);
+        assert!(batch.is_empty(), "5 s later, same skew: skipped");
+
+        let mut batch = HashMap::from([(1, seen(31))]);
+        writes.skip_unchanged(&mut batch);
+        assert_eq!(batch.len(), 1, "30 s later: written");
+
+        let mut moved = seen(6);
+        moved.skew = Some((chrono::DateTime::UNIX_EPOCH, 3.0));
+        let mut faulted = seen(6);
+        faulted.clock_faults = 1;
+        let mut online = seen(6);
+        online.online = Some((chrono::DateTime::UNIX_EPOCH, false));
+        let mut batch = HashMap::from([(1, moved), (2, faulted), (3, online)]);
+        writes.skip_unchanged(&mut batch);
+        assert_eq!(
+            batch.len(),
+            3,
+            "skew moved, a clock fault, a session change: written"
+        );
     }
 }

@@ -526,6 +526,23 @@ impl Normalizer<'_> {
         }
     }
 
+    /// The device a message is about and when it was measured; `None` (with the reason in
+    /// `issues`) when the device cannot be identified.
+    fn identify(
+        &self,
+        ctx: &mut Ctx<'_>,
+        gw: &GatewayInfo,
+        device: DeviceKey,
+        attrs: Result<DeviceAttrs, String>,
+        local_time: Option<&str>,
+        issues: &mut Vec<String>,
+    ) -> Option<(DeviceKey, DateTime<Utc>, i16)> {
+        let attrs = attrs.map_err(|e| issues.push(e)).ok()?;
+        let (ts, flags) = self.time(ctx, gw, local_time, issues);
+        ctx.rows.add_device(&device, attrs);
+        Some((device, ts, flags))
+    }
+
     fn time(
         &self,
         ctx: &mut Ctx<'_>,
@@ -558,12 +575,16 @@ impl Normalizer<'_> {
         doc: &wire::MeasurementsDoc,
         issues: &mut Vec<String>,
     ) {
-        let device = DeviceKey::new(gw.id, DeviceKind::Meter, port);
-        let attrs = match Self::header_attrs(&doc.header, issues) {
-            Ok(attrs) => attrs,
-            Err(e) => return issues.push(e),
+        let Some((device, ts, flags)) = self.identify(
+            ctx,
+            gw,
+            DeviceKey::new(gw.id, DeviceKind::Meter, port),
+            Self::header_attrs(&doc.header, issues),
+            doc.header.local_time.as_deref(),
+            issues,
+        ) else {
+            return;
         };
-        let (ts, flags) = self.time(ctx, gw, doc.header.local_time.as_deref(), issues);
         let (m, field_issues) = wire::normalize_measurements(doc);
         issues.extend(field_issues.iter().map(ToString::to_string));
         let v = |x: Option<f64>| x.map(|x| x as f32);
@@ -608,7 +629,6 @@ impl Normalizer<'_> {
             v(m.thd_u3),
             None,
         ];
-        ctx.rows.add_device(&device, attrs);
         ctx.rows.measurements.push(MeasurementRow {
             device,
             ts,
@@ -627,15 +647,18 @@ impl Normalizer<'_> {
         doc: &wire::CountersDoc,
         issues: &mut Vec<String>,
     ) {
-        let device = DeviceKey::new(gw.id, DeviceKind::Meter, port);
-        let attrs = match Self::header_attrs(&doc.header, issues) {
-            Ok(attrs) => attrs,
-            Err(e) => return issues.push(e),
+        let Some((device, ts, flags)) = self.identify(
+            ctx,
+            gw,
+            DeviceKey::new(gw.id, DeviceKind::Meter, port),
+            Self::header_attrs(&doc.header, issues),
+            doc.header.local_time.as_deref(),
+            issues,
+        ) else {
+            return;
         };
-        let (ts, flags) = self.time(ctx, gw, doc.header.local_time.as_deref(), issues);
         let (counters, field_issues) = wire::normalize_counters(doc);
         issues.extend(field_issues.iter().map(ToString::to_string));
-        ctx.rows.add_device(&device, attrs);
         for c in counters {
             ctx.rows.counter_readings.push(CounterReading {
                 device: device.clone(),
@@ -668,19 +691,29 @@ impl Normalizer<'_> {
         doc: &wire::BicomDoc,
         issues: &mut Vec<String>,
     ) {
-        let device = DeviceKey::new(gw.id, DeviceKind::Relay, port);
-        let serial = match doc.bicom.serial() {
-            Ok(serial) => serial.unwrap_or_default().to_owned(),
-            Err(e) => return issues.push(e.to_string()),
-        };
-        let attrs = Self::attrs(
-            serial,
-            doc.bicom.labels(),
-            doc.bicom.modbus_addr,
-            None,
+        let attrs = doc
+            .bicom
+            .serial()
+            .map(|serial| {
+                Self::attrs(
+                    serial.unwrap_or_default().to_owned(),
+                    doc.bicom.labels(),
+                    doc.bicom.modbus_addr,
+                    None,
+                    issues,
+                )
+            })
+            .map_err(|e| e.to_string());
+        let Some((device, ts, flags)) = self.identify(
+            ctx,
+            gw,
+            DeviceKey::new(gw.id, DeviceKind::Relay, port),
+            attrs,
+            doc.bicom.local_time.as_deref(),
             issues,
-        );
-        let (ts, flags) = self.time(ctx, gw, doc.bicom.local_time.as_deref(), issues);
+        ) else {
+            return;
+        };
         let state = match doc.bicom.state {
             1 => 1,
             0 => 0,
@@ -692,7 +725,6 @@ impl Normalizer<'_> {
                 -1
             }
         };
-        ctx.rows.add_device(&device, attrs);
         ctx.rows.relay_states.push(RelayStateRow {
             device,
             ts,

@@ -35,21 +35,22 @@ pub async fn list(
     before: Option<i64>,
     gateway: Option<&str>,
 ) -> Result<Vec<RejectView>, sqlx::Error> {
-    type Row = (
-        i64,
-        DateTime<Utc>,
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        bool,
-        i32,
-        Vec<u8>,
-    );
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        id: i64,
+        received_at: DateTime<Utc>,
+        source: String,
+        topic: String,
+        client: String,
+        gateway: Option<String>,
+        reason: String,
+        partial: bool,
+        payload_size: i32,
+        payload: Vec<u8>,
+    }
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT r.id, r.received_at, r.source, r.topic, r.client, g.serial, r.reason, r.partial,
-                r.payload_size, substring(r.payload FROM 1 FOR $5)
+        "SELECT r.id, r.received_at, r.source, r.topic, r.client, g.serial AS gateway, r.reason,
+                r.partial, r.payload_size, substring(r.payload FROM 1 FOR $5) AS payload
          FROM ingest_rejects r LEFT JOIN gateways g ON g.id = r.gateway_id
          WHERE ($1::int8[] IS NULL OR g.site_id = ANY($1))
            AND ($2::int8 IS NULL OR r.id < $2)
@@ -65,40 +66,27 @@ pub async fn list(
     .await?;
     Ok(rows
         .into_iter()
-        .map(
-            |(
-                id,
-                received_at,
-                source,
-                topic,
-                client,
-                gateway,
-                reason,
-                partial,
-                payload_size,
+        .map(|r| {
+            let (payload, payload_base64) = match String::from_utf8(r.payload) {
+                Ok(text) => (Some(text), None),
+                Err(e) => (
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
+                ),
+            };
+            RejectView {
+                id: r.id,
+                received_at: r.received_at,
+                source: r.source,
+                topic: r.topic,
+                client: r.client,
+                gateway: r.gateway,
+                reason: r.reason,
+                partial: r.partial,
+                payload_size: r.payload_size,
                 payload,
-            )| {
-                let (text, b64) = match String::from_utf8(payload) {
-                    Ok(text) => (Some(text), None),
-                    Err(e) => (
-                        None,
-                        Some(base64::engine::general_purpose::STANDARD.encode(e.as_bytes())),
-                    ),
-                };
-                RejectView {
-                    id,
-                    received_at,
-                    source,
-                    topic,
-                    client,
-                    gateway,
-                    reason,
-                    partial,
-                    payload_size,
-                    payload: text,
-                    payload_base64: b64,
-                }
-            },
-        )
+                payload_base64,
+            }
+        })
         .collect())
 }
