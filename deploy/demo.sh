@@ -9,4 +9,6 @@ data="${HEADEND_DATA_DIR:-$PWD/headend-data}"
 case "$data" in /root/*) data="/var/lib/headend-demo";; esac
 mkdir -p "$data" && chmod 711 "$data"
 export HEADEND_DATA_DIR="$data"
-exec cargo run --release -p headend -- demo "$@"
+# The companion firmware's simulator provides the demo's live gateways.
+cargo build --release -p headend -p sg-gateway
+exec target/release/headend demo "$@"

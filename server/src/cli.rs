@@ -246,10 +246,15 @@ fn print_gateway(created: &gateways::Created) {
 }
 
 async fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
+    let data_dir = config.data_dir.clone();
     let app = App::build(config).await?;
-    if demo {
+    // Dropped (and so killed) when `serve` returns.
+    let _fleet = if demo {
         demo_setup(&app).await?;
-    }
+        demo_fleet(&app, &data_dir).await?
+    } else {
+        None
+    };
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
         wait_for_signal().await;
@@ -333,9 +338,102 @@ async fn demo_setup(app: &App) -> anyhow::Result<()> {
          \n      -t sg/{GATEWAY}/pub/measurements/ir -f ../shared/spec/sg-mqtt/measurements-ir.json\
          \nthen read it back:\
          \n  curl -s http://{http}/api/v1/devices/X0000124/latest -H 'authorization: Bearer <token from login>'\
-         \n\nSimulated gateways arrive with the companion firmware; until then publish the fixtures above.\n"
+"
     );
     Ok(())
+}
+
+/// Gateways of the simulated demo fleet.
+const DEMO_FLEET: u32 = 5;
+
+/// Starts `sg-gateway fleet` (the companion firmware's simulator, built next to this binary)
+/// with registered demo gateways, so that the demo shows live data at once.
+async fn demo_fleet(
+    app: &App,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<Option<tokio::process::Child>> {
+    let Some(mqtt) = app.mqtt_addr() else {
+        return Ok(None);
+    };
+    let binary = std::env::current_exe()?.with_file_name("sg-gateway");
+    if !binary.exists() {
+        println!(
+            "No simulated gateways: {} is missing (build it with `cargo build --release -p sg-gateway`).",
+            binary.display()
+        );
+        return Ok(None);
+    }
+    let pool = app.pool();
+    let site = sites::id_by_name(&pool, "Demo site")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("demo site missing"))?;
+    let mut lines = String::new();
+    for n in 1..=DEMO_FLEET {
+        let serial = format!("SGF{n:06}");
+        let secret = password::generate();
+        let hash = password::hash(secret.clone()).await?;
+        let updated = sqlx::query("UPDATE gateways SET password_hash = $2 WHERE serial = $1")
+            .bind(&serial)
+            .bind(&hash)
+            .execute(&pool)
+            .await?
+            .rows_affected();
+        if updated == 0 {
+            gateways::create(
+                &pool,
+                gateways::NewGateway {
+                    serial: serial.clone(),
+                    password: Some(secret.clone()),
+                    site_id: Some(site),
+                    ..Default::default()
+                },
+                "Europe/Ljubljana",
+            )
+            .await?;
+        }
+        lines.push_str(&format!("{serial} {secret}\n"));
+    }
+    let passwords = data_dir.join("demo-fleet.passwords");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&passwords)?;
+        file.write_all(lines.as_bytes())?;
+    }
+    let child = tokio::process::Command::new(&binary)
+        .args([
+            "fleet",
+            "--count",
+            &DEMO_FLEET.to_string(),
+            "--serial-prefix",
+            "SGF",
+        ])
+        .arg("--password-file")
+        .arg(&passwords)
+        .args(["--broker", &format!("127.0.0.1:{}", mqtt.port())])
+        .args([
+            "--push-interval",
+            "15",
+            "--first-push-delay",
+            "5",
+            "--receipts",
+            "--simulate",
+        ])
+        .arg("--state-dir")
+        .arg(data_dir.join("demo-fleet"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()?;
+    println!(
+        "Simulated gateways SGF000001..SGF{DEMO_FLEET:06} (companion firmware) push every 15 s: \
+         see /api/v1/gateways and /api/v1/devices."
+    );
+    Ok(Some(child))
 }
 
 /// Runs `f` against the database of this data directory: the running serve's, the configured

@@ -119,6 +119,7 @@ pub struct TestApp {
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), headend::app::AppError>>,
     pub data_dir: tempfile::TempDir,
+    config: Config,
 }
 
 impl TestApp {
@@ -138,7 +139,7 @@ impl TestApp {
     }
 
     pub async fn start(config: Config, data_dir: tempfile::TempDir) -> Self {
-        let app = App::build(config).await.expect("App::build");
+        let app = App::build(config.clone()).await.expect("App::build");
         let (http, mqtt, mqtts, pool, shutdown) = (
             app.http_addr(),
             app.mqtt_addr(),
@@ -155,6 +156,34 @@ impl TestApp {
             shutdown,
             task,
             data_dir,
+            config,
+        }
+    }
+
+    /// The app's database, for a pool that outlives the app.
+    pub fn database_url(&self) -> String {
+        self.config
+            .database
+            .url
+            .as_ref()
+            .map(|u| u.expose().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Stops the app and starts it again on the same configuration, database and data
+    /// directory (a fixed MQTT port must be configured for clients to find it again).
+    pub async fn restart(self) -> Self {
+        let config = self.config.clone();
+        let data_dir = self.stop().await;
+        Self::start(config, data_dir).await
+    }
+
+    /// Stops the app; `resume` starts it again on the same configuration and data.
+    pub async fn pause(self) -> Paused {
+        let config = self.config.clone();
+        Paused {
+            data_dir: self.stop().await,
+            config,
         }
     }
 
@@ -294,6 +323,18 @@ impl TestApp {
                 self.count(&sql).await
             ),
         }
+    }
+}
+
+/// A stopped [`TestApp`].
+pub struct Paused {
+    data_dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Paused {
+    pub async fn resume(self) -> TestApp {
+        TestApp::start(self.config, self.data_dir).await
     }
 }
 

@@ -1,0 +1,18 @@
+//! The SG gateway runner for Linux hosts: runs [`sg_gateway_core`]'s sans-IO gateway with
+//! real sockets, clocks and disks.
+//!
+//! - [`mqtt`]: the two push links (MQTT or MQTTS, reconnect with backoff);
+//! - [`store`]: the store-and-forward queues saved on disk;
+//! - [`rest`]: the SG's local REST API;
+//! - [`modbus`] and [`source`]: real Iskra meters over Modbus TCP, next to simulated ones;
+//! - [`runtime`]: one gateway's tasks; [`config`]: its settings file.
+
+pub mod config;
+pub mod modbus;
+pub mod mqtt;
+pub mod rest;
+pub mod runtime;
+pub mod source;
+pub mod store;
+
+pub use runtime::{RunningGateway, Stats};

@@ -1,0 +1,274 @@
+//! `sg-gateway`: runs one SG gateway (or a fleet of simulated ones) against an MQTT broker.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use sg_gateway::config::{default_config_text, Config, Link};
+use sg_gateway::RunningGateway;
+use tracing::{error, info};
+
+#[derive(Parser)]
+#[command(
+    name = "sg-gateway",
+    version,
+    about = "An Iskra SG smart gateway for Linux hosts"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    one: OneArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs N simulated gateways in one process, each with its own MQTT connection.
+    Fleet(FleetArgs),
+    /// Prints the settings file with every setting.
+    DefaultConfig {
+        #[arg(long, default_value = "SG000017")]
+        serial: String,
+    },
+}
+
+/// Settings common to one gateway and a fleet; each overrides the file.
+#[derive(Args, Clone)]
+struct Common {
+    /// Broker of link 1, `host:port`.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Push interval of every device, seconds.
+    #[arg(long)]
+    push_interval: Option<u32>,
+    /// Nothing is pushed this long after start, seconds (the real SG waits 60).
+    #[arg(long)]
+    first_push_delay: Option<u32>,
+    /// Headend's receipts: readings stay queued until acknowledged with `ack{seq}`.
+    #[arg(long)]
+    receipts: bool,
+    /// Where the queues are saved (default `./sg-gateway-state/<serial>`).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Settings file (TOML); see `sg-gateway default-config`.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Simulated meters for every device (the default without a settings file).
+    #[arg(long)]
+    simulate: bool,
+    /// Seed of the simulated meters.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct OneArgs {
+    /// The gateway's serial, e.g. SG000017.
+    #[arg(long)]
+    serial: Option<String>,
+    /// MQTT password of link 1.
+    #[arg(long, env = "SG_GATEWAY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// Serve the local REST API here.
+    #[arg(long)]
+    rest_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct FleetArgs {
+    /// How many gateways.
+    #[arg(long)]
+    count: u32,
+    /// Serials are the prefix and six digits: SGF000001, SGF000002, …
+    #[arg(long, default_value = "SGF")]
+    serial_prefix: String,
+    /// One password for every gateway.
+    #[arg(
+        long,
+        env = "SG_GATEWAY_PASSWORD",
+        hide_env_values = true,
+        conflicts_with = "password_file"
+    )]
+    password: Option<String>,
+    /// A file of `serial password` lines.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Some(Command::DefaultConfig { serial }) = &cli.command {
+        print!("{}", default_config_text(serial));
+        return Ok(());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,rumqttc=warn".into()),
+        )
+        .init();
+    let runtime = tokio::runtime::Runtime::new()?;
+    let result = runtime.block_on(async {
+        match cli.command {
+            Some(Command::Fleet(fleet)) => run_fleet(fleet).await,
+            Some(Command::DefaultConfig { .. }) => Ok(()),
+            None => run_one(cli.one).await,
+        }
+    });
+    if let Err(error) = &result {
+        error!("{error:#}");
+    }
+    result
+}
+
+/// A settings file, or the defaults for `serial`, with the command line applied on top.
+fn settings(
+    serial: Option<&str>,
+    password: Option<String>,
+    common: &Common,
+) -> anyhow::Result<Config> {
+    let mut config = match (&common.config, serial) {
+        (Some(path), _) => Config::load(path)?,
+        (None, Some(serial)) => Config::for_serial(serial),
+        (None, None) => bail!("give --serial or --config"),
+    };
+    if let Some(serial) = serial {
+        config.serial = serial.to_owned();
+    }
+    if common.simulate {
+        if let Some(devices) = &mut config.devices {
+            for device in devices {
+                device.source = sg_gateway::config::Source::Sim;
+            }
+        }
+    }
+    if common.broker.is_some() || password.is_some() {
+        let link = config.link1.get_or_insert_with(Link::default);
+        if let Some(broker) = &common.broker {
+            let (host, port) = split_host_port(broker)?;
+            link.host = Some(host);
+            link.port = Some(port);
+        }
+        if password.is_some() {
+            link.password = password;
+        }
+    }
+    if let Some(secs) = common.push_interval {
+        config.set_push_interval(secs);
+    }
+    if let Some(secs) = common.first_push_delay {
+        config.first_push_delay_s = secs;
+    }
+    if common.receipts {
+        config.receipts = true;
+    }
+    Ok(config)
+}
+
+fn split_host_port(broker: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = broker
+        .rsplit_once(':')
+        .with_context(|| format!("--broker {broker}: expected host:port"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("--broker {broker}: bad port"))?;
+    Ok((host.trim_matches(['[', ']']).to_owned(), port))
+}
+
+async fn run_one(args: OneArgs) -> anyhow::Result<()> {
+    let mut config = settings(args.serial.as_deref(), args.password, &args.common)?;
+    if args.rest_addr.is_some() {
+        config.rest_addr = args.rest_addr;
+    }
+    if let Some(dir) = args.common.state_dir {
+        config.state_dir = Some(dir);
+    }
+    let gateway = RunningGateway::start(config.resolve()?, args.common.seed).await?;
+    shutdown_signal().await;
+    info!("stopping");
+    gateway.stop().await
+}
+
+async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
+    let passwords = match &args.password_file {
+        Some(path) => Some(read_passwords(path)?),
+        None => None,
+    };
+    let base_dir = args
+        .common
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("sg-gateway-state"));
+    let mut gateways = Vec::new();
+    for n in 1..=args.count {
+        let serial = format!("{}{n:06}", args.serial_prefix);
+        let password = match &passwords {
+            Some(map) => Some(
+                map.get(&serial)
+                    .with_context(|| format!("no password for {serial} in the password file"))?
+                    .clone(),
+            ),
+            None => args.password.clone(),
+        };
+        let mut config = settings(Some(&serial), password, &args.common)?;
+        config.state_dir = Some(base_dir.join(&serial));
+        let seed = args.common.seed.wrapping_add(u64::from(n));
+        gateways.push(RunningGateway::start(config.resolve()?, seed).await?);
+    }
+    info!(count = gateways.len(), "fleet running");
+    shutdown_signal().await;
+    info!("stopping the fleet");
+    let mut result = Ok(());
+    for gateway in gateways {
+        if let Err(error) = gateway.stop().await {
+            error!("{error:#}");
+            result = Err(error);
+        }
+    }
+    result
+}
+
+/// `serial password` per line; blank lines and `#` comments are skipped.
+fn read_passwords(path: &Path) -> anyhow::Result<std::collections::HashMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut map = std::collections::HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (serial, password) = line
+            .split_once(char::is_whitespace)
+            .with_context(|| format!("{}:{}: expected `serial password`", path.display(), n + 1))?;
+        map.insert(serial.to_owned(), password.trim().to_owned());
+    }
+    Ok(map)
+}
+
+/// SIGTERM (systemd, docker stop) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,468 @@
+//! One running gateway: the core behind a mutex, a clock task that ticks it, one task per
+//! enabled link, Modbus pollers, the REST API, and the state file.
+//!
+//! The core is sans-IO and every call into it is short, so a plain `std::sync::Mutex` is
+//! the simplest correct sharing: no call holds it across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::NaiveDateTime;
+use sg_gateway_core::config::{DeviceKind, Slot};
+use sg_gateway_core::sim::SimSource;
+use sg_gateway_core::{Action, Event, Gateway, GatewaySnapshot, Link};
+use sg_wire::topic::SgTopic;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::config::{Resolved, Source};
+use crate::modbus::ModbusTcpMeter;
+use crate::mqtt::{self, LinkControl, LinkSettings, Publish, Session};
+use crate::rest::{self, DocError, DocRequest, Documents};
+use crate::source::{self, Cached, HostSource, PollTarget};
+use crate::store::StateStore;
+
+/// Counters worth watching from outside (logs, REST `/stats`, tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Readings waiting per link.
+    pub queued: [usize; 2],
+    /// Readings dropped because a queue was full, per link (since the state was created).
+    pub dropped: [u64; 2],
+    /// Messages the broker acknowledged, per link, since start.
+    pub published: [u64; 2],
+}
+
+struct Shared {
+    serial: String,
+    gateway: Mutex<Gateway<HostSource>>,
+    /// Woken when a link may have something new to publish.
+    wakes: [Arc<Notify>; 2],
+    actions: mpsc::UnboundedSender<Action>,
+    /// The latest document per sub-topic (`measurements/ir`, …), for the REST API.
+    documents: Mutex<HashMap<String, String>>,
+    layouts: [sg_wire::topic::TopicLayout; 2],
+    published: [AtomicU64; 2],
+    epoch: Instant,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Gateway<HostSource>> {
+        self.gateway.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Logs the core's events and remembers the newest documents it queued. Called with the
+    /// gateway locked, after every call that may have produced either.
+    fn after_core_call(&self, gateway: &mut Gateway<HostSource>) {
+        while let Some(event) = gateway.poll_event() {
+            match event {
+                Event::ReadFailed { slot, error } => {
+                    warn!(serial = %self.serial, ?slot, %error, "device did not answer");
+                }
+                Event::QueueOverflow {
+                    link,
+                    dropped_total,
+                } => {
+                    warn!(serial = %self.serial, %link, dropped_total, "queue full: oldest reading dropped")
+                }
+                other => info!(serial = %self.serial, event = ?other, "gateway event"),
+            }
+        }
+        let mut documents = self
+            .documents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (n, link) in Link::ALL.into_iter().enumerate() {
+            for message in gateway.queue(link).iter() {
+                if let Ok(topic) = self.layouts[n].parse_publish_topic(&message.topic) {
+                    if matches!(topic, SgTopic::Measurements(_) | SgTopic::Counters(_)) {
+                        documents.insert(topic.subtopic(), message.payload.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let gateway = self.lock();
+        let queue = |n: usize| gateway.queue(Link::ALL[n]);
+        Stats {
+            queued: [queue(0).len(), queue(1).len()],
+            dropped: [queue(0).dropped_total(), queue(1).dropped_total()],
+            published: [
+                self.published[0].load(Ordering::Relaxed),
+                self.published[1].load(Ordering::Relaxed),
+            ],
+        }
+    }
+}
+
+impl Session for Shared {
+    fn connected(&self, link: usize) {
+        self.lock().on_connected(Link::ALL[link]);
+    }
+
+    fn disconnected(&self, link: usize) {
+        self.lock().on_disconnected(Link::ALL[link]);
+    }
+
+    fn command(&self, link: usize, payload: &[u8]) {
+        let mut gateway = self.lock();
+        match gateway.on_command(Link::ALL[link], payload) {
+            Ok(Some(action)) => {
+                let _ = self.actions.send(action);
+            }
+            Ok(None) => {}
+            Err(rejected) => warn!(serial = %self.serial, %rejected, "command rejected"),
+        }
+        self.after_core_call(&mut gateway);
+    }
+
+    fn next_publish(&self, link: usize) -> Option<Publish> {
+        self.lock()
+            .poll_outgoing(Link::ALL[link])
+            .map(|out| Publish {
+                topic: out.topic,
+                payload: out.payload,
+                qos: out.qos,
+                id: out.id,
+            })
+    }
+
+    fn published(&self, link: usize, id: u64) {
+        self.lock().on_published(Link::ALL[link], id);
+        self.published[link].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Documents for Shared {
+    /// The newest document the gateway produced for that meter (the REST API answers with
+    /// what the gateway last read, as pushed; before the first push, or for a meter pushed
+    /// on no link, there is none). The core builds documents only as it queues them, so
+    /// this is the one way to serve the exact MQTT document without a second builder.
+    fn document(&self, request: DocRequest) -> Result<String, DocError> {
+        let (index, counters) = match request {
+            DocRequest::Measurements(index) => (index, false),
+            DocRequest::Counters(index) => (index, true),
+        };
+        let slot = if index == 0 {
+            Slot::IrMeter
+        } else {
+            Slot::Rs485(index)
+        };
+        let has_meter = self
+            .lock()
+            .config()
+            .device(slot)
+            .is_some_and(|d| matches!(d.kind, DeviceKind::Meter(_)));
+        if !has_meter {
+            return Err(DocError::NoDevice);
+        }
+        let port = slot.port().map_err(|_| DocError::NoDevice)?;
+        let topic = if counters {
+            SgTopic::Counters(port)
+        } else {
+            SgTopic::Measurements(port)
+        };
+        self.documents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&topic.subtopic())
+            .cloned()
+            .ok_or_else(|| DocError::NotResponding("no reading yet".into()))
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        serde_json::to_value(Shared::stats(self)).unwrap_or_default()
+    }
+}
+
+/// A started gateway.
+pub struct RunningGateway {
+    shared: Arc<Shared>,
+    store: StateStore,
+    cancel: CancellationToken,
+    tasks: JoinSet<()>,
+    /// Where the REST API listens, if on.
+    pub rest_addr: Option<std::net::SocketAddr>,
+}
+
+fn wall_now() -> NaiveDateTime {
+    chrono::Local::now().naive_local()
+}
+
+impl RunningGateway {
+    /// Restores the state, then starts every task. `seed` seeds the simulated meters.
+    ///
+    /// # Errors
+    /// The state directory, a TLS file, a Modbus address or the REST address is unusable.
+    pub async fn start(resolved: Resolved, seed: u64) -> anyhow::Result<Self> {
+        let config = resolved.gateway.clone();
+        let serial = config.serial.clone();
+        let store = StateStore::open(&resolved.state_dir)
+            .with_context(|| format!("state directory {}", resolved.state_dir.display()))?;
+        let cancel = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let mut host = HostSource::new(SimSource::for_config(&config, seed));
+        let mut relay_switches = HashMap::new();
+        for (slot, source) in &resolved.sources {
+            let device = config.device(*slot).context("device of a source")?;
+            match source {
+                Source::Sim => {}
+                Source::ModbusRtu { device: path, .. } => {
+                    warn!(%serial, ?slot, path = %path.display(),
+                        "Modbus RTU is not implemented by this runner: the device will not respond");
+                    host.add_unreachable(*slot);
+                }
+                Source::ModbusTcp {
+                    host: server,
+                    port,
+                    unit,
+                    timeout_ms,
+                } => {
+                    let addr = source::resolve(server, *port)?;
+                    let unit = unit.unwrap_or(device.modbus_addr());
+                    let meter = ModbusTcpMeter::new(addr, unit, Duration::from_millis(*timeout_ms));
+                    let period =
+                        Duration::from_secs(u64::from(device.push_interval_s.clamp(1, 10)));
+                    let target = match &device.kind {
+                        DeviceKind::Meter(m) => PollTarget::Meter { phases: m.phases },
+                        DeviceKind::Relay(_) => PollTarget::Relay,
+                    };
+                    let cache = Arc::new(Mutex::new(Cached::default()));
+                    host.add_modbus(*slot, cache.clone(), period * 3);
+                    let (switch_tx, switch_rx) = mpsc::channel(8);
+                    relay_switches.insert(*slot, switch_tx);
+                    tasks.spawn(source::poll_modbus(
+                        meter,
+                        target,
+                        period,
+                        cache,
+                        switch_rx,
+                        cancel.child_token(),
+                    ));
+                }
+            }
+        }
+
+        let epoch = Instant::now();
+        let mut gateway = Gateway::new(config.clone(), host, 0, wall_now())
+            .map_err(|e| anyhow::anyhow!("invalid settings: {e}"))?;
+        match store.load::<GatewaySnapshot>() {
+            Ok(Some(snapshot)) => {
+                let queued: usize = snapshot.queues.iter().map(|q| q.messages.len()).sum();
+                info!(%serial, queued, "restored the store-and-forward queues");
+                gateway.restore(snapshot);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                error!(%serial, %error, path = %store.path().display(),
+                    "cannot read the saved state; starting with empty queues");
+            }
+        }
+
+        let (actions_tx, actions_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            serial: serial.clone(),
+            gateway: Mutex::new(gateway),
+            wakes: [Arc::new(Notify::new()), Arc::new(Notify::new())],
+            actions: actions_tx,
+            documents: Mutex::new(HashMap::new()),
+            layouts: [
+                config.links[0].layout.clone(),
+                config.links[1].layout.clone(),
+            ],
+            published: [AtomicU64::new(0), AtomicU64::new(0)],
+            epoch,
+        });
+
+        let mut controls = Vec::new();
+        for (n, link) in resolved.links.iter().enumerate() {
+            if !link.enabled {
+                continue;
+            }
+            let settings = LinkSettings::new(&serial, n, link)?;
+            let (control_tx, control_rx) = mpsc::channel(4);
+            controls.push(control_tx);
+            tasks.spawn(mqtt::run_link(
+                settings,
+                shared.clone(),
+                shared.wakes[n].clone(),
+                control_rx,
+                cancel.child_token(),
+            ));
+        }
+
+        tasks.spawn(clock(shared.clone(), store.clone(), cancel.child_token()));
+        tasks.spawn(carry_out(
+            shared.clone(),
+            store.clone(),
+            actions_rx,
+            controls,
+            relay_switches,
+            cancel.child_token(),
+        ));
+
+        let rest_addr = match resolved.rest_addr {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("REST API on {addr}"))?;
+                let local = listener.local_addr()?;
+                let router = rest::router(shared.clone());
+                let stop = cancel.child_token();
+                tasks.spawn(async move {
+                    let serve = axum::serve(listener, router)
+                        .with_graceful_shutdown(async move { stop.cancelled().await });
+                    if let Err(error) = serve.await {
+                        error!(%error, "REST API failed");
+                    }
+                });
+                info!(%serial, addr = %local, "REST API listening");
+                Some(local)
+            }
+            None => None,
+        };
+        info!(%serial, state = %store.path().display(), "gateway started");
+        Ok(Self {
+            shared,
+            store,
+            cancel,
+            tasks,
+            rest_addr,
+        })
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// Carries out a core action as if a command had asked for it (tests, fault injection).
+    pub fn act(&self, action: Action) {
+        let _ = self.shared.actions.send(action);
+    }
+
+    /// Runs a closure on the core (tests: injecting faults, inspecting relays).
+    pub fn with_core<T>(&self, f: impl FnOnce(&mut Gateway<HostSource>) -> T) -> T {
+        let mut gateway = self.shared.lock();
+        let result = f(&mut gateway);
+        self.shared.after_core_call(&mut gateway);
+        result
+    }
+
+    /// Stops every task, disconnects cleanly and saves the queues.
+    ///
+    /// # Errors
+    /// The state cannot be saved.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.cancel.cancel();
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(error) = result {
+                if error.is_panic() {
+                    error!(%error, "a gateway task panicked");
+                }
+            }
+        }
+        let snapshot = self.shared.lock().snapshot();
+        save(&self.store, snapshot).await?;
+        info!(serial = %self.shared.serial, "gateway stopped, state saved");
+        Ok(())
+    }
+}
+
+async fn save(store: &StateStore, snapshot: GatewaySnapshot) -> anyhow::Result<()> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.save(&snapshot))
+        .await
+        .context("state writer")?
+        .context("cannot save the state")
+}
+
+/// Ticks the core when it has something due and saves the queues after every push cycle.
+async fn clock(shared: Arc<Shared>, store: StateStore, cancel: CancellationToken) {
+    let mut saved = None;
+    loop {
+        let next = shared.lock().next_wakeup_ms();
+        // At least 1 ms apart: a push due at a wall second the clock has not reached yet
+        // would otherwise be retried in a busy loop.
+        let at = next.map_or(u64::MAX / 2, |ms| ms.max(shared.now_ms() + 1));
+        let deadline = shared.epoch + Duration::from_millis(at);
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep_until(deadline) => {}
+        }
+        let snapshot = {
+            let mut gateway = shared.lock();
+            gateway.tick(shared.now_ms(), wall_now());
+            shared.after_core_call(&mut gateway);
+            gateway.snapshot()
+        };
+        for wake in &shared.wakes {
+            wake.notify_one();
+        }
+        if saved.as_ref() != Some(&snapshot) {
+            if let Err(error) = save(&store, snapshot.clone()).await {
+                error!(serial = %shared.serial, error = format!("{error:#}"), "cannot save the queues");
+            }
+            saved = Some(snapshot);
+        }
+    }
+}
+
+/// Carries out what the core asks for.
+async fn carry_out(
+    shared: Arc<Shared>,
+    store: StateStore,
+    mut actions: mpsc::UnboundedReceiver<Action>,
+    links: Vec<mpsc::Sender<LinkControl>>,
+    relay_switches: HashMap<Slot, mpsc::Sender<bool>>,
+    cancel: CancellationToken,
+) {
+    let offline = |duration: Duration| {
+        for link in &links {
+            let _ = link.try_send(LinkControl::Offline(duration));
+        }
+    };
+    loop {
+        let action = tokio::select! {
+            () = cancel.cancelled() => return,
+            Some(action) = actions.recv() => action,
+        };
+        match action {
+            Action::SwitchRelay { slot, on } => {
+                info!(serial = %shared.serial, ?slot, on, "switching relay");
+                if let Some(switch) = relay_switches.get(&slot) {
+                    let _ = switch.send(on).await;
+                } else {
+                    shared.lock().source_mut().sim_mut().switch_relay(slot, on);
+                }
+            }
+            Action::GoOffline { secs } => offline(Duration::from_secs(secs.into())),
+            Action::Reboot => {
+                // The process stays up (the simulated meters keep their energy); the SG's
+                // reboot is visible as saved state, dropped links and a fresh hello.
+                info!(serial = %shared.serial, "reboot: saving state and reconnecting");
+                let snapshot = shared.lock().snapshot();
+                if let Err(error) = save(&store, snapshot).await {
+                    error!(error = format!("{error:#}"), "cannot save the queues");
+                }
+                offline(Duration::from_secs(1));
+            }
+        }
+        for wake in &shared.wakes {
+            wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,296 @@
+//! Where the runner's gateway reads its devices: the core's simulator, or Modbus TCP.
+//!
+//! The core reads synchronously at push time, while Modbus is slow and asynchronous, so each
+//! Modbus device has a poller task that reads ahead into a cache, and [`HostSource`] serves
+//! the cache. A reading older than a few poll periods counts as not responding.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDateTime;
+use sg_gateway_core::config::Slot;
+use sg_gateway_core::sim::SimSource;
+use sg_gateway_core::{
+    CounterValue, Fault, MeasurementValues, MeterSource, PhaseValues, ReadError, TotalValues,
+};
+use sg_wire::message::EnergyUnit;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::modbus::{self, ModbusTcpMeter};
+
+/// Units of the four Modbus energy counters (import/export active, import/export
+/// reactive: the Iskra default configuration).
+const COUNTER_UNITS: [EnergyUnit; 4] = [
+    EnergyUnit::Wh,
+    EnergyUnit::Wh,
+    EnergyUnit::Varh,
+    EnergyUnit::Varh,
+];
+
+/// The latest read-ahead of one Modbus device.
+#[derive(Debug, Default)]
+pub struct Cached {
+    reading: Option<(Instant, Reading)>,
+}
+
+#[derive(Debug, Clone)]
+enum Reading {
+    Meter {
+        measurements: MeasurementValues,
+        counters: Vec<CounterValue>,
+    },
+    Relay(bool),
+}
+
+/// Devices behind the core: simulated ones, Modbus ones via their caches, and RTU ones
+/// (not implemented: never responding).
+pub struct HostSource {
+    sim: SimSource,
+    modbus: HashMap<Slot, (Arc<Mutex<Cached>>, Duration)>,
+    unreachable: Vec<Slot>,
+}
+
+impl HostSource {
+    #[must_use]
+    pub fn new(sim: SimSource) -> Self {
+        Self {
+            sim,
+            modbus: HashMap::new(),
+            unreachable: Vec::new(),
+        }
+    }
+
+    /// Serves `slot` from `cache`; readings older than `max_age` are stale.
+    pub fn add_modbus(&mut self, slot: Slot, cache: Arc<Mutex<Cached>>, max_age: Duration) {
+        self.modbus.insert(slot, (cache, max_age));
+    }
+
+    /// `slot` never answers (a Modbus RTU device: this runner has no serial driver).
+    pub fn add_unreachable(&mut self, slot: Slot) {
+        self.unreachable.push(slot);
+    }
+
+    /// Whether `slot` is simulated (its relay is switched in the simulator).
+    #[must_use]
+    pub fn is_simulated(&self, slot: Slot) -> bool {
+        !self.modbus.contains_key(&slot) && !self.unreachable.contains(&slot)
+    }
+
+    pub fn sim_mut(&mut self) -> &mut SimSource {
+        &mut self.sim
+    }
+
+    fn cached(&self, slot: Slot) -> Option<Result<Reading, ReadError>> {
+        if self.unreachable.contains(&slot) {
+            return Some(Err(ReadError::NotResponding));
+        }
+        let (cache, max_age) = self.modbus.get(&slot)?;
+        let cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(match &cache.reading {
+            Some((at, reading)) if at.elapsed() <= *max_age => Ok(reading.clone()),
+            _ => Err(ReadError::NotResponding),
+        })
+    }
+}
+
+impl MeterSource for HostSource {
+    fn advance_to(&mut self, wall: NaiveDateTime) {
+        self.sim.advance_to(wall);
+    }
+
+    fn read_measurements(&mut self, slot: Slot) -> Result<MeasurementValues, ReadError> {
+        match self.cached(slot) {
+            None => self.sim.read_measurements(slot),
+            Some(Ok(Reading::Meter { measurements, .. })) => Ok(measurements),
+            Some(Ok(Reading::Relay(_))) => Err(ReadError::NoDevice),
+            Some(Err(error)) => Err(error),
+        }
+    }
+
+    fn read_counters(&mut self, slot: Slot) -> Result<Vec<CounterValue>, ReadError> {
+        match self.cached(slot) {
+            None => self.sim.read_counters(slot),
+            Some(Ok(Reading::Meter { counters, .. })) => Ok(counters),
+            Some(Ok(Reading::Relay(_))) => Err(ReadError::NoDevice),
+            Some(Err(error)) => Err(error),
+        }
+    }
+
+    fn relay_state(&mut self, slot: Slot) -> Option<bool> {
+        match self.cached(slot) {
+            None => self.sim.relay_state(slot),
+            Some(Ok(Reading::Relay(on))) => Some(on),
+            Some(_) => None,
+        }
+    }
+
+    fn inject_fault(&mut self, fault: &Fault) -> bool {
+        self.sim.inject_fault(fault)
+    }
+}
+
+/// Converts a Modbus reading into the core's values for a meter with `phases` phases.
+#[must_use]
+pub fn to_core_values(
+    instant: &modbus::Instant,
+    energy: &modbus::Energy,
+    phases: u8,
+) -> (MeasurementValues, Vec<CounterValue>) {
+    let signed = |pf: modbus::PowerFactor| {
+        if pf.capacitive {
+            -pf.value
+        } else {
+            pf.value
+        }
+    };
+    let phase = |n: usize| PhaseValues {
+        u_v: instant.u[n],
+        i_a: instant.i[n],
+        p_w: instant.p[n],
+        q_var: instant.q[n],
+        s_va: instant.s[n],
+        pf: signed(instant.pf[n]),
+        angle_deg: instant.pa[n],
+        // THD registers are not read: published as N/A.
+        thd_u_pct: f64::NAN,
+        thd_i_pct: f64::NAN,
+    };
+    let count = if phases == 1 { 1 } else { 3 };
+    let measurements = MeasurementValues {
+        frequency_hz: instant.frequency_hz,
+        phases: (0..count).map(phase).collect(),
+        total: TotalValues {
+            p_w: instant.p_total,
+            q_var: instant.q_total,
+            s_va: instant.s_total,
+            pf: signed(instant.pf_total),
+            angle_deg: instant.pa_total,
+        },
+        temperature_c: instant.temperature_c,
+        tariff: u8::try_from(energy.tariff).ok(),
+    };
+    let counters = (1_u8..)
+        .zip(energy.counters.iter().zip(COUNTER_UNITS))
+        .map(|(index, (&value, unit))| CounterValue {
+            name: format!("counter{index}"),
+            index,
+            resettable: true,
+            unit,
+            // Energy registers only grow; a negative reading is a meter fault, shown as 0.
+            value_milli: (value * 1000.0).round().max(0.0) as i64,
+            phase: None,
+            tariffs: vec![1, 2, 3, 4],
+        })
+        .collect();
+    (measurements, counters)
+}
+
+/// What a Modbus poller reads.
+#[derive(Debug, Clone, Copy)]
+pub enum PollTarget {
+    Meter { phases: u8 },
+    Relay,
+}
+
+/// Resolves a Modbus TCP server address.
+///
+/// # Errors
+/// The host does not resolve.
+pub fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{host}:{port} does not resolve"))
+}
+
+/// Reads one Modbus device every `period` into `cache` until `cancel`; carries out relay
+/// switches arriving on `switches` (holding register 40141).
+pub async fn poll_modbus(
+    mut meter: ModbusTcpMeter,
+    target: PollTarget,
+    period: Duration,
+    cache: Arc<Mutex<Cached>>,
+    mut switches: mpsc::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            Some(on) = switches.recv() => {
+                if let Err(error) = meter.switch_relay(on).await {
+                    warn!(%error, "cannot switch the Modbus relay");
+                }
+                continue;
+            }
+            _ = interval.tick() => {}
+        }
+        let reading = match target {
+            PollTarget::Meter { phases } => read_meter(&mut meter, phases).await,
+            PollTarget::Relay => meter.read_relay().await.map(Reading::Relay),
+        };
+        match reading {
+            Ok(reading) => {
+                cache.lock().unwrap_or_else(PoisonError::into_inner).reading =
+                    Some((Instant::now(), reading));
+            }
+            // The core publishes the SG's error line when it finds the cache stale.
+            Err(error) => debug!(%error, "Modbus read failed"),
+        }
+    }
+}
+
+async fn read_meter(meter: &mut ModbusTcpMeter, phases: u8) -> Result<Reading, modbus::ReadError> {
+    let instant = meter.read_measurements().await?;
+    let energy = meter.read_energy().await?;
+    let (measurements, counters) = to_core_values(&instant, &energy, phases);
+    Ok(Reading::Meter {
+        measurements,
+        counters,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modbus_values_become_core_values() {
+        let instant = modbus::Instant {
+            frequency_hz: 50.0,
+            u: [230.0, 231.0, 232.0],
+            p_total: 1000.0,
+            pf: [
+                modbus::PowerFactor {
+                    value: 0.5,
+                    capacitive: true,
+                    export: false,
+                },
+                modbus::PowerFactor::default(),
+                modbus::PowerFactor::default(),
+            ],
+            ..modbus::Instant::default()
+        };
+        let energy = modbus::Energy {
+            counters: [184_233_125.0, 12.5, 0.0, 0.0],
+            tariff: 2,
+        };
+        let (values, counters) = to_core_values(&instant, &energy, 1);
+        assert_eq!(values.phases.len(), 1);
+        assert!(
+            (values.phases[0].pf + 0.5).abs() < 1e-12,
+            "capacitive is negative"
+        );
+        assert_eq!(values.tariff, Some(2));
+        assert_eq!(counters[0].value_milli, 184_233_125_000);
+        assert_eq!(counters[1].value_milli, 12_500);
+        assert_eq!(counters[2].unit, EnergyUnit::Varh);
+        let (values, _) = to_core_values(&instant, &energy, 3);
+        assert_eq!(values.phases.len(), 3);
+    }
+}
