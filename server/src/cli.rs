@@ -427,6 +427,8 @@ async fn demo_fleet(
         .arg("--state-dir")
         .arg(data_dir.join("demo-fleet"))
         .env("RUST_LOG", "warn")
+        // The simulated gateways' clocks show the demo site's local time, as an SG's does.
+        .env("TZ", "Europe/Ljubljana")
         .kill_on_drop(true)
         .spawn()?;
     println!(

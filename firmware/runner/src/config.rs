@@ -447,12 +447,23 @@ impl Device {
     }
 }
 
-/// The core's example gateway, every device simulated.
+/// The core's example gateway, every device simulated. The example's meter serials are those of
+/// the SG fixtures; other gateways (a fleet) get serials of their own, derived from the gateway
+/// serial and the slot, so that every meter is told apart.
 fn example_devices(serial: &str) -> Vec<Device> {
+    const FIXTURE_GATEWAY: &str = "SG000017";
+    let digits: String = serial.chars().filter(char::is_ascii_digit).collect();
     GatewayConfig::example(serial)
         .devices
         .iter()
-        .map(Device::from_core)
+        .enumerate()
+        .map(|(n, device)| {
+            let mut device = Device::from_core(device);
+            if serial != FIXTURE_GATEWAY && !device.serial.is_empty() {
+                device.serial = format!("{digits}{:02}", n + 1);
+            }
+            device
+        })
         .collect()
 }
 
