@@ -300,27 +300,7 @@ async fn demo_setup(app: &App) -> anyhow::Result<()> {
         Some(id) => id,
         None => sites::create(&pool, "Demo site", "Europe/Ljubljana").await?,
     };
-    let gateway_password = password::generate();
-    let gateway_hash = password::hash(gateway_password.clone()).await?;
-    let updated = sqlx::query("UPDATE gateways SET password_hash = $2 WHERE serial = $1")
-        .bind(GATEWAY)
-        .bind(&gateway_hash)
-        .execute(&pool)
-        .await?
-        .rows_affected();
-    if updated == 0 {
-        gateways::create(
-            &pool,
-            gateways::NewGateway {
-                serial: GATEWAY.into(),
-                password: Some(gateway_password.clone()),
-                site_id: Some(site),
-                ..Default::default()
-            },
-            "Europe/Ljubljana",
-        )
-        .await?;
-    }
+    let gateway_password = demo_gateway(&pool, GATEWAY, site).await?;
     let http = app.http_addr();
     let mqtt = app
         .mqtt_addr()
@@ -341,6 +321,33 @@ async fn demo_setup(app: &App) -> anyhow::Result<()> {
 "
     );
     Ok(())
+}
+
+/// Registers a demo gateway on `site`, or gives an existing one a fresh password (demo data
+/// only: passwords are printed, so they are new on every start); returns the password.
+async fn demo_gateway(pool: &sqlx::PgPool, serial: &str, site: i64) -> anyhow::Result<String> {
+    let secret = password::generate();
+    let hash = password::hash(secret.clone()).await?;
+    let updated = sqlx::query("UPDATE gateways SET password_hash = $2 WHERE serial = $1")
+        .bind(serial)
+        .bind(&hash)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    if updated == 0 {
+        gateways::create(
+            pool,
+            gateways::NewGateway {
+                serial: serial.into(),
+                password: Some(secret.clone()),
+                site_id: Some(site),
+                ..Default::default()
+            },
+            "Europe/Ljubljana",
+        )
+        .await?;
+    }
+    Ok(secret)
 }
 
 /// Gateways of the simulated demo fleet.
@@ -370,27 +377,7 @@ async fn demo_fleet(
     let mut lines = String::new();
     for n in 1..=DEMO_FLEET {
         let serial = format!("SGF{n:06}");
-        let secret = password::generate();
-        let hash = password::hash(secret.clone()).await?;
-        let updated = sqlx::query("UPDATE gateways SET password_hash = $2 WHERE serial = $1")
-            .bind(&serial)
-            .bind(&hash)
-            .execute(&pool)
-            .await?
-            .rows_affected();
-        if updated == 0 {
-            gateways::create(
-                &pool,
-                gateways::NewGateway {
-                    serial: serial.clone(),
-                    password: Some(secret.clone()),
-                    site_id: Some(site),
-                    ..Default::default()
-                },
-                "Europe/Ljubljana",
-            )
-            .await?;
-        }
+        let secret = demo_gateway(&pool, &serial, site).await?;
         lines.push_str(&format!("{serial} {secret}\n"));
     }
     let passwords = data_dir.join("demo-fleet.passwords");

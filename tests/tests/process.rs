@@ -157,3 +157,99 @@ fn default_config_prints_and_bad_config_says_how_to_fix() {
     assert!(!out.status.success());
     assert!(text(&out).contains("HEADEND_MQTT_ADDR"), "{}", text(&out));
 }
+
+/// `headend demo`: the embedded cluster and broker, a demo admin who can log in, and the
+/// companion firmware's simulated gateways online and pushing readings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_prints_a_working_login_and_its_simulated_gateways_report() {
+    use std::io::BufRead;
+    let tmp = tempfile::Builder::new().prefix("hed").tempdir().unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = tmp.path().join("data");
+    let mut demo = Command::new(headend_binary())
+        .arg("demo")
+        .env("HEADEND_DATA_DIR", &data)
+        .env("HEADEND_HTTP_ADDR", "127.0.0.1:0")
+        .env("HEADEND_MQTT_ADDR", "127.0.0.1:0")
+        .env("HEADEND_LOG", "warn")
+        .env_remove("HEADEND_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    // The demo's own words: the URL and the admin login.
+    let stdout = demo.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut login = None;
+    let mut fleet = false;
+    while login.is_none() || !fleet {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("demo prints its login and fleet");
+        if let Some(rest) = line.trim().strip_prefix("Login:") {
+            let mut words = rest.split_whitespace();
+            let email = words.next().unwrap().to_owned();
+            let password = words.nth(1).unwrap().to_owned();
+            login = Some((email, password));
+        }
+        fleet |= line.starts_with("Simulated gateways SGF000001");
+    }
+    let (email, password) = login.unwrap();
+    let runtime = data.join("runtime.json");
+    let http: std::net::SocketAddr = eventually(Duration::from_secs(30), || async {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&runtime).ok()?).ok()?;
+        v["http_addr"].as_str()?.parse().ok()
+    })
+    .await
+    .unwrap();
+    let session = http_request(
+        http,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(serde_json::json!({ "email": email, "password": password })),
+    )
+    .await
+    .unwrap();
+    assert_eq!(session.status, 200, "{}", session.body);
+    let token = session.json()["token"].as_str().unwrap().to_owned();
+
+    // Five simulated gateways come online and their meters report.
+    let reporting = eventually(Duration::from_secs(60), || async {
+        let gateways = http_request(http, "GET", "/api/v1/gateways", Some(&token), None)
+            .await
+            .ok()?
+            .json();
+        let online = gateways
+            .as_array()?
+            .iter()
+            .filter(|g| {
+                g["online"] == true && g["serial"].as_str().is_some_and(|s| s.starts_with("SGF"))
+            })
+            .count();
+        let devices = http_request(http, "GET", "/api/v1/devices", Some(&token), None)
+            .await
+            .ok()?
+            .json();
+        (online == 5 && devices.as_array()?.len() >= 25).then_some(())
+    })
+    .await;
+    assert!(reporting.is_some(), "the demo fleet reports");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(demo.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(demo.wait().unwrap().success());
+}
