@@ -223,9 +223,15 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
     info!(count = gateways.len(), "fleet running");
     shutdown_signal().await;
     info!("stopping the fleet");
-    let mut result = Ok(());
+    // All at once: one after the other, thousands of gateways each saving its state (with
+    // fsyncs) would keep the rest running, and reconnecting, for minutes.
+    let mut stopping = tokio::task::JoinSet::new();
     for gateway in gateways {
-        if let Err(error) = gateway.stop().await {
+        stopping.spawn(gateway.stop());
+    }
+    let mut result = Ok(());
+    while let Some(stopped) = stopping.join_next().await {
+        if let Err(error) = stopped.map_err(anyhow::Error::from).and_then(|r| r) {
             error!("{error:#}");
             result = Err(error);
         }
