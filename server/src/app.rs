@@ -152,7 +152,7 @@ impl App {
             metrics: metrics.clone(),
             gauges,
             default_time_zone: config.ingest.default_time_zone.clone(),
-            secure_cookies: false,
+            secure_cookies: config.http.secure_cookies,
             on_gateways_changed,
         };
 

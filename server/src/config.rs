@@ -49,6 +49,9 @@ pub struct HttpConfig {
     pub addr: SocketAddr,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Mark the session cookie `Secure`: set it when Headend is served over HTTPS (behind a
+    /// TLS-terminating proxy), so browsers never send the cookie in clear text.
+    pub secure_cookies: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -134,6 +137,7 @@ impl Default for HttpConfig {
         Self {
             addr: ([127, 0, 0, 1], 8080).into(),
             max_body_bytes: 1024 * 1024,
+            secure_cookies: false,
         }
     }
 }
@@ -266,6 +270,9 @@ impl Config {
         if let Some(v) = lookup("HEADEND_HTTP_ADDR") {
             self.http.addr = parse("HEADEND_HTTP_ADDR", v)?;
         }
+        if let Some(v) = lookup("HEADEND_SECURE_COOKIES") {
+            self.http.secure_cookies = parse("HEADEND_SECURE_COOKIES", v)?;
+        }
         if let Some(v) = lookup("HEADEND_MQTT_ADDR") {
             self.mqtt.addr = parse("HEADEND_MQTT_ADDR", v)?;
         }
@@ -397,6 +404,14 @@ mod tests {
         let text = Config::default_toml();
         let parsed: Config = toml::from_str(&text).unwrap();
         assert_eq!(parsed.http.addr, Config::default().http.addr);
+    }
+
+    #[test]
+    fn the_sample_deployment_config_is_valid() {
+        let config: Config = toml::from_str(include_str!("../../deploy/headend.toml")).unwrap();
+        config.validate().unwrap();
+        assert!(config.http.secure_cookies);
+        assert_eq!(config.ingest.default_time_zone, "Europe/Ljubljana");
     }
 
     #[test]
