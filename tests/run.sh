@@ -10,4 +10,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 # The gateway logic builds without std (the bare-metal target itself cannot be installed here:
 # see firmware/README.md).
 cargo build -p sg-gateway-core --no-default-features
+# The end-to-end tests run the `headend` and `sg-gateway` binaries: build them first.
+cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads 4
