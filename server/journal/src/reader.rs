@@ -68,6 +68,8 @@ pub(crate) struct Cursor {
     offset: u64,
     /// Ranges acknowledged out of order before the last reopen: skipped.
     skip: VecDeque<(u64, u64)>,
+    /// The open segment was entered by `relocate`: records before `next_seq` are passed over.
+    relocated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -105,6 +107,7 @@ impl Cursor {
             segment,
             offset,
             skip: skip.into_iter().collect(),
+            relocated: false,
         })
     }
 
@@ -223,9 +226,21 @@ fn read_batch(
         let segment = match &cursor.segment {
             Some(segment) => segment.clone(),
             None => {
-                let segment = OpenSegment::open(dir, cursor.next_seq)?;
+                let segment = match OpenSegment::open(dir, cursor.next_seq) {
+                    Ok(segment) => segment,
+                    Err(JournalError::Io { source, .. })
+                        if source.kind() == io::ErrorKind::NotFound =>
+                    {
+                        relocate(dir, &mut cursor)?
+                    }
+                    Err(e) => return Err(e),
+                };
                 cursor.segment = Some(segment.clone());
                 cursor.offset = 0;
+                if cursor.next_seq > durable {
+                    // Relocated to a record that is not durable yet.
+                    break;
+                }
                 segment
             }
         };
@@ -246,6 +261,14 @@ fn read_batch(
             }
         }
         let header = Header::parse(buf[..HEADER_LEN].try_into().expect("length checked"));
+        if cursor.relocated && header.seq < cursor.next_seq {
+            // Scanning a segment entered in the middle (see `relocate`) up to `next_seq`.
+            let frame_len = (HEADER_LEN + header.payload_len()) as u64;
+            cursor.offset += frame_len;
+            buf.clear();
+            continue;
+        }
+        cursor.relocated = false;
         if header.seq != cursor.next_seq {
             return Err(corrupt(
                 cursor.offset,
@@ -284,6 +307,37 @@ fn read_batch(
         }
     }
     Ok((records, cursor))
+}
+
+/// The segment named `next_seq` is gone: the records up to some point past it were all
+/// acknowledged and their segments retired (an acknowledgement can reach past what this reader
+/// handed out, e.g. of a batch handed out before a reopen). Continues in the segment holding
+/// `next_seq`, or, when every segment starts after it, at the first record still on disk.
+fn relocate(dir: &Path, cursor: &mut Cursor) -> Result<OpenSegment, JournalError> {
+    let mut firsts: Vec<u64> = std::fs::read_dir(dir)
+        .context("list segments", dir)?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| crate::layout::parse_segment_name(&entry.file_name()))
+        .collect();
+    firsts.sort_unstable();
+    let first = match firsts.iter().rev().find(|&&first| first <= cursor.next_seq) {
+        Some(&first) => first,
+        None => match firsts.first() {
+            Some(&first) => {
+                cursor.next_seq = first;
+                first
+            }
+            None => {
+                return Err(JournalError::Corrupt {
+                    path: dir.to_path_buf(),
+                    offset: 0,
+                    reason: format!("no segment holds seq {}", cursor.next_seq),
+                })
+            }
+        },
+    };
+    cursor.relocated = first < cursor.next_seq;
+    OpenSegment::open(dir, first)
 }
 
 /// Tops `buf` (the segment's bytes from `offset` on) up to `want` bytes, or
