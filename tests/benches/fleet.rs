@@ -24,6 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
 use chrono::NaiveDateTime;
+use headend_e2e::bench::{cpus, env_or, mosquitto_binary, Machine};
 use headend_e2e::eventually;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::task::JoinHandle;
@@ -63,16 +64,6 @@ impl Params {
         let window = env_or("HEADEND_BENCH_FLEET_WINDOW", 15)?;
         ensure!(!runs.is_empty(), "HEADEND_BENCH_FLEET_RUNS is empty");
         Ok(Self { runs, window })
-    }
-}
-
-fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(v) => v.parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
-        Err(_) => Ok(default),
     }
 }
 
@@ -354,18 +345,6 @@ impl Mosquitto {
         .context("mosquitto listening")?;
         Ok(Self { process, port })
     }
-}
-
-fn mosquitto_binary() -> anyhow::Result<PathBuf> {
-    [
-        "/usr/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-    ]
-    .iter()
-    .map(PathBuf::from)
-    .find(|p| p.exists())
-    .context("mosquitto is not installed: run deploy/install-deps.sh")
 }
 
 fn mosquitto_version() -> String {
@@ -682,7 +661,7 @@ fn report(params: &Params, runs: &[Figures]) -> anyhow::Result<String> {
          `sg-gateway fleet --simulate` process (release), push instants aligned on whole \
          multiples of the interval. Window: at least {} s of whole push intervals, starting half \
          an interval after the first push instant that is {} s or more after the last hello.\n\n",
-        Machine::probe().describe(),
+        Machine::probe().describe("The fleet, Mosquitto and the subscriber share it."),
         mosquitto_version(),
         params.window,
         WARM_UP.as_secs()
@@ -776,54 +755,4 @@ fn report(params: &Params, runs: &[Figures]) -> anyhow::Result<String> {
     })?;
     out.push('\n');
     Ok(out)
-}
-
-/// Facts about the machine the figures come from.
-struct Machine {
-    cpus: usize,
-    model: String,
-    memory_gib: f64,
-}
-
-impl Machine {
-    fn probe() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let field = |text: &str, name: &str| {
-            text.lines()
-                .find_map(|l| {
-                    let (key, value) = l.split_once(':')?;
-                    (key.trim() == name).then(|| value.trim().to_owned())
-                })
-                .unwrap_or_default()
-        };
-        let mhz = field(&cpuinfo, "cpu MHz");
-        let memory_kib: f64 = field(&meminfo, "MemTotal")
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap_or(0.0);
-        Self {
-            cpus: cpus(),
-            model: format!("{} ({mhz} MHz)", field(&cpuinfo, "model name")),
-            memory_gib: memory_kib / (1024.0 * 1024.0),
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "Machine: {} × {}, {:.0} GiB RAM, kernel {}. The fleet, Mosquitto and the \
-             subscriber share it.",
-            self.cpus,
-            self.model,
-            self.memory_gib,
-            std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .unwrap_or_default()
-                .trim()
-        )
-    }
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }

@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +29,7 @@ use chrono::NaiveDateTime;
 use futures::{StreamExt, TryStreamExt};
 use headend::config::Secret;
 use headend::Config;
+use headend_e2e::bench::{cpus, env_or, Machine};
 use headend_e2e::{fixture, start_cluster, MqttClient, TestApp};
 use rumqttc::{AsyncClient, Packet, QoS};
 use serde_json::Value;
@@ -109,16 +109,6 @@ impl Params {
     /// Time between two messages of one gateway in the latency phase.
     fn paced_period(&self) -> Duration {
         Duration::from_secs_f64(f64::from(self.gateways) / f64::from(self.rate))
-    }
-}
-
-fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
-where
-    T::Err: std::fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(v) => v.parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
-        Err(_) => Ok(default),
     }
 }
 
@@ -362,7 +352,7 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
         "## Ingest benchmark\n\n{}\n\nPostgreSQL {pg_version} (own cluster, fsync and \
          synchronous_commit on); Headend in process with {ingest}.\n\nParameters: {} gateways; \
          sustained phase {} messages; latency phase {} msg/s for {} s.\n\n",
-        Machine::probe().describe(),
+        Machine::probe().describe("Clients, Headend and PostgreSQL share it."),
         params.gateways,
         params.messages(),
         params.rate,
@@ -962,55 +952,6 @@ fn table(out: &mut String, rows: &[(&str, String)]) -> std::fmt::Result {
         writeln!(out, "| {name} | {value} |")?;
     }
     writeln!(out)
-}
-
-/// Facts about the machine the figures come from.
-struct Machine {
-    cpus: usize,
-    model: String,
-    memory_gib: f64,
-}
-
-impl Machine {
-    fn probe() -> Self {
-        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let field = |text: &str, name: &str| {
-            text.lines()
-                .find_map(|l| {
-                    let (key, value) = l.split_once(':')?;
-                    (key.trim() == name).then(|| value.trim().to_owned())
-                })
-                .unwrap_or_default()
-        };
-        let mhz = field(&cpuinfo, "cpu MHz");
-        let memory_kib: f64 = field(&meminfo, "MemTotal")
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap_or(0.0);
-        Self {
-            cpus: cpus(),
-            model: format!("{} ({mhz} MHz)", field(&cpuinfo, "model name")),
-            memory_gib: memory_kib / (1024.0 * 1024.0),
-        }
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "Machine: {} × {}, {:.0} GiB RAM, kernel {}. Clients, Headend and PostgreSQL share it.",
-            self.cpus,
-            self.model,
-            self.memory_gib,
-            std::fs::read_to_string("/proc/sys/kernel/osrelease")
-                .unwrap_or_default()
-                .trim()
-        )
-    }
-}
-
-fn cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// CPU time counters from `/proc`, in clock ticks (`USER_HZ`).

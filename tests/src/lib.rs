@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod bench;
+
 use anyhow::{bail, Context};
 use headend::{App, Config};
 use headend_pgembed::{Cluster, ClusterConfig, PgBinaries, RunAs, RunningCluster};

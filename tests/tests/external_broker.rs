@@ -18,18 +18,6 @@ impl Drop for Mosquitto {
     }
 }
 
-fn mosquitto_binary() -> std::path::PathBuf {
-    [
-        "/usr/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-    ]
-    .iter()
-    .map(std::path::PathBuf::from)
-    .find(|p| p.exists())
-    .expect("mosquitto is not installed: run deploy/install-deps.sh (tests/run.sh does)")
-}
-
 async fn start_mosquitto() -> Mosquitto {
     let dir = tempfile::tempdir().unwrap();
     // Mosquitto cannot listen on port 0 and report it: take a free port and hand it over.
@@ -46,13 +34,15 @@ async fn start_mosquitto() -> Mosquitto {
         ),
     )
     .unwrap();
-    let child = Command::new(mosquitto_binary())
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start mosquitto");
+    let child = Command::new(
+        headend_e2e::bench::mosquitto_binary().expect("mosquitto (tests/run.sh installs it)"),
+    )
+    .arg("-c")
+    .arg(&conf)
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .spawn()
+    .expect("start mosquitto");
     eventually(Duration::from_secs(10), || async {
         tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

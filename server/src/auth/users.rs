@@ -76,16 +76,25 @@ pub async fn authenticate(
     .fetch_optional(pool)
     .await?;
     // Hash even for unknown users so response time does not reveal which e-mails exist.
-    let (id, hash, disabled) = row.unwrap_or_else(|| (0, dummy_hash(), true));
+    let (id, hash, disabled) = match row {
+        Some(row) => row,
+        None => (0, dummy_hash().await, true),
+    };
     let ok = password::verify(password.as_bytes().to_vec(), hash).await;
     Ok((ok && !disabled).then_some(id))
 }
 
 /// A real argon2id hash of a random password, verified against when the user does not exist.
-fn dummy_hash() -> String {
-    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+/// Made once, on the blocking pool like every other hash.
+async fn dummy_hash() -> String {
+    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
     DUMMY
-        .get_or_init(|| password::hash_blocking(&password::generate()).unwrap_or_default())
+        .get_or_init(|| async {
+            password::hash(password::generate())
+                .await
+                .unwrap_or_default()
+        })
+        .await
         .clone()
 }
 
