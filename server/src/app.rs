@@ -15,6 +15,7 @@ use crate::db::Database;
 use crate::ingest::{Ingest, IngestSettings};
 use crate::metrics::{Gauges, Metrics};
 use crate::mqtt::{EmbeddedMqtt, GatewayPolicy, JournalTap};
+use crate::profiles::worker::ProfileWorker;
 use crate::{gateways, web};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,7 @@ pub struct App {
     mqtt: Option<EmbeddedMqtt>,
     /// For the external broker's client; the embedded broker took its queue at start.
     command_queue: Option<crate::mqtt::CommandQueue>,
+    commands: crate::mqtt::CommandSender,
     tap: Arc<JournalTap>,
     web: web::WebState,
     metrics: Arc<Metrics>,
@@ -154,6 +156,7 @@ impl App {
             default_time_zone: config.ingest.default_time_zone.clone(),
             secure_cookies: config.http.secure_cookies,
             on_gateways_changed,
+            energy_wake: ingest.energy_wake(),
         };
 
         lock.publish(&Runtime {
@@ -173,6 +176,7 @@ impl App {
             http_addr,
             mqtt,
             command_queue,
+            commands,
             tap,
             web,
             metrics,
@@ -199,6 +203,11 @@ impl App {
         self.db.pool.clone()
     }
 
+    /// Publishes to gateways' command topics (through the embedded broker or the external one).
+    pub fn commands(&self) -> crate::mqtt::CommandSender {
+        self.commands.clone()
+    }
+
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
     }
@@ -221,6 +230,7 @@ impl App {
             http_addr,
             mqtt,
             command_queue,
+            commands: _,
             tap,
             web,
             metrics,
@@ -235,6 +245,25 @@ impl App {
                 (
                     "ingest",
                     ingest.run(shutdown).await.map_err(|e| e.to_string()),
+                )
+            });
+        }
+        {
+            let worker = ProfileWorker::new(
+                db.pool.clone(),
+                headend_energy::engine::Params {
+                    tolerance_ms: i64::try_from(config.energy.interval_tolerance_secs)
+                        .unwrap_or(3600)
+                        .saturating_mul(1000),
+                },
+                ingest.energy_wake(),
+                metrics.clone(),
+            );
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move {
+                (
+                    "profiles",
+                    worker.run(shutdown).await.map_err(|e| e.to_string()),
                 )
             });
         }

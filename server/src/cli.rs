@@ -301,6 +301,21 @@ async fn demo_setup(app: &App) -> anyhow::Result<()> {
         None => sites::create(&pool, "Demo site", "Europe/Ljubljana").await?,
     };
     let gateway_password = demo_gateway(&pool, GATEWAY, site).await?;
+    // A supply contract, so that the demo shows cost as well as energy.
+    if crate::profiles::contracts::list(&pool, site)
+        .await?
+        .is_empty()
+    {
+        let contract = headend_energy::tariff::Contract::example_eur();
+        let from = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+        crate::profiles::contracts::create(&pool, site, from, &contract)
+            .await
+            .map_err(|e| anyhow::anyhow!("demo contract: {e}"))?;
+    }
+    let today = chrono::Utc::now()
+        .with_timezone(&chrono_tz::Europe::Ljubljana)
+        .date_naive();
+    let tomorrow = today.succ_opt().unwrap_or(today);
     let http = app.http_addr();
     let mqtt = app
         .mqtt_addr()
@@ -318,6 +333,9 @@ async fn demo_setup(app: &App) -> anyhow::Result<()> {
          \n      -t sg/{GATEWAY}/pub/measurements/ir -f ../shared/spec/sg-mqtt/measurements-ir.json\
          \nthen read it back:\
          \n  curl -s http://{http}/api/v1/devices/X0000124/latest -H 'authorization: Bearer <token from login>'\
+         \nEnergy and cost of the demo site today, by meter:\
+         \n  curl -s 'http://{http}/api/v1/sites/{site}/consumption?from={today}&to={tomorrow}&by=day&group=meter' \\\
+         \n       -H 'authorization: Bearer <token>'\
 "
     );
     Ok(())

@@ -39,8 +39,25 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub mqtt: MqttConfig,
     pub ingest: IngestConfig,
+    pub energy: EnergyConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EnergyConfig {
+    /// A quarter-hour boundary with a counter reading at most this far from it is "measured";
+    /// farther, its value is interpolated across the gap and the interval is "estimated".
+    pub interval_tolerance_secs: u64,
+}
+
+impl Default for EnergyConfig {
+    fn default() -> Self {
+        Self {
+            interval_tolerance_secs: 120,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -126,6 +143,7 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             mqtt: MqttConfig::default(),
             ingest: IngestConfig::default(),
+            energy: EnergyConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }
@@ -303,6 +321,9 @@ impl Config {
         if let Some(v) = lookup("HEADEND_INGEST_WRITERS") {
             self.ingest.writers = parse("HEADEND_INGEST_WRITERS", v)?;
         }
+        if let Some(v) = lookup("HEADEND_ENERGY_TOLERANCE_SECS") {
+            self.energy.interval_tolerance_secs = parse("HEADEND_ENERGY_TOLERANCE_SECS", v)?;
+        }
         if let Some(v) = lookup("HEADEND_LOG") {
             self.log.filter = v;
         }
@@ -356,7 +377,8 @@ impl Config {
             "# Headend configuration. Every value shown is the default.\n\
              # Environment variables override the file: HEADEND_DATA_DIR, HEADEND_HTTP_ADDR,\n\
              # HEADEND_MQTT_ADDR, HEADEND_MQTTS_ADDR, HEADEND_DATABASE_URL, HEADEND_MQTT_EXTERNAL_URL,\n\
-             # HEADEND_JWT_SECRET, HEADEND_DEFAULT_TIME_ZONE, HEADEND_INGEST_WRITERS, HEADEND_LOG.\n\
+             # HEADEND_JWT_SECRET, HEADEND_DEFAULT_TIME_ZONE, HEADEND_INGEST_WRITERS,\n\
+             # HEADEND_ENERGY_TOLERANCE_SECS, HEADEND_LOG.\n\
              # Secrets have no defaults: database.url (unset = embedded PostgreSQL),\n\
              # mqtt.external_url (unset = embedded broker), auth.jwt_secret (unset = generated\n\
              # into the data directory on first start).\n\n{body}"

@@ -23,6 +23,15 @@ pub struct DeviceView {
     pub description: Option<String>,
     pub location: Option<String>,
     pub sg_description: Option<String>,
+    /// Placement for energy accounting (see `profiles::structure`).
+    pub name: Option<String>,
+    pub measures: Option<String>,
+    pub panel_id: Option<i64>,
+    pub circuit_id: Option<i64>,
+    pub usage: Option<String>,
+    pub import_register: Option<String>,
+    pub export_register: Option<String>,
+    pub reactive_register: Option<String>,
     pub first_seen_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -30,6 +39,8 @@ pub struct DeviceView {
 const DEVICE_SQL: &str =
     "SELECT d.id, g.serial AS gateway, g.site_id, d.kind, d.port, d.slot, d.serial,
         d.model, d.modbus_addr, d.phases, d.description, d.location, d.sg_description,
+        d.name, d.measures, d.panel_id, d.circuit_id, d.usage,
+        d.import_register, d.export_register, d.reactive_register,
         d.first_seen_at, d.updated_at
  FROM devices d JOIN gateways g ON g.id = d.gateway_id
  WHERE ($1::int8[] IS NULL OR g.site_id = ANY($1))";
@@ -45,7 +56,7 @@ pub async fn list(pool: &PgPool, scope: &Scope) -> Result<Vec<DeviceView>, sqlx:
 
 /// The meter with this serial that reported most recently (a serial can move between slots
 /// or gateways when a meter is re-installed).
-async fn meter_by_serial(
+pub async fn meter_by_serial(
     pool: &PgPool,
     scope: &Scope,
     serial: &str,

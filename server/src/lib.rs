@@ -14,6 +14,7 @@ pub mod gateways;
 pub mod ingest;
 pub mod metrics;
 pub mod mqtt;
+pub mod profiles;
 pub mod sites;
 pub mod telemetry;
 pub mod web;

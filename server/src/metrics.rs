@@ -99,6 +99,9 @@ pub struct Metrics {
     pub http_requests: Counter,
     pub http_errors: Counter,
     pub http_login_failures: Counter,
+    pub profile_counters: Counter,
+    pub profile_intervals: Counter,
+    pub profile_step_seconds: Histogram,
 }
 
 const MESSAGE_KINDS: [&str; 6] = [
@@ -130,6 +133,9 @@ impl Default for Metrics {
             http_requests: Counter::default(),
             http_errors: Counter::default(),
             http_login_failures: Counter::default(),
+            profile_counters: Counter::default(),
+            profile_intervals: Counter::default(),
+            profile_step_seconds: Histogram::new(LATENCY_BOUNDS),
         }
     }
 }
@@ -164,6 +170,12 @@ impl Metrics {
                 self.ingest_messages[i].add(*n);
             }
         }
+    }
+
+    pub fn record_profiles(&self, counters: u64, intervals: u64, took: Duration) {
+        self.profile_counters.add(counters);
+        self.profile_intervals.add(intervals);
+        self.profile_step_seconds.observe(took);
     }
 
     pub fn render(&self, gauges: &Gauges) -> String {
@@ -249,6 +261,16 @@ impl Metrics {
             "Refused logins.",
             self.http_login_failures.get(),
         );
+        counter(
+            "headend_profile_counters_total",
+            "Counter registers whose intervals and rollups the profile worker recomputed.",
+            self.profile_counters.get(),
+        );
+        counter(
+            "headend_profile_intervals_total",
+            "15-minute intervals written by the profile worker.",
+            self.profile_intervals.get(),
+        );
         let _ = writeln!(
             out,
             "# HELP headend_ingest_messages_total Gateway messages accepted, by kind.\n# TYPE headend_ingest_messages_total counter"
@@ -264,6 +286,11 @@ impl Metrics {
             &mut out,
             "headend_db_batch_seconds",
             "Time to commit one ingest batch.",
+        );
+        self.profile_step_seconds.render(
+            &mut out,
+            "headend_profile_step_seconds",
+            "Time of one profile worker step (intervals, rollups, site totals).",
         );
         let mut gauge = |name: &str, help: &str, value: u64| {
             let _ = writeln!(

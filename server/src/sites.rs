@@ -21,6 +21,8 @@ pub struct SiteView {
     pub id: i64,
     pub name: String,
     pub time_zone: String,
+    /// The same zone under the name the energy API uses.
+    pub timezone: String,
     pub created_at: DateTime<Utc>,
 }
 
@@ -48,7 +50,7 @@ pub async fn create(pool: &PgPool, name: &str, time_zone: &str) -> Result<i64, S
 
 pub async fn list(pool: &PgPool, scope: &Scope) -> Result<Vec<SiteView>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, name, time_zone, created_at FROM sites
+        "SELECT id, name, time_zone, time_zone AS timezone, created_at FROM sites
          WHERE ($1::int8[] IS NULL OR id = ANY($1)) ORDER BY name",
     )
     .bind(scope.site_ids())
@@ -61,4 +63,16 @@ pub async fn id_by_name(pool: &PgPool, name: &str) -> Result<Option<i64>, sqlx::
         .bind(name)
         .fetch_optional(pool)
         .await
+}
+
+/// One site, if the scope may see it.
+pub async fn get(pool: &PgPool, scope: &Scope, id: i64) -> Result<Option<SiteView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, name, time_zone, time_zone AS timezone, created_at FROM sites
+         WHERE id = $2 AND ($1::int8[] IS NULL OR id = ANY($1))",
+    )
+    .bind(scope.site_ids())
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }

@@ -119,6 +119,8 @@ pub struct TestApp {
     pub mqtts: Option<SocketAddr>,
     pub pool: PgPool,
     pub shutdown: CancellationToken,
+    /// Headend's own way to publish to gateways' command topics.
+    pub commands: headend::mqtt::CommandSender,
     pub task: tokio::task::JoinHandle<Result<(), headend::app::AppError>>,
     pub data_dir: tempfile::TempDir,
     config: Config,
@@ -142,12 +144,13 @@ impl TestApp {
 
     pub async fn start(config: Config, data_dir: tempfile::TempDir) -> Self {
         let app = App::build(config.clone()).await.expect("App::build");
-        let (http, mqtt, mqtts, pool, shutdown) = (
+        let (http, mqtt, mqtts, pool, shutdown, commands) = (
             app.http_addr(),
             app.mqtt_addr(),
             app.mqtts_addr(),
             app.pool(),
             app.shutdown_token(),
+            app.commands(),
         );
         let task = tokio::spawn(app.run());
         Self {
@@ -156,6 +159,7 @@ impl TestApp {
             mqtts,
             pool,
             shutdown,
+            commands,
             task,
             data_dir,
             config,

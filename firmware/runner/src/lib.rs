@@ -3,11 +3,13 @@
 //!
 //! - [`mqtt`]: the two push links (MQTT or MQTTS, reconnect with backoff);
 //! - [`store`]: the store-and-forward queues saved on disk;
-//! - [`rest`]: the SG's local REST API;
+//! - [`rest`]: the SG's local REST API (plus `POST /faults`);
+//! - [`fault`]: faults on demand from outside the process (REST, `--fault-after`);
 //! - [`modbus`] and [`source`]: real Iskra meters over Modbus TCP, next to simulated ones;
 //! - [`runtime`]: one gateway's tasks; [`config`]: its settings file.
 
 pub mod config;
+pub mod fault;
 pub mod modbus;
 pub mod mqtt;
 pub mod rest;

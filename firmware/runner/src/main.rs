@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use sg_gateway::config::{default_config_text, Config, Link};
+use sg_gateway::fault::ScheduledFault;
 use sg_gateway::RunningGateway;
 use tracing::{error, info};
 
@@ -25,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs N simulated gateways in one process, each with its own MQTT connection.
-    Fleet(FleetArgs),
+    Fleet(Box<FleetArgs>),
     /// Prints the settings file with every setting.
     DefaultConfig {
         #[arg(long, default_value = "SG000017")]
@@ -60,6 +61,11 @@ struct Common {
     /// Seed of the simulated meters.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Injects a fault SECS seconds after the gateway started; JSON is the fault as
+    /// `POST /faults` takes it, e.g. `30:{"go_offline":{"secs":20}}`,
+    /// `10:{"counter_reset":{"slot":"ir_meter"}}`, `5:garble`. Repeatable.
+    #[arg(long = "fault-after", value_name = "SECS:JSON")]
+    fault_after: Vec<ScheduledFault>,
 }
 
 #[derive(Args)]
@@ -96,6 +102,10 @@ struct FleetArgs {
     /// A file of `serial password` lines.
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// Only gateway N of the fleet (1-based: the one with serial <prefix>N) gets the
+    /// `--fault-after` faults; repeatable. Without it every gateway gets them.
+    #[arg(long, value_name = "N", requires = "fault_after")]
+    fault_gateway: Vec<u32>,
     #[command(flatten)]
     common: Common,
 }
@@ -115,7 +125,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let result = runtime.block_on(async {
         match cli.command {
-            Some(Command::Fleet(fleet)) => run_fleet(fleet).await,
+            Some(Command::Fleet(fleet)) => run_fleet(*fleet).await,
             Some(Command::DefaultConfig { .. }) => Ok(()),
             None => run_one(cli.one).await,
         }
@@ -188,7 +198,11 @@ async fn run_one(args: OneArgs) -> anyhow::Result<()> {
     if let Some(dir) = args.common.state_dir {
         config.state_dir = Some(dir);
     }
-    let gateway = RunningGateway::start(config.resolve()?, args.common.seed).await?;
+    let mut gateway = RunningGateway::start(config.resolve()?, args.common.seed).await?;
+    for scheduled in &args.common.fault_after {
+        info!(fault = %scheduled, "fault scheduled");
+        gateway.inject_after(scheduled.after, scheduled.fault);
+    }
     shutdown_signal().await;
     info!("stopping");
     gateway.stop().await
@@ -199,6 +213,16 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
         Some(path) => Some(read_passwords(path)?),
         None => None,
     };
+    if let Some(n) = args
+        .fault_gateway
+        .iter()
+        .find(|&&n| n == 0 || n > args.count)
+    {
+        bail!(
+            "--fault-gateway {n}: the fleet has gateways 1 to {}",
+            args.count
+        );
+    }
     let base_dir = args
         .common
         .state_dir
@@ -218,7 +242,14 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
         let mut config = settings(Some(&serial), password, &args.common)?;
         config.state_dir = Some(base_dir.join(&serial));
         let seed = args.common.seed.wrapping_add(u64::from(n));
-        gateways.push(RunningGateway::start(config.resolve()?, seed).await?);
+        let mut gateway = RunningGateway::start(config.resolve()?, seed).await?;
+        if args.fault_gateway.is_empty() || args.fault_gateway.contains(&n) {
+            for scheduled in &args.common.fault_after {
+                info!(%serial, fault = %scheduled, "fault scheduled");
+                gateway.inject_after(scheduled.after, scheduled.fault);
+            }
+        }
+        gateways.push(gateway);
     }
     info!(count = gateways.len(), "fleet running");
     shutdown_signal().await;

@@ -1,15 +1,24 @@
 //! The SG's local REST API: `GET /get_command?command=…`, answering with the same JSON
-//! documents the gateway publishes over MQTT.
+//! documents the gateway publishes over MQTT. Beside it, the runner's own routes: `GET /stats`
+//! (queue counters) and `POST /faults` (faults on demand, see [`crate::fault`]).
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use sg_gateway_core::Fault;
+
+use crate::fault;
+
+/// Request bodies are refused above this size (413): the largest fault is under 100 bytes.
+pub const MAX_BODY_BYTES: usize = 4096;
 
 /// What a REST command asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +69,12 @@ pub trait Documents: Send + Sync + 'static {
 
     /// Queue lengths and drop counts, for `GET /stats`.
     fn stats(&self) -> serde_json::Value;
+
+    /// Injects a fault now, for `POST /faults`.
+    ///
+    /// # Errors
+    /// Why the fault cannot be applied (e.g. no simulated meter in that slot).
+    fn inject(&self, fault: Fault) -> Result<(), String>;
 }
 
 #[derive(Deserialize)]
@@ -72,6 +87,8 @@ pub fn router(documents: Arc<dyn Documents>) -> Router {
     Router::new()
         .route("/get_command", get(get_command))
         .route("/stats", get(stats))
+        .route("/faults", post(post_fault))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(documents)
 }
 
@@ -109,6 +126,30 @@ async fn stats(State(documents): State<Arc<dyn Documents>>) -> Json<serde_json::
     Json(documents.stats())
 }
 
+/// Not part of the SG's API: injects a fault (the body is its JSON form). 202 once applied;
+/// 400 for a body that is not a fault, 413 above [`MAX_BODY_BYTES`], 422 for a fault the
+/// gateway cannot apply.
+async fn post_fault(
+    State(documents): State<Arc<dyn Documents>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return error(rejection.status(), &rejection.body_text()),
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8 text");
+    };
+    let fault = match fault::parse_fault(text) {
+        Ok(fault) => fault,
+        Err(message) => return error(StatusCode::BAD_REQUEST, &message),
+    };
+    match documents.inject(fault) {
+        Ok(()) => (StatusCode::ACCEPTED, Json(json!({ "injected": fault }))).into_response(),
+        Err(message) => error(StatusCode::UNPROCESSABLE_ENTITY, &message),
+    }
+}
+
 fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
@@ -118,9 +159,13 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
+    use sg_gateway_core::Slot;
     use tower::ServiceExt;
 
-    struct Fixed;
+    #[derive(Default)]
+    struct Fixed {
+        injected: std::sync::Mutex<Vec<Fault>>,
+    }
 
     impl Documents for Fixed {
         fn document(&self, request: DocRequest) -> Result<String, DocError> {
@@ -137,18 +182,47 @@ mod tests {
         fn stats(&self) -> serde_json::Value {
             json!({ "queued": [3, 0], "dropped": [1, 0] })
         }
+
+        fn inject(&self, fault: Fault) -> Result<(), String> {
+            if let Fault::CounterReset {
+                slot: Slot::Rs485(9),
+            } = fault
+            {
+                return Err("no simulated meter in slot {\"rs485\":9}".into());
+            }
+            self.injected.lock().unwrap().push(fault);
+            Ok(())
+        }
     }
 
-    async fn get(uri: &str) -> (StatusCode, serde_json::Value) {
-        let response = router(Arc::new(Fixed))
-            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
-            .await
-            .unwrap();
+    async fn call(
+        documents: Arc<Fixed>,
+        request: Request<Body>,
+    ) -> (StatusCode, serde_json::Value) {
+        let response = router(documents).oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
             .unwrap();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    async fn get(uri: &str) -> (StatusCode, serde_json::Value) {
+        let request = Request::get(uri).body(Body::empty()).unwrap();
+        call(Arc::default(), request).await
+    }
+
+    async fn post_fault(documents: &Arc<Fixed>, body: impl Into<Body>) -> (StatusCode, String) {
+        let request = Request::post("/faults")
+            .header("content-type", "application/json")
+            .body(body.into())
+            .unwrap();
+        let (status, body) = call(documents.clone(), request).await;
+        let text = body
+            .get("error")
+            .and_then(|e| e.as_str())
+            .map_or_else(|| body.to_string(), str::to_owned);
+        (status, text)
     }
 
     #[test]
@@ -204,5 +278,58 @@ mod tests {
         let (status, body) = get("/get_command?command=get_counters2").await;
         assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
         assert!(body["error"].as_str().unwrap().contains("Addr:12"));
+    }
+
+    #[tokio::test]
+    async fn faults_are_injected_on_demand() {
+        let documents = Arc::new(Fixed::default());
+        let (status, body) =
+            post_fault(&documents, r#"{"counter_reset":{"slot":{"rs485":1}}}"#).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+        assert_eq!(
+            body,
+            r#"{"injected":{"counter_reset":{"slot":{"rs485":1}}}}"#
+        );
+        let (status, _) = post_fault(&documents, r#""garble""#).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        let (status, _) = post_fault(&documents, r#"{"go_offline":{"secs":3}}"#).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+        assert_eq!(
+            *documents.injected.lock().unwrap(),
+            [
+                Fault::CounterReset {
+                    slot: Slot::Rs485(1)
+                },
+                Fault::Garble,
+                Fault::GoOffline { secs: 3 }
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_fault_bodies_are_refused_with_a_reason() {
+        let documents = Arc::new(Fixed::default());
+        let (status, message) = post_fault(&documents, r#"{"counter_reset":{}}"#).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.contains("missing field `slot`"), "{message}");
+        let (status, message) = post_fault(&documents, "melt down").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(message.starts_with("not a fault"), "{message}");
+        let (status, _) = post_fault(&documents, "").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, _) = post_fault(&documents, vec![0xff, 0xfe]).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        let (status, message) =
+            post_fault(&documents, r#"{"counter_reset":{"slot":{"rs485":9}}}"#).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(message.contains("no simulated meter"), "{message}");
+        // Bounded: a large body is refused before it is read in full.
+        let huge = format!(
+            r#"{{"clock_drift":{{"ppm":1{}}}}}"#,
+            " ".repeat(MAX_BODY_BYTES)
+        );
+        let (status, _) = post_fault(&documents, huge).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(documents.injected.lock().unwrap().is_empty());
     }
 }

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use chrono::NaiveDateTime;
 use sg_gateway_core::config::{DeviceKind, Slot};
 use sg_gateway_core::sim::SimSource;
-use sg_gateway_core::{Action, Event, Gateway, GatewaySnapshot, Link};
+use sg_gateway_core::{Action, Event, Fault, Gateway, GatewaySnapshot, Link};
 use sg_wire::topic::SgTopic;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinSet;
@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::{Resolved, Source};
+use crate::fault::FaultRefused;
 use crate::modbus::ModbusTcpMeter;
 use crate::mqtt::{self, LinkControl, LinkSettings, Publish, Session};
 use crate::rest::{self, DocError, DocRequest, Documents};
@@ -61,22 +62,26 @@ impl Shared {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    fn log_event(&self, event: Event) {
+        match event {
+            Event::ReadFailed { slot, error } => {
+                warn!(serial = %self.serial, ?slot, %error, "device did not answer");
+            }
+            Event::QueueOverflow {
+                link,
+                dropped_total,
+            } => {
+                warn!(serial = %self.serial, %link, dropped_total, "queue full: oldest reading dropped")
+            }
+            other => info!(serial = %self.serial, event = ?other, "gateway event"),
+        }
+    }
+
     /// Logs the core's events and remembers the newest documents it queued. Called with the
     /// gateway locked, after every call that may have produced either.
     fn after_core_call(&self, gateway: &mut Gateway<HostSource>) {
         while let Some(event) = gateway.poll_event() {
-            match event {
-                Event::ReadFailed { slot, error } => {
-                    warn!(serial = %self.serial, ?slot, %error, "device did not answer");
-                }
-                Event::QueueOverflow {
-                    link,
-                    dropped_total,
-                } => {
-                    warn!(serial = %self.serial, %link, dropped_total, "queue full: oldest reading dropped")
-                }
-                other => info!(serial = %self.serial, event = ?other, "gateway event"),
-            }
+            self.log_event(event);
         }
         let mut documents = self
             .documents
@@ -91,6 +96,43 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Brings the core to the present before acting on something from outside (a command, a
+    /// fault, a relay switch): between pushes the clock task sleeps, and without this a reply
+    /// would carry the time of the last push and the meters' energy would stop there.
+    fn catch_up(&self, gateway: &mut Gateway<HostSource>) {
+        gateway.tick(self.now_ms(), wall_now());
+        // Catching up may have made a push that was just due.
+        for wake in &self.wakes {
+            wake.notify_one();
+        }
+    }
+
+    /// Injects a fault now; the driver carries out what it asks for (going offline).
+    fn inject(&self, fault: Fault) -> Result<(), FaultRefused> {
+        let mut gateway = self.lock();
+        self.catch_up(&mut gateway);
+        let action = gateway.inject(fault);
+        let mut refused = None;
+        while let Some(event) = gateway.poll_event() {
+            if event == Event::FaultIgnored(fault) {
+                refused = Some(FaultRefused::NoSimulatedMeter(fault));
+            } else {
+                self.log_event(event);
+            }
+        }
+        self.after_core_call(&mut gateway);
+        drop(gateway);
+        if let Some(refused) = refused {
+            warn!(serial = %self.serial, %refused, "fault not applied");
+            return Err(refused);
+        }
+        info!(serial = %self.serial, ?fault, "fault injected");
+        if let Some(action) = action {
+            let _ = self.actions.send(action);
+        }
+        Ok(())
     }
 
     fn stats(&self) -> Stats {
@@ -118,6 +160,7 @@ impl Session for Shared {
 
     fn command(&self, link: usize, payload: &[u8]) {
         let mut gateway = self.lock();
+        self.catch_up(&mut gateway);
         match gateway.on_command(Link::ALL[link], payload) {
             Ok(Some(action)) => {
                 let _ = self.actions.send(action);
@@ -184,6 +227,10 @@ impl Documents for Shared {
 
     fn stats(&self) -> serde_json::Value {
         serde_json::to_value(Shared::stats(self)).unwrap_or_default()
+    }
+
+    fn inject(&self, fault: Fault) -> Result<(), String> {
+        Shared::inject(self, fault).map_err(|refused| refused.to_string())
     }
 }
 
@@ -354,6 +401,29 @@ impl RunningGateway {
         let _ = self.shared.actions.send(action);
     }
 
+    /// Injects a fault now (what `POST /faults` does).
+    ///
+    /// # Errors
+    /// A device fault for a slot without a simulated meter; nothing changes then.
+    pub fn inject(&self, fault: Fault) -> Result<(), FaultRefused> {
+        self.shared.inject(fault)
+    }
+
+    /// Injects `fault` once `after` has passed (`--fault-after`); a refused fault is logged.
+    pub fn inject_after(&mut self, after: Duration, fault: Fault) {
+        let shared = self.shared.clone();
+        let cancel = self.cancel.child_token();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep(after) => {
+                    // Refusals are logged by `inject`.
+                    let _ = shared.inject(fault);
+                }
+            }
+        });
+    }
+
     /// Runs a closure on the core (tests: injecting faults, inspecting relays).
     pub fn with_core<T>(&self, f: impl FnOnce(&mut Gateway<HostSource>) -> T) -> T {
         let mut gateway = self.shared.lock();
@@ -446,7 +516,11 @@ async fn carry_out(
                 if let Some(switch) = relay_switches.get(&slot) {
                     let _ = switch.send(on).await;
                 } else {
-                    shared.lock().source_mut().sim_mut().switch_relay(slot, on);
+                    // The load switches now, not at the last push: advance the meters first.
+                    let mut gateway = shared.lock();
+                    shared.catch_up(&mut gateway);
+                    gateway.source_mut().sim_mut().switch_relay(slot, on);
+                    shared.after_core_call(&mut gateway);
                 }
             }
             Action::GoOffline { secs } => offline(Duration::from_secs(secs.into())),

@@ -1,5 +1,6 @@
 //! The SG gateway wire contract: MQTT topics, the JSON documents the gateway publishes,
-//! its value strings and times, and the commands it accepts.
+//! its value strings and times, and the commands it accepts; and the MiSmart XML push
+//! ([`mismart`]; its parser needs the `xml` feature).
 //!
 //! One crate for both ends: the Headend server (feature `std`) and the gateway firmware
 //! (`no_std` + `alloc`), so that what one writes the other reads by construction.
@@ -27,6 +28,7 @@ extern crate alloc;
 pub mod command;
 mod json;
 pub mod message;
+pub mod mismart;
 mod text;
 pub mod time;
 pub mod topic;

@@ -72,6 +72,7 @@ pub struct Ingest {
     receipts: receipts::Receipts,
     commands: Option<crate::mqtt::CommandSender>,
     gateway_writes: GatewayWrites,
+    energy_wake: Arc<tokio::sync::Notify>,
 }
 
 /// How often `last_seen_at` and the clock skew of a gateway are written at most, when nothing
@@ -154,6 +155,7 @@ impl Ingest {
             receipts: receipts::Receipts::default(),
             commands,
             gateway_writes: GatewayWrites::default(),
+            energy_wake: Arc::default(),
         })
     }
 
@@ -162,6 +164,11 @@ impl Ingest {
             appender: self.journal.appender(),
             metrics: self.metrics.clone(),
         }
+    }
+
+    /// Notified after a batch committed new counter readings (the profile worker waits on it).
+    pub fn energy_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.energy_wake.clone()
     }
 
     pub fn journal(&self) -> Arc<Journal> {
@@ -217,6 +224,9 @@ impl Ingest {
                 let started = Instant::now();
                 match writer::write(&self.pool, &self.cache, epoch, &rows).await {
                     Ok(written) => {
+                        if written.counter_readings > 0 {
+                            self.energy_wake.notify_one();
+                        }
                         self.metrics
                             .record_written(&rows, &written, started.elapsed());
                         self.gateway_writes.written(&rows.gateways);

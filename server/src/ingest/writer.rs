@@ -328,19 +328,28 @@ async fn insert_counter_readings(
     if id.is_empty() {
         return Ok(0);
     }
-    let done = sqlx::query(
-        "INSERT INTO counter_readings (counter_id, ts, value_milli, received_at, flags)
-         SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int8[], $4::timestamptz[], $5::int2[])
-         ON CONFLICT (counter_id, ts) DO NOTHING",
+    // The readings that were new (a redelivery changes nothing) queue their span for the
+    // profile worker in the same transaction, so intervals can never miss a committed reading.
+    let inserted: i64 = sqlx::query_scalar(
+        "WITH ins AS (
+             INSERT INTO counter_readings (counter_id, ts, value_milli, received_at, flags)
+             SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int8[], $4::timestamptz[], $5::int2[])
+             ON CONFLICT (counter_id, ts) DO NOTHING
+             RETURNING counter_id, ts
+         ), dirty AS (
+             INSERT INTO energy_dirty (counter_id, from_ts, to_ts, readings)
+             SELECT counter_id, min(ts), max(ts), true FROM ins GROUP BY counter_id
+         )
+         SELECT count(*) FROM ins",
     )
     .bind(&id)
     .bind(&ts)
     .bind(&value)
     .bind(&received)
     .bind(&flags)
-    .execute(&mut **tx)
+    .fetch_one(&mut **tx)
     .await?;
-    Ok(done.rows_affected())
+    Ok(inserted.unsigned_abs())
 }
 
 async fn insert_relay_states(

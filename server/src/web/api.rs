@@ -88,6 +88,7 @@ pub async fn list_sites(
 #[derive(Deserialize)]
 pub struct NewSite {
     name: String,
+    #[serde(alias = "timezone")]
     time_zone: String,
 }
 

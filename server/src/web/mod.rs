@@ -1,6 +1,7 @@
 //! HTTP: the JSON API, `/metrics`, `/healthz`. The only module that knows axum.
 
 pub mod api;
+pub mod energy;
 pub mod error;
 pub mod openapi;
 pub mod session;
@@ -12,7 +13,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use axum::{Json, Router};
 use sqlx::PgPool;
 use tower_http::timeout::TimeoutLayer;
@@ -32,11 +33,17 @@ pub struct WebState {
     pub secure_cookies: bool,
     /// Called after gateways or sites change, so ingest sees them at once.
     pub on_gateways_changed: Arc<dyn Fn() + Send + Sync>,
+    /// Wakes the profile worker after a change that queued rollup work.
+    pub energy_wake: Arc<tokio::sync::Notify>,
 }
 
 impl WebState {
     pub fn gateways_changed(&self) {
         (self.on_gateways_changed)();
+    }
+
+    pub fn energy_changed(&self) {
+        self.energy_wake.notify_one();
     }
 }
 
@@ -46,15 +53,59 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .route("/auth/logout", post(api::logout))
         .route("/me", get(api::me))
         .route("/sites", get(api::list_sites).post(api::create_site))
+        .route(
+            "/sites/{id}",
+            get(energy::get_site)
+                .patch(energy::patch_site)
+                .delete(energy::delete_site),
+        )
+        .route("/sites/{id}/consumption", get(energy::site_consumption))
+        .route(
+            "/sites/{id}/panels",
+            get(energy::list_panels).post(energy::create_panel),
+        )
+        .route("/sites/{id}/circuits", get(energy::list_site_circuits))
+        .route(
+            "/sites/{id}/contracts",
+            get(energy::list_contracts).post(energy::create_contract),
+        )
+        .route(
+            "/panels/{id}",
+            get(energy::get_panel)
+                .patch(energy::patch_panel)
+                .delete(energy::delete_panel),
+        )
+        .route(
+            "/panels/{id}/circuits",
+            get(energy::list_circuits).post(energy::create_circuit),
+        )
+        .route(
+            "/circuits/{id}",
+            get(energy::get_circuit)
+                .patch(energy::patch_circuit)
+                .delete(energy::delete_circuit),
+        )
+        .route("/contracts/example", get(energy::example_contract))
+        .route(
+            "/contracts/{id}",
+            get(energy::get_contract)
+                .put(energy::put_contract)
+                .delete(energy::delete_contract),
+        )
         .route("/users", get(api::list_users).post(api::create_user))
         .route("/users/{user_id}/sites/{site_id}", put(api::grant_site))
         .route(
             "/gateways",
             get(api::list_gateways).post(api::create_gateway),
         )
-        .route("/gateways/{serial}", get(api::get_gateway))
+        .route(
+            "/gateways/{serial}",
+            get(api::get_gateway).patch(energy::patch_gateway),
+        )
         .route("/devices", get(api::list_devices))
+        .route("/devices/{serial}", patch(energy::patch_device))
         .route("/devices/{serial}/latest", get(api::device_latest))
+        .route("/devices/{serial}/profile", get(energy::device_profile))
         .route("/devices/{serial}/counters", get(api::device_counters))
         .route("/ingest/rejects", get(api::list_rejects))
         .route("/openapi.json", get(openapi::serve))

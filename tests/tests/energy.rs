@@ -1,0 +1,628 @@
+//! Energy accounting end to end: counter readings published over MQTT become 15-minute
+//! intervals, local-calendar totals, costs and peaks that add up exactly.
+
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono_tz::Tz;
+use headend_e2e::{eventually, MqttClient, TestApp};
+use serde_json::{json, Value};
+
+const GW: &str = "SG000017";
+
+/// A counters document as the SG publishes it, for the IR meter or an RS485 slot.
+fn counters_doc(serial: &str, local: &str, import_wh: i64, export_wh: i64) -> String {
+    json!({
+        "header": {
+            "cmd": "get_energy_counters",
+            "model": "IE38MD",
+            "serial_number": serial,
+            "local_time": local,
+            "resetable_counters": 0,
+            "non_resetable_counters": 2
+        },
+        "counters": {
+            "counter1nr": format!("{}.{:03} kWh", import_wh / 1000, import_wh % 1000),
+            "counter2nr": format!("{}.{:03} kWh", export_wh / 1000, export_wh % 1000),
+        },
+        "settings": { "tariff1nr": "1 2 3 4 ", "tariff2nr": "1 2 3 4 " }
+    })
+    .to_string()
+}
+
+fn local(tz: Tz, t: DateTime<Utc>) -> String {
+    t.with_timezone(&tz).format("%d.%m.%Y %H:%M:%S").to_string()
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// Waits until ingest has committed `readings` counter readings and the profile worker has
+/// done all the work they queued.
+async fn settle(app: &TestApp, readings: i64) {
+    app.wait_count("SELECT count(*) FROM counter_readings", readings)
+        .await;
+    let idle = eventually(Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM energy_dirty")
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+        (n == 0).then_some(())
+    })
+    .await;
+    assert!(idle.is_some(), "profile worker did not finish its queue");
+}
+
+/// Recomputing every counter from all its readings gives the same intervals and rollups as
+/// the incremental path did: the worker's windows are exact.
+async fn full_rebuild_changes_nothing(app: &TestApp) {
+    async fn snapshot(
+        app: &TestApp,
+    ) -> (
+        Vec<(i64, DateTime<Utc>, i64, i16)>,
+        Vec<(i64, chrono::NaiveDate, i64, i32, i32, i64)>,
+    ) {
+        let intervals = sqlx::query_as(
+            "SELECT counter_id, start, energy_milli, quality FROM energy_intervals ORDER BY 1, 2",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        let days = sqlx::query_as(
+            "SELECT counter_id, day, energy_milli, measured, estimated, peak_milli FROM energy_days ORDER BY 1, 2",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        (intervals, days)
+    }
+    let before = snapshot(app).await;
+    assert!(!before.0.is_empty());
+    sqlx::query(
+        "INSERT INTO energy_dirty (counter_id, from_ts, to_ts, readings)
+         SELECT counter_id, min(ts), max(ts), true FROM counter_readings GROUP BY counter_id",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let readings = app.count("SELECT count(*) FROM counter_readings").await;
+    settle(app, readings).await;
+    assert_eq!(snapshot(app).await, before);
+}
+
+async fn publish(client: &mut MqttClient, topic: &str, docs: &[String]) {
+    for doc in docs {
+        client.publish(topic, doc.clone()).await;
+    }
+    client.wait_acks(docs.len()).await;
+}
+
+fn profile_energies(profile: &Value, register: &str) -> Vec<(String, Option<f64>, String)> {
+    profile["registers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == register)
+        .unwrap_or_else(|| panic!("no register {register} in {profile}"))["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["start"].as_str().unwrap().to_owned(),
+                i["energy"].as_f64(),
+                i["quality"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// A spring-forward day in Ljubljana: 92 quarter-hours, each with the energy between the
+/// readings at its boundaries, and a day total equal to the counter difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spring_forward_day_has_92_exact_quarters() {
+    let app = TestApp::spawn().await;
+    let tz: Tz = "Europe/Ljubljana".parse().unwrap();
+    let site = app.site("Plant", "Europe/Ljubljana").await;
+    let password = app.gateway(GW, Some(site), None).await;
+    let token = app
+        .user_token("viewer@example.com", "viewer", &[site])
+        .await;
+    let mut client = app.gateway_client(GW, &password).await;
+
+    // A reading every 15 minutes from local midnight to the next midnight, aligned, with a
+    // load that varies per quarter so that a misplaced interval shows.
+    let start = tz
+        .from_local_datetime(
+            &NaiveDateTime::parse_from_str("2026-03-29 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap(),
+        )
+        .unwrap()
+        .with_timezone(&Utc);
+    let end = tz
+        .from_local_datetime(
+            &NaiveDateTime::parse_from_str("2026-03-30 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap(),
+        )
+        .unwrap()
+        .with_timezone(&Utc);
+    let quarters = (end - start).num_minutes() / 15;
+    assert_eq!(quarters, 92);
+    let mut value = 1_000_000_000i64; // 1 GWh in Wh: large values stay exact
+    let mut docs = Vec::new();
+    let mut expected = Vec::new();
+    for q in 0..=quarters {
+        let t = start + chrono::Duration::minutes(15 * q);
+        docs.push(counters_doc("X0000124", &local(tz, t), value, 5_000));
+        let step = 250 + (q * 37) % 400;
+        if q < quarters {
+            expected.push(step);
+        }
+        value += step;
+    }
+    publish(&mut client, &format!("sg/{GW}/pub/counters/ir"), &docs).await;
+    settle(&app, 2 * docs.len() as i64).await;
+
+    let profile = app
+        .get(
+            "/api/v1/devices/X0000124/profile?from=2026-03-29T00:00:00%2B01:00&to=2026-03-30T00:00:00%2B02:00",
+            &token,
+        )
+        .await;
+    assert_eq!(profile.status, 200, "{}", profile.body);
+    let profile = profile.json();
+    let intervals = profile_energies(&profile, "counter1nr");
+    assert_eq!(intervals.len(), 92);
+    for ((_, energy, quality), want) in intervals.iter().zip(&expected) {
+        assert_eq!(*energy, Some(*want as f64));
+        assert_eq!(quality, "measured");
+    }
+    full_rebuild_changes_nothing(&app).await;
+    // Local labels skip the missing hour.
+    let first = &profile["registers"][0]["intervals"][8];
+    assert_eq!(first["start_local"], "2026-03-29T03:00:00+02:00");
+
+    let day = app
+        .get(
+            &format!("/api/v1/sites/{site}/consumption?from=2026-03-29&to=2026-03-30&by=day"),
+            &token,
+        )
+        .await;
+    assert_eq!(day.status, 200, "{}", day.body);
+    let day = day.json();
+    let period = &day["periods"][0];
+    assert_eq!(period["start"], "2026-03-29");
+    assert_eq!(
+        period["total"]["import_wh"].as_f64().unwrap(),
+        expected.iter().sum::<i64>() as f64
+    );
+    assert_eq!(period["total"]["completeness"]["expected"], 92);
+    assert_eq!(period["total"]["completeness"]["measured"], 92);
+    assert_eq!(period["total"]["completeness"]["missing"], 0);
+    // No contract: energy, no cost.
+    assert!(period["total"]["cost"].is_null());
+    // The peak is the largest quarter, as mean power.
+    let peak = *expected.iter().max().unwrap();
+    assert_eq!(
+        period["total"]["peak"]["power_w"].as_f64().unwrap(),
+        (peak * 4) as f64
+    );
+    drop(client);
+}
+
+/// A reading a week late lands between its neighbours: only the intervals around it change,
+/// the day total does not, and a re-delivery changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_reading_refines_only_its_gap() {
+    let app = TestApp::spawn().await;
+    let tz: Tz = "Asia/Kathmandu".parse().unwrap();
+    let site = app.site("Kathmandu", "Asia/Kathmandu").await;
+    let password = app.gateway(GW, Some(site), None).await;
+    let token = app.user_token("v@example.com", "viewer", &[site]).await;
+    let mut client = app.gateway_client(GW, &password).await;
+    let topic = format!("sg/{GW}/pub/counters/ir");
+
+    // Quarter-hourly readings for one local day (+05:45), but none between 05:00 and 08:00.
+    let day_start = utc("2026-11-10T00:00:00+05:45");
+    let value_at = |minutes: i64| 50_000_000 + minutes * 100; // 6 kW steady load
+    let mut docs = Vec::new();
+    for q in (0..=96).filter(|q| !(21..32).contains(q)) {
+        let t = day_start + chrono::Duration::minutes(15 * q);
+        docs.push(counters_doc("X0000124", &local(tz, t), value_at(q * 15), 0));
+    }
+    publish(&mut client, &topic, &docs).await;
+    settle(&app, 2 * docs.len() as i64).await;
+
+    let path = "/api/v1/devices/X0000124/profile?from=2026-11-10T00:00:00%2B05:45&to=2026-11-11T00:00:00%2B05:45&register=counter1nr";
+    let before = profile_energies(&app.get(path, &token).await.json(), "counter1nr");
+    assert_eq!(before.len(), 96);
+    // Inside the gap the intervals are estimated, yet the steady load makes them exact.
+    assert!(before[20..32]
+        .iter()
+        .all(|(_, e, q)| q == "estimated" && *e == Some(1500.0)));
+    assert!(before[..20]
+        .iter()
+        .chain(&before[32..])
+        .all(|(_, _, q)| q == "measured"));
+    let total: f64 = before.iter().map(|(_, e, _)| e.unwrap()).sum();
+    assert_eq!(total, 24.0 * 6000.0);
+
+    // The late reading says the load was not steady: nothing in 05:00-06:00, all of it later.
+    let late_t = day_start + chrono::Duration::hours(6);
+    let late = counters_doc("X0000124", &local(tz, late_t), value_at(5 * 60), 0);
+    publish(&mut client, &topic, std::slice::from_ref(&late)).await;
+    settle(&app, 2 * (docs.len() as i64 + 1)).await;
+    let after = profile_energies(&app.get(path, &token).await.json(), "counter1nr");
+    for (i, ((_, b, _), (_, a, _))) in before.iter().zip(&after).enumerate() {
+        let in_gap = (20..32).contains(&i);
+        if !in_gap {
+            assert_eq!(a, b, "interval {i} outside the gap changed");
+        }
+    }
+    assert!(
+        after[20..24].iter().all(|(_, e, _)| *e == Some(0.0)),
+        "{:?}",
+        &after[20..24]
+    );
+    assert!(
+        after[24..32].iter().all(|(_, e, _)| *e == Some(2250.0)),
+        "{:?}",
+        &after[24..32]
+    );
+    let total_after: f64 = after.iter().map(|(_, e, _)| e.unwrap()).sum();
+    assert_eq!(total_after, total);
+
+    // Redelivered: no new reading, no change.
+    publish(&mut client, &topic, &[late]).await;
+    settle(&app, 2 * (docs.len() as i64 + 1)).await;
+    let again = profile_energies(&app.get(path, &token).await.json(), "counter1nr");
+    assert_eq!(again, after);
+    full_rebuild_changes_nothing(&app).await;
+    drop(client);
+}
+
+/// A site with a main meter and a sub-metered circuit, a two-band contract: consumption by
+/// circuit and by usage adds up to the main meter without double counting, and the cost is
+/// the energy of each band at its price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structure_contract_and_cost() {
+    let app = TestApp::spawn().await;
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    let created = app
+        .request(
+            "POST",
+            "/api/v1/sites",
+            Some(&admin),
+            Some(json!({ "name": "Office", "timezone": "Europe/Ljubljana" })),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let site = created.json()["id"].as_i64().unwrap();
+    let other_site = app.site("Elsewhere", "UTC").await;
+    let password = app.gateway(GW, None, None).await;
+    let patched = app
+        .request(
+            "PATCH",
+            &format!("/api/v1/gateways/{GW}"),
+            Some(&admin),
+            Some(json!({ "site_id": site })),
+        )
+        .await;
+    assert_eq!(patched.status, 204, "{}", patched.body);
+
+    let panel = app
+        .request(
+            "POST",
+            &format!("/api/v1/sites/{site}/panels"),
+            Some(&admin),
+            Some(json!({ "name": "Main board" })),
+        )
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    let circuit = app
+        .request(
+            "POST",
+            &format!("/api/v1/panels/{panel}/circuits"),
+            Some(&admin),
+            Some(json!({ "name": "Heat pump", "usage": "heating" })),
+        )
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    // Day (07:00-21:00 weekdays) at 0.20, night at 0.10 EUR/kWh.
+    let contract = json!({
+        "currency": "EUR",
+        "bands": [
+            { "name": "high", "import_price": "0.20" },
+            { "name": "low", "import_price": "0.10" }
+        ],
+        "default_band": "low",
+        "schedule": [
+            { "band": "high", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:00", "to": "21:00" }
+        ],
+        "holidays": []
+    });
+    let c = app
+        .request(
+            "POST",
+            &format!("/api/v1/sites/{site}/contracts"),
+            Some(&admin),
+            Some(json!({ "valid_from": "2026-01-01", "contract": contract })),
+        )
+        .await;
+    assert_eq!(c.status, 201, "{}", c.body);
+
+    // Two meters: the main one (IR) and the heat pump (RS485 slot 1), hourly on a Tuesday.
+    let mut client = app.gateway_client(GW, &password).await;
+    let tz: Tz = "Europe/Ljubljana".parse().unwrap();
+    let day_start = utc("2026-11-17T00:00:00+01:00");
+    let mut main = Vec::new();
+    let mut pump = Vec::new();
+    for h in 0..=24 {
+        let t = day_start + chrono::Duration::hours(h);
+        // Main: 10 kWh per hour; heat pump: 4 kWh per hour.
+        main.push(counters_doc(
+            "MAIN0001",
+            &local(tz, t),
+            1_000_000 + h * 10_000,
+            0,
+        ));
+        pump.push(counters_doc(
+            "PUMP0001",
+            &local(tz, t),
+            2_000_000 + h * 4_000,
+            0,
+        ));
+    }
+    publish(&mut client, &format!("sg/{GW}/pub/counters/ir"), &main).await;
+    publish(&mut client, &format!("sg/{GW}/pub/counters/rs485/1"), &pump).await;
+    settle(&app, 4 * 25).await;
+
+    for (serial, body) in [
+        (
+            "MAIN0001",
+            json!({ "measures": "site", "name": "Main supply" }),
+        ),
+        ("PUMP0001", json!({ "circuit_id": circuit })),
+    ] {
+        let r = app
+            .request(
+                "PATCH",
+                &format!("/api/v1/devices/{serial}"),
+                Some(&admin),
+                Some(body),
+            )
+            .await;
+        assert_eq!(r.status, 204, "{}", r.body);
+    }
+    // Placement queued a rebuild of the rollups.
+    settle(&app, 4 * 25).await;
+
+    let viewer = app
+        .user_token("viewer@example.com", "viewer", &[site])
+        .await;
+    let get = |group: &str| {
+        let path = format!(
+            "/api/v1/sites/{site}/consumption?from=2026-11-17&to=2026-11-18&by=day&group={group}"
+        );
+        let (app, viewer) = (&app, viewer.clone());
+        async move {
+            let r = app.get(&path, &viewer).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()
+        }
+    };
+    let by_circuit = get("circuit").await;
+    let period = &by_circuit["periods"][0];
+    assert_eq!(period["total"]["import_wh"], 240_000.0);
+    // 14 h high at 0.20 and 10 h low at 0.10, on 10 kWh per hour: 28 + 10 = 38 EUR.
+    assert_eq!(period["total"]["energy_cost"], 38.0);
+    assert_eq!(period["total"]["cost"], 38.0);
+    assert_eq!(by_circuit["currency"], "EUR");
+    let groups = period["groups"].as_array().unwrap();
+    let find = |key: &str| {
+        groups
+            .iter()
+            .find(|g| g["key"] == key)
+            .unwrap_or_else(|| panic!("{key} in {groups:?}"))
+            .clone()
+    };
+    assert_eq!(find(&format!("circuit:{circuit}"))["import_wh"], 96_000.0);
+    assert_eq!(find("site:rest")["import_wh"], 144_000.0);
+    let sum: f64 = groups
+        .iter()
+        .map(|g| g["import_wh"].as_f64().unwrap())
+        .sum();
+    assert_eq!(sum, 240_000.0);
+
+    let by_usage = get("usage").await;
+    let groups = by_usage["periods"][0]["groups"].as_array().unwrap().clone();
+    let heating = groups.iter().find(|g| g["key"] == "heating").unwrap();
+    assert_eq!(heating["import_wh"], 96_000.0);
+    let sum: f64 = groups
+        .iter()
+        .map(|g| g["import_wh"].as_f64().unwrap())
+        .sum();
+    assert_eq!(sum, 240_000.0);
+
+    let by_meter = get("meter").await;
+    let groups = by_meter["periods"][0]["groups"].as_array().unwrap().clone();
+    assert_eq!(groups.len(), 2);
+    let pump_row = groups.iter().find(|g| g["key"] == "PUMP0001").unwrap();
+    // 14 h × 4 kWh × 0.20 + 10 h × 4 kWh × 0.10 = 11.2 + 4 = 15.2 EUR.
+    assert_eq!(pump_row["energy_cost"], 15.2);
+    assert_eq!(pump_row["peak_w"], 4000.0);
+
+    // Monthly view: the same day inside November.
+    let month = app
+        .get(
+            &format!("/api/v1/sites/{site}/consumption?from=2026-11-01&to=2026-12-01&by=month"),
+            &viewer,
+        )
+        .await
+        .json();
+    assert_eq!(month["periods"][0]["start"], "2026-11-01");
+    assert_eq!(month["periods"][0]["total"]["import_wh"], 240_000.0);
+    // Completeness counts the site meter's quarters of the month that have ended so far.
+    // Hourly readings: every quarter is interpolated inside its hour, hence estimated.
+    assert_eq!(
+        month["periods"][0]["total"]["completeness"]["estimated"],
+        96
+    );
+
+    // Site scope: a viewer of another site sees none of it.
+    let stranger = app
+        .user_token("s@example.com", "viewer", &[other_site])
+        .await;
+    for path in [
+        format!("/api/v1/sites/{site}/consumption?from=2026-11-17&to=2026-11-18"),
+        format!("/api/v1/sites/{site}/panels"),
+        format!("/api/v1/panels/{panel}"),
+        format!("/api/v1/circuits/{circuit}"),
+        format!("/api/v1/sites/{site}/contracts"),
+        "/api/v1/devices/MAIN0001/profile?from=2026-11-17&to=2026-11-18".to_owned(),
+    ] {
+        assert_eq!(app.get(&path, &stranger).await.status, 404, "{path}");
+    }
+    // Only admins change structure.
+    let r = app
+        .request(
+            "POST",
+            &format!("/api/v1/sites/{site}/panels"),
+            Some(&viewer),
+            Some(json!({ "name": "X" })),
+        )
+        .await;
+    assert_eq!(r.status, 403);
+    // A bad contract says what is wrong.
+    let r = app
+        .request(
+            "POST",
+            &format!("/api/v1/sites/{site}/contracts"),
+            Some(&admin),
+            Some(json!({ "valid_from": "2027-01-01", "contract": { "currency": "EUR", "bands": [], "default_band": "x", "schedule": [], "holidays": [] } })),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    drop(client);
+}
+
+/// A meter exchange (the counter restarts low and stays low) and a lone zero glitch give no
+/// negative or huge interval, and are recorded as events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_and_glitch_are_events_not_spikes() {
+    let app = TestApp::spawn().await;
+    let tz: Tz = "UTC".parse().unwrap();
+    let site = app.site("S", "UTC").await;
+    let password = app.gateway(GW, Some(site), None).await;
+    let token = app.user_token("v@example.com", "viewer", &[site]).await;
+    let mut client = app.gateway_client(GW, &password).await;
+    let t0 = utc("2026-11-01T00:00:00Z");
+    let values = [
+        5_000_000, 5_001_000, 0, 5_003_000, 5_004_000, // lone zero: a glitch
+        10, 1_010, 2_010, 3_010, // new meter
+    ];
+    let docs: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            counters_doc(
+                "X0000124",
+                &local(tz, t0 + chrono::Duration::minutes(15 * i as i64)),
+                *v,
+                0,
+            )
+        })
+        .collect();
+    publish(&mut client, &format!("sg/{GW}/pub/counters/ir"), &docs).await;
+    settle(&app, 2 * docs.len() as i64).await;
+    let profile = app
+        .get("/api/v1/devices/X0000124/profile?from=2026-11-01T00:00:00Z&to=2026-11-01T02:00:00Z&register=counter1nr", &token)
+        .await
+        .json();
+    let intervals = profile_energies(&profile, "counter1nr");
+    for (_, e, _) in &intervals[..8] {
+        let e = e.expect("present");
+        assert!((0.0..=1000.0).contains(&e), "{intervals:?}");
+    }
+    let kinds: Vec<&str> = profile["registers"][0]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["glitch", "exchange"]);
+    drop(client);
+}
+
+/// The companion firmware's simulated meter integrates power exactly; readings published on
+/// the quarter-hour boundaries give intervals equal to the simulator's truth, to the mWh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intervals_match_the_simulators_truth() {
+    use sg_gateway_core::sim::{Energy, Profile, SimMeter};
+    use sg_wire::value::format_counter;
+
+    let app = TestApp::spawn().await;
+    let site = app.site("Sim", "UTC").await;
+    let password = app.gateway(GW, Some(site), None).await;
+    let token = app.user_token("v@example.com", "viewer", &[site]).await;
+    let mut client = app.gateway_client(GW, &password).await;
+
+    let mut meter = SimMeter::new(42, 3, Profile::Office);
+    let start = NaiveDateTime::parse_from_str("2026-11-16 00:00:00", "%Y-%m-%d %H:%M:%S").unwrap();
+    let mut docs = Vec::new();
+    for q in 0..=96 {
+        let wall = start + chrono::Duration::minutes(15 * q);
+        meter.advance_to(wall);
+        let registers = meter.counters();
+        let counters: serde_json::Map<String, Value> = registers
+            .iter()
+            .filter(|r| !r.resettable)
+            .map(|r| {
+                (
+                    format!("counter{}nr", r.index),
+                    Value::String(format_counter(r.value_milli, r.unit)),
+                )
+            })
+            .collect();
+        docs.push(
+            json!({
+                "header": {
+                    "cmd": "get_energy_counters", "model": "IE38MD", "serial_number": "SIM00042",
+                    "local_time": wall.format("%d.%m.%Y %H:%M:%S").to_string(),
+                    "resetable_counters": 0, "non_resetable_counters": counters.len()
+                },
+                "counters": counters,
+            })
+            .to_string(),
+        );
+    }
+    publish(&mut client, &format!("sg/{GW}/pub/counters/ir"), &docs).await;
+    settle(&app, 4 * docs.len() as i64).await;
+
+    let profile = app
+        .get(
+            "/api/v1/devices/SIM00042/profile?from=2026-11-16T00:00:00Z&to=2026-11-17T00:00:00Z",
+            &token,
+        )
+        .await;
+    assert_eq!(profile.status, 200, "{}", profile.body);
+    let profile = profile.json();
+    for (register, energy) in [
+        ("counter1nr", Energy::ActiveImport),
+        ("counter3nr", Energy::ReactiveImport),
+    ] {
+        let intervals = profile_energies(&profile, register);
+        assert_eq!(intervals.len(), 96);
+        for (q, (_, got, quality)) in intervals.iter().enumerate() {
+            let b = start + chrono::Duration::minutes(15 * q as i64);
+            let truth = meter.energy_truth_mwh(energy, b, b + chrono::Duration::minutes(15));
+            assert_eq!(quality, "measured");
+            let got_milli = (got.expect("present") * 1000.0).round() as i64;
+            assert_eq!(got_milli, truth, "{register} quarter {q}");
+        }
+    }
+    drop(client);
+}
