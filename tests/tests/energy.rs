@@ -626,3 +626,77 @@ async fn intervals_match_the_simulators_truth() {
     }
     drop(client);
 }
+
+/// A fall-back day in Ljubljana has 100 quarter-hours. The repeated hour cannot be told apart
+/// in an SG `local_time`, so the gateway's readings in it are left out here: the intervals
+/// across it are estimated, and the day total is still the exact counter difference.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fall_back_day_has_100_quarters_and_an_exact_total() {
+    let app = TestApp::spawn().await;
+    let tz: Tz = "Europe/Ljubljana".parse().unwrap();
+    let site = app.site("Plant", "Europe/Ljubljana").await;
+    let password = app.gateway(GW, Some(site), None).await;
+    let token = app
+        .user_token("viewer@example.com", "viewer", &[site])
+        .await;
+    let mut client = app.gateway_client(GW, &password).await;
+
+    let start = utc("2026-10-25T00:00:00+02:00");
+    let end = utc("2026-10-26T00:00:00+01:00");
+    assert_eq!((end - start).num_minutes() / 15, 100);
+    let value_at = |t: DateTime<Utc>| 7_000_000 + (t - start).num_minutes() * 50; // 3 kW
+    let mut docs = Vec::new();
+    let mut t = start;
+    while t <= end {
+        let wall = t.with_timezone(&tz);
+        // 02:00-02:59 local happens twice: skip both.
+        if wall.format("%H").to_string() != "02" {
+            docs.push(counters_doc("X0000124", &local(tz, t), value_at(t), 0));
+        }
+        t += chrono::Duration::minutes(15);
+    }
+    publish(&mut client, &format!("sg/{GW}/pub/counters/ir"), &docs).await;
+    settle(&app, 2 * docs.len() as i64).await;
+
+    let day = app
+        .get(
+            &format!("/api/v1/sites/{site}/consumption?from=2026-10-25&to=2026-10-26&by=day"),
+            &token,
+        )
+        .await
+        .json();
+    let total = &day["periods"][0]["total"];
+    assert_eq!(
+        total["import_wh"].as_f64().unwrap(),
+        (value_at(end) - value_at(start)) as f64
+    );
+    assert_eq!(total["completeness"]["expected"], 100);
+    assert_eq!(total["completeness"]["missing"], 0);
+    // 01:45 CEST to 03:00 CET: 2 h 15 min without readings.
+    assert_eq!(total["completeness"]["estimated"], 9, "{total}");
+    let profile = app
+        .get(
+            "/api/v1/devices/X0000124/profile?from=2026-10-25&to=2026-10-26&register=counter1nr",
+            &token,
+        )
+        .await
+        .json();
+    let intervals = profile_energies(&profile, "counter1nr");
+    assert_eq!(intervals.len(), 100);
+    // A steady load: every quarter, measured or estimated, holds 750 Wh.
+    assert!(
+        intervals.iter().all(|(_, e, _)| *e == Some(750.0)),
+        "{intervals:?}"
+    );
+    let labels: Vec<&str> = profile["registers"][0]["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["start_local"].as_str().unwrap())
+        .collect();
+    assert!(
+        labels.contains(&"2026-10-25T02:30:00+02:00")
+            && labels.contains(&"2026-10-25T02:30:00+01:00")
+    );
+    drop(client);
+}

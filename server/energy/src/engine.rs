@@ -262,7 +262,7 @@ fn compute_normalized(r: &[Reading], register: Register, params: &Params) -> Out
     let span = i128::from(last.ts_ms) - i128::from(first.ts_ms);
     // An upper bound of the intervals to come, capped so a wild gap cannot reserve gigabytes.
     let expected = usize::try_from(span / i128::from(QUARTER_MS)).unwrap_or(usize::MAX);
-    let mut sink = IntervalSink::new(params.tolerance_ms.max(0), expected.min(1 << 16));
+    let mut sink = IntervalSink::new(params.tolerance_ms.max(0), expected.min(1 << 12));
     let mut events = Vec::new();
     let mut ignored = Vec::new();
     // The last effective reading and its adjusted cumulative value.
@@ -473,7 +473,6 @@ fn interpolate(delta: u128, x: u128, span: u128) -> i128 {
     i128::try_from(q * x + whole + round_up).unwrap_or(i128::MAX)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,13 +547,19 @@ mod tests {
         }
         assert_eq!(Quality::from_code(3), None);
         assert_eq!(Quality::from_code(-1), None);
-        assert_eq!(serde_json::to_string(&Quality::Estimated).unwrap(), "\"estimated\"");
+        assert_eq!(
+            serde_json::to_string(&Quality::Estimated).unwrap(),
+            "\"estimated\""
+        );
         assert_eq!(
             serde_json::from_str::<Quality>("\"missing\"").unwrap(),
             Quality::Missing
         );
         for k in [EventKind::Reset, EventKind::Glitch, EventKind::Exchange] {
-            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{}\"", k.as_str()));
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
         }
         assert_eq!(Params::default().tolerance_ms, 120_000);
     }
@@ -563,7 +568,10 @@ mod tests {
     fn empty_and_single_reading_give_nothing() {
         assert_eq!(run(&[], NON_RESETTABLE), Outcome::default());
         assert_eq!(run(&[rd(T0, 5)], NON_RESETTABLE), Outcome::default());
-        assert_eq!(run(&[rd(T0, 5), rd(T0 + Q - 1, 9)], RESETTABLE), Outcome::default());
+        assert_eq!(
+            run(&[rd(T0, 5), rd(T0 + Q - 1, 9)], RESETTABLE),
+            Outcome::default()
+        );
     }
 
     #[test]
@@ -633,7 +641,10 @@ mod tests {
             &quarterly(&[5_000_000, 5_000_100, high, 5_000_300, 5_000_400]),
             NON_RESETTABLE,
         );
-        assert_eq!(o.events, [ev(T0 + 2 * Q, EventKind::Glitch, 5_000_100, high)]);
+        assert_eq!(
+            o.events,
+            [ev(T0 + 2 * Q, EventKind::Glitch, 5_000_100, high)]
+        );
         assert_eq!(o.ignored, [T0 + 2 * Q]);
         let energies: Vec<i64> = o.intervals.iter().map(|i| i.energy).collect();
         assert_eq!(energies, [100, 100, 100, 100]);
@@ -683,7 +694,10 @@ mod tests {
         // No reading before it to contradict it: the drop after it is an exchange.
         let o = run(&quarterly(&[10_000, 100, 110, 120]), NON_RESETTABLE);
         assert_eq!(o.events, [ev(T0 + Q, EventKind::Exchange, 10_000, 100)]);
-        assert_eq!(o.intervals, [iv(T0, 0, E), iv(T0 + Q, 10, M), iv(T0 + 2 * Q, 10, M)]);
+        assert_eq!(
+            o.intervals,
+            [iv(T0, 0, E), iv(T0 + Q, 10, M), iv(T0 + 2 * Q, 10, M)]
+        );
     }
 
     #[test]
@@ -804,7 +818,12 @@ mod tests {
     #[test]
     fn quarterly_readings_jittered_by_5s_are_measured() {
         let r: Vec<Reading> = (0..40)
-            .map(|k| rd(T0 + k * Q + [-5_000, 0, 5_000, 3_000][k as usize % 4], 1000 + k * k))
+            .map(|k| {
+                rd(
+                    T0 + k * Q + [-5_000, 0, 5_000, 3_000][k as usize % 4],
+                    1000 + k * k,
+                )
+            })
             .collect();
         let o = run(&r, NON_RESETTABLE);
         assert_eq!(o.intervals.len(), 39);
@@ -815,11 +834,21 @@ mod tests {
 
     #[test]
     fn a_reading_exactly_on_a_boundary() {
-        let r = [rd(T0 - 7 * MIN, 1000), rd(T0, 1100), rd(T0 + 20 * MIN, 1500)];
+        let r = [
+            rd(T0 - 7 * MIN, 1000),
+            rd(T0, 1100),
+            rd(T0 + 20 * MIN, 1500),
+        ];
         let o = run(&r, NON_RESETTABLE);
         // B(T0) is the reading itself; B(T0 + 15 min) = 1100 + 400 * 15 / 20 = 1400.
         assert_eq!(o.intervals, [iv(T0, 300, E)]);
-        let o = compute(&r, NON_RESETTABLE, &Params { tolerance_ms: 5 * MIN });
+        let o = compute(
+            &r,
+            NON_RESETTABLE,
+            &Params {
+                tolerance_ms: 5 * MIN,
+            },
+        );
         assert_eq!(o.intervals, [iv(T0, 300, M)]);
     }
 
@@ -838,7 +867,13 @@ mod tests {
     #[test]
     fn large_values_do_not_overflow() {
         let base = 999_999_999_999_000; // ~1e12 Wh in mWh
-        let r = quarterly(&[base, base + 1_234_567, 0, base + 2_000_000, base + 9_999_999]);
+        let r = quarterly(&[
+            base,
+            base + 1_234_567,
+            0,
+            base + 2_000_000,
+            base + 9_999_999,
+        ]);
         let o = run(&r, NON_RESETTABLE);
         assert_eq!(o.ignored, [T0 + 2 * Q]);
         let total: i64 = o.intervals.iter().map(|i| i.energy).sum();
@@ -991,7 +1026,10 @@ mod tests {
         // Invariant 1.
         assert!(o.intervals.iter().all(|i| i.energy >= 0), "{o:?}");
         assert!(o.intervals.iter().all(|i| i.quality != Quality::Missing));
-        assert!(o.intervals.windows(2).all(|w| w[0].start_ms + Q == w[1].start_ms));
+        assert!(o
+            .intervals
+            .windows(2)
+            .all(|w| w[0].start_ms + Q == w[1].start_ms));
         assert!(o.events.windows(2).all(|w| w[0].ts_ms < w[1].ts_ms));
         assert!(o.ignored.windows(2).all(|w| w[0] < w[1]));
         let ignored: BTreeSet<i64> = o.ignored.iter().copied().collect();
@@ -1064,6 +1102,20 @@ mod tests {
             let d = prefix - c;
             assert_eq!(*constant.get_or_insert(d), d, "sum mismatch at {}", r.ts_ms);
         }
+    }
+
+    /// A series, and the same readings shuffled with some of them repeated.
+    fn messy_series() -> impl Strategy<Value = (Register, Vec<Reading>, Vec<Reading>)> {
+        series(1..60, 15)
+            .prop_flat_map(|(register, r)| {
+                let dups = prop::collection::vec(0..r.len(), 0..20);
+                (Just(register), Just(r), dups)
+            })
+            .prop_flat_map(|(register, r, dups)| {
+                let mut messy = r.clone();
+                messy.extend(dups.iter().map(|&d| r[d]));
+                (Just(register), Just(r), Just(messy).prop_shuffle())
+            })
     }
 
     /// Items of `o` whose time lies in `[lo, hi]` (intervals entirely).
@@ -1152,23 +1204,11 @@ mod tests {
         /// Invariant 4: shuffled and duplicated input, normalised as the database does, gives
         /// the same outcome.
         #[test]
-        fn prop_order_and_duplicates_do_not_matter(
-            (register, r) in series(1..60, 15).prop_flat_map(|(register, r)| {
-                let dups = prop::collection::vec(any::<Index>(), 0..20);
-                (Just(register), Just(r), dups)
-            }).prop_flat_map(|(register, r, dups)| {
-                let mut messy = r.clone();
-                messy.extend(dups.iter().map(|d| r[d.index(r.len())]));
-                (Just((register, r)), Just(messy).prop_shuffle())
-            }).prop_map(|(x, messy)| (x, messy)).prop_map(|((register, r), messy)| {
-                (register, (r, messy))
-            }).prop_map(|(register, (r, messy))| (register, vec![r, messy])),
-        ) {
-            let mut messy = r[1].clone();
+        fn prop_order_and_duplicates_do_not_matter((register, r, mut messy) in messy_series()) {
             normalize(&mut messy);
-            prop_assert_eq!(&messy, &r[0]);
+            prop_assert_eq!(&messy, &r);
             let params = Params::default();
-            prop_assert_eq!(compute(&messy, register, &params), compute(&r[0], register, &params));
+            prop_assert_eq!(compute(&messy, register, &params), compute(&r, register, &params));
         }
 
         /// Invariant 5: lone low, lone high and double low glitches injected into a clean series
@@ -1205,9 +1245,11 @@ mod tests {
                     2 if below > 0 && room >= 2 => vec![low(a), low(b)],
                     _ => vec![],
                 };
-                for (k, value) in values.iter().enumerate() {
-                    let ts = left.ts_ms + 1 + (k as i64) + (a % (room as u64 - 1).max(1)) as i64 / 2;
-                    injected.push(rd(ts, *value));
+                // `room` free milliseconds between the neighbours; place the glitches anywhere.
+                let free = room - values.len() as i64 + 1;
+                let offset = if free > 0 { (b % free as u64) as i64 } else { 0 };
+                for (k, &value) in values.iter().enumerate() {
+                    injected.push(rd(left.ts_ms + 1 + offset + k as i64, value));
                 }
             }
             glitched.extend(&injected);
