@@ -157,6 +157,8 @@ impl App {
             secure_cookies: config.http.secure_cookies,
             on_gateways_changed,
             energy_wake: ingest.energy_wake(),
+            commands_wake: ingest.commands_wake(),
+            command_timing: config.commands.timing(),
         };
 
         lock.publish(&Runtime {
@@ -230,7 +232,7 @@ impl App {
             http_addr,
             mqtt,
             command_queue,
-            commands: _,
+            commands,
             tap,
             web,
             metrics,
@@ -268,12 +270,25 @@ impl App {
             });
         }
         {
+            let dispatcher = crate::commands::dispatcher::Dispatcher::new(
+                db.pool.clone(),
+                commands.clone(),
+                config.commands.timing(),
+                ingest.commands_wake(),
+            );
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { ("relay-commands", dispatcher.run(shutdown).await) });
+        }
+        {
             let router = web::router(web.clone(), config.http.max_body_bytes);
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                let served = axum::serve(http, router)
-                    .with_graceful_shutdown(shutdown.cancelled_owned())
-                    .await;
+                let served = axum::serve(
+                    http,
+                    router.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
                 ("http", served.map_err(|e| e.to_string()))
             });
         }

@@ -40,6 +40,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub ingest: IngestConfig,
     pub energy: EnergyConfig,
+    pub commands: CommandsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
 }
@@ -50,6 +51,42 @@ pub struct EnergyConfig {
     /// A quarter-hour boundary with a counter reading at most this far from it is "measured";
     /// farther, its value is interpolated across the gap and the interval is "estimated".
     pub interval_tolerance_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// A relay command not delivered and confirmed within this expires (a request may set its own).
+    pub default_expiry_secs: u64,
+    /// After sending, the relay must report the target state within this, or the command fails.
+    pub confirm_timeout_secs: u64,
+    /// Switching a critical relay off waits this long for a second operator's approval.
+    pub approval_timeout_secs: u64,
+    /// While waiting for a relay's state, it is asked again this often.
+    pub state_poll_secs: u64,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            default_expiry_secs: 300,
+            confirm_timeout_secs: 30,
+            approval_timeout_secs: 600,
+            state_poll_secs: 5,
+        }
+    }
+}
+
+impl CommandsConfig {
+    pub fn timing(&self) -> crate::commands::Timing {
+        use std::time::Duration as D;
+        crate::commands::Timing {
+            default_expiry: D::from_secs(self.default_expiry_secs.max(1)),
+            confirm_timeout: D::from_secs(self.confirm_timeout_secs.max(1)),
+            approval_timeout: D::from_secs(self.approval_timeout_secs.max(1)),
+            state_poll: D::from_secs(self.state_poll_secs.max(1)),
+        }
+    }
 }
 
 impl Default for EnergyConfig {
@@ -144,6 +181,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             ingest: IngestConfig::default(),
             energy: EnergyConfig::default(),
+            commands: CommandsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
         }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod bench;
+pub mod firmware;
 
 use anyhow::{bail, Context};
 use headend::{App, Config};

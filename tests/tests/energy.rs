@@ -207,6 +207,7 @@ async fn spring_forward_day_has_92_exact_quarters() {
         (peak * 4) as f64
     );
     drop(client);
+    app.stop().await;
 }
 
 /// A reading a week late lands between its neighbours: only the intervals around it change,
@@ -278,6 +279,7 @@ async fn late_reading_refines_only_its_gap() {
     assert_eq!(again, after);
     full_rebuild_changes_nothing(&app).await;
     drop(client);
+    app.stop().await;
 }
 
 /// A site with a main meter and a sub-metered circuit, a two-band contract: consumption by
@@ -507,6 +509,7 @@ async fn structure_contract_and_cost() {
         .await;
     assert_eq!(r.status, 400, "{}", r.body);
     drop(client);
+    app.stop().await;
 }
 
 /// A meter exchange (the counter restarts low and stays low) and a lone zero glitch give no
@@ -555,6 +558,7 @@ async fn exchange_and_glitch_are_events_not_spikes() {
         .collect();
     assert_eq!(kinds, ["glitch", "exchange"]);
     drop(client);
+    app.stop().await;
 }
 
 /// The companion firmware's simulated meter integrates power exactly; readings published on
@@ -625,6 +629,7 @@ async fn intervals_match_the_simulators_truth() {
         }
     }
     drop(client);
+    app.stop().await;
 }
 
 /// A fall-back day in Ljubljana has 100 quarter-hours. The repeated hour cannot be told apart
@@ -699,4 +704,5 @@ async fn fall_back_day_has_100_quarters_and_an_exact_total() {
             && labels.contains(&"2026-10-25T02:30:00+01:00")
     );
     drop(client);
+    app.stop().await;
 }

@@ -9,121 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use headend_e2e::{eventually, headend_binary, http_request, HttpResponse, MqttClient, TestApp};
+use headend_e2e::firmware::{free_port, sg_gateway_binary, SgGateway};
+use headend_e2e::{eventually, MqttClient, TestApp};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A running `sg-gateway` process, killed when dropped.
-struct SgGateway {
-    child: Child,
-    rest: SocketAddr,
-    _state: tempfile::TempDir,
-}
-
-impl Drop for SgGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn sg_gateway_binary() -> PathBuf {
-    let binary = headend_binary().with_file_name("sg-gateway");
-    assert!(
-        binary.exists(),
-        "{} missing: `cargo build --workspace --bins` builds it",
-        binary.display()
-    );
-    binary
-}
-
-impl SgGateway {
-    /// `sg-gateway <args> --rest-addr … --state-dir …`, simulated meters, pushing from the
-    /// start (every second unless `args` say otherwise).
-    fn start(args: &[&str]) -> Self {
-        let rest: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-        let state = tempfile::tempdir().unwrap();
-        let mut command = Command::new(sg_gateway_binary());
-        command
-            .args(args)
-            .args(["--simulate", "--first-push-delay", "0"]);
-        if !args.contains(&"--push-interval") {
-            command.args(["--push-interval", "1"]);
-        }
-        let child = command
-            .args(["--rest-addr", &rest.to_string()])
-            .arg("--state-dir")
-            .arg(state.path())
-            .env("RUST_LOG", "warn")
-            .env("TZ", "UTC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sg-gateway");
-        Self {
-            child,
-            rest,
-            _state: state,
-        }
-    }
-
-    /// One gateway with receipts on, talking to `broker` (plain MQTT).
-    fn simulated(serial: &str, password: &str, broker: SocketAddr, extra: &[&str]) -> Self {
-        let broker = broker.to_string();
-        let mut args = vec![
-            "--serial",
-            serial,
-            "--password",
-            password,
-            "--broker",
-            &broker,
-            "--receipts",
-        ];
-        args.extend_from_slice(extra);
-        Self::start(&args)
-    }
-
-    /// `POST /faults` with `fault` as the body, once the REST API is up.
-    async fn post_fault(&self, fault: Value) -> HttpResponse {
-        let rest = self.rest;
-        eventually(WAIT, || {
-            let fault = fault.clone();
-            async move {
-                http_request(rest, "POST", "/faults", None, Some(fault))
-                    .await
-                    .ok()
-            }
-        })
-        .await
-        .expect("the gateway's REST API answers")
-    }
-
-    /// `POST /faults`, expecting 202.
-    async fn inject(&self, fault: Value) {
-        let response = self.post_fault(fault.clone()).await;
-        assert_eq!(response.status, 202, "{fault}: {}", response.body);
-        assert_eq!(response.json()["injected"], fault);
-    }
-
-    /// Queue counters of link 1 from `GET /stats`: (queued, dropped).
-    async fn queue(&self) -> Option<(u64, u64)> {
-        let stats = http_request(self.rest, "GET", "/stats", None, None)
-            .await
-            .ok()?;
-        let v = stats.json();
-        Some((v["queued"][0].as_u64()?, v["dropped"][0].as_u64()?))
-    }
-}
 
 /// `(ts, received_at)` of the IR meter's measurements of gateway `serial`, oldest first.
 async fn ir_measurements(pool: &PgPool, serial: &str) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
@@ -388,25 +279,15 @@ async fn fleet_faults_hit_only_the_selected_gateway() {
     std::fs::write(passwords.path(), lines).unwrap();
     let broker = app.mqtt.unwrap().to_string();
     let state = tempfile::tempdir().unwrap();
-    let mut fleet = SgGateway {
-        child: Command::new(sg_gateway_binary())
-            .args(["fleet", "--count", "2", "--serial-prefix", "SGQ"])
-            .arg("--password-file")
-            .arg(passwords.path())
-            .args(["--broker", &broker, "--simulate"])
-            .args(["--push-interval", "1", "--first-push-delay", "0"])
-            .args(["--fault-after", "2:garble", "--fault-gateway", "2"])
-            .arg("--state-dir")
-            .arg(state.path())
-            .env("RUST_LOG", "warn")
-            .env("TZ", "UTC")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start sg-gateway fleet"),
-        rest: ([127, 0, 0, 1], 0).into(),
-        _state: state,
-    };
+    let mut command = Command::new(sg_gateway_binary());
+    command
+        .args(["fleet", "--count", "2", "--serial-prefix", "SGQ"])
+        .arg("--password-file")
+        .arg(passwords.path())
+        .args(["--broker", &broker, "--simulate"])
+        .args(["--push-interval", "1", "--first-push-delay", "0"])
+        .args(["--fault-after", "2:garble", "--fault-gateway", "2"]);
+    let mut fleet = SgGateway::spawn(command, state);
     let garbled = wait_reject_then_good_message(&app.pool, "SGQ000002", 1).await;
     // Gateway 1 (started first) got no fault: a fault of its own would have landed before
     // this later message of its.
@@ -421,7 +302,7 @@ async fn fleet_faults_hit_only_the_selected_gateway() {
     .expect("gateway 1 keeps pushing");
     assert!(rejects(&app.pool, "SGQ000001").await.is_empty());
     assert_eq!(rejects(&app.pool, "SGQ000002").await.len(), 1);
-    let _ = fleet.child.kill();
+    fleet.kill();
     app.stop().await;
 }
 

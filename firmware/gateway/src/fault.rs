@@ -23,12 +23,18 @@ pub enum Fault {
     GoOffline { secs: u32 },
     /// The next payload handed to the driver is cut off mid-JSON.
     Garble,
+    /// The relay in `slot` ignores switch commands (`stuck: true`, e.g. welded contacts)
+    /// or obeys again (`stuck: false`); it still reports its real state (device fault).
+    RelayStuck { slot: Slot, stuck: bool },
 }
 
 impl Fault {
     /// Whether the fault is the device's (passed on to the source) rather than the gateway's.
     #[must_use]
     pub fn is_device_fault(&self) -> bool {
-        matches!(self, Self::CounterReset { .. } | Self::MeterSilent { .. })
+        matches!(
+            self,
+            Self::CounterReset { .. } | Self::MeterSilent { .. } | Self::RelayStuck { .. }
+        )
     }
 }

@@ -664,7 +664,7 @@ impl<S: MeterSource> Gateway<S> {
     /// cannot apply them); [`Fault::GoOffline`] is returned as an action for the driver.
     pub fn inject(&mut self, fault: Fault) -> Option<Action> {
         match fault {
-            Fault::CounterReset { .. } | Fault::MeterSilent { .. } => {
+            Fault::CounterReset { .. } | Fault::MeterSilent { .. } | Fault::RelayStuck { .. } => {
                 if !self.source.inject_fault(&fault) {
                     self.event(Event::FaultIgnored(fault));
                 }

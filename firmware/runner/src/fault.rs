@@ -82,16 +82,25 @@ impl fmt::Display for FaultRefused {
         match self {
             Self::NoSimulatedMeter(fault) => {
                 let slot = match fault {
-                    Fault::CounterReset { slot } | Fault::MeterSilent { slot, .. } => {
+                    Fault::CounterReset { slot }
+                    | Fault::MeterSilent { slot, .. }
+                    | Fault::RelayStuck { slot, .. } => {
                         serde_json::to_string(slot).unwrap_or_default()
                     }
                     _ => String::new(),
                 };
-                write!(
-                    f,
-                    "no simulated meter in slot {slot}: counter_reset and meter_silent act on a \
-                     simulated meter only"
-                )
+                if matches!(fault, Fault::RelayStuck { .. }) {
+                    write!(
+                        f,
+                        "no simulated relay in slot {slot}: relay_stuck acts on a simulated relay only"
+                    )
+                } else {
+                    write!(
+                        f,
+                        "no simulated meter in slot {slot}: counter_reset and meter_silent act on a \
+                         simulated meter only"
+                    )
+                }
             }
         }
     }

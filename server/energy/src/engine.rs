@@ -17,9 +17,10 @@
 //!
 //! 1. *Lone high*: `v[d] >= v[d-2]`; reading `d-1` is a glitch (it is above both neighbours,
 //!    which agree with each other). Tried first because it is decided by readings already seen,
-//!    so a drop that it explains never waits; the price is that a dip that stays at or above
-//!    the reading two before (`v[d-2] <= v[d] < v[d-1]`) blames the higher reading, which moves
-//!    at most `v[d-1] - v[d-2]` between two neighbouring readings and never changes a total.
+//!    so a drop that it explains never waits. The price: a shallow dip that stays at or above
+//!    the reading two before (`v[d-2] <= v[d] < v[d-1]`) is blamed on the higher reading
+//!    instead, which shifts at most `v[d-1] - v[d-2]` between neighbouring quarter-hours and
+//!    changes no total.
 //! 2. *Undecided*: `d` is the newest reading. It is set aside (in [`Outcome::ignored`], no event)
 //!    until the next reading tells a glitch from an exchange; intervals after the previous
 //!    reading stay missing until then.
@@ -27,8 +28,8 @@
 //!    a counter at 5 000 000 is one.
 //! 4. *Double low*: `v[d+2] >= v[d-1]`; readings `d` and `d+1` are both glitches (e.g. a meter
 //!    reporting 0 twice while it restarts).
-//! 5. Otherwise a *meter exchange* at `d`: the next reading confirms the low level, so a new meter
-//!    is counting from `v[d]`. The energy between the old meter's last reading and the new
+//! 5. Otherwise a *meter exchange* at `d`: the next reading stays below the old level
+//!    (`v[d+1] < v[d-1]`), so a new meter is counting from `v[d]`. The energy between the old meter's last reading and the new
 //!    meter's first is unknown and counted as 0, and the quarter-hours overlapping that gap are
 //!    estimated ([`EventKind::Exchange`]).
 //!

@@ -73,6 +73,7 @@ pub struct Ingest {
     commands: Option<crate::mqtt::CommandSender>,
     gateway_writes: GatewayWrites,
     energy_wake: Arc<tokio::sync::Notify>,
+    commands_wake: Arc<tokio::sync::Notify>,
 }
 
 /// How often `last_seen_at` and the clock skew of a gateway are written at most, when nothing
@@ -156,6 +157,7 @@ impl Ingest {
             commands,
             gateway_writes: GatewayWrites::default(),
             energy_wake: Arc::default(),
+            commands_wake: Arc::default(),
         })
     }
 
@@ -169,6 +171,12 @@ impl Ingest {
     /// Notified after a batch committed new counter readings (the profile worker waits on it).
     pub fn energy_wake(&self) -> Arc<tokio::sync::Notify> {
         self.energy_wake.clone()
+    }
+
+    /// Notified after a batch committed relay states or gateway events (the relay command
+    /// dispatcher waits on it).
+    pub fn commands_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.commands_wake.clone()
     }
 
     pub fn journal(&self) -> Arc<Journal> {
@@ -226,6 +234,9 @@ impl Ingest {
                     Ok(written) => {
                         if written.counter_readings > 0 {
                             self.energy_wake.notify_one();
+                        }
+                        if written.relay_states > 0 || written.events > 0 {
+                            self.commands_wake.notify_one();
                         }
                         self.metrics
                             .record_written(&rows, &written, started.elapsed());

@@ -4,6 +4,7 @@ pub mod api;
 pub mod energy;
 pub mod error;
 pub mod openapi;
+pub mod relays;
 pub mod session;
 
 use std::sync::Arc;
@@ -35,6 +36,9 @@ pub struct WebState {
     pub on_gateways_changed: Arc<dyn Fn() + Send + Sync>,
     /// Wakes the profile worker after a change that queued rollup work.
     pub energy_wake: Arc<tokio::sync::Notify>,
+    /// Wakes the relay command dispatcher after a new or approved command.
+    pub commands_wake: Arc<tokio::sync::Notify>,
+    pub command_timing: crate::commands::Timing,
 }
 
 impl WebState {
@@ -108,6 +112,15 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .route("/devices/{serial}/profile", get(energy::device_profile))
         .route("/devices/{serial}/counters", get(api::device_counters))
         .route("/ingest/rejects", get(api::list_rejects))
+        .route("/relays", get(relays::list))
+        .route("/relays/{id}", get(relays::get).patch(relays::patch))
+        .route(
+            "/relays/{id}/commands",
+            get(relays::history).post(relays::create_command),
+        )
+        .route("/commands/{id}", get(relays::get_command))
+        .route("/commands/{id}/cancel", post(relays::cancel))
+        .route("/commands/{id}/approve", post(relays::approve))
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::NotFound("route") });
     Router::new()

@@ -149,7 +149,7 @@ pub fn document() -> Value {
             { "name": "ingest", "description": "Rejected gateway messages" },
             { "name": "meta", "description": "This document" }
         ],
-        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths()]),
+        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths(), relay_paths()]),
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
@@ -162,7 +162,7 @@ pub fn document() -> Value {
                 "NotFound": { "description": "Not found, or not visible to this user", "content": { "application/json": { "schema": r("Error") } } },
                 "Conflict": { "description": "Already exists (a name or date that must be unique is taken)", "content": { "application/json": { "schema": r("Error") } } }
             },
-            "schemas": merged([base_schemas(), structure_schemas(), contract_schemas(), profile_schemas(), consumption_schemas()])
+            "schemas": merged([base_schemas(), structure_schemas(), contract_schemas(), profile_schemas(), consumption_schemas(), relay_schemas()])
         }
     })
 }
@@ -241,6 +241,100 @@ fn base_paths() -> Value {
             "responses": ok(list("Reject"))
         }},
         "/openapi.json": { "get": op("This document", "meta", false, json!({ "200": { "description": "OpenAPI document" } })) }
+    })
+}
+
+const OPERATE: &str =
+    "Operators and admins granted the relay's site; viewers get 403, other sites 404.";
+
+fn relay_paths() -> Value {
+    let r = |name: &str| json!({ "$ref": format!("#/components/schemas/{name}") });
+    let relay = || id_param("Relay id (a device of kind relay)");
+    let command = || id_param("Command id");
+    json!({
+        "/relays": { "get": described(
+            "Relays of the user's sites", "relays",
+            "The state is the last one the relay reported, with its age; a command in flight is shown as such, never as the new state.",
+            vec![], None, ok(json!({ "type": "array", "items": r("Relay") })),
+        )},
+        "/relays/{id}": {
+            "get": described("One relay: reported state and age, command in flight, wear", "relays", ACCESS, vec![relay()], None, found(r("Relay"))),
+            "patch": described(
+                "Relay settings (admin): critical (four-eyes for off), rated operations, anti-chatter interval, name", "relays",
+                "Absent fields stay unchanged.", vec![relay()], Some(r("RelaySettings")),
+                changed("Changed", &["400", "401", "403", "404"]),
+            )
+        },
+        "/relays/{id}/commands": {
+            "get": described(
+                "Command history of a relay, newest first, with every transition", "relays", ACCESS,
+                vec![relay(), json!({ "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } })],
+                None, found(json!({ "type": "array", "items": r("Command") })),
+            ),
+            "post": described(
+                "Command a relay: on, off or toggle", "relays",
+                "Operators and admins of the relay's site. 201 with the new command; 200 with the earlier one when the idempotency key (body field or `Idempotency-Key` header) was used before on this relay. 409 when refused by a safety rule: another command in flight, or the minimum interval between switchings (anti-chatter). A critical relay's off (or toggle) waits in `awaiting_approval` for a second operator. A newer command cancels older ones not yet sent. The command is tracked until the relay's reported state proves it: queued → sent → confirmed | failed | expired; cancelled before sending.",
+                vec![relay()], Some(r("NewCommand")),
+                json!({
+                    "201": { "description": "Created", "content": { "application/json": { "schema": r("Command") } } },
+                    "200": { "description": "Same idempotency key: the existing command", "content": { "application/json": { "schema": r("Command") } } },
+                    "400": { "$ref": "#/components/responses/BadRequest" },
+                    "401": { "$ref": "#/components/responses/Unauthorized" },
+                    "403": { "$ref": "#/components/responses/Forbidden" },
+                    "404": { "$ref": "#/components/responses/NotFound" },
+                    "409": { "$ref": "#/components/responses/Conflict" }
+                }),
+            )
+        },
+        "/commands/{id}": { "get": described("One command with its transitions", "relays", ACCESS, vec![command()], None, found(r("Command"))) },
+        "/commands/{id}/cancel": { "post": described(
+            "Cancel a command not yet sent", "relays", OPERATE, vec![command()], None, found(r("Command")),
+        )},
+        "/commands/{id}/approve": { "post": described(
+            "Approve switching a critical relay off (four-eyes)", "relays",
+            "Another operator or admin of the site than the requester, before the approval deadline; 409 otherwise.",
+            vec![command()], None, found(r("Command")),
+        )}
+    })
+}
+
+fn relay_schemas() -> Value {
+    let dt = json!({ "type": ["string", "null"], "format": "date-time" });
+    json!({
+        "Relay": { "type": "object", "properties": {
+            "id": { "type": "integer" }, "gateway": { "type": "string" }, "site_id": { "type": ["integer", "null"] },
+            "port": { "enum": ["ir", "rs485"] }, "slot": { "type": "integer" }, "serial": { "type": "string" },
+            "name": { "type": ["string", "null"] }, "description": { "type": ["string", "null"] },
+            "gateway_online": { "type": "boolean" },
+            "state": { "type": ["integer", "null"], "description": "Last reported: 1 on, 0 off, -1 unknown; null never reported" },
+            "state_at": dt, "state_age_s": { "type": ["number", "null"] },
+            "critical": { "type": "boolean" }, "operations": { "type": "integer", "description": "Confirmed switchings counted by Headend" },
+            "rated_operations": { "type": "integer" }, "wear_pct": { "type": "number" },
+            "min_switch_interval_s": { "type": "integer" },
+            "command_in_flight": { "type": ["integer", "null"] }, "command_status": { "type": ["string", "null"] },
+            "command_action": { "type": ["string", "null"] } } },
+        "RelaySettings": { "type": "object", "additionalProperties": false, "properties": {
+            "critical": { "type": "boolean" }, "rated_operations": { "type": "integer", "minimum": 1 },
+            "min_switch_interval_s": { "type": "integer", "minimum": 0, "maximum": 86400 }, "name": { "type": "string" } } },
+        "NewCommand": { "type": "object", "additionalProperties": false, "required": ["action"], "properties": {
+            "action": { "enum": ["on", "off", "toggle"] },
+            "idempotency_key": { "type": "string", "maxLength": 200 },
+            "expires_at": { "type": "string", "format": "date-time", "description": "Default: now + commands.default_expiry_secs (300 s)" },
+            "expires_in_s": { "type": "integer", "minimum": 1 },
+            "reason": { "type": "string", "maxLength": 1000 } } },
+        "Command": { "type": "object", "properties": {
+            "id": { "type": "integer" }, "relay_id": { "type": "integer" }, "action": { "enum": ["on", "off", "toggle"] },
+            "target": { "type": ["integer", "null"], "description": "1 on, 0 off; a toggle's target is known once the state was read" },
+            "status": { "enum": ["awaiting_approval", "queued", "sent", "confirmed", "failed", "expired", "cancelled"] },
+            "idempotency_key": { "type": ["string", "null"] },
+            "requested_by": { "type": ["integer", "null"] }, "requested_email": { "type": "string" },
+            "requested_from": { "type": ["string", "null"] }, "reason": { "type": ["string", "null"] },
+            "approved_by": { "type": ["integer", "null"] }, "approved_email": { "type": ["string", "null"] },
+            "expires_at": { "type": "string", "format": "date-time" }, "approval_deadline": dt, "confirm_deadline": dt,
+            "created_at": { "type": "string", "format": "date-time" }, "sent_at": dt, "finished_at": dt,
+            "detail": { "type": ["string", "null"] },
+            "transitions": { "type": "array", "items": { "type": "object", "properties": {
+                "at": { "type": "string", "format": "date-time" }, "status": { "type": "string" }, "detail": { "type": ["string", "null"] } } } } } }
     })
 }
 
@@ -718,6 +812,12 @@ mod tests {
         "/devices/{serial}/profile",
         "/devices/{serial}/counters",
         "/ingest/rejects",
+        "/relays",
+        "/relays/{id}",
+        "/relays/{id}/commands",
+        "/commands/{id}",
+        "/commands/{id}/cancel",
+        "/commands/{id}/approve",
         "/openapi.json",
     ];
 
@@ -760,6 +860,8 @@ mod tests {
             secure_cookies: false,
             on_gateways_changed: std::sync::Arc::new(|| {}),
             energy_wake: std::sync::Arc::default(),
+            commands_wake: std::sync::Arc::default(),
+            command_timing: crate::commands::Timing::default(),
         };
         let router = super::super::router(state, 1024);
         let doc = document();

@@ -204,6 +204,11 @@ impl MeterSource for SimSource {
                 .get_mut(&slot)
                 .map(|e| e.silent_reads = pushes)
                 .is_some(),
+            Fault::RelayStuck { slot, stuck } => {
+                let exists = self.relays.contains_key(&slot);
+                self.set_faulty(slot, stuck);
+                exists
+            }
             Fault::ClockDrift { .. } | Fault::GoOffline { .. } | Fault::Garble => false,
         }
     }
