@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Headend and its tests need from Debian's packages, only where missing:
-# PostgreSQL server binaries (the embedded cluster) and Mosquitto (external-broker tests and
-# mosquitto_pub for the demo). Safe to run again; needs root or sudo for apt-get.
+# PostgreSQL server binaries (the embedded cluster), Mosquitto (external-broker tests and
+# mosquitto_pub for the demo), and Chromium with its ChromeDriver and a font (the browser tests,
+# headless). Safe to run again; needs root or sudo for apt-get.
 set -euo pipefail
 
 have_pg_server() {
@@ -13,6 +14,10 @@ missing=()
 have_pg_server || missing+=(postgresql)
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || missing+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+# Chromium renders text (and so lays pages out) only with a font installed.
+[ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2

@@ -323,6 +323,7 @@ async fn demo_setup(app: &App) -> anyhow::Result<()> {
     let port = app.mqtt_addr().map_or(1883, |a| a.port());
     println!(
         "\nHeadend demo is running.\n\
+         \n  Web:      http://{http}/   (log in with the admin below)\
          \n  API:      http://{http}/api/v1   (OpenAPI: http://{http}/api/v1/openapi.json)\
          \n  Login:    {ADMIN} / {admin_password}\
          \n            curl -s -X POST http://{http}/api/v1/auth/login -H 'content-type: application/json' \\\

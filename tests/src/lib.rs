@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub mod bench;
+pub mod browser;
 pub mod firmware;
 
 use anyhow::{bail, Context};
@@ -372,6 +373,27 @@ pub struct HttpResponse {
 }
 
 impl HttpResponse {
+    /// The value of the first header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    /// Every `Set-Cookie` value.
+    pub fn set_cookies(&self) -> Vec<&str> {
+        self.headers
+            .lines()
+            .filter_map(|line| {
+                let (n, v) = line.split_once(':')?;
+                n.trim()
+                    .eq_ignore_ascii_case("set-cookie")
+                    .then(|| v.trim())
+            })
+            .collect()
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
@@ -386,12 +408,28 @@ pub async fn http_request(
     body: Option<serde_json::Value>,
 ) -> anyhow::Result<HttpResponse> {
     let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    if let Some(token) = token {
-        request.push_str(&format!("Authorization: Bearer {token}\r\n"));
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = Vec::new();
+    if let Some(auth) = &auth {
+        headers.push(("Authorization", auth.as_str()));
     }
     if !body.is_empty() {
-        request.push_str("Content-Type: application/json\r\n");
+        headers.push(("Content-Type", "application/json"));
+    }
+    raw_request(addr, method, path, &headers, &body).await
+}
+
+/// An HTTP/1.1 request with any headers (cookies, form bodies), read to the end.
+pub async fn raw_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> anyhow::Result<HttpResponse> {
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
     let mut stream = tokio::net::TcpStream::connect(addr).await?;

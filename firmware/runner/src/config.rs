@@ -16,6 +16,8 @@ use sg_gateway_core::config::{
 use sg_wire::message::TextOrNumber;
 use sg_wire::topic::TopicLayout;
 
+use crate::rtu::{Line, Parity};
+
 /// The whole file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,10 +47,89 @@ pub struct Config {
     pub link1: Option<Link>,
     #[serde(default)]
     pub link2: Option<Link>,
+    /// The gateway's RS485 bus: Modbus RTU on a serial port, for the devices whose source
+    /// is `modbus_rtu`. Absent: no bus.
+    #[serde(default)]
+    pub rs485: Option<Rs485>,
     /// The IR meter, the IR relay and RS485 slots. Absent: the example gateway (every
     /// device simulated).
     #[serde(default)]
     pub devices: Option<Vec<Device>>,
+}
+
+/// The RS485 bus (the `[rs485]` table): one serial port, one request at a time, each device
+/// addressed by its unit id (its `modbus_addr`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rs485 {
+    /// The serial port, e.g. `/dev/ttyUSB0`.
+    pub path: PathBuf,
+    #[serde(default = "default_baud")]
+    pub baud: u32,
+    /// `"none"`, `"even"` or `"odd"`.
+    #[serde(default)]
+    pub parity: Parity,
+    /// 1 or 2.
+    #[serde(default = "default_stop_bits")]
+    pub stop_bits: u8,
+    /// Modbus RTU needs 8.
+    #[serde(default = "default_data_bits")]
+    pub data_bits: u8,
+    /// How long a device has to answer one request (after the request is on the wire; the
+    /// reply's own time on the wire is added); a device's source may set its own.
+    #[serde(default = "default_rtu_timeout")]
+    pub timeout_ms: u64,
+    /// Idle time between the end of one frame and the next request; never less than the
+    /// line's 3.5-character inter-frame gap.
+    #[serde(default = "default_gap")]
+    pub gap_ms: u64,
+}
+
+impl Rs485 {
+    /// The bus at `path` with every other setting at its default.
+    #[must_use]
+    pub fn at(path: PathBuf) -> Self {
+        Self {
+            path,
+            baud: default_baud(),
+            parity: Parity::default(),
+            stop_bits: default_stop_bits(),
+            data_bits: default_data_bits(),
+            timeout_ms: default_rtu_timeout(),
+            gap_ms: default_gap(),
+        }
+    }
+
+    /// The serial line's settings.
+    #[must_use]
+    pub fn line(&self) -> Line {
+        Line {
+            path: self.path.clone(),
+            baud: self.baud,
+            parity: self.parity,
+            stop_bits: self.stop_bits,
+            data_bits: self.data_bits,
+        }
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        if self.baud == 0 {
+            bail!("rs485: baud must be above 0");
+        }
+        if !matches!(self.stop_bits, 1 | 2) {
+            bail!("rs485: stop_bits is 1 or 2, not {}", self.stop_bits);
+        }
+        if self.data_bits != 8 {
+            bail!(
+                "rs485: Modbus RTU needs data_bits = 8, not {}",
+                self.data_bits
+            );
+        }
+        if self.timeout_ms == 0 {
+            bail!("rs485: timeout_ms must be above 0");
+        }
+        Ok(())
+    }
 }
 
 /// One push link. Missing fields take Headend's defaults for the serial.
@@ -157,12 +238,14 @@ pub enum Source {
         #[serde(default = "default_modbus_timeout")]
         timeout_ms: u64,
     },
-    /// A meter on a local RS485 line. Declared for completeness: NOT implemented by this
-    /// runner (no serial driver); such a device is reported as not responding.
+    /// A meter or Bicom relay on the gateway's RS485 bus (the `[rs485]` table), Modbus RTU.
     ModbusRtu {
-        device: PathBuf,
-        #[serde(default = "default_baud")]
-        baud: u32,
+        /// The Modbus unit id, 1..=247; default: the device's `modbus_addr`.
+        #[serde(default)]
+        unit: Option<u8>,
+        /// Default: the bus's `timeout_ms`.
+        #[serde(default)]
+        timeout_ms: Option<u64>,
     },
 }
 
@@ -195,6 +278,18 @@ fn default_modbus_timeout() -> u64 {
 }
 fn default_baud() -> u32 {
     9_600
+}
+fn default_stop_bits() -> u8 {
+    1
+}
+fn default_data_bits() -> u8 {
+    8
+}
+fn default_rtu_timeout() -> u64 {
+    500
+}
+fn default_gap() -> u64 {
+    5
 }
 
 /// A link with every default applied.
@@ -241,6 +336,8 @@ pub struct Resolved {
     pub sources: Vec<(Slot, Source)>,
     pub state_dir: PathBuf,
     pub rest_addr: Option<SocketAddr>,
+    /// The RS485 bus, if a device is on it.
+    pub rs485: Option<Rs485>,
 }
 
 impl Config {
@@ -258,6 +355,7 @@ impl Config {
             rest_addr: None,
             link1: None,
             link2: None,
+            rs485: None,
             devices: None,
         }
     }
@@ -292,10 +390,30 @@ impl Config {
         self.devices = Some(devices);
     }
 
+    /// Puts the gateway on the RS485 bus `bus` (the `--rs485` flag). Without a device list,
+    /// the example gateway's devices in RS485 slots are read from the bus (the IR ones stay
+    /// simulated); a device list keeps the sources it gives.
+    pub fn use_rs485(&mut self, bus: Rs485) {
+        self.rs485 = Some(bus);
+        if self.devices.is_none() {
+            let mut devices = example_devices(&self.serial);
+            for device in &mut devices {
+                if matches!(device.slot, Slot::Rs485(_)) {
+                    device.source = Source::ModbusRtu {
+                        unit: None,
+                        timeout_ms: None,
+                    };
+                }
+            }
+            self.devices = Some(devices);
+        }
+    }
+
     /// Applies the defaults and checks the result.
     ///
     /// # Errors
-    /// An invalid serial, topic setting or device list, or TLS without a CA file.
+    /// An invalid serial, topic setting or device list, TLS without a CA file, a device on
+    /// the RS485 bus without a bus or without a usable unit id, or bad bus settings.
     pub fn resolve(&self) -> anyhow::Result<Resolved> {
         let serial = &self.serial;
         let link1 = resolve_link(serial, self.link1.as_ref(), 1)?;
@@ -305,6 +423,30 @@ impl Config {
             .clone()
             .unwrap_or_else(|| example_devices(serial));
         let sources = devices.iter().map(|d| (d.slot, d.source.clone())).collect();
+        let mut on_bus = false;
+        for device in &devices {
+            if let Source::ModbusRtu { unit, .. } = &device.source {
+                on_bus = true;
+                if self.rs485.is_none() {
+                    bail!(
+                        "device {}: source modbus_rtu needs the RS485 bus ([rs485] with \
+                         path, or --rs485 PATH)",
+                        device.slot
+                    );
+                }
+                let unit = unit.or(device.modbus_addr).unwrap_or(0);
+                if !(1..=247).contains(&unit) {
+                    bail!(
+                        "device {}: Modbus RTU unit id {unit} is not in 1..=247 (set \
+                         modbus_addr or the source's unit)",
+                        device.slot
+                    );
+                }
+            }
+        }
+        if let Some(bus) = &self.rs485 {
+            bus.check()?;
+        }
         let gateway = GatewayConfig {
             serial: serial.clone(),
             model: self.model.clone(),
@@ -327,6 +469,7 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("sg-gateway-state").join(serial)),
             rest_addr: self.rest_addr,
+            rs485: self.rs485.clone().filter(|_| on_bus),
         })
     }
 }
@@ -480,8 +623,12 @@ pub fn default_config_text(serial: &str) -> String {
          # link: tls = true (MQTTS) needs ca_file; client_cert + client_key for mutual TLS.\n\
          # device source: {{ type = \"sim\" }}, {{ type = \"modbus_tcp\", host = \"10.0.0.5\", \
          port = 502, unit = 12, timeout_ms = 1000 }},\n\
-         # or {{ type = \"modbus_rtu\", device = \"/dev/ttyUSB0\", baud = 9600 }} (declared, not \
-         implemented here).\n\n{body}"
+         # or {{ type = \"modbus_rtu\" }} (unit = modbus_addr on the [rs485] bus; optional unit \
+         and timeout_ms).\n\
+         # [rs485]: the serial port of the RS485 bus (Modbus RTU), used only by modbus_rtu \
+         devices; parity is\n\
+         # \"none\", \"even\" or \"odd\"; gap_ms is the idle time between frames (at least \
+         3.5 characters).\n\n{body}"
     )
 }
 
@@ -498,6 +645,7 @@ struct DefaultFile<'a> {
     rest_addr: &'a str,
     link1: Link,
     link2: Link,
+    rs485: Rs485,
     devices: &'a [Device],
 }
 
@@ -532,6 +680,7 @@ impl<'a> From<&'a Config> for DefaultFile<'a> {
             rest_addr: "127.0.0.1:8081",
             link1: link(true),
             link2: link(false),
+            rs485: Rs485::at(PathBuf::from("/dev/ttyUSB0")),
             devices: config.devices.as_deref().unwrap_or_default(),
         }
     }
@@ -669,6 +818,75 @@ mod tests {
         assert_eq!(resolved.sources, defaults.sources);
         assert_eq!(resolved.state_dir, defaults.state_dir);
         assert_eq!(parsed.rest_addr, Some("127.0.0.1:8081".parse().unwrap()));
+    }
+
+    #[test]
+    fn rs485_bus_and_rtu_devices() {
+        let text = r#"
+            serial = "SG1"
+            [rs485]
+            path = "/dev/ttyUSB0"
+            baud = 19200
+            parity = "even"
+            stop_bits = 2
+
+            [[devices]]
+            slot = { rs485 = 1 }
+            type = "meter"
+            model = "WM3M4C"
+            modbus_addr = 12
+            source = { type = "modbus_rtu" }
+
+            [[devices]]
+            slot = { rs485 = 2 }
+            type = "relay"
+            model = "Bicom"
+            source = { type = "modbus_rtu", unit = 40, timeout_ms = 300 }
+        "#;
+        let resolved = Config::parse(text).unwrap().resolve().unwrap();
+        let bus = resolved.rs485.unwrap();
+        assert_eq!(
+            (bus.baud, bus.parity, bus.stop_bits),
+            (19_200, Parity::Even, 2)
+        );
+        assert_eq!((bus.data_bits, bus.timeout_ms, bus.gap_ms), (8, 500, 5));
+        assert_eq!(
+            resolved.sources[1].1,
+            Source::ModbusRtu {
+                unit: Some(40),
+                timeout_ms: Some(300)
+            }
+        );
+
+        // A device on the bus needs the bus, and a unit id that can answer.
+        let mut no_bus = Config::parse(text).unwrap();
+        no_bus.rs485 = None;
+        let error = no_bus.resolve().unwrap_err();
+        assert!(error.to_string().contains("needs the RS485 bus"), "{error}");
+        let no_unit = text.replace("unit = 40, ", "");
+        let error = Config::parse(&no_unit).unwrap().resolve().unwrap_err();
+        assert!(error.to_string().contains("unit id 0"), "{error}");
+        let bad_stop = text.replace("stop_bits = 2", "stop_bits = 3");
+        assert!(Config::parse(&bad_stop).unwrap().resolve().is_err());
+        let bad_bits = text.replace("stop_bits = 2", "data_bits = 7");
+        assert!(Config::parse(&bad_bits).unwrap().resolve().is_err());
+        assert!(Config::parse(&text.replace("\"even\"", "\"mark\"")).is_err());
+    }
+
+    #[test]
+    fn rs485_flag_puts_the_example_rs485_devices_on_the_bus() {
+        let mut config = Config::for_serial("SG000017");
+        config.use_rs485(Rs485::at("/dev/ttyUSB1".into()));
+        let resolved = config.resolve().unwrap();
+        for (slot, source) in &resolved.sources {
+            let on_bus = matches!(source, Source::ModbusRtu { .. });
+            assert_eq!(on_bus, matches!(slot, Slot::Rs485(_)), "{slot:?}");
+        }
+        assert_eq!(resolved.rs485.unwrap().path, PathBuf::from("/dev/ttyUSB1"));
+        // Without a device on it, the bus is not used.
+        let mut sim = Config::for_serial("SG000017");
+        sim.rs485 = Some(Rs485::at("/dev/ttyUSB1".into()));
+        assert!(sim.resolve().unwrap().rs485.is_none());
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //! - [`store`]: the store-and-forward queues saved on disk;
 //! - [`rest`]: the SG's local REST API (plus `POST /faults`);
 //! - [`fault`]: faults on demand from outside the process (REST, `--fault-after`);
-//! - [`modbus`] and [`source`]: real Iskra meters over Modbus TCP, next to simulated ones;
+//! - [`modbus`], [`rtu`] and [`source`]: real Iskra meters and Bicom relays over Modbus TCP or
+//!   Modbus RTU on the RS485 bus, next to simulated ones;
 //! - [`runtime`]: one gateway's tasks; [`config`]: its settings file.
 
 pub mod config;
@@ -13,6 +14,7 @@ pub mod fault;
 pub mod modbus;
 pub mod mqtt;
 pub mod rest;
+pub mod rtu;
 pub mod runtime;
 pub mod source;
 pub mod store;

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
-use sg_gateway::config::{default_config_text, Config, Link};
+use sg_gateway::config::{default_config_text, Config, Link, Rs485};
 use sg_gateway::fault::ScheduledFault;
+use sg_gateway::rtu::Parity;
 use sg_gateway::RunningGateway;
 use tracing::{error, info};
 
@@ -80,7 +81,72 @@ struct OneArgs {
     #[arg(long)]
     rest_addr: Option<SocketAddr>,
     #[command(flatten)]
+    rs485: Rs485Args,
+    #[command(flatten)]
     common: Common,
+}
+
+/// The RS485 bus (Modbus RTU on a serial port); each flag overrides the settings file's
+/// `[rs485]`.
+#[derive(Args)]
+struct Rs485Args {
+    /// Serial port of the RS485 bus, e.g. /dev/ttyUSB0. Without a device list in the
+    /// settings file, the example gateway's RS485 devices are read from it.
+    #[arg(long, value_name = "PATH", conflicts_with = "simulate")]
+    rs485: Option<PathBuf>,
+    /// Bus speed (default 9600).
+    #[arg(long)]
+    baud: Option<u32>,
+    /// Bus parity (default none).
+    #[arg(long, value_enum)]
+    parity: Option<Parity>,
+    /// 1 or 2 (default 1).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=2))]
+    stop_bits: Option<u8>,
+    /// Modbus RTU needs 8 (the default).
+    #[arg(long)]
+    data_bits: Option<u8>,
+    /// How long a device on the bus has to answer one request, ms (default 500).
+    #[arg(long, value_name = "MS")]
+    rs485_timeout: Option<u64>,
+    /// Idle time between frames on the bus, ms (default 5; never under 3.5 characters).
+    #[arg(long, value_name = "MS")]
+    rs485_gap: Option<u64>,
+}
+
+impl Rs485Args {
+    /// Puts the flags into `config`.
+    fn apply(&self, config: &mut Config) -> anyhow::Result<()> {
+        if let Some(path) = &self.rs485 {
+            let bus = match config.rs485.take() {
+                Some(bus) => Rs485 {
+                    path: path.clone(),
+                    ..bus
+                },
+                None => Rs485::at(path.clone()),
+            };
+            config.use_rs485(bus);
+        }
+        let tuned = self.baud.is_some()
+            || self.parity.is_some()
+            || self.stop_bits.is_some()
+            || self.data_bits.is_some()
+            || self.rs485_timeout.is_some()
+            || self.rs485_gap.is_some();
+        let Some(bus) = &mut config.rs485 else {
+            if tuned {
+                bail!("the RS485 settings need a bus: give --rs485 PATH or [rs485] in the settings file");
+            }
+            return Ok(());
+        };
+        bus.baud = self.baud.unwrap_or(bus.baud);
+        bus.parity = self.parity.unwrap_or(bus.parity);
+        bus.stop_bits = self.stop_bits.unwrap_or(bus.stop_bits);
+        bus.data_bits = self.data_bits.unwrap_or(bus.data_bits);
+        bus.timeout_ms = self.rs485_timeout.unwrap_or(bus.timeout_ms);
+        bus.gap_ms = self.rs485_gap.unwrap_or(bus.gap_ms);
+        Ok(())
+    }
 }
 
 #[derive(Args)]
@@ -141,6 +207,7 @@ fn settings(
     serial: Option<&str>,
     password: Option<String>,
     common: &Common,
+    rs485: Option<&Rs485Args>,
 ) -> anyhow::Result<Config> {
     let mut config = match (&common.config, serial) {
         (Some(path), _) => Config::load(path)?,
@@ -149,6 +216,10 @@ fn settings(
     };
     if let Some(serial) = serial {
         config.serial = serial.to_owned();
+    }
+    // Before anything that fills in the example device list (`--push-interval`).
+    if let Some(rs485) = rs485 {
+        rs485.apply(&mut config)?;
     }
     if common.simulate {
         if let Some(devices) = &mut config.devices {
@@ -191,7 +262,12 @@ fn split_host_port(broker: &str) -> anyhow::Result<(String, u16)> {
 }
 
 async fn run_one(args: OneArgs) -> anyhow::Result<()> {
-    let mut config = settings(args.serial.as_deref(), args.password, &args.common)?;
+    let mut config = settings(
+        args.serial.as_deref(),
+        args.password,
+        &args.common,
+        Some(&args.rs485),
+    )?;
     if args.rest_addr.is_some() {
         config.rest_addr = args.rest_addr;
     }
@@ -239,7 +315,7 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
             ),
             None => args.password.clone(),
         };
-        let mut config = settings(Some(&serial), password, &args.common)?;
+        let mut config = settings(Some(&serial), password, &args.common, None)?;
         config.state_dir = Some(base_dir.join(&serial));
         let seed = args.common.seed.wrapping_add(u64::from(n));
         let mut gateway = RunningGateway::start(config.resolve()?, seed).await?;

@@ -1,18 +1,20 @@
-//! Reading Iskra meters (WM, MC, IE series) over Modbus TCP, the way the SG reads them over
-//! IR or RS485: input registers (function 4) in the T5/T6/T7 formats of
-//! `shared/spec/modbus/README.md`.
+//! Reading Iskra meters (WM, MC, IE series) and switching Bicom relays over Modbus, the way
+//! the SG does over IR or RS485: input registers (function 4) in the T5/T6/T7 formats of
+//! `shared/spec/modbus/README.md`, relays through holding register 40141 (function 6).
+//!
+//! The register maps are read through a [`Transport`]: Modbus TCP (tokio-modbus), or Modbus
+//! RTU on the gateway's RS485 bus ([`crate::rtu`]).
 //!
 //! Addresses below are wire addresses (0-based): the SG's notation `30105` is input register
 //! 105 on the wire.
-//!
-//! Modbus RTU over a serial line is not implemented: the runner has no serial port driver.
-//! A device configured with an RTU source is reported as not responding on `P/error`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio_modbus::client::{tcp, Context, Reader, Writer};
 use tokio_modbus::Slave;
+
+use crate::rtu::{RtuUnit, SharedBus};
 
 /// Instantaneous values of one meter, in SI units, as read from its input registers.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -180,7 +182,8 @@ pub fn decode_energy(words: &[u16]) -> Result<Energy, ReadError> {
     })
 }
 
-/// Why a meter could not be read. Each becomes a `P/error` line.
+/// Why a request to a device failed. Each makes the device count as not responding: the
+/// gateway publishes its `P/error` line for it.
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
     #[error("no reply within {0:?}")]
@@ -189,86 +192,110 @@ pub enum ReadError {
     Connect(std::io::Error),
     #[error("transport: {0}")]
     Transport(#[from] tokio_modbus::Error),
-    #[error("Modbus exception {0}")]
+    #[error("cannot open the serial port {path}: {source}")]
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("serial port: {0}")]
+    Serial(std::io::Error),
+    #[error("Modbus exception {code:02X} ({0})", code = u8::from(*.0))]
     Exception(tokio_modbus::ExceptionCode),
     #[error("short reply: {got} of {expected} registers")]
     ShortReply { expected: u16, got: usize },
+    #[error("{}", truncated(*.got, *.expected))]
+    Truncated { got: usize, expected: Option<usize> },
+    #[error("CRC error: the reply carries {received:#06X}, its bytes give {computed:#06X}")]
+    Crc { received: u16, computed: u16 },
+    #[error("reply from unit {got} instead of unit {expected}")]
+    WrongUnit { expected: u8, got: u8 },
+    #[error("reply with function code {got:#04X} to a request with function code {expected:#04X}")]
+    UnexpectedFunction { expected: u8, got: u8 },
+    #[error("malformed reply: {0}")]
+    Malformed(String),
 }
 
-/// A meter behind a Modbus TCP server (a meter with Ethernet, or an RS485/IP converter).
-/// The connection is opened on first use and dropped after any error, so the next read
-/// reconnects.
-pub struct ModbusTcpMeter {
+fn truncated(got: usize, expected: Option<usize>) -> String {
+    match expected {
+        Some(expected) => format!("incomplete reply: {got} of {expected} bytes, then silence"),
+        None => format!("incomplete reply: {got} bytes, then silence"),
+    }
+}
+
+/// One Modbus request, for error messages: SG register notation (30000 + wire address for
+/// input registers, 40000 + wire address for holding registers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Function 4.
+    ReadInput { start: u16, count: u16 },
+    /// Function 6.
+    WriteSingle { register: u16, value: u16 },
+}
+
+impl std::fmt::Display for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Self::ReadInput { start, count: 1 } => {
+                write!(
+                    f,
+                    "input register {} (function 4)",
+                    30_000 + u32::from(start)
+                )
+            }
+            Self::ReadInput { start, count } => write!(
+                f,
+                "input registers {}..{} (function 4)",
+                30_000 + u32::from(start),
+                30_000 + u32::from(start) + u32::from(count) - 1
+            ),
+            Self::WriteSingle { register, value } => write!(
+                f,
+                "holding register {} = {value} (function 6)",
+                40_000 + u32::from(register)
+            ),
+        }
+    }
+}
+
+/// A failed request: which one, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{request}: {error}")]
+pub struct RequestError {
+    pub request: Request,
+    #[source]
+    pub error: ReadError,
+}
+
+/// How requests reach a device.
+#[derive(Debug)]
+pub enum Transport {
+    /// A Modbus TCP server (a meter with Ethernet, or an RS485/IP converter).
+    Tcp(TcpLink),
+    /// A unit on the gateway's RS485 bus (Modbus RTU).
+    Rtu(RtuUnit),
+}
+
+/// A Modbus TCP connection, opened on first use and dropped after any error, so the next
+/// request reconnects.
+pub struct TcpLink {
     addr: SocketAddr,
     unit: u8,
     timeout: Duration,
     context: Option<Context>,
 }
 
-impl ModbusTcpMeter {
-    #[must_use]
-    pub fn new(addr: SocketAddr, unit: u8, timeout: Duration) -> Self {
-        Self {
-            addr,
-            unit,
-            timeout,
-            context: None,
-        }
+impl std::fmt::Debug for TcpLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TcpLink")
+            .field("addr", &self.addr)
+            .field("unit", &self.unit)
+            .field("timeout", &self.timeout)
+            .field("connected", &self.context.is_some())
+            .finish()
     }
+}
 
-    /// Reads the instantaneous values.
-    ///
-    /// # Errors
-    /// Any [`ReadError`]; the connection is dropped.
-    pub async fn read_measurements(&mut self) -> Result<Instant, ReadError> {
-        let words = self
-            .read_input(MEASUREMENTS_START, MEASUREMENTS_LEN)
-            .await?;
-        decode_measurements(&words)
-    }
-
-    /// Reads the energy counters.
-    ///
-    /// # Errors
-    /// Any [`ReadError`]; the connection is dropped.
-    pub async fn read_energy(&mut self) -> Result<Energy, ReadError> {
-        let words = self.read_input(ENERGY_START, ENERGY_LEN).await?;
-        decode_energy(&words)
-    }
-
-    /// Reads a Bicom relay's state (input register 30101: 0 off, 1 on).
-    ///
-    /// # Errors
-    /// Any [`ReadError`]; the connection is dropped.
-    pub async fn read_relay(&mut self) -> Result<bool, ReadError> {
-        let words = self.read_input(RELAY_STATE, 1).await?;
-        words.first().map(|&w| w != 0).ok_or(ReadError::ShortReply {
-            expected: 1,
-            got: 0,
-        })
-    }
-
-    /// Switches a Bicom relay (holding register 40141, function 6).
-    ///
-    /// # Errors
-    /// Any [`ReadError`]; the connection is dropped.
-    pub async fn switch_relay(&mut self, on: bool) -> Result<(), ReadError> {
-        let timeout = self.timeout;
-        let result = tokio::time::timeout(timeout, async {
-            self.context()
-                .await?
-                .write_single_register(RELAY_SWITCH, u16::from(on))
-                .await?
-                .map_err(ReadError::Exception)
-        })
-        .await
-        .unwrap_or(Err(ReadError::Timeout(timeout)));
-        if result.is_err() {
-            self.context = None;
-        }
-        result
-    }
-
+impl TcpLink {
     async fn context(&mut self) -> Result<&mut Context, ReadError> {
         let context = match self.context.take() {
             Some(context) => context,
@@ -279,22 +306,162 @@ impl ModbusTcpMeter {
         Ok(self.context.insert(context))
     }
 
-    async fn read_input(&mut self, start: u16, count: u16) -> Result<Vec<u16>, ReadError> {
-        let result = tokio::time::timeout(self.timeout, self.read_input_inner(start, count))
-            .await
-            .unwrap_or(Err(ReadError::Timeout(self.timeout)));
+    /// Carries out `request` within the timeout: the registers read (none for a write).
+    /// Drops the connection on failure.
+    async fn call(&mut self, request: Request) -> Result<Vec<u16>, ReadError> {
+        let timeout = self.timeout;
+        let result = tokio::time::timeout(timeout, async {
+            let context = self.context().await?;
+            match request {
+                Request::ReadInput { start, count } => context
+                    .read_input_registers(start, count)
+                    .await?
+                    .map_err(ReadError::Exception),
+                Request::WriteSingle { register, value } => context
+                    .write_single_register(register, value)
+                    .await?
+                    .map(|()| Vec::new())
+                    .map_err(ReadError::Exception),
+            }
+        })
+        .await
+        .unwrap_or(Err(ReadError::Timeout(timeout)));
         if result.is_err() {
             self.context = None;
         }
         result
     }
+}
 
-    async fn read_input_inner(&mut self, start: u16, count: u16) -> Result<Vec<u16>, ReadError> {
-        self.context()
-            .await?
-            .read_input_registers(start, count)
-            .await?
-            .map_err(ReadError::Exception)
+impl Transport {
+    async fn read_input(&mut self, start: u16, count: u16) -> Result<Vec<u16>, RequestError> {
+        let request = Request::ReadInput { start, count };
+        let result = match self {
+            Self::Tcp(link) => link.call(request).await,
+            Self::Rtu(unit) => unit.read_input_registers(start, count).await,
+        };
+        let words = result.map_err(|error| RequestError { request, error })?;
+        // The RTU path checks the byte count itself; tokio-modbus hands over what came.
+        if words.len() < usize::from(count) {
+            let error = ReadError::ShortReply {
+                expected: count,
+                got: words.len(),
+            };
+            return Err(RequestError { request, error });
+        }
+        Ok(words)
+    }
+
+    async fn write_single(&mut self, register: u16, value: u16) -> Result<(), RequestError> {
+        let request = Request::WriteSingle { register, value };
+        let result = match self {
+            Self::Tcp(link) => link.call(request).await.map(drop),
+            Self::Rtu(unit) => unit.write_single_register(register, value).await,
+        };
+        result.map_err(|error| RequestError { request, error })
+    }
+}
+
+/// An Iskra meter or Bicom relay over Modbus, TCP or RTU: the register maps above, read
+/// through either transport.
+#[derive(Debug)]
+pub struct ModbusDevice {
+    transport: Transport,
+}
+
+impl std::fmt::Display for ModbusDevice {
+    /// `unit 12 at 10.0.0.5:502 (Modbus TCP)`, `unit 12 on /dev/ttyUSB0 (Modbus RTU)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.transport {
+            Transport::Tcp(link) => write!(f, "unit {} at {} (Modbus TCP)", link.unit, link.addr),
+            Transport::Rtu(unit) => {
+                write!(f, "unit {} on {} (Modbus RTU)", unit.unit, unit.bus.name())
+            }
+        }
+    }
+}
+
+impl ModbusDevice {
+    /// A device behind a Modbus TCP server.
+    #[must_use]
+    pub fn tcp(addr: SocketAddr, unit: u8, timeout: Duration) -> Self {
+        Self {
+            transport: Transport::Tcp(TcpLink {
+                addr,
+                unit,
+                timeout,
+                context: None,
+            }),
+        }
+    }
+
+    /// Unit `unit` on the RS485 bus; `timeout` is its response time per request.
+    #[must_use]
+    pub fn rtu(bus: SharedBus, unit: u8, timeout: Duration) -> Self {
+        Self {
+            transport: Transport::Rtu(RtuUnit { bus, unit, timeout }),
+        }
+    }
+
+    /// The unit id.
+    #[must_use]
+    pub fn unit(&self) -> u8 {
+        match &self.transport {
+            Transport::Tcp(link) => link.unit,
+            Transport::Rtu(unit) => unit.unit,
+        }
+    }
+
+    /// Reads the instantaneous values.
+    ///
+    /// # Errors
+    /// The request and why it failed.
+    pub async fn read_measurements(&mut self) -> Result<Instant, RequestError> {
+        let words = self
+            .transport
+            .read_input(MEASUREMENTS_START, MEASUREMENTS_LEN)
+            .await?;
+        decode_measurements(&words).map_err(|error| RequestError {
+            request: Request::ReadInput {
+                start: MEASUREMENTS_START,
+                count: MEASUREMENTS_LEN,
+            },
+            error,
+        })
+    }
+
+    /// Reads the energy counters.
+    ///
+    /// # Errors
+    /// The request and why it failed.
+    pub async fn read_energy(&mut self) -> Result<Energy, RequestError> {
+        let words = self.transport.read_input(ENERGY_START, ENERGY_LEN).await?;
+        decode_energy(&words).map_err(|error| RequestError {
+            request: Request::ReadInput {
+                start: ENERGY_START,
+                count: ENERGY_LEN,
+            },
+            error,
+        })
+    }
+
+    /// Reads a Bicom relay's state (input register 30101: 0 off, 1 on).
+    ///
+    /// # Errors
+    /// The request and why it failed.
+    pub async fn read_relay(&mut self) -> Result<bool, RequestError> {
+        let words = self.transport.read_input(RELAY_STATE, 1).await?;
+        Ok(words[0] != 0)
+    }
+
+    /// Switches a Bicom relay (holding register 40141, function 6).
+    ///
+    /// # Errors
+    /// The request and why it failed.
+    pub async fn switch_relay(&mut self, on: bool) -> Result<(), RequestError> {
+        self.transport
+            .write_single(RELAY_SWITCH, u16::from(on))
+            .await
     }
 }
 

@@ -23,9 +23,10 @@ use tracing::{error, info, warn};
 
 use crate::config::{Resolved, Source};
 use crate::fault::FaultRefused;
-use crate::modbus::ModbusTcpMeter;
+use crate::modbus::ModbusDevice;
 use crate::mqtt::{self, LinkControl, LinkSettings, Publish, Session};
 use crate::rest::{self, DocError, DocRequest, Documents};
+use crate::rtu::RtuBus;
 use crate::source::{self, Cached, HostSource, PollTarget};
 use crate::store::StateStore;
 
@@ -263,14 +264,36 @@ impl RunningGateway {
 
         let mut host = HostSource::new(SimSource::for_config(&config, seed));
         let mut relay_switches = HashMap::new();
+        // The RS485 bus, shared by the pollers of the devices on it (one request at a time).
+        let on_bus = resolved
+            .sources
+            .iter()
+            .filter(|(_, source)| matches!(source, Source::ModbusRtu { .. }))
+            .count();
+        let bus = resolved.rs485.as_ref().filter(|_| on_bus > 0).map(|rs485| {
+            let bus = RtuBus::serial(rs485.line(), Duration::from_millis(rs485.gap_ms));
+            info!(%serial, path = %rs485.path.display(), baud = rs485.baud,
+                parity = ?rs485.parity, stop_bits = rs485.stop_bits, devices = on_bus,
+                gap = ?bus.gap(), "RS485 bus: Modbus RTU");
+            (bus.shared(), rs485)
+        });
         for (slot, source) in &resolved.sources {
             let device = config.device(*slot).context("device of a source")?;
-            match source {
-                Source::Sim => {}
-                Source::ModbusRtu { device: path, .. } => {
-                    warn!(%serial, ?slot, path = %path.display(),
-                        "Modbus RTU is not implemented by this runner: the device will not respond");
-                    host.add_unreachable(*slot);
+            let period = Duration::from_secs(u64::from(device.push_interval_s.clamp(1, 10)));
+            let (modbus, max_age) = match source {
+                Source::Sim => continue,
+                Source::ModbusRtu { unit, timeout_ms } => {
+                    let (bus, rs485) = bus.as_ref().context("a device on the RS485 bus")?;
+                    let unit = unit.unwrap_or(device.modbus_addr());
+                    let timeout = Duration::from_millis(timeout_ms.unwrap_or(rs485.timeout_ms));
+                    // The bus serves one request at a time: a round of every device on it,
+                    // each silent (two requests a meter), must not make a reading stale.
+                    let round = (timeout + Duration::from_millis(rs485.gap_ms))
+                        * u32::try_from(2 * on_bus).unwrap_or(u32::MAX);
+                    (
+                        ModbusDevice::rtu(bus.clone(), unit, timeout),
+                        period * 3 + round,
+                    )
                 }
                 Source::ModbusTcp {
                     host: server,
@@ -280,27 +303,27 @@ impl RunningGateway {
                 } => {
                     let addr = source::resolve(server, *port)?;
                     let unit = unit.unwrap_or(device.modbus_addr());
-                    let meter = ModbusTcpMeter::new(addr, unit, Duration::from_millis(*timeout_ms));
-                    let period =
-                        Duration::from_secs(u64::from(device.push_interval_s.clamp(1, 10)));
-                    let target = match &device.kind {
-                        DeviceKind::Meter(m) => PollTarget::Meter { phases: m.phases },
-                        DeviceKind::Relay(_) => PollTarget::Relay,
-                    };
-                    let cache = Arc::new(Mutex::new(Cached::default()));
-                    host.add_modbus(*slot, cache.clone(), period * 3);
-                    let (switch_tx, switch_rx) = mpsc::channel(8);
-                    relay_switches.insert(*slot, switch_tx);
-                    tasks.spawn(source::poll_modbus(
-                        meter,
-                        target,
-                        period,
-                        cache,
-                        switch_rx,
-                        cancel.child_token(),
-                    ));
+                    let timeout = Duration::from_millis(*timeout_ms);
+                    (ModbusDevice::tcp(addr, unit, timeout), period * 3)
                 }
-            }
+            };
+            let target = match &device.kind {
+                DeviceKind::Meter(m) => PollTarget::Meter { phases: m.phases },
+                DeviceKind::Relay(_) => PollTarget::Relay,
+            };
+            let cache = Arc::new(Mutex::new(Cached::default()));
+            host.add_modbus(*slot, cache.clone(), max_age);
+            let (switch_tx, switch_rx) = mpsc::channel(8);
+            relay_switches.insert(*slot, switch_tx);
+            tasks.spawn(source::poll_modbus(
+                modbus,
+                *slot,
+                target,
+                period,
+                cache,
+                switch_rx,
+                cancel.child_token(),
+            ));
         }
 
         let epoch = Instant::now();

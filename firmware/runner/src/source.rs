@@ -1,8 +1,10 @@
-//! Where the runner's gateway reads its devices: the core's simulator, or Modbus TCP.
+//! Where the runner's gateway reads its devices: the core's simulator, or Modbus (TCP, or RTU
+//! on the RS485 bus).
 //!
 //! The core reads synchronously at push time, while Modbus is slow and asynchronous, so each
 //! Modbus device has a poller task that reads ahead into a cache, and [`HostSource`] serves
-//! the cache. A reading older than a few poll periods counts as not responding.
+//! the cache. A device whose last read failed, or whose reading is older than a few poll
+//! periods, counts as not responding: the core publishes its `P/error` line.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -18,9 +20,9 @@ use sg_gateway_core::{
 use sg_wire::message::EnergyUnit;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
-use crate::modbus::{self, ModbusTcpMeter};
+use crate::modbus::{self, ModbusDevice};
 
 /// Units of the four Modbus energy counters (import/export active, import/export
 /// reactive: the Iskra default configuration).
@@ -35,6 +37,8 @@ const COUNTER_UNITS: [EnergyUnit; 4] = [
 #[derive(Debug, Default)]
 pub struct Cached {
     reading: Option<(Instant, Reading)>,
+    /// The last attempt failed: the device does not respond, whatever it said before.
+    failed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -46,12 +50,10 @@ enum Reading {
     Relay(bool),
 }
 
-/// Devices behind the core: simulated ones, Modbus ones via their caches, and RTU ones
-/// (not implemented: never responding).
+/// Devices behind the core: simulated ones, and Modbus ones via their caches.
 pub struct HostSource {
     sim: SimSource,
     modbus: HashMap<Slot, (Arc<Mutex<Cached>>, Duration)>,
-    unreachable: Vec<Slot>,
 }
 
 impl HostSource {
@@ -60,7 +62,6 @@ impl HostSource {
         Self {
             sim,
             modbus: HashMap::new(),
-            unreachable: Vec::new(),
         }
     }
 
@@ -69,15 +70,10 @@ impl HostSource {
         self.modbus.insert(slot, (cache, max_age));
     }
 
-    /// `slot` never answers (a Modbus RTU device: this runner has no serial driver).
-    pub fn add_unreachable(&mut self, slot: Slot) {
-        self.unreachable.push(slot);
-    }
-
     /// Whether `slot` is simulated (its relay is switched in the simulator).
     #[must_use]
     pub fn is_simulated(&self, slot: Slot) -> bool {
-        !self.modbus.contains_key(&slot) && !self.unreachable.contains(&slot)
+        !self.modbus.contains_key(&slot)
     }
 
     pub fn sim_mut(&mut self) -> &mut SimSource {
@@ -85,13 +81,10 @@ impl HostSource {
     }
 
     fn cached(&self, slot: Slot) -> Option<Result<Reading, ReadError>> {
-        if self.unreachable.contains(&slot) {
-            return Some(Err(ReadError::NotResponding));
-        }
         let (cache, max_age) = self.modbus.get(&slot)?;
         let cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
         Some(match &cache.reading {
-            Some((at, reading)) if at.elapsed() <= *max_age => Ok(reading.clone()),
+            Some((at, reading)) if !cache.failed && at.elapsed() <= *max_age => Ok(reading.clone()),
             _ => Err(ReadError::NotResponding),
         })
     }
@@ -208,9 +201,14 @@ pub fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
 }
 
 /// Reads one Modbus device every `period` into `cache` until `cancel`; carries out relay
-/// switches arriving on `switches` (holding register 40141).
+/// switches arriving on `switches` (holding register 40141) and reads the state back at once.
+///
+/// A failed read marks the cache failed (the next push publishes the device's `P/error`
+/// line) and is logged with the device and the register: as a warning when the device stops
+/// answering or fails differently, at debug level while it keeps failing the same way.
 pub async fn poll_modbus(
-    mut meter: ModbusTcpMeter,
+    mut device: ModbusDevice,
+    slot: Slot,
     target: PollTarget,
     period: Duration,
     cache: Arc<Mutex<Cached>>,
@@ -219,35 +217,64 @@ pub async fn poll_modbus(
 ) {
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The kind of the last failure, to log each change once.
+    let mut failing: Option<String> = None;
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
             Some(on) = switches.recv() => {
-                if let Err(error) = meter.switch_relay(on).await {
-                    warn!(%error, "cannot switch the Modbus relay");
+                match device.switch_relay(on).await {
+                    Ok(()) => info!(?slot, %device, on, "relay switched"),
+                    Err(error) => warn!(?slot, %device, %error, "cannot switch the relay"),
                 }
-                continue;
             }
             _ = interval.tick() => {}
         }
         let reading = match target {
-            PollTarget::Meter { phases } => read_meter(&mut meter, phases).await,
-            PollTarget::Relay => meter.read_relay().await.map(Reading::Relay),
+            PollTarget::Meter { phases } => read_meter(&mut device, phases).await,
+            PollTarget::Relay => device.read_relay().await.map(Reading::Relay),
         };
+        let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
         match reading {
             Ok(reading) => {
-                cache.lock().unwrap_or_else(PoisonError::into_inner).reading =
-                    Some((Instant::now(), reading));
+                cache.reading = Some((Instant::now(), reading));
+                cache.failed = false;
+                if failing.take().is_some() {
+                    info!(?slot, %device, "device answers again");
+                }
             }
-            // The core publishes the SG's error line when it finds the cache stale.
-            Err(error) => debug!(%error, "Modbus read failed"),
+            // The core publishes the SG's error line when it finds the cache failed.
+            Err(error) => {
+                cache.failed = true;
+                let kind = format!("{}", error.request) + &discriminant(&error.error);
+                if failing.as_ref() == Some(&kind) {
+                    debug!(?slot, %device, %error, "Modbus request failed again");
+                } else {
+                    warn!(?slot, %device, %error, "Modbus request failed");
+                    failing = Some(kind);
+                }
+            }
         }
     }
 }
 
-async fn read_meter(meter: &mut ModbusTcpMeter, phases: u8) -> Result<Reading, modbus::ReadError> {
-    let instant = meter.read_measurements().await?;
-    let energy = meter.read_energy().await?;
+/// The kind of a failure, without the details that change every time (CRC values, byte
+/// counts).
+fn discriminant(error: &modbus::ReadError) -> String {
+    let debug = format!("{error:?}");
+    debug
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+async fn read_meter(
+    device: &mut ModbusDevice,
+    phases: u8,
+) -> Result<Reading, modbus::RequestError> {
+    let instant = device.read_measurements().await?;
+    let energy = device.read_energy().await?;
     let (measurements, counters) = to_core_values(&instant, &energy, phases);
     Ok(Reading::Meter {
         measurements,

@@ -3,7 +3,9 @@
 pub mod api;
 pub mod energy;
 pub mod error;
+pub mod export;
 pub mod openapi;
+pub mod pages;
 pub mod relays;
 pub mod session;
 
@@ -106,6 +108,7 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
             "/gateways/{serial}",
             get(api::get_gateway).patch(energy::patch_gateway),
         )
+        .route("/export.csv", get(export::csv))
         .route("/devices", get(api::list_devices))
         .route("/devices/{serial}", patch(energy::patch_device))
         .route("/devices/{serial}/latest", get(api::device_latest))
@@ -123,8 +126,28 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .route("/commands/{id}/approve", post(relays::approve))
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::NotFound("route") });
+    let pages = Router::new()
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/", get(pages::sites_page))
+        .route("/sites/{id}", get(pages::site_page))
+        .route("/meters/{serial}", get(pages::meter_page))
+        .route("/relays", get(pages::relays_page))
+        .route("/relays/{id}", get(pages::relay_page))
+        .route("/relays/{id}/confirm", get(pages::relay_confirm))
+        .route("/relays/{id}/command", post(pages::relay_command))
+        .route("/commands/{id}", get(pages::command_page))
+        .route("/commands/{id}/{action}", post(pages::command_action))
+        .route("/gateways", get(pages::gateways_page))
+        .route("/admin", get(pages::admin_page))
+        .route("/admin/sites", post(pages::admin_create_site))
+        .route("/admin/users", post(pages::admin_create_user))
+        .route("/admin/gateways", post(pages::admin_create_gateway))
+        .route("/static/app.css", get(pages::css))
+        .route("/static/live.js", get(pages::live_js));
     Router::new()
         .nest("/api/v1", api)
+        .merge(pages)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(

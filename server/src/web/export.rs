@@ -1,0 +1,157 @@
+//! `GET /api/v1/export.csv`: energy data as a streamed CSV download (see [`crate::export`]).
+//!
+//! Query: `kind=intervals|daily|monthly|readings|measurements|completeness`, exactly one of
+//! `site=ID`, `meter=SERIAL`, `circuit=ID`, `from` and `to` (RFC 3339 instants or local dates
+//! of the site), optional `register`, `sep=comma|semicolon`, `decimal=point|comma`,
+//! `bom=true|false`. Viewers and up; the caller's site scope applies (other sites are 404).
+
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
+use headend_energy::calendar::{self, Period};
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult};
+use super::session::Auth;
+use super::WebState;
+use crate::export::{
+    DecimalMark, Export, ExportError, Format, Kind, Selection, Separator, Spec, Target,
+};
+
+impl From<ExportError> for ApiError {
+    fn from(e: ExportError) -> Self {
+        match e {
+            ExportError::Invalid(m) => Self::BadRequest(m),
+            ExportError::NotFound(what) => Self::NotFound(what),
+            ExportError::Db(e) => Self::internal(e),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    kind: Option<String>,
+    site: Option<String>,
+    meter: Option<String>,
+    circuit: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    register: Option<String>,
+    sep: Option<String>,
+    decimal: Option<String>,
+    bom: Option<String>,
+}
+
+pub async fn csv(
+    State(state): State<WebState>,
+    Auth(p): Auth,
+    query: Result<Query<ExportParams>, QueryRejection>,
+) -> ApiResult<Response> {
+    let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let kind: Kind = required("kind", q.kind.as_deref())?.parse()?;
+    let target = target(&q)?;
+    let format = format(&q)?;
+    let (from, to) = (
+        required("from", q.from.as_deref())?,
+        required("to", q.to.as_deref())?,
+    );
+    let register = q.register.filter(|r| !r.is_empty());
+
+    let selection = Selection::resolve(&state.pool, &p.scope, &target).await?;
+    let tz = selection.time_zone();
+    let spec = Spec {
+        kind,
+        from: parse_instant("from", from, tz)?,
+        to: parse_instant("to", to, tz)?,
+        register,
+        format,
+    };
+    let export = Export::prepare(&state.pool, selection, spec, Utc::now()).await?;
+    let disposition = format!("attachment; filename=\"{}\"", export.filename());
+    let body = Body::from_stream(export.stream(state.pool.clone()));
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+fn required<'a>(name: &str, value: Option<&'a str>) -> ApiResult<&'a str> {
+    value
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("`{name}` is required")))
+}
+
+fn target(q: &ExportParams) -> ApiResult<Target> {
+    let id = |name: &str, v: &str| {
+        v.parse::<i64>()
+            .map_err(|_| ApiError::BadRequest(format!("`{name}` must be a numeric id")))
+    };
+    match (q.site.as_deref(), q.meter.as_deref(), q.circuit.as_deref()) {
+        (Some(s), None, None) => Ok(Target::Site(id("site", s)?)),
+        (None, Some(m), None) if !m.is_empty() => Ok(Target::Meter(m.to_owned())),
+        (None, None, Some(c)) => Ok(Target::Circuit(id("circuit", c)?)),
+        _ => Err(ApiError::BadRequest(
+            "give exactly one of `site`, `meter` (a serial) and `circuit`".into(),
+        )),
+    }
+}
+
+fn format(q: &ExportParams) -> ApiResult<Format> {
+    let separator = match q.sep.as_deref() {
+        None | Some("comma") => Separator::Comma,
+        Some("semicolon") => Separator::Semicolon,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "sep {other:?} is not one of comma, semicolon"
+            )))
+        }
+    };
+    let decimal = match q.decimal.as_deref() {
+        None | Some("point") => DecimalMark::Point,
+        Some("comma") => DecimalMark::Comma,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "decimal {other:?} is not one of point, comma"
+            )))
+        }
+    };
+    let bom = match q.bom.as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "bom {other:?} is not one of true, false"
+            )))
+        }
+    };
+    Ok(Format {
+        separator,
+        decimal,
+        bom,
+    })
+}
+
+/// An instant as RFC 3339, or a plain date meaning local midnight of the site. The same rule
+/// as the consumption API (a copy of `web::energy`'s private function, to share once both
+/// files can change together).
+fn parse_instant(name: &str, value: &str, tz: Tz) -> ApiResult<DateTime<Utc>> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        return Ok(calendar::period_bounds(tz, d, Period::Day).0);
+    }
+    Err(ApiError::BadRequest(format!(
+        "`{name}` must be an RFC 3339 instant (2026-03-29T00:00:00+01:00) or a date (2026-03-29)"
+    )))
+}

@@ -1,0 +1,1334 @@
+//! The HTML dashboard: server-rendered askama pages that need no JavaScript to show data.
+//!
+//! Sessions: the same JWT as the API, in the `headend_session` cookie (HttpOnly,
+//! SameSite=Strict). Forms carry a CSRF token that must equal the `headend_csrf` cookie
+//! (double submit); with SameSite=Strict that makes a cross-site form post useless.
+
+use askama::Template;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use chrono::{Datelike, NaiveDate, Utc};
+use headend_energy::calendar::{self, Period};
+use serde::Deserialize;
+
+use super::session::COOKIE;
+use super::WebState;
+use crate::auth::{users, Principal, Role, Scope};
+use crate::commands::ledger::{self, Created, NewCommand};
+use crate::dashboard::charts::{self, Bar, PowerPoint};
+use crate::dashboard::{self, DashboardError};
+use crate::profiles::query::{self, Group};
+use crate::{devices, gateways, sites};
+
+const CSRF_COOKIE: &str = "headend_csrf";
+
+/// What every page's header needs.
+pub struct Nav {
+    pub email: Option<String>,
+    pub admin: bool,
+    pub operator: bool,
+    pub csrf: String,
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+}
+
+/// The request's CSRF token, and the cookie to set when it had none.
+fn csrf(headers: &HeaderMap) -> (String, Option<String>) {
+    match cookie(headers, CSRF_COOKIE)
+        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        Some(t) => (t.to_owned(), None),
+        None => {
+            let token: String = (0..16)
+                .map(|_| format!("{:02x}", rand::random::<u8>()))
+                .collect();
+            let set = format!("{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+            (token, Some(set))
+        }
+    }
+}
+
+fn check_csrf(headers: &HeaderMap, submitted: &str) -> Result<(), PageError> {
+    match cookie(headers, CSRF_COOKIE) {
+        Some(expected)
+            if !submitted.is_empty() && constant_eq(expected.as_bytes(), submitted.as_bytes()) =>
+        {
+            Ok(())
+        }
+        _ => Err(PageError::Csrf),
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A signed-in user of a page; others are sent to the login page.
+pub struct PageUser(pub Principal);
+
+impl FromRequestParts<WebState> for PageUser {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
+        let to_login = || Redirect::to("/login").into_response();
+        let token = cookie(&parts.headers, COOKIE).ok_or_else(to_login)?;
+        let claims = state.keys.verify(token).ok_or_else(to_login)?;
+        let user_id: i64 = claims.sub.parse().map_err(|_| to_login())?;
+        match users::principal(&state.pool, user_id).await {
+            Ok(Some(p)) => Ok(Self(p)),
+            Ok(None) => Err(to_login()),
+            Err(e) => Err(PageError::from(e).into_response()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PageError {
+    #[error("not found")]
+    NotFound,
+    #[error("this needs another role")]
+    Forbidden,
+    #[error("the form expired; reload the page and try again")]
+    Csrf,
+    #[error("{0}")]
+    Bad(String),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<sqlx::Error> for PageError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Internal(e.into())
+    }
+}
+
+impl From<DashboardError> for PageError {
+    fn from(e: DashboardError) -> Self {
+        match e {
+            DashboardError::Query(query::QueryError::Invalid(m)) => Self::Bad(m),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<askama::Error> for PageError {
+    fn from(e: askama::Error) -> Self {
+        Self::Internal(anyhow::anyhow!("template: {e}"))
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::Forbidden | Self::Csrf => StatusCode::FORBIDDEN,
+            Self::Bad(_) => StatusCode::BAD_REQUEST,
+            Self::Internal(e) => {
+                tracing::error!(error = ?e, "page failed");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        let page = ErrorPage {
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            nav: Nav {
+                email: None,
+                admin: false,
+                operator: false,
+                csrf: String::new(),
+            },
+            message: self.to_string(),
+        };
+        (
+            status,
+            Html(page.render().unwrap_or_else(|_| self.to_string())),
+        )
+            .into_response()
+    }
+}
+
+type PageResult = Result<Response, PageError>;
+
+#[derive(Template)]
+#[template(
+    source = r#"{% extends "base.html" %}{% block content %}<h1>{{ title }}</h1><p class="error">{{ message }}</p><p><a href="/">Back to the sites</a></p>{% endblock %}"#,
+    ext = "html"
+)]
+struct ErrorPage {
+    title: String,
+    nav: Nav,
+    message: String,
+}
+
+/// Renders a page, setting the CSRF cookie when the browser had none.
+fn render(page: &impl Template, set_cookie: Option<String>) -> PageResult {
+    let body = page.render()?;
+    let mut response = Html(body).into_response();
+    let headers = response.headers_mut();
+    // No caching of pages with personal data; no framing (clickjacking of relay buttons).
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+    );
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        headers.append(header::SET_COOKIE, c);
+    }
+    Ok(response)
+}
+
+fn nav(p: &Principal, headers: &HeaderMap) -> (Nav, Option<String>) {
+    let (token, set) = csrf(headers);
+    (
+        Nav {
+            email: Some(p.email.clone()),
+            admin: p.role == Role::Admin,
+            operator: matches!(p.role, Role::Admin | Role::Operator),
+            csrf: token,
+        },
+        set,
+    )
+}
+
+// ---- static files -------------------------------------------------------------------------
+
+pub async fn css() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../../static/app.css"),
+    )
+}
+
+pub async fn live_js() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "max-age=3600"),
+        ],
+        include_str!("../../../static/live.js"),
+    )
+}
+
+// ---- login ---------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    title: &'static str,
+    nav: Nav,
+    error: Option<String>,
+}
+
+pub async fn login_form(headers: HeaderMap) -> PageResult {
+    let (token, set) = csrf(&headers);
+    render(
+        &LoginPage {
+            title: "Log in",
+            nav: Nav {
+                email: None,
+                admin: false,
+                operator: false,
+                csrf: token,
+            },
+            error: None,
+        },
+        set,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct LoginForm {
+    csrf: String,
+    email: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    let refused = |message: &str| {
+        let (token, set) = csrf(&headers);
+        let page = LoginPage {
+            title: "Log in",
+            nav: Nav {
+                email: None,
+                admin: false,
+                operator: false,
+                csrf: token,
+            },
+            error: Some(message.to_owned()),
+        };
+        render(&page, set).map(|mut r| {
+            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            r
+        })
+    };
+    if form.email.len() > 254 || form.password.len() > 1024 {
+        return refused("E-mail or password is wrong.");
+    }
+    let Some(user_id) = users::authenticate(&state.pool, &form.email, &form.password).await? else {
+        state.metrics.http_login_failures.inc();
+        tracing::info!(email = %form.email.chars().take(64).collect::<String>(), "page login refused");
+        return refused("E-mail or password is wrong.");
+    };
+    let principal = users::principal(&state.pool, user_id)
+        .await?
+        .ok_or(PageError::Forbidden)?;
+    let (token, _) = state
+        .keys
+        .issue(user_id, principal.role)
+        .map_err(|e| PageError::Internal(e.into()))?;
+    let cookie = format!(
+        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        state.keys.ttl_secs(),
+        if state.secure_cookies { "; Secure" } else { "" }
+    );
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn logout(headers: HeaderMap, Form(form): Form<CsrfForm>) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().append(
+        header::SET_COOKIE,
+        HeaderValue::from_static("headend_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+// ---- sites ---------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "sites.html")]
+struct SitesPage {
+    title: &'static str,
+    nav: Nav,
+    sites: Vec<dashboard::SiteSummary>,
+}
+
+pub async fn sites_page(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+) -> PageResult {
+    let sites = dashboard::sites_overview(&state.pool, &p.scope, Utc::now()).await?;
+    let (nav, set) = nav(&p, &headers);
+    render(
+        &SitesPage {
+            title: "Sites",
+            nav,
+            sites,
+        },
+        set,
+    )
+}
+
+#[derive(Template)]
+#[template(path = "site.html")]
+struct SitePage {
+    title: String,
+    nav: Nav,
+    site_id: i64,
+    site_name: String,
+    time_zone: String,
+    by: &'static str,
+    anchor: NaiveDate,
+    prev_anchor: NaiveDate,
+    next_anchor: NaiveDate,
+    period_label: String,
+    csv_from: NaiveDate,
+    csv_to: NaiveDate,
+    energy_chart: String,
+    cost_chart: String,
+    total_kwh: f64,
+    total_cost: Option<f64>,
+    currency: String,
+    peak: Option<String>,
+    complete_pct: f64,
+    by_circuit: Vec<(String, f64, Option<f64>)>,
+    by_usage: Vec<(String, f64, Option<f64>)>,
+    tree: dashboard::SiteTree,
+}
+
+#[derive(Deserialize)]
+pub struct SiteParams {
+    by: Option<String>,
+    date: Option<NaiveDate>,
+}
+
+fn label(by: Period, d: NaiveDate) -> String {
+    match by {
+        Period::Day => d.format("%d").to_string(),
+        Period::Month => d.format("%b").to_string(),
+        Period::Year => d.format("%Y").to_string(),
+    }
+}
+
+pub async fn site_page(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<SiteParams>,
+) -> PageResult {
+    let site = sites::get(&state.pool, &p.scope, id)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    let tz = dashboard::zone(&site.time_zone);
+    let now = Utc::now();
+    let by: Period =
+        q.by.as_deref()
+            .unwrap_or("day")
+            .parse()
+            .map_err(|e: calendar::CalendarError| PageError::Bad(e.to_string()))?;
+    let anchor = q.date.unwrap_or_else(|| calendar::local_date(now, tz));
+    let compared =
+        dashboard::site_consumption(&state.pool, id, tz, by, anchor, Some(Group::Circuit), now)
+            .await?;
+    let by_usage = query::consumption(
+        &state.pool,
+        id,
+        tz,
+        compared
+            .current
+            .periods
+            .first()
+            .map_or(now, |p| p.start_utc),
+        compared.current.periods.last().map_or(now, |p| p.end_utc),
+        usage_bucket(by),
+        Some(Group::Usage),
+        now,
+    )
+    .await
+    .map_err(DashboardError::from)?;
+
+    let bars = |cost: bool| -> Vec<Bar> {
+        compared
+            .current
+            .periods
+            .iter()
+            .enumerate()
+            .map(|(i, cur)| {
+                let value = |t: &query::TotalView| {
+                    if cost {
+                        t.cost
+                    } else {
+                        Some(t.import_wh / 1000.0)
+                    }
+                };
+                let has_data =
+                    cur.total.completeness.measured + cur.total.completeness.estimated > 0;
+                Bar {
+                    label: label(by, cur.start),
+                    value: if has_data { value(&cur.total) } else { None },
+                    previous: compared.previous.periods.get(i).and_then(|p| {
+                        (p.total.completeness.measured + p.total.completeness.estimated > 0)
+                            .then(|| value(&p.total))
+                            .flatten()
+                    }),
+                    incomplete: cur.total.completeness.missing > 0
+                        || cur.total.completeness.estimated > 0,
+                    title: cur.start.to_string(),
+                }
+            })
+            .collect()
+    };
+    let currency = compared.current.currency.clone().unwrap_or_default();
+    let energy_chart = charts::bar_chart("energy-chart", "Energy", "kWh", &bars(false));
+    let cost_chart = charts::bar_chart(
+        "cost-chart",
+        "Cost",
+        if currency.is_empty() {
+            "cost"
+        } else {
+            &currency
+        },
+        &bars(true),
+    );
+    let totals = &compared.current.periods;
+    let total_kwh = totals.iter().map(|p| p.total.import_wh).sum::<f64>() / 1000.0;
+    let total_cost = totals.iter().map(|p| p.total.cost).sum::<Option<f64>>();
+    let expected: u64 = totals.iter().map(|p| p.total.completeness.expected).sum();
+    let measured: u64 = totals
+        .iter()
+        .map(|p| p.total.completeness.measured + p.total.completeness.estimated)
+        .sum();
+    let peak = totals
+        .iter()
+        .filter_map(|p| p.total.peak.as_ref())
+        .max_by(|a, b| a.power_w.total_cmp(&b.power_w))
+        .map(|pk| format!("{:.2} kW at {}", pk.power_w / 1000.0, pk.start_local));
+    let mut by_circuit: Vec<(String, f64, Option<f64>)> = Vec::new();
+    for period in totals {
+        for g in &period.groups {
+            match by_circuit.iter_mut().find(|(n, ..)| *n == g.name) {
+                Some(row) => {
+                    row.1 += g.import_wh / 1000.0;
+                    row.2 = row.2.zip(g.energy_cost).map(|(a, b)| a + b);
+                }
+                None => by_circuit.push((g.name.clone(), g.import_wh / 1000.0, g.energy_cost)),
+            }
+        }
+    }
+    let by_usage: Vec<(String, f64, Option<f64>)> = {
+        let mut rows: Vec<(String, f64, Option<f64>)> = Vec::new();
+        for period in &by_usage.periods {
+            for g in &period.groups {
+                match rows.iter_mut().find(|(n, ..)| *n == g.name) {
+                    Some(row) => {
+                        row.1 += g.import_wh / 1000.0;
+                        row.2 = row.2.zip(g.energy_cost).map(|(a, b)| a + b);
+                    }
+                    None => rows.push((g.name.clone(), g.import_wh / 1000.0, g.energy_cost)),
+                }
+            }
+        }
+        rows
+    };
+    let (step_back, step_fwd) = match by {
+        Period::Day => (
+            anchor
+                .checked_sub_months(chrono::Months::new(1))
+                .unwrap_or(anchor),
+            anchor
+                .checked_add_months(chrono::Months::new(1))
+                .unwrap_or(anchor),
+        ),
+        Period::Month => (
+            anchor.with_year(anchor.year() - 1).unwrap_or(anchor),
+            anchor.with_year(anchor.year() + 1).unwrap_or(anchor),
+        ),
+        Period::Year => (
+            anchor.with_year(anchor.year() - 5).unwrap_or(anchor),
+            anchor.with_year(anchor.year() + 5).unwrap_or(anchor),
+        ),
+    };
+    let tree = dashboard::site_tree(&state.pool, id).await?;
+    let (nav, set) = nav(&p, &headers);
+    let csv_from = compared.current.from;
+    let csv_to = compared
+        .current
+        .to
+        .succ_opt()
+        .unwrap_or(compared.current.to);
+    render(
+        &SitePage {
+            title: site.name.clone(),
+            nav,
+            site_id: id,
+            site_name: site.name,
+            time_zone: site.time_zone,
+            by: by.as_str(),
+            anchor,
+            prev_anchor: step_back,
+            next_anchor: step_fwd,
+            period_label: format!("{} to {}", compared.current.from, compared.current.to),
+            csv_from,
+            csv_to,
+            energy_chart,
+            cost_chart,
+            total_kwh,
+            total_cost,
+            currency,
+            peak,
+            complete_pct: if expected == 0 {
+                0.0
+            } else {
+                measured as f64 * 100.0 / expected as f64
+            },
+            by_circuit,
+            by_usage,
+            tree,
+        },
+        set,
+    )
+}
+
+/// The bucket of the usage breakdown: few rows for the whole range shown.
+fn usage_bucket(by: Period) -> Period {
+    match by {
+        Period::Day => Period::Month,
+        Period::Month | Period::Year => Period::Year,
+    }
+}
+
+// ---- meter ---------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "meter.html")]
+struct MeterPage {
+    title: String,
+    nav: Nav,
+    serial: String,
+    name: String,
+    model: String,
+    gateway: String,
+    time_zone: String,
+    from: NaiveDate,
+    to: NaiveDate,
+    power_chart: String,
+    measured_at: String,
+    phase_rows: Vec<(&'static str, Vec<(String, String)>)>,
+    other_rows: Vec<(&'static str, &'static str, String)>,
+    counters: Vec<(String, String, String, String)>,
+}
+
+#[derive(Deserialize)]
+pub struct MeterParams {
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+}
+
+fn show(v: Option<&serde_json::Value>) -> String {
+    match v.and_then(serde_json::Value::as_f64) {
+        Some(x) if x.abs() >= 100.0 => format!("{x:.1}"),
+        Some(x) => format!("{x:.2}"),
+        None => "–".into(),
+    }
+}
+
+pub async fn meter_page(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path(serial): Path<String>,
+    Query(q): Query<MeterParams>,
+) -> PageResult {
+    let device = devices::meter_by_serial(&state.pool, &p.scope, &serial)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    let (zone_name, gateway): (String, String) = sqlx::query_as(
+        "SELECT COALESCE(s.time_zone, g.time_zone), g.serial FROM devices d JOIN gateways g ON g.id = d.gateway_id
+         LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
+    )
+    .bind(device.id)
+    .fetch_one(&state.pool)
+    .await?;
+    let tz = dashboard::zone(&zone_name);
+    let now = Utc::now();
+    let today = calendar::local_date(now, tz);
+    let to = q.to.unwrap_or_else(|| today.succ_opt().unwrap_or(today));
+    let from = q.from.unwrap_or_else(|| to.pred_opt().unwrap_or(to));
+    if to <= from || (to - from).num_days() > query::MAX_PROFILE_DAYS {
+        return Err(PageError::Bad(format!(
+            "choose a period of 1 to {} days",
+            query::MAX_PROFILE_DAYS
+        )));
+    }
+    let start = calendar::period_bounds(tz, from, Period::Day).0;
+    let end = calendar::period_bounds(tz, to, Period::Day).0;
+    let import = device
+        .import_register
+        .clone()
+        .unwrap_or_else(|| crate::profiles::roles::DEFAULT_IMPORT.into());
+    let profile = query::profile(
+        &state.pool,
+        device.site_id,
+        device.id,
+        &device.serial,
+        tz,
+        start,
+        end,
+        Some(&import),
+    )
+    .await
+    .or_else(|e| match e {
+        // A meter without that register still shows its live values.
+        query::QueryError::Invalid(_) => Ok(query::Profile {
+            device: device.serial.clone(),
+            time_zone: zone_name.clone(),
+            from: start,
+            to: end,
+            registers: Vec::new(),
+            power: Vec::new(),
+        }),
+        other => Err(other),
+    })
+    .map_err(DashboardError::from)?;
+    let points: Vec<PowerPoint> = match profile.registers.first() {
+        Some(r) => r
+            .intervals
+            .iter()
+            .map(|i| PowerPoint {
+                label: i.start_local.get(11..16).unwrap_or("").to_owned(),
+                power_w: i.energy.map(|wh| wh * 4.0),
+                estimated: i.quality == headend_energy::engine::Quality::Estimated,
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let power_chart = charts::power_graph("power-chart", "Power", &points);
+
+    let latest = devices::latest(&state.pool, &p.scope, &serial).await?;
+    let values = latest
+        .as_ref()
+        .map(|l| l.values.clone())
+        .unwrap_or_default();
+    let cell = |key: &str| (key.to_owned(), show(values.get(key)));
+    let phase_rows = vec![
+        (
+            "U (V)",
+            vec![
+                cell("u1"),
+                cell("u2"),
+                cell("u3"),
+                (String::new(), String::new()),
+            ],
+        ),
+        (
+            "I (A)",
+            vec![cell("i1"), cell("i2"), cell("i3"), cell("i_n")],
+        ),
+        ("P (W)", vec![cell("p1"), cell("p2"), cell("p3"), cell("p")]),
+        (
+            "Q (var)",
+            vec![cell("q1"), cell("q2"), cell("q3"), cell("q")],
+        ),
+        (
+            "S (VA)",
+            vec![cell("s1"), cell("s2"), cell("s3"), cell("s")],
+        ),
+        (
+            "PF",
+            vec![cell("pf1"), cell("pf2"), cell("pf3"), cell("pf")],
+        ),
+        (
+            "Angle (°)",
+            vec![cell("pa1"), cell("pa2"), cell("pa3"), cell("pa")],
+        ),
+        (
+            "THD-U (%)",
+            vec![
+                cell("thd_u1"),
+                cell("thd_u2"),
+                cell("thd_u3"),
+                (String::new(), String::new()),
+            ],
+        ),
+        (
+            "THD-I (%)",
+            vec![
+                cell("thd_i1"),
+                cell("thd_i2"),
+                cell("thd_i3"),
+                (String::new(), String::new()),
+            ],
+        ),
+    ];
+    let other_rows = vec![
+        ("Frequency (Hz)", "frequency", show(values.get("frequency"))),
+        (
+            "Temperature (°C)",
+            "temperature",
+            show(values.get("temperature")),
+        ),
+        (
+            "Active tariff",
+            "",
+            latest
+                .as_ref()
+                .and_then(|l| l.tariff)
+                .map_or("–".into(), |t| format!("T{t}")),
+        ),
+    ];
+    let counters = match devices::counters(&state.pool, &p.scope, &serial).await? {
+        Some((_, list)) => list
+            .iter()
+            .map(|c| {
+                let v = serde_json::to_value(c).unwrap_or_default();
+                (
+                    v["name"].as_str().unwrap_or("").to_owned(),
+                    format!(
+                        "{} {}",
+                        v["value"].as_str().unwrap_or(""),
+                        v["unit"].as_str().unwrap_or("")
+                    ),
+                    v["tariffs"]
+                        .as_array()
+                        .map(|t| {
+                            t.iter()
+                                .map(|x| format!("T{x}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default(),
+                    v["ts"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let (nav, set) = nav(&p, &headers);
+    render(
+        &MeterPage {
+            title: device.name.clone().unwrap_or_else(|| serial.clone()),
+            nav,
+            name: device
+                .name
+                .clone()
+                .or(device.description.clone())
+                .unwrap_or_else(|| serial.clone()),
+            model: device.model.clone().unwrap_or_default(),
+            serial,
+            gateway,
+            time_zone: zone_name,
+            from,
+            to,
+            power_chart,
+            measured_at: latest
+                .and_then(|l| l.ts)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "no measurements yet".into()),
+            phase_rows,
+            other_rows,
+            counters,
+        },
+        set,
+    )
+}
+
+// ---- relays --------------------------------------------------------------------------------
+
+pub struct RelayRow {
+    id: i64,
+    label: String,
+    gateway: String,
+    online: bool,
+    state: &'static str,
+    age: String,
+    critical: bool,
+    in_flight: Option<(i64, String, String)>,
+    operations: i64,
+    rated: i32,
+    wear_pct: f64,
+}
+
+fn relay_row(r: ledger::RelayView) -> RelayRow {
+    RelayRow {
+        label: r.name.clone().or(r.description.clone()).unwrap_or_else(|| {
+            format!(
+                "{} relay {}",
+                r.port.to_uppercase(),
+                if r.port == "ir" {
+                    String::new()
+                } else {
+                    r.slot.to_string()
+                }
+            )
+            .trim()
+            .to_owned()
+        }),
+        id: r.id,
+        gateway: r.gateway,
+        online: r.gateway_online,
+        state: match r.state {
+            Some(1) => "ON",
+            Some(0) => "OFF",
+            Some(_) => "unknown",
+            None => "never reported",
+        },
+        age: r
+            .state_age_s
+            .map_or(String::new(), |s| format!("{} ago", human_age(s))),
+        critical: r.critical,
+        in_flight: r.command_in_flight.map(|id| {
+            (
+                id,
+                r.command_action.unwrap_or_default(),
+                r.command_status.unwrap_or_default(),
+            )
+        }),
+        operations: r.operations,
+        rated: r.rated_operations,
+        wear_pct: r.wear_pct,
+    }
+}
+
+fn human_age(s: f64) -> String {
+    let s = s.max(0.0) as i64;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} d", s / 86_400),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "relays.html")]
+struct RelaysPage {
+    title: &'static str,
+    nav: Nav,
+    relays: Vec<RelayRow>,
+}
+
+pub async fn relays_page(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+) -> PageResult {
+    let relays = ledger::list_relays(&state.pool, &p.scope)
+        .await?
+        .into_iter()
+        .map(relay_row)
+        .collect();
+    let (nav, set) = nav(&p, &headers);
+    render(
+        &RelaysPage {
+            title: "Relays",
+            nav,
+            relays,
+        },
+        set,
+    )
+}
+
+#[derive(Template)]
+#[template(path = "relay.html")]
+struct RelayPage {
+    title: String,
+    nav: Nav,
+    relay: RelayRow,
+    history: Vec<ledger::CommandView>,
+}
+
+pub async fn relay_page(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let relay = relay_row(
+        ledger::get_relay(&state.pool, &p.scope, id)
+            .await?
+            .ok_or(PageError::NotFound)?,
+    );
+    let history = ledger::history(&state.pool, &p.scope, id, 50).await?;
+    let (nav, set) = nav(&p, &headers);
+    render(
+        &RelayPage {
+            title: relay.label.clone(),
+            nav,
+            relay,
+            history,
+        },
+        set,
+    )
+}
+
+#[derive(Template)]
+#[template(path = "relay_confirm.html")]
+struct ConfirmPage {
+    title: String,
+    nav: Nav,
+    id: i64,
+    label: String,
+    action: String,
+    state: &'static str,
+    idempotency_key: String,
+}
+
+#[derive(Deserialize)]
+pub struct ConfirmParams {
+    action: String,
+}
+
+pub async fn relay_confirm(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<ConfirmParams>,
+) -> PageResult {
+    if !matches!(p.role, Role::Admin | Role::Operator) {
+        return Err(PageError::Forbidden);
+    }
+    if !matches!(q.action.as_str(), "on" | "off" | "toggle") {
+        return Err(PageError::Bad("the action is on, off or toggle".into()));
+    }
+    let relay = relay_row(
+        ledger::get_relay(&state.pool, &p.scope, id)
+            .await?
+            .ok_or(PageError::NotFound)?,
+    );
+    let (nav, set) = nav(&p, &headers);
+    // A double submit of the confirmation (a double click, a reload) makes one command.
+    let key: String = (0..12)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    render(
+        &ConfirmPage {
+            title: format!("Switch {}", relay.label),
+            nav,
+            id,
+            label: relay.label,
+            action: q.action,
+            state: relay.state,
+            idempotency_key: key,
+        },
+        set,
+    )
+}
+
+#[derive(Deserialize)]
+pub struct CommandForm {
+    csrf: String,
+    action: String,
+    idempotency_key: Option<String>,
+    reason: Option<String>,
+}
+
+pub async fn relay_command(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    super::relays::ClientAddr(from): super::relays::ClientAddr,
+    Path(id): Path<i64>,
+    Form(form): Form<CommandForm>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    let action = match form.action.as_str() {
+        "on" => ledger::Action::On,
+        "off" => ledger::Action::Off,
+        "toggle" => ledger::Action::Toggle,
+        _ => return Err(PageError::Bad("the action is on, off or toggle".into())),
+    };
+    let created = ledger::create(
+        &state.pool,
+        &state.command_timing,
+        &p,
+        from,
+        id,
+        NewCommand {
+            action,
+            idempotency_key: form.idempotency_key.filter(|k| !k.is_empty()),
+            expires_at: None,
+            expires_in_s: None,
+            reason: form.reason.filter(|r| !r.trim().is_empty()),
+        },
+    )
+    .await
+    .map_err(|e| match e {
+        ledger::CommandError::NotFound(_) => PageError::NotFound,
+        ledger::CommandError::Forbidden(_) => PageError::Forbidden,
+        ledger::CommandError::Invalid(m) | ledger::CommandError::Refused(m) => PageError::Bad(m),
+        ledger::CommandError::Db(e) => PageError::from(e),
+    })?;
+    state.commands_wake.notify_one();
+    let command = match created {
+        Created::New(c) | Created::Existing(c) => c,
+    };
+    Ok(Redirect::to(&format!("/commands/{command}")).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "command.html")]
+struct CommandPage {
+    title: String,
+    nav: Nav,
+    c: ledger::CommandView,
+    done: bool,
+}
+
+pub async fn command_page(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let c = ledger::get_command(&state.pool, &p.scope, id)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    let done = matches!(
+        c.status.as_str(),
+        "confirmed" | "failed" | "expired" | "cancelled"
+    );
+    let (nav, set) = nav(&p, &headers);
+    render(
+        &CommandPage {
+            title: format!("Command {id}"),
+            nav,
+            c,
+            done,
+        },
+        set,
+    )
+}
+
+pub async fn command_action(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path((id, what)): Path<(i64, String)>,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    let result = match what.as_str() {
+        "approve" => ledger::approve(&state.pool, &p, id).await,
+        "cancel" => ledger::cancel(&state.pool, &p, id).await,
+        _ => return Err(PageError::NotFound),
+    };
+    result.map_err(|e| match e {
+        ledger::CommandError::NotFound(_) => PageError::NotFound,
+        ledger::CommandError::Forbidden(_) => PageError::Forbidden,
+        ledger::CommandError::Invalid(m) | ledger::CommandError::Refused(m) => PageError::Bad(m),
+        ledger::CommandError::Db(e) => PageError::from(e),
+    })?;
+    state.commands_wake.notify_one();
+    Ok(Redirect::to(&format!("/commands/{id}")).into_response())
+}
+
+// ---- gateways and admin ----------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "gateways.html")]
+struct GatewaysPage {
+    title: &'static str,
+    nav: Nav,
+    gateways: Vec<gateways::GatewayView>,
+}
+
+pub async fn gateways_page(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+) -> PageResult {
+    let gateways = gateways::list(&state.pool, &p.scope).await?;
+    let (nav, set) = nav(&p, &headers);
+    render(
+        &GatewaysPage {
+            title: "Gateways",
+            nav,
+            gateways,
+        },
+        set,
+    )
+}
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct AdminPage {
+    title: &'static str,
+    nav: Nav,
+    message: Option<String>,
+    error: Option<String>,
+    sites: Vec<(i64, String, String, i64)>,
+    users: Vec<(String, String, String)>,
+    gateways: Vec<gateways::GatewayView>,
+}
+
+#[derive(Deserialize, Default)]
+pub struct AdminParams {
+    message: Option<String>,
+    error: Option<String>,
+}
+
+pub async fn admin_page(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Query(q): Query<AdminParams>,
+) -> PageResult {
+    if p.role != Role::Admin {
+        return Err(PageError::Forbidden);
+    }
+    let sites: Vec<(i64, String, String, i64)> = sqlx::query_as(
+        "SELECT s.id, s.name, s.time_zone, (SELECT count(*) FROM contracts c WHERE c.site_id = s.id)
+         FROM sites s ORDER BY s.name",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let users: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT u.email, u.role, COALESCE(string_agg(s.name, ', ' ORDER BY s.name), '')
+         FROM users u LEFT JOIN user_sites us ON us.user_id = u.id LEFT JOIN sites s ON s.id = us.site_id
+         GROUP BY u.id ORDER BY u.email",
+    )
+    .fetch_all(&state.pool)
+    .await?;
+    let gateways = gateways::list(&state.pool, &Scope::All).await?;
+    let (nav, set) = nav(&p, &headers);
+    // Messages come back through the redirect's query: shown as text, never as markup.
+    render(
+        &AdminPage {
+            title: "Administration",
+            nav,
+            message: q.message.map(|m| m.chars().take(300).collect()),
+            error: q.error.map(|m| m.chars().take(300).collect()),
+            sites,
+            users,
+            gateways,
+        },
+        set,
+    )
+}
+
+fn back_to_admin(result: Result<String, String>) -> Response {
+    let (key, text) = match result {
+        Ok(m) => ("message", m),
+        Err(e) => ("error", e),
+    };
+    let encoded: String = text
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect();
+    Redirect::to(&format!("/admin?{key}={encoded}")).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct NewSiteForm {
+    csrf: String,
+    name: String,
+    time_zone: String,
+}
+
+pub async fn admin_create_site(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Form(form): Form<NewSiteForm>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    if p.role != Role::Admin {
+        return Err(PageError::Forbidden);
+    }
+    let result = sites::create(&state.pool, &form.name, &form.time_zone).await;
+    state.gateways_changed();
+    Ok(back_to_admin(match result {
+        Ok(id) => Ok(format!("Site {id} created.")),
+        Err(sites::SiteError::Db(e)) => return Err(e.into()),
+        Err(e) => Err(e.to_string()),
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct NewUserForm {
+    csrf: String,
+    email: String,
+    role: String,
+    sites: Option<String>,
+}
+
+pub async fn admin_create_user(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Form(form): Form<NewUserForm>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    if p.role != Role::Admin {
+        return Err(PageError::Forbidden);
+    }
+    let Ok(role) = form.role.parse::<Role>() else {
+        return Ok(back_to_admin(Err(
+            "role is admin, operator or viewer".into()
+        )));
+    };
+    let site_ids: Result<Vec<i64>, _> = form
+        .sites
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::parse)
+        .collect();
+    let Ok(site_ids) = site_ids else {
+        return Ok(back_to_admin(Err(
+            "site ids are numbers separated by commas".into(),
+        )));
+    };
+    let password = crate::auth::password::generate();
+    match users::create(&state.pool, &form.email, role, &password).await {
+        Ok(id) => {
+            for site in site_ids {
+                users::grant_site(&state.pool, id, site).await?;
+            }
+            // Shown once, like the API does; the admin hands it over.
+            Ok(back_to_admin(Ok(format!(
+                "User {} created; password: {password}",
+                form.email.trim()
+            ))))
+        }
+        Err(e) => Ok(back_to_admin(Err(e.to_string()))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct NewGatewayForm {
+    csrf: String,
+    serial: String,
+    site_id: Option<String>,
+}
+
+pub async fn admin_create_gateway(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Form(form): Form<NewGatewayForm>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    if p.role != Role::Admin {
+        return Err(PageError::Forbidden);
+    }
+    let site_id = match form
+        .site_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        Some(s) => match s.parse() {
+            Ok(id) => Some(id),
+            Err(_) => return Ok(back_to_admin(Err("the site id is a number".into()))),
+        },
+        None => None,
+    };
+    let created = gateways::create(
+        &state.pool,
+        gateways::NewGateway {
+            serial: form.serial,
+            site_id,
+            ..Default::default()
+        },
+        &state.default_time_zone,
+    )
+    .await;
+    state.gateways_changed();
+    Ok(back_to_admin(match created {
+        Ok(g) => Ok(format!(
+            "Gateway {} registered; MQTT password (shown once): {}; publish base {}; command topic {}",
+            g.serial, g.password, g.publish_base, g.command_topic
+        )),
+        Err(e) => Err(e.to_string()),
+    }))
+}
