@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check of the workspace on a fresh machine: installs PostgreSQL and Mosquitto when
+# Runs every check of the workspace on a fresh machine: installs PostgreSQL, Mosquitto and
+# headless Chromium (for the browser tests) when
 # missing, then formatting, lints, the no_std build of the gateway logic, and the unit,
 # integration and end-to-end tests.
 set -euo pipefail

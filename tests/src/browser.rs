@@ -390,36 +390,40 @@ impl Browser {
         .await
     }
 
-    /// Runs `action` until it succeeds or [`WAIT`] passes: the element may not be there yet,
-    /// or be replaced or covered while the page settles. A failed click did not click.
+    /// Runs `action` until it succeeds, retrying while [`WAIT`] lasts on the errors that mean
+    /// the page is not ready yet (element missing, replaced, covered, not yet interactable):
+    /// such a failed click did not click. Other errors fail at once, so nothing runs twice.
     async fn retry<F, Fut>(&self, what: &str, mut action: F) -> anyhow::Result<()>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
     {
-        let last = Mutex::new(String::new());
-        let done = crate::eventually(WAIT, || {
-            let attempt = action();
-            let last = &last;
-            async move {
-                let error = match tokio::time::timeout(COMMAND_DEADLINE, attempt).await {
-                    Ok(Ok(())) => return Some(()),
-                    Ok(Err(e)) => e.to_string(),
-                    Err(_) => format!("no answer in {} s", COMMAND_DEADLINE.as_secs()),
-                };
-                *last.lock().expect("last error") = error;
-                None
-            }
-        })
-        .await;
-        match done {
-            Some(()) => Ok(()),
-            None => Err(anyhow!(
-                "{what}: failed for {} s (last error: {}); {}",
-                WAIT.as_secs(),
-                last.into_inner().expect("last error"),
-                self.describe_page().await
-            )),
+        use fantoccini::error::{CmdError, ErrorStatus};
+        let until = Instant::now() + WAIT;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let error = match tokio::time::timeout(COMMAND_DEADLINE, action()).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(CmdError::Standard(e)))
+                    if Instant::now() < until
+                        && matches!(
+                            e.error,
+                            ErrorStatus::NoSuchElement
+                                | ErrorStatus::StaleElementReference
+                                | ErrorStatus::ElementClickIntercepted
+                                | ErrorStatus::ElementNotInteractable
+                                | ErrorStatus::InvalidElementState
+                        ) =>
+                {
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_millis(100));
+                    continue;
+                }
+                // chromedriver appends its stack trace: the first line says it all.
+                Ok(Err(e)) => e.to_string().lines().next().unwrap_or_default().to_owned(),
+                Err(_) => format!("no answer in {} s", COMMAND_DEADLINE.as_secs()),
+            };
+            bail!("{what}: {error}; {}", self.describe_page().await);
         }
     }
 

@@ -143,7 +143,6 @@ async fn sessions_are_isolated() {
 
 /// Logging in through the dashboard's form: the session cookie is HttpOnly and SameSite=Strict.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the dashboard pages"]
 async fn login_through_the_form() {
     let (app, browser) = tokio::join!(TestApp::spawn(), Browser::start());
     let base = format!("http://{}", app.http);
@@ -182,4 +181,127 @@ async fn login_through_the_form() {
         "{visible}"
     );
     browser.close().await.unwrap();
+}
+
+/// Logs `email` (created with the harness password) in through the form.
+async fn log_in(browser: &Browser, base: &str, email: &str) {
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    browser.fill("input[name=email]", email).await.unwrap();
+    browser
+        .fill("input[name=password]", "correct horse battery staple")
+        .await
+        .unwrap();
+    browser.click("button[type=submit]").await.unwrap();
+    browser.wait_for_path("/").await.unwrap();
+}
+
+/// The meter page's power graph on a spring-forward day has one bar per quarter-hour: 92.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_graph_of_a_dst_day_has_92_quarters() {
+    use chrono::{TimeZone, Utc};
+    let (app, browser) = tokio::join!(TestApp::spawn(), Browser::start());
+    let base = format!("http://{}", app.http);
+    let tz = chrono_tz::Europe::Ljubljana;
+    let site = app.site("Plant", "Europe/Ljubljana").await;
+    let password = app.gateway("SG000017", Some(site), None).await;
+    app.user_token("viewer@example.com", "viewer", &[site])
+        .await;
+    let mut client = app.gateway_client("SG000017", &password).await;
+    let start = tz
+        .with_ymd_and_hms(2026, 3, 29, 0, 0, 0)
+        .unwrap()
+        .with_timezone(&Utc);
+    for q in 0..=92_i64 {
+        let t = (start + chrono::Duration::minutes(15 * q)).with_timezone(&tz);
+        let doc = serde_json::json!({
+            "header": { "cmd": "get_energy_counters", "model": "IE38MD", "serial_number": "X0000124",
+                "local_time": t.format("%d.%m.%Y %H:%M:%S").to_string(),
+                "resetable_counters": 0, "non_resetable_counters": 1 },
+            "counters": { "counter1nr": format!("{}.000 kWh", 1000 + q) }
+        });
+        client
+            .publish("sg/SG000017/pub/counters/ir", doc.to_string())
+            .await;
+    }
+    client.wait_acks(93).await;
+    app.wait_count("SELECT count(*) FROM energy_intervals", 92)
+        .await;
+
+    log_in(&browser, &base, "viewer@example.com").await;
+    browser
+        .goto(&format!(
+            "{base}/meters/X0000124?from=2026-03-29&to=2026-03-30"
+        ))
+        .await
+        .unwrap();
+    browser.wait_for("#power-chart").await.unwrap();
+    assert_eq!(browser.count("#power-chart rect.bar").await.unwrap(), 92);
+    assert_eq!(
+        browser
+            .attr("#power-chart", "data-bars")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("92")
+    );
+    // 1 kWh per quarter-hour is a mean power of 4 kW on every bar.
+    let values = browser
+        .execute("return [...document.querySelectorAll('#power-chart rect.bar')].map(r => r.getAttribute('data-value'))")
+        .await
+        .unwrap();
+    assert!(
+        values.as_array().unwrap().iter().all(|v| v == "4"),
+        "{values}"
+    );
+    browser.close().await.unwrap();
+    app.stop().await;
+}
+
+/// An operator presses OFF on the relays page, confirms, and sees the command confirmed by
+/// the simulated relay of the companion firmware.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_button_to_confirmed_command() {
+    use headend_e2e::firmware::SgGateway;
+    let (app, browser) = tokio::join!(
+        TestApp::spawn_with(|c| c.commands.state_poll_secs = 1),
+        Browser::start()
+    );
+    let base = format!("http://{}", app.http);
+    let site = app.site("Plant", "UTC").await;
+    let password = app.gateway("SGBRW0001", Some(site), None).await;
+    app.user_token("op@example.com", "operator", &[site]).await;
+    let _gateway = SgGateway::simulated("SGBRW0001", &password, app.mqtt.unwrap(), &[]);
+    app.wait_count(
+        "SELECT count(DISTINCT d.id) FROM devices d JOIN relay_states r ON r.device_id = d.id WHERE d.port = 'ir'",
+        1,
+    )
+    .await;
+    sqlx::query("UPDATE devices SET min_switch_interval_s = 0 WHERE kind = 'relay'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    log_in(&browser, &base, "op@example.com").await;
+    browser.goto(&format!("{base}/relays")).await.unwrap();
+    browser
+        .click("a[href$='/confirm?action=off']")
+        .await
+        .unwrap();
+    browser.wait_for("#confirm").await.unwrap();
+    browser
+        .fill("input[name=reason]", "browser test")
+        .await
+        .unwrap();
+    browser.click("#confirm").await.unwrap();
+    browser.wait_for("#status").await.unwrap();
+    // The command page refreshes itself until the relay's reported state settles it.
+    browser.wait_for_text("#status", "confirmed").await.unwrap();
+    browser.goto(&format!("{base}/relays")).await.unwrap();
+    assert!(browser
+        .text("#relays .state")
+        .await
+        .unwrap()
+        .starts_with("OFF"));
+    browser.close().await.unwrap();
+    app.stop().await;
 }

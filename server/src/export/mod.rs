@@ -27,12 +27,17 @@
 //!   profile does); days and months are the stored daily costs (1e-9). An export register's
 //!   cost is its credit, positive, as in the API.
 //!
-//! Rows are ordered by meter (serial), register, then time.
+//! Rows are ordered by meter (serial), register, then time. Text fields are quoted as RFC 4180
+//! says; text starting with `=`, `+`, `-` or `@` gets a leading `'` so that a spreadsheet does
+//! not run it as a formula (names come from gateways and users).
 
 mod csv;
 mod produce;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
@@ -135,6 +140,9 @@ pub enum ExportError {
     NotFound(&'static str),
     #[error("export query failed: {0}")]
     Db(#[from] sqlx::Error),
+    /// The file stopped before its end (after the first byte; the log says why).
+    #[error("the export stopped before its end")]
+    Truncated,
 }
 
 #[derive(Debug, Clone)]
@@ -481,8 +489,26 @@ impl Export {
     /// stream (the client went away) stops the query.
     pub fn stream(self, pool: PgPool) -> impl Stream<Item = Result<Bytes, ExportError>> + Send {
         let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
-        tokio::spawn(produce::run(self, pool, tx));
-        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+        let complete = Arc::new(AtomicBool::new(false));
+        tokio::spawn(produce::run(self, pool, tx, complete.clone()));
+        let mut ended = false;
+        futures::stream::poll_fn(move |cx| {
+            if ended {
+                return Poll::Ready(None);
+            }
+            match rx.poll_recv(cx) {
+                Poll::Ready(Some(chunk)) => Poll::Ready(Some(Ok(chunk))),
+                Poll::Ready(None) => {
+                    ended = true;
+                    if complete.load(Ordering::Acquire) {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Ready(Some(Err(ExportError::Truncated)))
+                    }
+                }
+                Poll::Pending => Poll::Pending,
+            }
+        })
     }
 }
 

@@ -7,6 +7,10 @@ use headend_energy::calendar;
 use headend_energy::engine::QUARTER_MS;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Row};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
 use tokio::sync::mpsc;
 
 use super::csv::{offset_at, Csv, BOM};
@@ -14,6 +18,9 @@ use super::{next_month, Counter, Export, ExportError, Kind, Meter, CHUNK, TARIFF
 use crate::devices::unit_of;
 use crate::ingest::clock::{CLOCK_FAULT, DST_AMBIGUOUS, DST_GAP};
 use crate::profiles::roles::Role;
+
+/// How long a client may read nothing before the export gives up on it.
+const CLIENT_STALL: StdDuration = StdDuration::from_secs(120);
 
 const HEADER: [&str; 13] = [
     "start_local",
@@ -54,6 +61,9 @@ const COMPLETENESS_HEADER: [&str; 16] = [
 enum Stop {
     /// The client went away (the body was dropped): nothing to report to anyone.
     Closed,
+    /// The client read nothing for [`CLIENT_STALL`]: the database connection and snapshot
+    /// are given back rather than held for a reader that may never come back.
+    Stalled,
     Failed(ExportError),
 }
 
@@ -64,7 +74,7 @@ impl From<sqlx::Error> for Stop {
 }
 
 struct Sink {
-    tx: mpsc::Sender<Result<Bytes, ExportError>>,
+    tx: mpsc::Sender<Bytes>,
     csv: Csv,
     rows: u64,
 }
@@ -82,15 +92,23 @@ impl Sink {
             return Ok(());
         }
         let chunk = self.csv.take();
-        self.tx.send(Ok(chunk)).await.map_err(|_| Stop::Closed)
+        match tokio::time::timeout(CLIENT_STALL, self.tx.send(chunk)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Stop::Closed),
+            Err(_) => Err(Stop::Stalled),
+        }
     }
 }
 
-/// The task behind [`Export::stream`].
+/// The task behind [`Export::stream`]: sends the file's chunks, and sets `complete` after
+/// the last one. Whatever ends it early (an error, a stall, a panic) drops `tx` without
+/// `complete`, and the stream then ends with an error: a truncated download, never a
+/// complete-looking short file.
 pub(super) async fn run(
     export: Export,
     pool: PgPool,
-    tx: mpsc::Sender<Result<Bytes, ExportError>>,
+    tx: mpsc::Sender<Bytes>,
+    complete: Arc<AtomicBool>,
 ) {
     let started = std::time::Instant::now();
     let mut sink = Sink {
@@ -99,28 +117,34 @@ pub(super) async fn run(
         rows: 0,
     };
     match write(&export, &pool, &mut sink).await {
-        Ok(()) => tracing::debug!(
-            file = %export.filename,
-            rows = sink.rows,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "export written"
-        ),
+        Ok(()) => {
+            complete.store(true, Ordering::Release);
+            tracing::debug!(
+                file = %export.filename,
+                rows = sink.rows,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "export written"
+            )
+        }
         Err(Stop::Closed) => tracing::info!(
             file = %export.filename,
             rows = sink.rows,
             "export: the client went away before the end"
         ),
-        Err(Stop::Failed(error)) => {
-            // The status line is gone; ending the body with an error makes the server close
-            // the connection without the final chunk, so the client sees a broken download.
-            tracing::error!(
-                file = %export.filename,
-                rows = sink.rows,
-                error = %error,
-                "export failed after the download started; the file is truncated"
-            );
-            let _ = sink.tx.send(Err(error)).await;
-        }
+        Err(Stop::Stalled) => tracing::warn!(
+            file = %export.filename,
+            rows = sink.rows,
+            stall_s = CLIENT_STALL.as_secs(),
+            "export: the client stopped reading; the download is cut"
+        ),
+        // The status line is gone: the stream ends with an error, so the server closes the
+        // connection without the final chunk and the client sees a broken download.
+        Err(Stop::Failed(error)) => tracing::error!(
+            file = %export.filename,
+            rows = sink.rows,
+            error = %error,
+            "export failed after the download started; the file is truncated"
+        ),
     }
 }
 

@@ -518,15 +518,27 @@ pub async fn consumption(
     let placements: Vec<Placement> = meters.iter().map(|m| m.placement.clone()).collect();
     let top = topology::top_level(&placements);
 
-    // Per counter and bucket sums: SQL does the day-to-bucket folding.
-    let trunc = match by {
+    // Per counter and bucket sums: SQL does the day-to-bucket folding. A bucket is a date
+    // computed with date arithmetic (no cast through timestamptz); years are folded from
+    // months in Rust, because demand charges are monthly.
+    let bucket = match by {
         Period::Day => "day",
-        // Years are folded from months in Rust, because demand charges are monthly.
-        Period::Month | Period::Year => "month",
+        Period::Month | Period::Year => "(day - (EXTRACT(DAY FROM day)::int - 1))",
     };
+    // Only the registers the answer needs: the total needs the top-level meters (import,
+    // export, reactive for the reactive charge); a grouping needs every meter's import and
+    // export.
     let counter_ids: Vec<i64> = meters
         .iter()
-        .flat_map(|m| [m.import, m.export, m.reactive])
+        .flat_map(|m| {
+            let counted = top.contains(&m.placement.device_id);
+            let shown = counted || group.is_some();
+            [
+                m.import.filter(|_| shown),
+                m.export.filter(|_| shown),
+                m.reactive.filter(|_| counted),
+            ]
+        })
         .flatten()
         .collect();
     type SumRow = (
@@ -540,22 +552,31 @@ pub async fn consumption(
         i64,
         Option<String>,
     );
-    let rows: Vec<SumRow> = sqlx::query_as(&format!(
-        "SELECT counter_id, date_trunc('{trunc}', day)::date AS bucket,
-                sum(energy_milli)::int8, sum(measured)::int8, sum(estimated)::int8,
-                sum(cost_nano)::int8, count(cost_nano), count(*), max(currency)
-         FROM energy_days
-         WHERE counter_id = ANY($1) AND day >= $2 AND day <= $3
-         GROUP BY 1, 2"
-    ))
-    .bind(&counter_ids)
-    .bind(first)
-    .bind(last)
-    .fetch_all(pool)
-    .await?;
+    let sql = if by == Period::Day {
+        // One row per counter and day already: no grouping.
+        "SELECT counter_id, day, energy_milli, measured::int8, estimated::int8, cost_nano,
+                (cost_nano IS NOT NULL)::int4::int8, 1::int8, currency
+         FROM energy_days WHERE counter_id = ANY($1) AND day >= $2 AND day <= $3"
+            .to_owned()
+    } else {
+        format!(
+            "SELECT counter_id, {bucket} AS bucket,
+                    sum(energy_milli)::int8, sum(measured)::int8, sum(estimated)::int8,
+                    sum(cost_nano)::int8, count(cost_nano), count(*), max(currency)
+             FROM energy_days
+             WHERE counter_id = ANY($1) AND day >= $2 AND day <= $3
+             GROUP BY 1, 2"
+        )
+    };
+    let rows: Vec<SumRow> = sqlx::query_as(&sql)
+        .bind(&counter_ids)
+        .bind(first)
+        .bind(last)
+        .fetch_all(pool)
+        .await?;
     let peaks: Vec<(i64, NaiveDate, i64)> = if group == Some(Group::Meter) {
         sqlx::query_as(&format!(
-            "SELECT counter_id, date_trunc('{trunc}', day)::date, max(peak_milli)
+            "SELECT counter_id, {bucket}, max(peak_milli)
              FROM energy_days WHERE counter_id = ANY($1) AND day >= $2 AND day <= $3 GROUP BY 1, 2"
         ))
         .bind(&counter_ids)
@@ -567,9 +588,10 @@ pub async fn consumption(
         Vec::new()
     };
     let site_peaks: Vec<(NaiveDate, i64, DateTime<Utc>)> = sqlx::query_as(&format!(
-        "SELECT DISTINCT ON (date_trunc('{trunc}', day)) date_trunc('{trunc}', day)::date, peak_milli, peak_start
-         FROM site_days WHERE site_id = $1 AND day >= $2 AND day <= $3
-         ORDER BY date_trunc('{trunc}', day), peak_milli DESC, peak_start"
+        "SELECT DISTINCT ON (b) b, peak_milli, peak_start
+         FROM (SELECT {bucket} AS b, peak_milli, peak_start FROM site_days
+               WHERE site_id = $1 AND day >= $2 AND day <= $3) d
+         ORDER BY b, peak_milli DESC, peak_start"
     ))
     .bind(site)
     .bind(first)

@@ -130,9 +130,14 @@ impl ProfileWorker {
     pub async fn step(&self) -> Result<Progress, WorkerError> {
         let mut tx = self.pool.begin().await.step("begin")?;
         let queued: Vec<(i64, DateTime<Utc>, DateTime<Utc>, bool)> = sqlx::query_as(
-            "DELETE FROM energy_dirty WHERE id IN (
-                 SELECT id FROM energy_dirty ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING counter_id, from_ts, to_ts, readings",
+            // Every queued row of the first counters in line, so that a backlog of many small
+            // spans of one counter becomes one span. MATERIALIZED keeps PostgreSQL from
+            // re-running the LIMIT under the join (it would then take more than the bound).
+            "WITH counters AS MATERIALIZED (
+                 SELECT DISTINCT counter_id FROM (
+                     SELECT counter_id FROM energy_dirty ORDER BY id LIMIT $1) first_in_line)
+             DELETE FROM energy_dirty e USING counters c WHERE e.counter_id = c.counter_id
+             RETURNING e.counter_id, e.from_ts, e.to_ts, e.readings",
         )
         .bind(BATCH)
         .fetch_all(&mut *tx)

@@ -28,6 +28,7 @@ impl From<ExportError> for ApiError {
             ExportError::Invalid(m) => Self::BadRequest(m),
             ExportError::NotFound(what) => Self::NotFound(what),
             ExportError::Db(e) => Self::internal(e),
+            e @ ExportError::Truncated => Self::internal(e),
         }
     }
 }
