@@ -7,7 +7,9 @@
 //! channel, so memory stays bounded whatever the size of the file and a slow client slows the
 //! query down instead of filling memory. Everything that can be refused (scope, parameters,
 //! period) is checked before the first byte; a failure after it is logged and ends the stream
-//! with an error, so the client sees a truncated download rather than a short file.
+//! with an error, so the client sees a truncated download rather than a short file. A client
+//! that reads nothing for two minutes is cut off the same way (its connection and snapshot
+//! are not held for ever).
 //!
 //! Columns (one header row; [`Kind::Completeness`] has its own, see there):
 //!
@@ -389,11 +391,7 @@ impl Export {
                     at(engine::ceil_quarter(to.timestamp_millis())),
                 )
             }
-            Kind::Daily => (
-                calendar::day_start(tz, first_day),
-                calendar::day_start(tz, next_day(last_day)?),
-            ),
-            Kind::Monthly => (
+            Kind::Daily | Kind::Monthly => (
                 calendar::day_start(tz, first_day),
                 calendar::day_start(tz, next_day(last_day)?),
             ),

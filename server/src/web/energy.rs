@@ -48,7 +48,7 @@ async fn visible_site(state: &WebState, scope: &Scope, site: i64) -> ApiResult<T
 }
 
 /// An instant as RFC 3339, or a plain date meaning local midnight of the site.
-fn parse_instant(name: &str, value: &str, tz: Tz) -> ApiResult<DateTime<Utc>> {
+pub(super) fn parse_instant(name: &str, value: &str, tz: Tz) -> ApiResult<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));
     }

@@ -10,9 +10,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, NaiveDate, Utc};
-use chrono_tz::Tz;
-use headend_energy::calendar::{self, Period};
+use chrono::Utc;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
@@ -67,8 +65,8 @@ pub async fn csv(
     let tz = selection.time_zone();
     let spec = Spec {
         kind,
-        from: parse_instant("from", from, tz)?,
-        to: parse_instant("to", to, tz)?,
+        from: super::energy::parse_instant("from", from, tz)?,
+        to: super::energy::parse_instant("to", to, tz)?,
         register,
         format,
     };
@@ -140,19 +138,4 @@ fn format(q: &ExportParams) -> ApiResult<Format> {
         decimal,
         bom,
     })
-}
-
-/// An instant as RFC 3339, or a plain date meaning local midnight of the site. The same rule
-/// as the consumption API (a copy of `web::energy`'s private function, to share once both
-/// files can change together).
-fn parse_instant(name: &str, value: &str, tz: Tz) -> ApiResult<DateTime<Utc>> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-        return Ok(calendar::period_bounds(tz, d, Period::Day).0);
-    }
-    Err(ApiError::BadRequest(format!(
-        "`{name}` must be an RFC 3339 instant (2026-03-29T00:00:00+01:00) or a date (2026-03-29)"
-    )))
 }

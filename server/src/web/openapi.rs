@@ -149,7 +149,7 @@ pub fn document() -> Value {
             { "name": "ingest", "description": "Rejected gateway messages" },
             { "name": "meta", "description": "This document" }
         ],
-        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths(), relay_paths()]),
+        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths(), relay_paths(), export_paths()]),
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
@@ -294,6 +294,35 @@ fn relay_paths() -> Value {
             "Approve switching a critical relay off (four-eyes)", "relays",
             "Another operator or admin of the site than the requester, before the approval deadline; 409 otherwise.",
             vec![command()], None, found(r("Command")),
+        )}
+    })
+}
+
+fn export_paths() -> Value {
+    let q = |name: &str, description: &str, schema: Value| json!({ "name": name, "in": "query", "description": description, "schema": schema });
+    json!({
+        "/export.csv": { "get": described(
+            "CSV export for energy audits, streamed", "export",
+            "Exactly one of `site`, `meter` or `circuit`, which must be visible to the caller (404 otherwise). Columns: start_local, end_local (site time with offset), start_utc, site, meter, meter_name, register (quantity for measurements), value, unit, quality, band, cost, currency; `kind=completeness` has expected/measured/estimated/missing quarter-hours per meter and register. One header row, RFC 4180 quoting, CRLF. Values are exact decimals of the stored integers. The body is streamed with bounded memory; a failure after the first byte ends the body with an error (a truncated download, never a short file that looks complete).",
+            vec![
+                q("kind", "What to export", json!({ "enum": ["intervals", "daily", "monthly", "readings", "measurements", "completeness"] })),
+                q("site", "Site id", json!({ "type": "integer" })),
+                q("meter", "Meter serial", json!({ "type": "string" })),
+                q("circuit", "Circuit id", json!({ "type": "integer" })),
+                q("from", "RFC 3339 instant or local date (YYYY-MM-DD)", json!({ "type": "string" })),
+                q("to", "RFC 3339 instant or local date, exclusive", json!({ "type": "string" })),
+                q("register", "Only this counter register, e.g. counter1nr", json!({ "type": "string" })),
+                q("sep", "Field separator", json!({ "enum": ["comma", "semicolon"], "default": "comma" })),
+                q("decimal", "Decimal mark", json!({ "enum": ["point", "comma"], "default": "point" })),
+                q("bom", "Start with a UTF-8 byte order mark (for Excel)", json!({ "type": "boolean", "default": false }))
+            ],
+            None,
+            json!({
+                "200": { "description": "CSV", "content": { "text/csv": { "schema": { "type": "string" } } } },
+                "400": { "$ref": "#/components/responses/BadRequest" },
+                "401": { "$ref": "#/components/responses/Unauthorized" },
+                "404": { "$ref": "#/components/responses/NotFound" }
+            }),
         )}
     })
 }
@@ -812,6 +841,7 @@ mod tests {
         "/devices/{serial}/profile",
         "/devices/{serial}/counters",
         "/ingest/rejects",
+        "/export.csv",
         "/relays",
         "/relays/{id}",
         "/relays/{id}/commands",
