@@ -236,7 +236,8 @@ async fn every_page_renders_for_its_site_and_nothing_leaks_to_another() {
     assert_eq!(sites.status, 200);
     // askama escapes `<` as `&#60;` (or `&lt;`): either way no markup.
     assert!(
-        sites.body.contains("Plant &#60;script&#62;") || sites.body.contains("Plant &lt;script&gt;"),
+        sites.body.contains("Plant &#60;script&#62;")
+            || sites.body.contains("Plant &lt;script&gt;"),
         "escaped site name: {}",
         sites.body
     );
