@@ -481,7 +481,9 @@ async fn update_gateways(
     let faults: Vec<i64> = updates.iter().map(|(_, u)| u.clock_faults).collect();
     // Lock the rows in id order first: an UPDATE ... FROM join locks them in whatever order
     // its plan visits them, and two writers doing that deadlock (seen in the energy benchmark).
-    sqlx::query("SELECT 1 FROM gateways WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+    // NO KEY UPDATE is the UPDATE's own lock: it does not conflict with the KEY SHARE lock a
+    // concurrent device insert holds on its gateway (FOR UPDATE would, and deadlock there).
+    sqlx::query("SELECT 1 FROM gateways WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
         .bind(&id)
         .execute(&mut **tx)
         .await?;
