@@ -56,10 +56,36 @@ async fn shared_cluster() -> &'static SharedCluster {
             let cluster = start_cluster(&root.join("data"), true)
                 .await
                 .expect("shared test PostgreSQL cluster");
+            // Under the lock, so two processes never drop the same database.
+            drop_orphan_databases(&cluster).await;
             drop(lock);
             SharedCluster { cluster }
         })
         .await
+}
+
+/// Drops the databases of test processes that have ended (their names carry the pid), so a
+/// cluster that outlives many local runs does not fill the disk.
+async fn drop_orphan_databases(cluster: &RunningCluster) {
+    use sqlx::Connection;
+    let Ok(mut conn) = sqlx::PgConnection::connect(&cluster.url("postgres")).await else {
+        return;
+    };
+    let names: Vec<String> =
+        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 't\\_%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+    let _ = conn.close().await;
+    for name in names {
+        let pid = name.split('_').nth(1).and_then(|p| p.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists());
+        if !alive {
+            if let Err(e) = cluster.drop_database(&name).await {
+                eprintln!("could not drop old test database {name}: {e}");
+            }
+        }
+    }
 }
 
 fn uid() -> u32 {
