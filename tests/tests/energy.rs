@@ -89,6 +89,22 @@ async fn full_rebuild_changes_nothing(app: &TestApp) {
     let readings = app.count("SELECT count(*) FROM counter_readings").await;
     settle(app, readings).await;
     assert_eq!(snapshot(app).await, before);
+    // The monthly rollup (kept by triggers) is exactly the sum of its days.
+    let months_from_days = "SELECT counter_id, (day - (EXTRACT(DAY FROM day)::int - 1)),
+                sum(energy_milli)::int8, sum(measured)::int8, sum(estimated)::int8,
+                sum(cost_nano)::int8, count(cost_nano)::int4, count(*)::int4, max(peak_milli)
+         FROM energy_days GROUP BY 1, 2";
+    let months = "SELECT counter_id, month, energy_milli, measured, estimated, cost_nano,
+                priced_days, days, peak_milli FROM energy_months";
+    assert!(app.count("SELECT count(*) FROM energy_months").await > 0);
+    for (a, b) in [(months, months_from_days), (months_from_days, months)] {
+        assert_eq!(
+            app.count(&format!("SELECT count(*) FROM ({a} EXCEPT {b}) x"))
+                .await,
+            0,
+            "energy_months differs from its days"
+        );
+    }
 }
 
 async fn publish(client: &mut MqttClient, topic: &str, docs: &[String]) {

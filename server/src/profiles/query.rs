@@ -502,6 +502,29 @@ pub fn consumption_dates(
     }
 }
 
+/// The whole months inside `first..=last`, as `[from, to)` first-of-month dates (empty when
+/// `from >= to`).
+fn whole_months(first: NaiveDate, last: NaiveDate) -> (NaiveDate, NaiveDate) {
+    let month_start = |d: NaiveDate| d.with_day(1).unwrap_or(d);
+    let next_month = |d: NaiveDate| {
+        month_start(d)
+            .checked_add_months(chrono::Months::new(1))
+            .unwrap_or(d)
+    };
+    let from = if first.day() == 1 {
+        first
+    } else {
+        next_month(first)
+    };
+    let after_last = last.succ_opt().unwrap_or(last);
+    let to = month_start(after_last);
+    if from >= to {
+        (from, from)
+    } else {
+        (from, to)
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn consumption(
     pool: &PgPool,
@@ -552,6 +575,9 @@ pub async fn consumption(
         i64,
         Option<String>,
     );
+    // Whole months come from the monthly rollup (12 rows a counter for a year); the days of
+    // a partial first or last month from the daily one.
+    let (whole_from, whole_to) = whole_months(first, last);
     let sql = if by == Period::Day {
         // One row per counter and day already: no grouping.
         "SELECT counter_id, day, energy_milli, measured::int8, estimated::int8, cost_nano,
@@ -560,11 +586,18 @@ pub async fn consumption(
             .to_owned()
     } else {
         format!(
-            "SELECT counter_id, {bucket} AS bucket,
+            "SELECT counter_id, month, energy_milli, measured, estimated, cost_nano,
+                    priced_days::int8, days::int8, currency
+             FROM energy_months
+             WHERE counter_id = ANY($1) AND month >= $4 AND month < $5
+             UNION ALL
+             SELECT counter_id, {bucket} AS bucket,
                     sum(energy_milli)::int8, sum(measured)::int8, sum(estimated)::int8,
                     sum(cost_nano)::int8, count(cost_nano), count(*), max(currency)
              FROM energy_days
-             WHERE counter_id = ANY($1) AND day >= $2 AND day <= $3
+             WHERE counter_id = ANY($1)
+               AND ((day >= $2 AND day <= $3 AND day < $4)
+                    OR (day >= $2 AND day <= $3 AND day >= $5))
              GROUP BY 1, 2"
         )
     };
@@ -572,18 +605,36 @@ pub async fn consumption(
         .bind(&counter_ids)
         .bind(first)
         .bind(last)
+        .bind(whole_from)
+        .bind(whole_to)
         .fetch_all(pool)
         .await?;
     let peaks: Vec<(i64, NaiveDate, i64)> = if group == Some(Group::Meter) {
-        sqlx::query_as(&format!(
-            "SELECT counter_id, {bucket}, max(peak_milli)
-             FROM energy_days WHERE counter_id = ANY($1) AND day >= $2 AND day <= $3 GROUP BY 1, 2"
-        ))
-        .bind(&counter_ids)
-        .bind(first)
-        .bind(last)
-        .fetch_all(pool)
-        .await?
+        let sql = if by == Period::Day {
+            "SELECT counter_id, day, peak_milli
+             FROM energy_days WHERE counter_id = ANY($1) AND day >= $2 AND day <= $3"
+                .to_owned()
+        } else {
+            format!(
+                "SELECT counter_id, month, peak_milli FROM energy_months
+                 WHERE counter_id = ANY($1) AND month >= $4 AND month < $5
+                 UNION ALL
+                 SELECT counter_id, {bucket}, max(peak_milli)
+                 FROM energy_days
+                 WHERE counter_id = ANY($1)
+                   AND ((day >= $2 AND day <= $3 AND day < $4)
+                        OR (day >= $2 AND day <= $3 AND day >= $5))
+                 GROUP BY 1, 2"
+            )
+        };
+        sqlx::query_as(&sql)
+            .bind(&counter_ids)
+            .bind(first)
+            .bind(last)
+            .bind(whole_from)
+            .bind(whole_to)
+            .fetch_all(pool)
+            .await?
     } else {
         Vec::new()
     };
@@ -1057,4 +1108,40 @@ fn contract_on(
         .rev()
         .find(|(from, _)| *from <= day)
         .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).unwrap()
+    }
+
+    #[test]
+    fn whole_months_inside_a_range() {
+        // A year: all twelve months, no edge days.
+        assert_eq!(
+            whole_months(d(2025, 11, 1), d(2026, 10, 31)),
+            (d(2025, 11, 1), d(2026, 11, 1))
+        );
+        // Partial edges: only the months in between.
+        assert_eq!(
+            whole_months(d(2026, 1, 15), d(2026, 4, 10)),
+            (d(2026, 2, 1), d(2026, 4, 1))
+        );
+        // Inside one month: none (empty range).
+        let (a, b) = whole_months(d(2026, 3, 5), d(2026, 3, 20));
+        assert!(a >= b);
+        // Ends on the last day of February in a leap year.
+        assert_eq!(
+            whole_months(d(2028, 2, 1), d(2028, 2, 29)),
+            (d(2028, 2, 1), d(2028, 3, 1))
+        );
+        // Starts on the 1st, ends mid-month.
+        assert_eq!(
+            whole_months(d(2026, 1, 1), d(2026, 3, 30)),
+            (d(2026, 1, 1), d(2026, 3, 1))
+        );
+    }
 }
