@@ -1264,6 +1264,7 @@ impl Bench<'_> {
             "energy_intervals",
             "counter_events",
             "energy_days",
+            "energy_months",
             "site_intervals",
             "site_days",
             "energy_dirty",
@@ -1684,13 +1685,12 @@ const SQL_YEAR_BY_DAY: &str = "SELECT counter_id, date_trunc('day', day)::date A
      WHERE counter_id = ANY($1) AND day >= ($2 AT TIME ZONE 'Europe/Ljubljana')::date
        AND day <= ($3 AT TIME ZONE 'Europe/Ljubljana')::date
      GROUP BY 1, 2";
-const SQL_YEAR_BY_MONTH: &str = "SELECT counter_id, date_trunc('month', day)::date AS bucket,
-        sum(energy_milli)::int8, sum(measured)::int8, sum(estimated)::int8,
-        sum(cost_nano)::int8, count(cost_nano), count(*), max(currency)
-     FROM energy_days
-     WHERE counter_id = ANY($1) AND day >= ($2 AT TIME ZONE 'Europe/Ljubljana')::date
-       AND day <= ($3 AT TIME ZONE 'Europe/Ljubljana')::date
-     GROUP BY 1, 2";
+/// The consumption query for `by=month` over whole months: the monthly rollup.
+const SQL_YEAR_BY_MONTH: &str = "SELECT counter_id, month, energy_milli, measured, estimated,
+        cost_nano, priced_days::int8, days::int8, currency
+     FROM energy_months
+     WHERE counter_id = ANY($1) AND month >= ($2 AT TIME ZONE 'Europe/Ljubljana')::date
+       AND month < ($3 AT TIME ZONE 'Europe/Ljubljana')::date";
 
 impl Bench<'_> {
     /// One-minute measurements for the (meter, day) pairs the profile requests ask for, so
