@@ -41,6 +41,10 @@ pub enum AppError {
     Task { name: &'static str, message: String },
     #[error("database: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("modbus: {0}")]
+    Modbus(#[from] crate::modbus::ModbusError),
+    #[error(transparent)]
+    XmlPush(#[from] crate::xml_push::XmlPushError),
 }
 
 pub struct App {
@@ -59,6 +63,9 @@ pub struct App {
     web: web::WebState,
     metrics: Arc<Metrics>,
     shutdown: CancellationToken,
+    /// MiSmart XML push: the TCP listener (when configured) and the document handler.
+    xml_push: Option<crate::xml_push::listener::XmlPushListener>,
+    xml_push_handler: Arc<crate::xml_push::XmlPush>,
 }
 
 impl App {
@@ -118,6 +125,20 @@ impl App {
         })?;
 
         let tap = JournalTap::new(ingest.sink(), "mqtt");
+        let xml_push_handler =
+            crate::xml_push::XmlPush::new(db.pool.clone(), ingest.sink(), metrics.clone());
+        let xml_push = match config.xml_push.addr {
+            Some(addr) => Some(
+                crate::xml_push::listener::XmlPushListener::bind(
+                    crate::xml_push::listener::ListenerSettings::from_config(
+                        addr,
+                        &config.xml_push,
+                    ),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let gauges = {
             let journal = journal.clone();
             let tap = tap.clone();
@@ -148,6 +169,18 @@ impl App {
                 });
             })
         };
+        let modbus = crate::modbus::ModbusHandle::new(
+            crate::modbus::Maps::load(&config.modbus)?,
+            config.modbus.clone(),
+        );
+        // Converters declared in the file are upserted at every start.
+        crate::modbus::store::apply_config(
+            &db.pool,
+            modbus.maps(),
+            &config.modbus,
+            &config.ingest.default_time_zone,
+        )
+        .await?;
         let web = web::WebState {
             pool: db.pool.clone(),
             keys,
@@ -159,6 +192,8 @@ impl App {
             energy_wake: ingest.energy_wake(),
             commands_wake: ingest.commands_wake(),
             command_timing: config.commands.timing(),
+            alarms: crate::alarms::AlarmsHandle::default(),
+            modbus,
         };
 
         lock.publish(&Runtime {
@@ -183,6 +218,8 @@ impl App {
             web,
             metrics,
             shutdown: CancellationToken::new(),
+            xml_push,
+            xml_push_handler,
         })
     }
 
@@ -199,6 +236,11 @@ impl App {
         self.mqtt
             .as_ref()
             .and_then(|m| m.tls.as_ref().map(|g| g.local_addr()))
+    }
+
+    /// The MiSmart XML push listener, when configured.
+    pub fn xml_push_addr(&self) -> Option<SocketAddr> {
+        self.xml_push.as_ref().map(|l| l.local_addr())
     }
 
     pub fn pool(&self) -> sqlx::PgPool {
@@ -237,6 +279,8 @@ impl App {
             web,
             metrics,
             shutdown,
+            xml_push,
+            xml_push_handler,
         } = self;
         let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
 
@@ -275,12 +319,63 @@ impl App {
                 commands.clone(),
                 config.commands.timing(),
                 ingest.commands_wake(),
-            );
+            )
+            .with_converters(web.modbus.clone());
             let shutdown = shutdown.clone();
             tasks.spawn(async move { ("relay-commands", dispatcher.run(shutdown).await) });
         }
         {
-            let router = web::router(web.clone(), config.http.max_body_bytes);
+            // Alarms: the evaluator (fed by ingest after each commit), the timer rules and
+            // escalation, and the outbox sender.
+            let handle = web.alarms.clone();
+            let (feed, engine) =
+                crate::alarms::engine::channel(db.pool.clone(), handle.clone(), metrics.clone());
+            ingest.attach_alarms(feed.clone());
+            let s = shutdown.clone();
+            tasks.spawn(async move { ("alarms", engine.run(s).await) });
+            let timers = crate::alarms::timers::Timers {
+                pool: db.pool.clone(),
+                feed,
+                period: std::time::Duration::from_secs(config.alarms.timer_period_secs.max(1)),
+                handle: handle.clone(),
+            };
+            let s = shutdown.clone();
+            tasks.spawn(async move { ("alarm-timers", timers.run(s).await) });
+            let outbox = crate::alarms::outbox::settings(&config.alarms).map(|settings| {
+                crate::alarms::outbox::OutboxSender {
+                    pool: db.pool.clone(),
+                    settings,
+                    mqtt: commands.clone(),
+                    timing: config.commands.timing(),
+                    wake: handle.outbox_wake.clone(),
+                    commands_wake: ingest.commands_wake(),
+                    metrics: metrics.clone(),
+                }
+            });
+            let s = shutdown.clone();
+            tasks.spawn(async move {
+                match outbox {
+                    Ok(outbox) => ("alarm-outbox", outbox.run(s).await),
+                    Err(e) => ("alarm-outbox", Err(e)),
+                }
+            });
+        }
+        if config.modbus.enabled {
+            let service = crate::modbus::ModbusService::new(
+                db.pool.clone(),
+                ingest.sink(),
+                web.modbus.clone(),
+                metrics.clone(),
+            );
+            let shutdown = shutdown.clone();
+            tasks.spawn(async move { ("modbus", service.run(shutdown).await) });
+        }
+        {
+            let router =
+                web::router(web.clone(), config.http.max_body_bytes).merge(web::xml_push::router(
+                    xml_push_handler.clone(),
+                    gateways::GatewayAuthenticator::new(db.pool.clone()),
+                ));
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 let served = axum::serve(
@@ -326,6 +421,14 @@ impl App {
                 });
             }
         }
+        if let Some(listener) = xml_push {
+            let (handler, shutdown) = (xml_push_handler.clone(), shutdown.clone());
+            tasks.spawn(async move {
+                listener.serve(handler, shutdown).await;
+                ("xml-push", Ok(()))
+            });
+        }
+        drop(xml_push_handler);
         tracing::info!(http = %http_addr, "Headend running");
 
         let mut failure = None;

@@ -43,6 +43,10 @@ pub struct Config {
     pub commands: CommandsConfig,
     pub auth: AuthConfig,
     pub log: LogConfig,
+    /// Modbus TCP polling of RS485/IP converters.
+    pub modbus: crate::modbus::config::ModbusConfig,
+    pub xml_push: XmlPushConfig,
+    pub alarms: AlarmsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -164,6 +168,123 @@ pub struct AuthConfig {
     pub token_ttl_secs: u64,
 }
 
+/// MiSmart XML push over TCP (`docs/xml-push.md`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct XmlPushConfig {
+    /// Listener address; unset: no XML push listener.
+    pub addr: Option<SocketAddr>,
+    /// TLS on that listener, when both are set.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// When set, TLS clients must present a certificate signed by this CA.
+    pub tls_client_ca: Option<PathBuf>,
+    pub max_connections: usize,
+    /// A connection silent for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// An acknowledgement the peer does not take within this is the last one written to it
+    /// (its documents are still stored).
+    pub write_timeout_secs: u64,
+}
+
+impl Default for XmlPushConfig {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            max_connections: 1_000,
+            idle_timeout_secs: 900,
+            write_timeout_secs: 10,
+        }
+    }
+}
+
+/// `[alarms]`: where notifications go and how they are retried.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlarmsConfig {
+    /// SMTP relay for alarm e-mails. Unset: e-mails wait in the outbox until one is configured.
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    /// `starttls` (default, port 587), `tls` (implicit, port 465) or `none` (a local relay only;
+    /// credentials are never sent without TLS).
+    pub smtp_tls: String,
+    pub smtp_user: Option<String>,
+    pub smtp_password: Option<Secret>,
+    pub smtp_from: String,
+    /// Extra CA certificate (PEM) trusted for SMTP and webhooks beside the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
+    /// HMAC-SHA256 key of webhook signatures (at least 32 characters). Unset: webhooks wait in
+    /// the outbox; they are never sent unsigned.
+    pub webhook_secret: Option<Secret>,
+    /// First retry delay; doubled per attempt up to `retry_max_secs`.
+    pub retry_base_secs: u64,
+    pub retry_max_secs: u64,
+    /// After this many attempts a notification is marked failed (kept, in the alarm's history).
+    pub max_attempts: u32,
+    /// Timeout of one SMTP session or webhook request.
+    pub send_timeout_secs: u64,
+    /// How often offline, no-data, clock-skew and reject rules are evaluated, and escalations
+    /// checked.
+    pub timer_period_secs: u64,
+}
+
+impl Default for AlarmsConfig {
+    fn default() -> Self {
+        Self {
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_tls: "starttls".into(),
+            smtp_user: None,
+            smtp_password: None,
+            smtp_from: "headend@localhost".into(),
+            tls_ca_file: None,
+            webhook_secret: None,
+            retry_base_secs: 10,
+            retry_max_secs: 900,
+            max_attempts: 50,
+            send_timeout_secs: 30,
+            timer_period_secs: 10,
+        }
+    }
+}
+
+impl AlarmsConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if crate::alarms::smtp::TlsMode::parse(&self.smtp_tls).is_none() {
+            return Err(format!(
+                "alarms.smtp_tls {:?} is not starttls, tls or none",
+                self.smtp_tls
+            ));
+        }
+        if self.smtp_user.is_some() != self.smtp_password.is_some() {
+            return Err("alarms.smtp_user and alarms.smtp_password go together".into());
+        }
+        if self.smtp_user.is_some() && self.smtp_tls == "none" {
+            return Err("alarms.smtp_user needs alarms.smtp_tls = starttls or tls".into());
+        }
+        if self
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|s| s.expose().len() < 32)
+        {
+            return Err("alarms.webhook_secret must be at least 32 characters".into());
+        }
+        if self.retry_base_secs == 0 && self.retry_max_secs == 0
+            || self.max_attempts == 0
+            || self.timer_period_secs == 0
+            || self.send_timeout_secs == 0
+        {
+            return Err(
+                "alarms: retries, attempts, send timeout and timer period must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -184,6 +305,9 @@ impl Default for Config {
             commands: CommandsConfig::default(),
             auth: AuthConfig::default(),
             log: LogConfig::default(),
+            modbus: crate::modbus::config::ModbusConfig::default(),
+            xml_push: XmlPushConfig::default(),
+            alarms: AlarmsConfig::default(),
         }
     }
 }
@@ -353,6 +477,12 @@ impl Config {
         if let Some(v) = lookup("HEADEND_JWT_SECRET") {
             self.auth.jwt_secret = Some(Secret::new(v));
         }
+        if let Some(v) = lookup("HEADEND_SMTP_PASSWORD") {
+            self.alarms.smtp_password = Some(Secret::new(v));
+        }
+        if let Some(v) = lookup("HEADEND_WEBHOOK_SECRET") {
+            self.alarms.webhook_secret = Some(Secret::new(v));
+        }
         if let Some(v) = lookup("HEADEND_DEFAULT_TIME_ZONE") {
             self.ingest.default_time_zone = v;
         }
@@ -368,10 +498,15 @@ impl Config {
         if let Some(v) = lookup("HEADEND_LOG_JSON") {
             self.log.json = parse("HEADEND_LOG_JSON", v)?;
         }
+        if let Some(v) = lookup("HEADEND_XML_PUSH_ADDR") {
+            self.xml_push.addr = Some(parse("HEADEND_XML_PUSH_ADDR", v)?);
+        }
         Ok(())
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.modbus.validate().map_err(ConfigError::Invalid)?;
+        self.alarms.validate().map_err(ConfigError::Invalid)?;
         if self
             .ingest
             .default_time_zone
@@ -391,6 +526,12 @@ impl Config {
         if self.mqtt.tls_cert.is_some() != self.mqtt.tls_key.is_some() {
             return Err(ConfigError::Invalid(
                 "mqtt.tls_cert and mqtt.tls_key go together: set both to enable MQTTS, or neither"
+                    .into(),
+            ));
+        }
+        if self.xml_push.tls_cert.is_some() != self.xml_push.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "xml_push.tls_cert and xml_push.tls_key go together: set both for TLS, or neither"
                     .into(),
             ));
         }
@@ -416,10 +557,12 @@ impl Config {
              # Environment variables override the file: HEADEND_DATA_DIR, HEADEND_HTTP_ADDR,\n\
              # HEADEND_MQTT_ADDR, HEADEND_MQTTS_ADDR, HEADEND_DATABASE_URL, HEADEND_MQTT_EXTERNAL_URL,\n\
              # HEADEND_JWT_SECRET, HEADEND_DEFAULT_TIME_ZONE, HEADEND_INGEST_WRITERS,\n\
-             # HEADEND_ENERGY_TOLERANCE_SECS, HEADEND_LOG.\n\
+             # HEADEND_ENERGY_TOLERANCE_SECS, HEADEND_LOG, HEADEND_XML_PUSH_ADDR.\n\
              # Secrets have no defaults: database.url (unset = embedded PostgreSQL),\n\
              # mqtt.external_url (unset = embedded broker), auth.jwt_secret (unset = generated\n\
-             # into the data directory on first start).\n\n{body}"
+             # into the data directory on first start), alarms.smtp_password\n\
+             # (HEADEND_SMTP_PASSWORD), alarms.webhook_secret (HEADEND_WEBHOOK_SECRET; unset =\n\
+             # webhooks wait in the outbox, never sent unsigned).\n\n{body}"
         )
     }
 }

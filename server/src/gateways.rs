@@ -266,7 +266,9 @@ impl GatewayAuthenticator {
             }
         }
         let row: Option<(String, String, String, String)> = sqlx::query_as(
-            "SELECT password_hash, topic_root, topic_pub, topic_sub FROM gateways WHERE serial = $1",
+            // A Modbus converter is a gateway row too, but never an MQTT client.
+            "SELECT password_hash, topic_root, topic_pub, topic_sub FROM gateways
+             WHERE serial = $1 AND kind = 'sg'",
         )
         .bind(username)
         .fetch_optional(&self.pool)

@@ -3,6 +3,7 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
+pub mod alarms;
 pub mod app;
 pub mod auth;
 pub mod cli;
@@ -16,11 +17,13 @@ pub mod export;
 pub mod gateways;
 pub mod ingest;
 pub mod metrics;
+pub mod modbus;
 pub mod mqtt;
 pub mod profiles;
 pub mod sites;
 pub mod telemetry;
 pub mod web;
+pub mod xml_push;
 
 pub use app::App;
 pub use config::Config;

@@ -96,12 +96,24 @@ pub struct Metrics {
     pub db_errors: Counter,
     pub db_batch_seconds: Histogram,
     pub mqtt_auth_failures: Counter,
+    /// Modbus polls answered, polls failed (timeout, rejected reply, gateway exception), and
+    /// exception replies (01..04) of devices that answered.
+    pub modbus_polls: Counter,
+    pub modbus_poll_failures: Counter,
+    pub modbus_exceptions: Counter,
+    pub xml_documents_accepted: Counter,
+    pub xml_documents_refused: Counter,
     pub http_requests: Counter,
     pub http_errors: Counter,
     pub http_login_failures: Counter,
     pub profile_counters: Counter,
     pub profile_intervals: Counter,
     pub profile_step_seconds: Histogram,
+    pub alarms_raised: Counter,
+    pub alarms_cleared: Counter,
+    pub alarm_notifications_sent: Counter,
+    pub alarm_notification_retries: Counter,
+    pub alarm_notifications_failed: Counter,
 }
 
 const MESSAGE_KINDS: [&str; 6] = [
@@ -119,6 +131,9 @@ impl Default for Metrics {
             journal_appended: Counter::default(),
             journal_append_errors: Counter::default(),
             journal_unreadable: Counter::default(),
+            modbus_polls: Counter::default(),
+            modbus_poll_failures: Counter::default(),
+            modbus_exceptions: Counter::default(),
             ingest_measurements: Counter::default(),
             ingest_counter_readings: Counter::default(),
             ingest_relay_states: Counter::default(),
@@ -130,12 +145,19 @@ impl Default for Metrics {
             db_errors: Counter::default(),
             db_batch_seconds: Histogram::new(LATENCY_BOUNDS),
             mqtt_auth_failures: Counter::default(),
+            xml_documents_accepted: Counter::default(),
+            xml_documents_refused: Counter::default(),
             http_requests: Counter::default(),
             http_errors: Counter::default(),
             http_login_failures: Counter::default(),
             profile_counters: Counter::default(),
             profile_intervals: Counter::default(),
             profile_step_seconds: Histogram::new(LATENCY_BOUNDS),
+            alarms_raised: Counter::default(),
+            alarms_cleared: Counter::default(),
+            alarm_notifications_sent: Counter::default(),
+            alarm_notification_retries: Counter::default(),
+            alarm_notifications_failed: Counter::default(),
         }
     }
 }
@@ -197,6 +219,21 @@ impl Metrics {
             self.journal_append_errors.get(),
         );
         counter(
+            "headend_modbus_polls_total",
+            "Modbus device polls answered.",
+            self.modbus_polls.get(),
+        );
+        counter(
+            "headend_modbus_poll_failures_total",
+            "Modbus device polls without a valid answer (timeout, rejected reply, gateway exception).",
+            self.modbus_poll_failures.get(),
+        );
+        counter(
+            "headend_modbus_exceptions_total",
+            "Modbus exception replies (01..04) of devices that answered.",
+            self.modbus_exceptions.get(),
+        );
+        counter(
             "headend_journal_unreadable_total",
             "Journal records that could not be decoded.",
             self.journal_unreadable.get(),
@@ -245,6 +282,41 @@ impl Metrics {
             "headend_mqtt_auth_failures_total",
             "MQTT connections refused for bad credentials or identity.",
             self.mqtt_auth_failures.get(),
+        );
+        counter(
+            "headend_xml_documents_accepted_total",
+            "MiSmart XML documents made durable and acknowledged.",
+            self.xml_documents_accepted.get(),
+        );
+        counter(
+            "headend_xml_documents_refused_total",
+            "MiSmart XML documents or streams refused (kept in ingest_rejects).",
+            self.xml_documents_refused.get(),
+        );
+        counter(
+            "headend_alarms_raised_total",
+            "Alarms raised (new, or reopened before acknowledgement).",
+            self.alarms_raised.get(),
+        );
+        counter(
+            "headend_alarms_cleared_total",
+            "Alarms cleared.",
+            self.alarms_cleared.get(),
+        );
+        counter(
+            "headend_alarm_notifications_sent_total",
+            "Alarm outbox rows delivered (e-mail, webhook, MQTT, relay command).",
+            self.alarm_notifications_sent.get(),
+        );
+        counter(
+            "headend_alarm_notification_retries_total",
+            "Alarm outbox deliveries that failed and were rescheduled.",
+            self.alarm_notification_retries.get(),
+        );
+        counter(
+            "headend_alarm_notifications_failed_total",
+            "Alarm outbox rows given up (recorded in the alarm's history).",
+            self.alarm_notifications_failed.get(),
         );
         counter(
             "headend_http_requests_total",

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 pub mod bench;
 pub mod browser;
+pub mod converter;
 pub mod firmware;
+pub mod http_receiver;
+pub mod smtp_sink;
 
 use anyhow::{bail, Context};
 use headend::{App, Config};
@@ -145,6 +148,8 @@ pub struct TestApp {
     pub http: SocketAddr,
     pub mqtt: Option<SocketAddr>,
     pub mqtts: Option<SocketAddr>,
+    /// The MiSmart XML push listener, when configured (`config.xml_push.addr`).
+    pub xml_push: Option<SocketAddr>,
     pub pool: PgPool,
     pub shutdown: CancellationToken,
     /// Headend's own way to publish to gateways' command topics.
@@ -180,11 +185,13 @@ impl TestApp {
             app.shutdown_token(),
             app.commands(),
         );
+        let xml_push = app.xml_push_addr();
         let task = tokio::spawn(app.run());
         Self {
             http,
             mqtt,
             mqtts,
+            xml_push,
             pool,
             shutdown,
             commands,

@@ -305,3 +305,345 @@ async fn relay_button_to_confirmed_command() {
     browser.close().await.unwrap();
     app.stop().await;
 }
+
+/// Fields of RFC 4180 text with separator `sep` (quoted fields may hold `sep`, `"` and
+/// line breaks).
+fn parse_csv(text: &str, sep: char) -> Vec<Vec<String>> {
+    let mut rows = Vec::new();
+    let (mut row, mut field) = (Vec::new(), String::new());
+    let (mut quoted, mut chars) = (false, text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                chars.next();
+                field.push('"');
+            }
+            (true, '"') => quoted = false,
+            (true, c) => field.push(c),
+            (false, '"') => quoted = true,
+            (false, '\r') => {}
+            (false, '\n') => {
+                row.push(std::mem::take(&mut field));
+                rows.push(std::mem::take(&mut row));
+            }
+            (false, c) if c == sep => row.push(std::mem::take(&mut field)),
+            (false, c) => field.push(c),
+        }
+    }
+    if !field.is_empty() || !row.is_empty() {
+        row.push(field);
+        rows.push(row);
+    }
+    rows
+}
+
+/// Counter readings of meter `serial` every quarter-hour from `start` (local midnight in
+/// Ljubljana), 1 kWh apart.
+fn quarter_readings(
+    serial: &str,
+    start: chrono::DateTime<chrono::Utc>,
+    quarters: i64,
+    first_kwh: i64,
+) -> Vec<String> {
+    let tz = chrono_tz::Europe::Ljubljana;
+    (0..=quarters)
+        .map(|q| {
+            let t = (start + chrono::Duration::minutes(15 * q)).with_timezone(&tz);
+            serde_json::json!({
+                "header": { "cmd": "get_energy_counters", "model": "IE38MD", "serial_number": serial,
+                    "local_time": t.format("%d.%m.%Y %H:%M:%S").to_string(),
+                    "resetable_counters": 0, "non_resetable_counters": 1 },
+                "counters": { "counter1nr": format!("{}.000 kWh", first_kwh + q) }
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+/// An admin builds the site's structure with the forms (a panel, a circuit, the meter placed
+/// on it), sees it in the site's tree with the bar charts of this and the previous period,
+/// downloads a CSV from the page's export form, and the file says what the API says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_forms_site_page_and_csv_download() {
+    use chrono::TimeZone;
+    let (app, browser) = tokio::join!(TestApp::spawn(), Browser::start());
+    let base = format!("http://{}", app.http);
+    let tz = chrono_tz::Europe::Ljubljana;
+    let site = app.site("Plant", "Europe/Ljubljana").await;
+    let password = app.gateway("SG000017", Some(site), None).await;
+    let token = app.user_token("admin@example.com", "admin", &[]).await;
+    let mut client = app.gateway_client("SG000017", &password).await;
+    let day = |y, m, d| {
+        tz.with_ymd_and_hms(y, m, d, 0, 0, 0)
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    // The spring-forward day (92 quarter-hours) on the IR meter; the 1st of the month before
+    // on a second meter, so the previous period has a bar too.
+    for doc in quarter_readings("X0000124", day(2026, 3, 29), 92, 1000) {
+        client.publish("sg/SG000017/pub/counters/ir", doc).await;
+    }
+    for doc in quarter_readings("X0000125", day(2026, 2, 1), 8, 50) {
+        client
+            .publish("sg/SG000017/pub/counters/rs485/2", doc)
+            .await;
+    }
+    client.wait_acks(93 + 9).await;
+    app.wait_count("SELECT count(*) FROM energy_intervals", 92 + 8)
+        .await;
+
+    log_in(&browser, &base, "admin@example.com").await;
+    browser
+        .goto(&format!("{base}/admin/sites/{site}"))
+        .await
+        .unwrap();
+    browser
+        .fill("#new-panel input[name=name]", "Main board")
+        .await
+        .unwrap();
+    browser.click("#new-panel button").await.unwrap();
+    browser
+        .wait_for_text("#panels .notice", "Panel created")
+        .await
+        .unwrap();
+    browser
+        .fill("#new-circuit input[name=name]", "Lights")
+        .await
+        .unwrap();
+    browser
+        .set_value("#new-circuit select[name=usage]", "lighting")
+        .await
+        .unwrap();
+    browser.click("#new-circuit button").await.unwrap();
+    browser
+        .wait_for_text("#circuits .notice", "Circuit created")
+        .await
+        .unwrap();
+    let circuit: i64 = sqlx::query_scalar("SELECT id FROM circuits")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let form = "form[data-serial=X0000124]";
+    browser
+        .set_value(
+            &format!("{form} select[name=placement]"),
+            &format!("circuit:{circuit}"),
+        )
+        .await
+        .unwrap();
+    browser
+        .fill(&format!("{form} input[name=name]"), "Lights meter")
+        .await
+        .unwrap();
+    browser
+        .click(&format!("{form} button[type=submit]"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#meters .notice", "X0000124 saved")
+        .await
+        .unwrap();
+
+    browser
+        .goto(&format!("{base}/sites/{site}?by=day&date=2026-03-29"))
+        .await
+        .unwrap();
+    let tree = browser.text("#tree").await.unwrap();
+    let at = |needle: &str| {
+        tree.find(needle)
+            .unwrap_or_else(|| panic!("{needle} in {tree}"))
+    };
+    assert!(at("Main board") < at("Lights") && at("Lights") < at("Lights meter"));
+    assert!(
+        tree.contains("X0000125"),
+        "the other meter, not placed: {tree}"
+    );
+    // One bar per day of March, with data on the 29th; the previous month's bar beside it.
+    assert_eq!(
+        browser
+            .attr("#energy-chart", "data-bars")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("31")
+    );
+    let values = browser
+        .execute("return [...document.querySelectorAll('#energy-chart rect.bar')].map(r => r.getAttribute('data-value'))")
+        .await
+        .unwrap();
+    assert_eq!(values, serde_json::json!(["92"]), "92 kWh on the 29th");
+    assert_eq!(browser.count("#energy-chart rect.prev").await.unwrap(), 1);
+    let prev = browser
+        .execute("return document.querySelector('#energy-chart rect.prev title').textContent")
+        .await
+        .unwrap();
+    assert!(prev.as_str().unwrap().contains("8.00 kWh"), "{prev}");
+    assert!(browser
+        .text("#by-circuit")
+        .await
+        .unwrap()
+        .contains("Lights"));
+    // The breakdown charts draw the same numbers: the circuit's 92 kWh, lighting's 92 kWh.
+    for chart in ["#circuit-chart", "#usage-chart"] {
+        let values = browser
+            .execute(&format!(
+                "return [...document.querySelectorAll('{chart} rect.bar')].map(r => r.getAttribute('data-value'))"
+            ))
+            .await
+            .unwrap();
+        assert!(
+            values.as_array().unwrap().iter().any(|v| v == "92"),
+            "{chart}: {values}"
+        );
+    }
+
+    // The CSV from the page's form, in the spreadsheet dialect: `;`, decimal comma, BOM.
+    browser
+        .set_value("#export-form select[name=kind]", "intervals")
+        .await
+        .unwrap();
+    browser
+        .set_value("#export-form input[name=from]", "2026-03-29")
+        .await
+        .unwrap();
+    browser
+        .set_value("#export-form input[name=to]", "2026-03-30")
+        .await
+        .unwrap();
+    browser
+        .set_value("#export-form select[name=sep]", "semicolon")
+        .await
+        .unwrap();
+    browser
+        .set_value("#export-form select[name=decimal]", "comma")
+        .await
+        .unwrap();
+    browser.click("#export-form input[name=bom]").await.unwrap();
+    browser
+        .click("#export-form button[type=submit]")
+        .await
+        .unwrap();
+    let file = browser.wait_download().await.unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    assert!(bytes.starts_with("\u{feff}".as_bytes()), "BOM asked for");
+    let text = String::from_utf8(bytes[3..].to_vec()).unwrap();
+    let rows = parse_csv(&text, ';');
+    let header = &rows[0];
+    let col = |name: &str| {
+        header
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("{name} in {header:?}"))
+    };
+    let (meter, start, value, quality) =
+        (col("meter"), col("start_utc"), col("value"), col("quality"));
+    let ours: Vec<&Vec<String>> = rows[1..]
+        .iter()
+        .filter(|r| r[meter] == "X0000124")
+        .collect();
+    assert_eq!(ours.len(), 92, "one row per quarter-hour of the DST day");
+
+    let profile = app
+        .get(
+            "/api/v1/devices/X0000124/profile?from=2026-03-29&to=2026-03-30&register=counter1nr",
+            &token,
+        )
+        .await;
+    assert_eq!(profile.status, 200, "{}", profile.body);
+    let profile = profile.json();
+    let intervals = profile["registers"][0]["intervals"].as_array().unwrap();
+    assert_eq!(intervals.len(), 92);
+    for (row, interval) in ours.iter().zip(intervals) {
+        let api_start: chrono::DateTime<chrono::Utc> =
+            interval["start"].as_str().unwrap().parse().unwrap();
+        let csv_start: chrono::DateTime<chrono::Utc> = row[start].parse().unwrap();
+        assert_eq!(csv_start, api_start);
+        let csv_wh: f64 = row[value].replace(',', ".").parse().unwrap();
+        assert_eq!(Some(csv_wh), interval["energy"].as_f64(), "{row:?}");
+        assert_eq!(row[quality], interval["quality"].as_str().unwrap());
+    }
+
+    // On a phone: no page wider than the screen (wide tables scroll inside their card).
+    browser.client().set_window_size(390, 844).await.unwrap();
+    for path in [
+        format!("/sites/{site}?by=day&date=2026-03-29"),
+        "/meters/X0000124".to_owned(),
+        format!("/admin/sites/{site}"),
+        format!("/admin/sites/{site}/contract"),
+        "/admin".to_owned(),
+        "/".to_owned(),
+    ] {
+        browser.goto(&format!("{base}{path}")).await.unwrap();
+        browser.wait_for("main").await.unwrap();
+        let fits = browser
+            .execute("return [document.documentElement.scrollWidth, window.innerWidth]")
+            .await
+            .unwrap();
+        let (page, screen) = (fits[0].as_i64().unwrap(), fits[1].as_i64().unwrap());
+        assert!(screen <= 400, "the window is phone-sized: {screen}");
+        assert!(
+            page <= screen,
+            "{path}: {page} px wide on a {screen} px screen"
+        );
+    }
+    browser.close().await.unwrap();
+    drop(client);
+    app.stop().await;
+}
+
+/// The meter page's live values follow new measurements without a reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meter_live_values_refresh() {
+    let (app, browser) = tokio::join!(TestApp::spawn(), Browser::start());
+    let base = format!("http://{}", app.http);
+    let site = app.site("Plant", "UTC").await;
+    let password = app.gateway("SG000017", Some(site), None).await;
+    app.user_token("viewer@example.com", "viewer", &[site])
+        .await;
+    let client = app.gateway_client("SG000017", &password).await;
+    let measurement = |u1: &str, ago_s: i64| {
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&headend_e2e::fixture("measurements-ir.json")).unwrap();
+        let at = chrono::Utc::now() - chrono::Duration::seconds(ago_s);
+        doc["header"]["local_time"] = at.format("%d.%m.%Y %H:%M:%S").to_string().into();
+        doc["measurements"]["U1"] = u1.into();
+        doc.to_string()
+    };
+    client
+        .publish(
+            "sg/SG000017/pub/measurements/ir",
+            measurement("229.5 V", 120),
+        )
+        .await;
+    app.wait_count("SELECT count(*) FROM measurements", 1).await;
+
+    log_in(&browser, &base, "viewer@example.com").await;
+    browser
+        .goto(&format!("{base}/meters/X0000124"))
+        .await
+        .unwrap();
+    assert_eq!(browser.text("td[data-key=u1]").await.unwrap(), "229.5");
+    // A marker that a reload would lose: the values must change in this very page.
+    browser
+        .execute("window.headendMarker = 42; return null")
+        .await
+        .unwrap();
+    client
+        .publish("sg/SG000017/pub/measurements/ir", measurement("231.7 V", 5))
+        .await;
+    app.wait_count("SELECT count(*) FROM measurements", 2).await;
+    browser
+        .wait_for_text("td[data-key=u1]", "231.7")
+        .await
+        .unwrap();
+    assert_eq!(
+        browser
+            .execute("return window.headendMarker")
+            .await
+            .unwrap(),
+        serde_json::json!(42)
+    );
+    browser.close().await.unwrap();
+    drop(client);
+    app.stop().await;
+}

@@ -373,3 +373,591 @@ async fn a_relay_command_from_the_page_goes_through_the_ledger() {
     drop(client);
     app.stop().await;
 }
+
+/// A meter that reports only counters, on gateway `gw`, through an MQTT client.
+fn counters_doc(serial: &str, kwh: u32) -> String {
+    json!({
+        "header": { "cmd": "get_energy_counters", "model": "IE38MD", "serial_number": serial,
+            "local_time": "01.01.2026 00:00:00",
+            "resetable_counters": 0, "non_resetable_counters": 1 },
+        "counters": { "counter1nr": format!("{kwh}.000 kWh") }
+    })
+    .to_string()
+}
+
+/// Every page, every form and every export variant, asked by users of site A about site B's
+/// objects and about objects of no site: 404 (nothing exists for them), or 403 where the role
+/// does not allow the page at all. Admin forms are refused to viewers and operators, and
+/// to anyone without the CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_of_one_site_see_nothing_of_another_anywhere() {
+    let app = TestApp::spawn().await;
+    let a = app.site("Site A", "Europe/Ljubljana").await;
+    let b = app.site("Site B", "UTC").await;
+    let pw_a = app.gateway("SG000017", Some(a), None).await;
+    let pw_b = app.gateway("SG000099", Some(b), None).await;
+    let pw_none = app.gateway("SG000055", None, None).await;
+    let client_a = app.gateway_client("SG000017", &pw_a).await;
+    client_a
+        .publish(
+            "sg/SG000017/pub/counters/ir",
+            headend_e2e::fixture("counters-ir-manual.json"),
+        )
+        .await;
+    let client_b = app.gateway_client("SG000099", &pw_b).await;
+    client_b
+        .publish(
+            "sg/SG000099/pub/counters/rs485/2",
+            headend_e2e::fixture("counters-rs485-2-wm3m4c.json"),
+        )
+        .await;
+    client_b
+        .publish(
+            "sg/SG000099/pub/bicom/ir",
+            headend_e2e::fixture("bicom-ir.json"),
+        )
+        .await;
+    let client_none = app.gateway_client("SG000055", &pw_none).await;
+    client_none
+        .publish("sg/SG000055/pub/counters/ir", counters_doc("X0000999", 5))
+        .await;
+    app.wait_count("SELECT count(*) FROM relay_states", 1).await;
+    app.wait_count("SELECT count(DISTINCT device_id) FROM counters", 3)
+        .await;
+    let relay_b: i64 = sqlx::query_scalar("SELECT id FROM devices WHERE kind = 'relay'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    use headend::profiles::{contracts, structure};
+    let panel_b = structure::create_panel(
+        &app.pool,
+        b,
+        &structure::PanelInput {
+            name: Some("Panel B".into()),
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let circuit_b = structure::create_circuit(
+        &app.pool,
+        panel_b,
+        &structure::CircuitInput {
+            name: Some("Circuit B".into()),
+            usage: Some("lighting".into()),
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let contract_b = contracts::create(
+        &app.pool,
+        b,
+        chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        &headend_energy::tariff::Contract::example_eur(),
+    )
+    .await
+    .unwrap();
+    let admin_token = app.user_token("root@example.com", "admin", &[]).await;
+    let created = app
+        .request(
+            "POST",
+            &format!("/api/v1/relays/{relay_b}/commands"),
+            Some(&admin_token),
+            Some(json!({ "action": "on" })),
+        )
+        .await;
+    assert!(created.status < 300, "{}", created.body);
+    let command_b: i64 = sqlx::query_scalar("SELECT id FROM relay_commands")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    user(&app, "viewer@example.com", "viewer", &[a]).await;
+    user(&app, "op@example.com", "operator", &[a]).await;
+
+    let foreign_pages = [
+        format!("/sites/{b}"),
+        format!("/sites/{b}?by=month"),
+        format!("/sites/{b}?by=year"),
+        format!("/circuits/{circuit_b}"),
+        "/meters/18230001".to_owned(),
+        "/meters/X0000999".to_owned(),
+        "/meters/18230001?from=2026-01-01&to=2026-01-02".to_owned(),
+        format!("/relays/{relay_b}"),
+        format!("/commands/{command_b}"),
+        "/api/v1/devices/18230001/latest".to_owned(),
+    ];
+    let mut exports = Vec::new();
+    for kind in [
+        "intervals",
+        "daily",
+        "monthly",
+        "readings",
+        "measurements",
+        "completeness",
+    ] {
+        for target in [
+            format!("site={b}"),
+            format!("circuit={circuit_b}"),
+            "meter=18230001".to_owned(),
+            "meter=X0000999".to_owned(),
+        ] {
+            exports.push(format!(
+                "/api/v1/export.csv?kind={kind}&{target}&from=2026-01-01&to=2026-01-02"
+            ));
+        }
+    }
+    let admin_gets = [
+        format!("/admin/sites/{a}"),
+        format!("/admin/sites/{b}"),
+        format!("/admin/sites/{b}/contract"),
+        format!("/admin/sites/{b}/contract?id={contract_b}"),
+        "/admin".to_owned(),
+    ];
+    let admin_posts: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (
+            "/admin/sites".into(),
+            vec![("name", "X"), ("time_zone", "UTC")],
+        ),
+        (
+            "/admin/users".into(),
+            vec![("email", "x@example.com"), ("role", "admin")],
+        ),
+        ("/admin/gateways".into(), vec![("serial", "SG000123")]),
+        (
+            "/admin/grants".into(),
+            vec![("user_id", "1"), ("site_id", "1")],
+        ),
+        (
+            "/admin/gateways/SG000055/site".into(),
+            vec![("site_id", "1")],
+        ),
+        (
+            format!("/admin/sites/{a}/settings"),
+            vec![("name", "A2"), ("time_zone", "UTC")],
+        ),
+        (format!("/admin/sites/{a}/panels"), vec![("name", "P")]),
+        (
+            format!("/admin/sites/{b}/panels/{panel_b}"),
+            vec![("name", "P")],
+        ),
+        (format!("/admin/sites/{b}/panels/{panel_b}/delete"), vec![]),
+        (
+            format!("/admin/sites/{b}/circuits"),
+            vec![("panel_id", "1"), ("name", "C"), ("usage", "other")],
+        ),
+        (
+            format!("/admin/sites/{b}/circuits/{circuit_b}"),
+            vec![("name", "C"), ("usage", "other")],
+        ),
+        (
+            format!("/admin/sites/{b}/circuits/{circuit_b}/delete"),
+            vec![],
+        ),
+        (
+            format!("/admin/sites/{b}/meters/18230001"),
+            vec![
+                ("name", ""),
+                ("placement", "site"),
+                ("usage", ""),
+                ("import_register", ""),
+                ("export_register", ""),
+                ("reactive_register", ""),
+            ],
+        ),
+        (
+            format!("/admin/sites/{b}/contract"),
+            vec![("valid_from", "2026-02-01"), ("currency", "EUR")],
+        ),
+        (
+            format!("/admin/sites/{b}/contracts/{contract_b}/delete"),
+            vec![],
+        ),
+    ];
+
+    for email in ["viewer@example.com", "op@example.com"] {
+        let mut c = Client::new(&app);
+        c.login(email).await;
+        let home = c.get("/").await;
+        assert!(home.body.contains("Site A") && !home.body.contains("Site B"));
+        let relays = c.get("/relays").await;
+        assert!(!relays.body.contains(&format!("/relays/{relay_b}\"")));
+        let gateways = c.get("/gateways").await;
+        assert!(gateways.body.contains("SG000017"));
+        assert!(!gateways.body.contains("SG000099") && !gateways.body.contains("SG000055"));
+        for path in foreign_pages.iter().chain(&exports) {
+            let r = c.get(path).await;
+            assert_eq!(r.status, 404, "{email} GET {path}: {}", r.body);
+            assert!(!r.body.contains("Site B") && !r.body.contains("Panel B"));
+        }
+        // The same exports of their own site work (the 404 above is about the site).
+        let own = c
+            .get(&format!(
+                "/api/v1/export.csv?kind=daily&site={a}&from=2026-01-01&to=2026-01-02"
+            ))
+            .await;
+        assert_eq!(own.status, 200, "{}", own.body);
+        let page = c.get("/").await;
+        let csrf = Client::csrf(&page);
+        // Switching a relay of another site: the relay does not exist for them.
+        let confirm = c.get(&format!("/relays/{relay_b}/confirm?action=on")).await;
+        let expected = if email.starts_with("viewer") {
+            403
+        } else {
+            404
+        };
+        assert_eq!(confirm.status, expected, "{email} confirm");
+        let r = c
+            .post(
+                &format!("/relays/{relay_b}/command"),
+                &[("csrf", &csrf), ("action", "on")],
+            )
+            .await;
+        assert!(
+            matches!(r.status, 403 | 404),
+            "{email} command: {}",
+            r.status
+        );
+        for action in ["cancel", "approve"] {
+            let r = c
+                .post(
+                    &format!("/commands/{command_b}/{action}"),
+                    &[("csrf", &csrf)],
+                )
+                .await;
+            assert!(
+                matches!(r.status, 403 | 404),
+                "{email} {action}: {}",
+                r.status
+            );
+        }
+        for path in &admin_gets {
+            assert_eq!(c.get(path).await.status, 403, "{email} GET {path}");
+        }
+        for (path, fields) in &admin_posts {
+            let mut form = vec![("csrf", csrf.as_str())];
+            form.extend(fields.iter().copied());
+            let r = c.post(path, &form).await;
+            assert_eq!(r.status, 403, "{email} POST {path}: {}", r.body);
+        }
+    }
+    // An admin without the form's token is refused too, and nothing changed.
+    let mut admin = Client::new(&app);
+    admin.login("root@example.com").await;
+    assert_eq!(admin.get(&format!("/admin/sites/{b}")).await.status, 200);
+    for (path, fields) in &admin_posts {
+        let mut form = vec![("csrf", "0123456789abcdef0123456789abcdef")];
+        form.extend(fields.iter().copied());
+        let r = admin.post(path, &form).await;
+        assert_eq!(r.status, 403, "admin without CSRF: POST {path}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM panels").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM circuits").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM contracts").await, 1);
+    assert_eq!(app.count("SELECT count(*) FROM sites").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM user_sites").await, 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM gateways WHERE site_id IS NULL")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM devices WHERE measures IS NOT NULL")
+            .await,
+        0
+    );
+    drop((client_a, client_b, client_none));
+    app.stop().await;
+}
+
+/// An admin builds a site's structure with the forms: panels, circuits, a meter's placement
+/// and a supply contract; refusals come back next to their form, escaped, with what was typed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_forms_build_panels_circuits_placement_and_contract() {
+    let app = TestApp::spawn().await;
+    let site = app.site("Plant", "Europe/Ljubljana").await;
+    let password = app.gateway("SG000017", Some(site), None).await;
+    let client = app.gateway_client("SG000017", &password).await;
+    client
+        .publish(
+            "sg/SG000017/pub/counters/ir",
+            headend_e2e::fixture("counters-ir-manual.json"),
+        )
+        .await;
+    app.wait_count("SELECT count(DISTINCT device_id) FROM counters", 1)
+        .await;
+    user(&app, "admin@example.com", "admin", &[]).await;
+    let mut c = Client::new(&app);
+    c.login("admin@example.com").await;
+    let page = c.get(&format!("/admin/sites/{site}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("X0000124"), "the meter is listed");
+    let csrf = Client::csrf(&page);
+    let base = format!("/admin/sites/{site}");
+
+    // Panels: create (the name is escaped where shown), refuse a duplicate next to the form.
+    let r = c
+        .post(
+            &format!("{base}/panels"),
+            &[("csrf", &csrf), ("name", "Main <b>board</b>")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(r.header("location").unwrap().contains("section=panels"));
+    let r = c
+        .post(
+            &format!("{base}/panels"),
+            &[("csrf", &csrf), ("name", "Main <b>board</b>")],
+        )
+        .await;
+    let shown = c.get(r.header("location").unwrap()).await;
+    assert!(shown.body.contains("class=\"error\""), "{}", shown.body);
+    assert!(shown.body.contains("already has a panel"));
+    assert!(!shown.body.contains("<b>board"));
+    let panel: i64 = sqlx::query_scalar("SELECT id FROM panels")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let r = c
+        .post(
+            &format!("{base}/panels/{panel}"),
+            &[("csrf", &csrf), ("name", "Main board")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+
+    // A circuit on it, then the meter placed on the circuit.
+    let r = c
+        .post(
+            &format!("{base}/circuits"),
+            &[
+                ("csrf", &csrf),
+                ("panel_id", &panel.to_string()),
+                ("name", "Lights"),
+                ("usage", "lighting"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let bad = c
+        .post(
+            &format!("{base}/circuits"),
+            &[
+                ("csrf", &csrf),
+                ("panel_id", &panel.to_string()),
+                ("name", "Oven"),
+                ("usage", "baking"),
+            ],
+        )
+        .await;
+    let shown = c.get(bad.header("location").unwrap()).await;
+    assert!(shown.body.contains("is not one of"), "{}", shown.body);
+    let circuit: i64 = sqlx::query_scalar("SELECT id FROM circuits")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let place = |placement: String| {
+        vec![
+            ("name".to_owned(), "Lights meter".to_owned()),
+            ("placement".to_owned(), placement),
+            ("usage".to_owned(), String::new()),
+            ("import_register".to_owned(), String::new()),
+            ("export_register".to_owned(), String::new()),
+            ("reactive_register".to_owned(), String::new()),
+        ]
+    };
+    fn form<'a>(csrf: &'a str, fields: &'a [(String, String)]) -> Vec<(&'a str, &'a str)> {
+        let mut f: Vec<(&str, &str)> = vec![("csrf", csrf)];
+        f.extend(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        f
+    }
+    let fields = place(format!("circuit:{circuit}"));
+    let r = c
+        .post(&format!("{base}/meters/X0000124"), &form(&csrf, &fields))
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    let placed: (Option<String>, Option<i64>, Option<i64>, Option<String>) = sqlx::query_as(
+        "SELECT measures, panel_id, circuit_id, name FROM devices WHERE serial = 'X0000124'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        placed,
+        (
+            Some("circuit".into()),
+            Some(panel),
+            Some(circuit),
+            Some("Lights meter".into())
+        )
+    );
+    // A register name that is not one is refused and shown.
+    let mut fields = place("site".into());
+    fields[3].1 = "counter 1".into();
+    let r = c
+        .post(&format!("{base}/meters/X0000124"), &form(&csrf, &fields))
+        .await;
+    let shown = c.get(r.header("location").unwrap()).await;
+    assert!(
+        shown.body.contains("is not a counter name"),
+        "{}",
+        shown.body
+    );
+    // The site page shows the tree, the circuit page its meter and its export form.
+    let site_page = c.get(&format!("/sites/{site}")).await;
+    let tree = &site_page.body[site_page.body.find("id=\"tree\"").unwrap()..];
+    let (b, l, m) = (
+        tree.find("Main board").unwrap(),
+        tree.find("Lights</a>").unwrap(),
+        tree.find("X0000124").unwrap(),
+    );
+    assert!(b < l && l < m, "panel, circuit, meter in order");
+    assert!(site_page
+        .body
+        .contains(&format!("name=\"site\" value=\"{site}\"")));
+    let circuit_page = c.get(&format!("/circuits/{circuit}")).await;
+    assert_eq!(circuit_page.status, 200, "{}", circuit_page.body);
+    assert!(circuit_page.body.contains("X0000124"));
+    assert!(circuit_page
+        .body
+        .contains(&format!("name=\"circuit\" value=\"{circuit}\"")));
+    assert!(circuit_page.body.contains("id=\"energy-chart\""));
+    let meter_page = c.get("/meters/X0000124").await;
+    assert!(meter_page
+        .body
+        .contains("name=\"meter\" value=\"X0000124\""));
+
+    // The contract form: a mistake is shown with what was typed; then saved, listed, edited.
+    let contract_page = c.get(&format!("{base}/contract")).await;
+    assert_eq!(contract_page.status, 200);
+    let mut contract = vec![
+        ("csrf", csrf.as_str()),
+        ("valid_from", "2026-01-01"),
+        ("currency", "EUR"),
+        ("default_band", "night"),
+        ("band0_name", "day"),
+        ("band0_import", "0.142"),
+        ("band1_name", "night"),
+        ("band1_import", "0.095"),
+        ("rule0_band", "dya"),
+        ("rule0_days", "mon"),
+        ("rule0_days", "tue"),
+        ("rule0_from", "06:00"),
+        ("rule0_to", "22:00"),
+    ];
+    let refused = c.post(&format!("{base}/contract"), &contract).await;
+    assert_eq!(refused.status, 422, "{}", refused.body);
+    assert!(refused.body.contains("id=\"contract-error\""));
+    assert!(refused.body.contains("dya"), "the typed band is kept");
+    assert!(refused.body.contains("value=\"0.142\""));
+    contract[8] = ("rule0_band", "day");
+    let saved = c.post(&format!("{base}/contract"), &contract).await;
+    assert_eq!(saved.status, 303, "{}", saved.body);
+    let listed = c.get(saved.header("location").unwrap()).await;
+    assert!(listed.body.contains("2026-01-01") && listed.body.contains("day 0.142"));
+    let id: i64 = sqlx::query_scalar("SELECT id FROM contracts")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let edit = c.get(&format!("{base}/contract?id={id}")).await;
+    assert!(edit.body.contains("value=\"0.095\""));
+    assert!(edit
+        .body
+        .contains("name=\"rule0_days\" value=\"tue\" checked"));
+    let id_text = id.to_string();
+    let mut changed = contract.clone();
+    changed.push(("contract_id", &id_text));
+    changed[5] = ("band0_import", "0.15");
+    assert_eq!(
+        c.post(&format!("{base}/contract"), &changed).await.status,
+        303
+    );
+    assert_eq!(app.count("SELECT count(*) FROM contracts").await, 1);
+    let price: String =
+        sqlx::query_scalar("SELECT body->'bands'->0->>'import_price' FROM contracts")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(price, "0.15");
+
+    // Deleting the circuit unplaces its meter; deleting the panel removes the rest.
+    let r = c
+        .post(
+            &format!("{base}/circuits/{circuit}/delete"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let measures: Option<String> =
+        sqlx::query_scalar("SELECT measures FROM devices WHERE serial = 'X0000124'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(measures, None);
+    let r = c
+        .post(&format!("{base}/panels/{panel}/delete"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    let r = c
+        .post(&format!("{base}/contracts/{id}/delete"), &[("csrf", &csrf)])
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(app.count("SELECT count(*) FROM panels").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM contracts").await, 0);
+    // A gateway registered without a site is moved onto it.
+    app.gateway("SG000077", None, None).await;
+    let r = c
+        .post(
+            "/admin/gateways/SG000077/site",
+            &[("csrf", &csrf), ("site_id", &site.to_string())],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(c
+        .get(r.header("location").unwrap())
+        .await
+        .body
+        .contains("SG000077 moved"));
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM gateways WHERE serial = 'SG000077' AND site_id = {site}"
+        ))
+        .await,
+        1
+    );
+    // Access to the site for a viewer created without any.
+    user(&app, "late@example.com", "viewer", &[]).await;
+    let viewer: i64 = sqlx::query_scalar("SELECT id FROM users WHERE email = 'late@example.com'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let r = c
+        .post(
+            "/admin/grants",
+            &[
+                ("csrf", &csrf),
+                ("user_id", &viewer.to_string()),
+                ("site_id", &site.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(c
+        .get(r.header("location").unwrap())
+        .await
+        .body
+        .contains("Access granted"));
+    let mut late = Client::new(&app);
+    late.login("late@example.com").await;
+    assert_eq!(late.get(&format!("/sites/{site}")).await.status, 200);
+    // Another site's objects under this site's path do not exist.
+    let other = app.site("Other", "UTC").await;
+    assert_eq!(
+        c.get(&format!("/admin/sites/{other}/contract?id=999"))
+            .await
+            .status,
+        404
+    );
+    drop(client);
+    app.stop().await;
+}

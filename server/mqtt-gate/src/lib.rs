@@ -66,7 +66,7 @@ use tracing::{info, warn};
 pub use policy::{ConnectRequest, Policy, Principal, Refusal};
 pub use stats::{GateStats, StatsSnapshot};
 pub use tap::{Tap, TapError, Violation};
-pub use tls::TlsConfig;
+pub use tls::{acceptor as tls_acceptor, TlsConfig};
 
 use session::Shared;
 

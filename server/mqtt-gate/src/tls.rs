@@ -31,7 +31,7 @@ pub struct TlsConfig {
 /// The ring provider is named explicitly rather than relying on a
 /// process-wide default, which is ambiguous (and panics) when another crate
 /// in the binary enables aws-lc-rs.
-pub(crate) fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, GateError> {
+pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, GateError> {
     let provider = Arc::new(ring::default_provider());
     let certs = load_certs(&config.cert_pem)?;
     let key = load_key(&config.key_pem)?;

@@ -32,6 +32,8 @@ pub struct Dispatcher {
     sender: CommandSender,
     timing: Timing,
     wake: Arc<Notify>,
+    /// Relays behind Modbus converters are switched by their converter's bus.
+    converters: Option<crate::modbus::ModbusHandle>,
 }
 
 /// An open command with what it takes to act on it.
@@ -48,6 +50,8 @@ struct Open {
     slot: i16,
     online: bool,
     command_topic: String,
+    gateway_id: i64,
+    gateway_kind: String,
 }
 
 impl Dispatcher {
@@ -57,7 +61,14 @@ impl Dispatcher {
             sender,
             timing,
             wake,
+            converters: None,
         }
+    }
+
+    /// Relays of converters (gateways of kind `converter`) go to their bus through `handle`.
+    pub fn with_converters(mut self, handle: crate::modbus::ModbusHandle) -> Self {
+        self.converters = Some(handle);
+        self
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
@@ -79,7 +90,8 @@ impl Dispatcher {
         let open: Vec<Open> = sqlx::query_as(
             "SELECT c.id, c.device_id, c.status, c.target, c.sent_at, c.confirm_deadline,
                     c.state_asked_at, d.port, d.slot, g.online,
-                    g.topic_root || '/' || g.topic_sub AS command_topic
+                    g.topic_root || '/' || g.topic_sub AS command_topic,
+                    g.id AS gateway_id, g.kind AS gateway_kind
              FROM relay_commands c JOIN devices d ON d.id = c.device_id
              JOIN gateways g ON g.id = d.gateway_id
              WHERE c.status IN ('queued', 'sent') ORDER BY c.id",
@@ -140,6 +152,13 @@ impl Dispatcher {
     }
 
     fn publish(&self, command: &Open, action: RelayAction) -> bool {
+        if command.gateway_kind == "converter" {
+            // The bus writes the relay register, then reads the state back through ingest.
+            return self
+                .converters
+                .as_ref()
+                .is_some_and(|c| c.relay(command.gateway_id, command.slot, action));
+        }
         let index = match command.port.as_str() {
             "ir" => 0,
             _ => u8::try_from(command.slot).unwrap_or(0),

@@ -185,6 +185,54 @@ pub fn power_graph(id: &str, title: &str, points: &[PowerPoint]) -> String {
     bar_chart(id, title, "kW", &bars)
 }
 
+/// A horizontal bar chart of shares (energy by circuit or usage): one row per name, the
+/// value written beside its bar, so long names stay readable on a phone and on paper.
+pub fn share_chart(id: &str, title: &str, unit: &str, rows: &[(String, f64)]) -> String {
+    const ROW: f64 = 26.0;
+    const NAME_W: f64 = 300.0;
+    const VALUE_W: f64 = 110.0;
+    let max = nice_max(rows.iter().map(|r| r.1).fold(0.0, f64::max));
+    let h = ROW * rows.len().max(1) as f64 + 8.0;
+    let bar_w = W - NAME_W - VALUE_W;
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        r##"<svg id="{}" class="chart share" viewBox="0 0 {W} {h}" role="img" aria-label="{}" data-bars="{}" xmlns="http://www.w3.org/2000/svg"><title>{}</title>"##,
+        esc(id),
+        esc(title),
+        rows.len(),
+        esc(title)
+    );
+    for (i, (name, value)) in rows.iter().enumerate() {
+        let y = 4.0 + ROW * i as f64;
+        // A remainder can be slightly negative (meter tolerances): drawn as nothing.
+        let w = bar_w * value.max(0.0) / max;
+        let name: String = if name.chars().count() > 42 {
+            name.chars().take(41).chain(['…']).collect()
+        } else {
+            name.clone()
+        };
+        let _ = write!(
+            out,
+            r##"<text x="{:.1}" y="{:.1}" class="axis label" text-anchor="end">{}</text><rect x="{NAME_W}" y="{:.1}" width="{w:.1}" height="{:.1}" class="bar" data-value="{value}"><title>{}: {} {}</title></rect><text x="{:.1}" y="{:.1}" class="axis">{} {}</text>"##,
+            NAME_W - 8.0,
+            y + ROW * 0.62,
+            esc(&name),
+            y + ROW * 0.15,
+            ROW * 0.7,
+            esc(&name),
+            fmt_num(*value),
+            esc(unit),
+            NAME_W + w + 6.0,
+            y + ROW * 0.62,
+            fmt_num(*value),
+            esc(unit)
+        );
+    }
+    out.push_str("</svg>");
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,6 +264,21 @@ mod tests {
         assert!(svg.contains("&lt;script&gt;"));
         assert!(svg.contains(r#"data-points="1""#));
         assert!(svg.contains(r#"data-bars="2""#));
+    }
+
+    #[test]
+    fn share_rows_are_escaped_and_scaled() {
+        let svg = share_chart(
+            "s",
+            "By circuit",
+            "kWh",
+            &[("<b>Lights</b>".into(), 5.0), ("Rest".into(), -0.1)],
+        );
+        assert!(!svg.contains("<b>"));
+        assert!(svg.contains(r#"data-bars="2""#));
+        // 5 kWh on an axis of 5: the whole bar width; the negative remainder: none.
+        assert!(svg.contains(r#"width="490.0" height="18.2" class="bar" data-value="5""#));
+        assert!(svg.contains(r#"width="0.0""#));
     }
 
     #[test]

@@ -39,6 +39,10 @@ pub struct SiteSummary {
     pub currency: String,
     pub gateways_online: i64,
     pub gateways_offline: i64,
+    /// Alarms active now (shelved ones included: they are silenced, not gone), and how many
+    /// of them are critical.
+    pub alarms_active: i64,
+    pub alarms_critical: i64,
 }
 
 pub fn zone(name: &str) -> Tz {
@@ -105,6 +109,13 @@ pub async fn sites_overview(
         .bind(site.id)
         .fetch_one(pool)
         .await?;
+        let (alarms_active, alarms_critical): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE severity = 'critical')
+             FROM alarms WHERE site_id = $1 AND active",
+        )
+        .bind(site.id)
+        .fetch_one(pool)
+        .await?;
         let d = day.periods.first();
         let m = month.periods.first();
         out.push(SiteSummary {
@@ -119,6 +130,8 @@ pub async fn sites_overview(
             currency: month.currency.or(day.currency).unwrap_or_default(),
             gateways_online: online,
             gateways_offline: offline,
+            alarms_active,
+            alarms_critical,
         });
     }
     Ok(out)
@@ -266,4 +279,57 @@ pub async fn site_consumption(
     let previous =
         query::consumption(pool, site, tz, at(prev_first), at(prev_last), by, None, now).await?;
     Ok(Compared { current, previous })
+}
+
+/// A meter of a site as the placement form shows it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct MeterPlacement {
+    pub serial: String,
+    pub gateway: String,
+    pub model: Option<String>,
+    pub name: Option<String>,
+    pub measures: Option<String>,
+    pub panel_id: Option<i64>,
+    pub circuit_id: Option<i64>,
+    pub usage: Option<String>,
+    pub import_register: Option<String>,
+    pub export_register: Option<String>,
+    pub reactive_register: Option<String>,
+    /// The counters the meter has reported, for the register fields.
+    pub registers: Vec<String>,
+}
+
+/// Every meter on the gateways of `site`, with its placement.
+pub async fn meter_placements(
+    pool: &PgPool,
+    site: i64,
+) -> Result<Vec<MeterPlacement>, DashboardError> {
+    Ok(sqlx::query_as(
+        "SELECT d.serial, g.serial AS gateway, d.model, d.name, d.measures, d.panel_id,
+                d.circuit_id, d.usage, d.import_register, d.export_register, d.reactive_register,
+                ARRAY(SELECT c.name FROM counters c WHERE c.device_id = d.id ORDER BY c.name)
+                    AS registers
+         FROM devices d JOIN gateways g ON g.id = d.gateway_id
+         WHERE g.site_id = $1 AND d.kind = 'meter' AND d.serial <> ''
+         ORDER BY d.serial",
+    )
+    .bind(site)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The id of the meter `serial` on a gateway of `site`, if it is there.
+pub async fn site_meter_id(
+    pool: &PgPool,
+    site: i64,
+    serial: &str,
+) -> Result<Option<i64>, DashboardError> {
+    Ok(sqlx::query_scalar(
+        "SELECT d.id FROM devices d JOIN gateways g ON g.id = d.gateway_id
+         WHERE g.site_id = $1 AND d.serial = $2 AND d.kind = 'meter' ORDER BY d.id LIMIT 1",
+    )
+    .bind(site)
+    .bind(serial)
+    .fetch_optional(pool)
+    .await?)
 }

@@ -10,6 +10,8 @@
 
 pub mod clock;
 pub mod normalize;
+pub mod normalize_polled;
+pub mod normalize_xml;
 pub mod receipts;
 pub mod record;
 pub mod rejects;
@@ -74,6 +76,8 @@ pub struct Ingest {
     gateway_writes: GatewayWrites,
     energy_wake: Arc<tokio::sync::Notify>,
     commands_wake: Arc<tokio::sync::Notify>,
+    /// The alarm evaluator, handed committed measurements (attached once at start).
+    alarm_feed: std::sync::OnceLock<crate::alarms::engine::AlarmFeed>,
 }
 
 /// How often `last_seen_at` and the clock skew of a gateway are written at most, when nothing
@@ -158,6 +162,7 @@ impl Ingest {
             gateway_writes: GatewayWrites::default(),
             energy_wake: Arc::default(),
             commands_wake: Arc::default(),
+            alarm_feed: std::sync::OnceLock::new(),
         })
     }
 
@@ -177,6 +182,11 @@ impl Ingest {
     /// dispatcher waits on it).
     pub fn commands_wake(&self) -> Arc<tokio::sync::Notify> {
         self.commands_wake.clone()
+    }
+
+    /// Hands every committed batch's measurements to the alarm evaluator from now on.
+    pub fn attach_alarms(&self, feed: crate::alarms::engine::AlarmFeed) {
+        let _ = self.alarm_feed.set(feed);
     }
 
     pub fn journal(&self) -> Arc<Journal> {
@@ -237,6 +247,11 @@ impl Ingest {
                         }
                         if written.relay_states > 0 || written.events > 0 {
                             self.commands_wake.notify_one();
+                        }
+                        // After the commit and before the journal ack: a crash in between
+                        // replays the batch, and the evaluator skips samples it has seen.
+                        if let Some(feed) = self.alarm_feed.get() {
+                            feed.measurements(&rows.measurements).await;
                         }
                         self.metrics
                             .record_written(&rows, &written, started.elapsed());

@@ -386,6 +386,32 @@ impl Normalizer<'_> {
                 ),
                 Some(gw) => self.publish(&mut ctx, gw),
             },
+            RecordKind::Polled => match gateway {
+                None => ctx.reject(
+                    format!("unknown converter {:?}", truncate(&record.client, 64)),
+                    false,
+                ),
+                Some(gw) => {
+                    if let Some((reason, partial)) =
+                        super::normalize_polled::push(ctx.rows, &record, seq, gw)
+                    {
+                        ctx.reject(reason, partial);
+                    }
+                }
+            },
+            RecordKind::XmlPush => match gateway {
+                None => ctx.reject(
+                    format!("unknown gateway {:?}", truncate(&record.client, 64)),
+                    false,
+                ),
+                Some(gw) => {
+                    if let Some((reason, partial)) =
+                        super::normalize_xml::push(ctx.rows, &record, gw, self.clock_tolerance)
+                    {
+                        ctx.reject(reason, partial);
+                    }
+                }
+            },
         }
     }
 

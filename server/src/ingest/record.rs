@@ -19,6 +19,11 @@ pub enum RecordKind {
     Connect = 3,
     /// A gateway's MQTT session closed.
     Disconnect = 4,
+    /// A snapshot polled from a device behind a Modbus converter (see `normalize_polled`).
+    Polled = 5,
+    /// A MiSmart XML document pushed over TCP or HTTP (see `normalize_xml`): `client` is the
+    /// gateway serial, `topic` the device (`xml/<port>/<slot>`), `reason` the peer address.
+    XmlPush = 6,
 }
 
 impl RecordKind {
@@ -28,6 +33,8 @@ impl RecordKind {
             2 => Self::Violation,
             3 => Self::Connect,
             4 => Self::Disconnect,
+            5 => Self::Polled,
+            6 => Self::XmlPush,
             _ => return None,
         })
     }

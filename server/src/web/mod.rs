@@ -1,6 +1,10 @@
 //! HTTP: the JSON API, `/metrics`, `/healthz`. The only module that knows axum.
 
+pub mod alarm_pages;
+pub mod alarms;
 pub mod api;
+pub mod converter_pages;
+pub mod converters;
 pub mod energy;
 pub mod error;
 pub mod export;
@@ -8,6 +12,8 @@ pub mod openapi;
 pub mod pages;
 pub mod relays;
 pub mod session;
+pub mod site_admin;
+pub mod xml_push;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +47,10 @@ pub struct WebState {
     /// Wakes the relay command dispatcher after a new or approved command.
     pub commands_wake: Arc<tokio::sync::Notify>,
     pub command_timing: crate::commands::Timing,
+    /// Tells the alarm tasks about rule changes and new outbox rows.
+    pub alarms: crate::alarms::AlarmsHandle,
+    /// Modbus converters: register maps, settings, the running buses.
+    pub modbus: crate::modbus::ModbusHandle,
 }
 
 impl WebState {
@@ -108,12 +118,36 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
             "/gateways/{serial}",
             get(api::get_gateway).patch(energy::patch_gateway),
         )
+        .route(
+            "/gateways/{serial}/xml-push",
+            get(xml_push::get_settings).put(xml_push::put_settings),
+        )
         .route("/export.csv", get(export::csv))
         .route("/devices", get(api::list_devices))
         .route("/devices/{serial}", patch(energy::patch_device))
         .route("/devices/{serial}/latest", get(api::device_latest))
         .route("/devices/{serial}/profile", get(energy::device_profile))
         .route("/devices/{serial}/counters", get(api::device_counters))
+        .route(
+            "/devices/{serial}/counters/{name}/reset",
+            post(converters::reset_counter),
+        )
+        .route(
+            "/converters",
+            get(converters::list).post(converters::create),
+        )
+        .route("/converters/models", get(converters::models))
+        .route(
+            "/converters/{id}",
+            get(converters::get)
+                .patch(converters::patch)
+                .delete(converters::delete),
+        )
+        .route("/converters/{id}/devices", post(converters::add_device))
+        .route(
+            "/converters/{id}/devices/{unit}",
+            patch(converters::patch_device).delete(converters::delete_device),
+        )
         .route("/ingest/rejects", get(api::list_rejects))
         .route("/relays", get(relays::list))
         .route("/relays/{id}", get(relays::get).patch(relays::patch))
@@ -124,6 +158,22 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .route("/commands/{id}", get(relays::get_command))
         .route("/commands/{id}/cancel", post(relays::cancel))
         .route("/commands/{id}/approve", post(relays::approve))
+        .route("/alarms", get(alarms::list).post(alarms::bulk))
+        .route("/alarms/history.csv", get(alarms::history_csv))
+        .route("/alarms/{id}", get(alarms::get))
+        .route("/alarms/{id}/acknowledge", post(alarms::acknowledge))
+        .route("/alarms/{id}/shelve", post(alarms::shelve))
+        .route("/alarms/{id}/unshelve", post(alarms::unshelve))
+        .route(
+            "/alarm-rules",
+            get(alarms::list_rules).post(alarms::create_rule),
+        )
+        .route(
+            "/alarm-rules/{id}",
+            get(alarms::get_rule)
+                .put(alarms::put_rule)
+                .delete(alarms::delete_rule),
+        )
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::NotFound("route") });
     let pages = Router::new()
@@ -138,13 +188,44 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .route("/relays/{id}/command", post(pages::relay_command))
         .route("/commands/{id}", get(pages::command_page))
         .route("/commands/{id}/{action}", post(pages::command_action))
+        .route("/alarms", get(alarm_pages::alarms_page))
+        .route("/alarms/{id}", get(alarm_pages::alarm_page))
+        .route("/alarms/{id}/{action}", post(alarm_pages::alarm_action))
+        .route(
+            "/alarm-rules",
+            get(alarm_pages::rules_page).post(alarm_pages::create_rule),
+        )
+        .route(
+            "/alarm-rules/{id}",
+            get(alarm_pages::rule_page).post(alarm_pages::update_rule),
+        )
+        .route("/alarm-rules/{id}/delete", post(alarm_pages::delete_rule))
         .route("/gateways", get(pages::gateways_page))
+        .route(
+            "/converters",
+            get(converter_pages::converters_page).post(converter_pages::create_converter),
+        )
+        .route(
+            "/converters/{id}/devices",
+            post(converter_pages::add_device),
+        )
+        .route(
+            "/converters/{id}/devices/{unit}/remove",
+            post(converter_pages::remove_device),
+        )
+        .route(
+            "/converters/{id}/enabled",
+            post(converter_pages::set_enabled),
+        )
         .route("/admin", get(pages::admin_page))
         .route("/admin/sites", post(pages::admin_create_site))
         .route("/admin/users", post(pages::admin_create_user))
+        .route("/admin/grants", post(pages::admin_grant_site))
         .route("/admin/gateways", post(pages::admin_create_gateway))
         .route("/static/app.css", get(pages::css))
-        .route("/static/live.js", get(pages::live_js));
+        .route("/static/live.js", get(pages::live_js))
+        .route("/circuits/{id}", get(pages::circuit_page))
+        .merge(site_admin::routes());
     Router::new()
         .nest("/api/v1", api)
         .merge(pages)

@@ -147,9 +147,10 @@ pub fn document() -> Value {
             { "name": "gateways", "description": "Gateways and their placement on sites" },
             { "name": "devices", "description": "Meters and relays behind the gateways" },
             { "name": "ingest", "description": "Rejected gateway messages" },
+            { "name": "converters", "description": "Modbus TCP converters (RS485/IP) and the meters and relays polled behind them" },
             { "name": "meta", "description": "This document" }
         ],
-        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths(), relay_paths(), export_paths()]),
+        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths(), relay_paths(), export_paths(), super::converters::openapi_paths(), super::alarms::openapi_paths()]),
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
@@ -162,7 +163,7 @@ pub fn document() -> Value {
                 "NotFound": { "description": "Not found, or not visible to this user", "content": { "application/json": { "schema": r("Error") } } },
                 "Conflict": { "description": "Already exists (a name or date that must be unique is taken)", "content": { "application/json": { "schema": r("Error") } } }
             },
-            "schemas": merged([base_schemas(), structure_schemas(), contract_schemas(), profile_schemas(), consumption_schemas(), relay_schemas()])
+            "schemas": merged([base_schemas(), structure_schemas(), contract_schemas(), profile_schemas(), consumption_schemas(), relay_schemas(), super::converters::openapi_schemas(), super::alarms::openapi_schemas()])
         }
     })
 }
@@ -218,6 +219,20 @@ fn base_paths() -> Value {
                 vec![path_param("serial", "Gateway serial, e.g. SG000017")],
                 Some(r("GatewayPatch")),
                 changed("Moved (or already there)", &["400", "401", "403", "404"]),
+            )
+        },
+        "/gateways/{serial}/xml-push": {
+            "get": {
+                "summary": "A gateway's MiSmart XML push identity: allowed source addresses and meters, with the device slot each meter is stored on", "tags": ["gateways"],
+                "parameters": [path_param("serial", "Gateway serial, e.g. SG000017")],
+                "responses": found(r("XmlPushSettingsView"))
+            },
+            "put": described(
+                "Set a gateway's MiSmart XML push identity (admin)", "gateways",
+                "Replaces the source addresses (a TCP push from any other address is refused) and the meter serials (`controlUnit`) the gateway may push for. A new meter is pinned to the gateway's meter with the same serial if MQTT already reported it, else to the first free `xml` slot; a kept meter keeps its device. The gateway itself pushes to the XML push listener, or with HTTP Basic (its serial and MQTT password) to `POST /api/v1/xml-push`; see docs/xml-push.md.",
+                vec![path_param("serial", "Gateway serial, e.g. SG000017")],
+                Some(r("XmlPushSettings")),
+                with(ok(r("XmlPushSettingsView")), &["400", "403", "404"]),
             )
         },
         "/devices": { "get": op("Meters and relays of the user's sites", "devices", true, ok(list("Device"))) },
@@ -546,6 +561,13 @@ fn base_schemas() -> Value {
             "last_seen_at": { "type": ["string", "null"], "format": "date-time" },
             "clock_skew_s": { "type": ["number", "null"], "description": "Gateway clock minus receive time, newest message" },
             "clock_faults": { "type": "integer" }, "rejected_messages": { "type": "integer" } } },
+        "XmlPushSettings": { "type": "object", "additionalProperties": false, "required": ["sources", "meters"], "properties": {
+            "sources": { "type": "array", "maxItems": 256, "items": { "type": "string" }, "description": "Addresses or networks, e.g. `198.51.100.7`, `10.1.0.0/24`, `2001:db8::/64`" },
+            "meters": { "type": "array", "maxItems": 256, "items": { "type": "string" }, "description": "Meter serials (`controlUnit`)" } } },
+        "XmlPushSettingsView": { "type": "object", "properties": {
+            "sources": { "type": "array", "items": { "type": "string" }, "description": "Networks, prefix length included" },
+            "meters": { "type": "array", "items": { "type": "object", "properties": {
+                "serial": { "type": "string" }, "port": { "enum": ["ir", "rs485", "xml"] }, "slot": { "type": "integer" } } } } } },
         "GatewayPatch": { "type": "object", "additionalProperties": false, "properties": {
             "site_id": { "type": ["integer", "null"], "description": "The site to move to; null (or absent): no site" } } },
         "Device": { "type": "object", "properties": {
@@ -835,11 +857,18 @@ mod tests {
         "/users/{user_id}/sites/{site_id}",
         "/gateways",
         "/gateways/{serial}",
+        "/gateways/{serial}/xml-push",
         "/devices",
         "/devices/{serial}",
         "/devices/{serial}/latest",
         "/devices/{serial}/profile",
         "/devices/{serial}/counters",
+        "/devices/{serial}/counters/{name}/reset",
+        "/converters",
+        "/converters/models",
+        "/converters/{id}",
+        "/converters/{id}/devices",
+        "/converters/{id}/devices/{unit}",
         "/ingest/rejects",
         "/export.csv",
         "/relays",
@@ -848,6 +877,14 @@ mod tests {
         "/commands/{id}",
         "/commands/{id}/cancel",
         "/commands/{id}/approve",
+        "/alarms",
+        "/alarms/history.csv",
+        "/alarms/{id}",
+        "/alarms/{id}/acknowledge",
+        "/alarms/{id}/shelve",
+        "/alarms/{id}/unshelve",
+        "/alarm-rules",
+        "/alarm-rules/{id}",
         "/openapi.json",
     ];
 
@@ -892,6 +929,8 @@ mod tests {
             energy_wake: std::sync::Arc::default(),
             commands_wake: std::sync::Arc::default(),
             command_timing: crate::commands::Timing::default(),
+            alarms: crate::alarms::AlarmsHandle::default(),
+            modbus: crate::modbus::ModbusHandle::detached(),
         };
         let router = super::super::router(state, 1024);
         let doc = document();
@@ -910,6 +949,8 @@ mod tests {
                     .replace("{user_id}", "1")
                     .replace("{site_id}", "1")
                     .replace("{id}", "1")
+                    .replace("{unit}", "1")
+                    .replace("{name}", "x")
             );
             assert!(!uri.contains('{'), "unreplaced placeholder in {uri}");
             for method in METHODS {

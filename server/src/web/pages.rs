@@ -20,6 +20,7 @@ use crate::auth::{users, Principal, Role, Scope};
 use crate::commands::ledger::{self, Created, NewCommand};
 use crate::dashboard::charts::{self, Bar, PowerPoint};
 use crate::dashboard::{self, DashboardError};
+use crate::export::Kind;
 use crate::profiles::query::{self, Group};
 use crate::{devices, gateways, sites};
 
@@ -31,6 +32,48 @@ pub struct Nav {
     pub admin: bool,
     pub operator: bool,
     pub csrf: String,
+}
+
+/// The CSV export form of a site, circuit or meter page (`templates/export_form.html`).
+pub struct ExportForm {
+    /// The export's scope parameter: `site`, `circuit` or `meter`.
+    param: &'static str,
+    value: String,
+    what: String,
+    from: NaiveDate,
+    to: NaiveDate,
+    time_zone: String,
+    max_measurements: i64,
+    max_readings: i64,
+}
+
+impl ExportForm {
+    fn new(
+        param: &'static str,
+        value: String,
+        what: String,
+        (from, to): (NaiveDate, NaiveDate),
+        time_zone: &str,
+    ) -> Self {
+        let limit = |kind: Kind| {
+            let (site, one) = kind.max_days();
+            if param == "site" {
+                site
+            } else {
+                one
+            }
+        };
+        Self {
+            param,
+            value,
+            what,
+            from,
+            to,
+            time_zone: time_zone.to_owned(),
+            max_measurements: limit(Kind::Measurements),
+            max_readings: limit(Kind::Readings),
+        }
+    }
 }
 
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -45,7 +88,7 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The request's CSRF token, and the cookie to set when it had none.
-fn csrf(headers: &HeaderMap) -> (String, Option<String>) {
+pub(super) fn csrf(headers: &HeaderMap) -> (String, Option<String>) {
     match cookie(headers, CSRF_COOKIE)
         .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
     {
@@ -60,7 +103,7 @@ fn csrf(headers: &HeaderMap) -> (String, Option<String>) {
     }
 }
 
-fn check_csrf(headers: &HeaderMap, submitted: &str) -> Result<(), PageError> {
+pub(super) fn check_csrf(headers: &HeaderMap, submitted: &str) -> Result<(), PageError> {
     match cookie(headers, CSRF_COOKIE) {
         Some(expected)
             if !submitted.is_empty() && constant_eq(expected.as_bytes(), submitted.as_bytes()) =>
@@ -158,7 +201,7 @@ impl IntoResponse for PageError {
     }
 }
 
-type PageResult = Result<Response, PageError>;
+pub(super) type PageResult = Result<Response, PageError>;
 
 #[derive(Template)]
 #[template(
@@ -172,7 +215,7 @@ struct ErrorPage {
 }
 
 /// Renders a page, setting the CSRF cookie when the browser had none.
-fn render(page: &impl Template, set_cookie: Option<String>) -> PageResult {
+pub(super) fn render(page: &impl Template, set_cookie: Option<String>) -> PageResult {
     let body = page.render()?;
     let mut response = Html(body).into_response();
     let headers = response.headers_mut();
@@ -189,7 +232,7 @@ fn render(page: &impl Template, set_cookie: Option<String>) -> PageResult {
     Ok(response)
 }
 
-fn nav(p: &Principal, headers: &HeaderMap) -> (Nav, Option<String>) {
+pub(super) fn nav(p: &Principal, headers: &HeaderMap) -> (Nav, Option<String>) {
     let (token, set) = csrf(headers);
     (
         Nav {
@@ -363,17 +406,20 @@ struct SitePage {
     prev_anchor: NaiveDate,
     next_anchor: NaiveDate,
     period_label: String,
-    csv_from: NaiveDate,
-    csv_to: NaiveDate,
+    export: ExportForm,
     energy_chart: String,
     cost_chart: String,
     total_kwh: f64,
+    previous_kwh: f64,
+    previous_label: String,
     total_cost: Option<f64>,
     currency: String,
     peak: Option<String>,
     complete_pct: f64,
     by_circuit: Vec<(String, f64, Option<f64>)>,
     by_usage: Vec<(String, f64, Option<f64>)>,
+    circuit_chart: String,
+    usage_chart: String,
     tree: dashboard::SiteTree,
 }
 
@@ -475,6 +521,13 @@ pub async fn site_page(
     let totals = &compared.current.periods;
     let total_kwh = totals.iter().map(|p| p.total.import_wh).sum::<f64>() / 1000.0;
     let total_cost = totals.iter().map(|p| p.total.cost).sum::<Option<f64>>();
+    let previous_kwh = compared
+        .previous
+        .periods
+        .iter()
+        .map(|p| p.total.import_wh)
+        .sum::<f64>()
+        / 1000.0;
     let expected: u64 = totals.iter().map(|p| p.total.completeness.expected).sum();
     let measured: u64 = totals
         .iter()
@@ -543,18 +596,25 @@ pub async fn site_page(
             title: site.name.clone(),
             nav,
             site_id: id,
-            site_name: site.name,
-            time_zone: site.time_zone,
+            site_name: site.name.clone(),
+            time_zone: site.time_zone.clone(),
             by: by.as_str(),
             anchor,
             prev_anchor: step_back,
             next_anchor: step_fwd,
             period_label: format!("{} to {}", compared.current.from, compared.current.to),
-            csv_from,
-            csv_to,
+            export: ExportForm::new(
+                "site",
+                id.to_string(),
+                format!("all meters of {}", site.name),
+                (csv_from, csv_to),
+                &site.time_zone,
+            ),
             energy_chart,
             cost_chart,
             total_kwh,
+            previous_kwh,
+            previous_label: format!("{} to {}", compared.previous.from, compared.previous.to),
             total_cost,
             currency,
             peak,
@@ -563,12 +623,181 @@ pub async fn site_page(
             } else {
                 measured as f64 * 100.0 / expected as f64
             },
+            circuit_chart: share(&by_circuit, "circuit-chart", "Energy by circuit"),
+            usage_chart: share(&by_usage, "usage-chart", "Energy by usage"),
             by_circuit,
             by_usage,
             tree,
         },
         set,
     )
+}
+
+// ---- circuit -------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "circuit.html")]
+struct CircuitPage {
+    title: String,
+    nav: Nav,
+    site_id: i64,
+    site_name: String,
+    panel: String,
+    name: String,
+    usage: String,
+    id: i64,
+    month: String,
+    prev_month: NaiveDate,
+    next_month: NaiveDate,
+    energy_chart: String,
+    total_kwh: f64,
+    previous_kwh: f64,
+    total_cost: Option<f64>,
+    currency: String,
+    meters: Vec<dashboard::MeterNode>,
+    export: ExportForm,
+}
+
+#[derive(Deserialize)]
+pub struct CircuitParams {
+    date: Option<NaiveDate>,
+}
+
+/// A circuit: its meters, its energy per day of a month beside the month before, its CSV.
+pub async fn circuit_page(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Query(q): Query<CircuitParams>,
+) -> PageResult {
+    let circuit = crate::profiles::structure::get_circuit(&state.pool, id)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    // The circuit exists for this user only if its site does.
+    let site = sites::get(&state.pool, &p.scope, circuit.site_id)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    let tz = dashboard::zone(&site.time_zone);
+    let now = Utc::now();
+    let anchor = calendar::period_start(
+        q.date.unwrap_or_else(|| calendar::local_date(now, tz)),
+        Period::Month,
+    );
+    let months = |n: i32| {
+        if n < 0 {
+            anchor.checked_sub_months(chrono::Months::new(n.unsigned_abs()))
+        } else {
+            anchor.checked_add_months(chrono::Months::new(n.unsigned_abs()))
+        }
+        .unwrap_or(anchor)
+    };
+    let at = |d: NaiveDate| calendar::period_bounds(tz, d, Period::Day).0;
+    let key = format!("circuit:{id}");
+    let days = |c: &query::Consumption| -> Vec<(NaiveDate, Option<(f64, Option<f64>)>)> {
+        c.periods
+            .iter()
+            .map(|period| {
+                let g = period.groups.iter().find(|g| g.key == key);
+                (
+                    period.start,
+                    g.map(|g| (g.import_wh / 1000.0, g.energy_cost)),
+                )
+            })
+            .collect()
+    };
+    let current = query::consumption(
+        &state.pool,
+        site.id,
+        tz,
+        at(anchor),
+        at(months(1)),
+        Period::Day,
+        Some(Group::Circuit),
+        now,
+    )
+    .await
+    .map_err(DashboardError::from)?;
+    let previous = query::consumption(
+        &state.pool,
+        site.id,
+        tz,
+        at(months(-1)),
+        at(anchor),
+        Period::Day,
+        Some(Group::Circuit),
+        now,
+    )
+    .await
+    .map_err(DashboardError::from)?;
+    let (cur, prev) = (days(&current), days(&previous));
+    let bars: Vec<Bar> = cur
+        .iter()
+        .enumerate()
+        .map(|(i, (day, v))| Bar {
+            label: label(Period::Day, *day),
+            value: v.map(|v| v.0),
+            previous: prev.get(i).and_then(|p| p.1).map(|p| p.0),
+            incomplete: false,
+            title: day.to_string(),
+        })
+        .collect();
+    let energy_chart = charts::bar_chart("energy-chart", "Energy", "kWh", &bars);
+    let total_kwh = cur.iter().filter_map(|d| d.1).map(|v| v.0).sum();
+    let previous_kwh = prev.iter().filter_map(|d| d.1).map(|v| v.0).sum();
+    let total_cost = cur
+        .iter()
+        .filter_map(|d| d.1)
+        .map(|v| v.1)
+        .sum::<Option<f64>>();
+    let panel = crate::profiles::structure::get_panel(&state.pool, circuit.panel_id)
+        .await?
+        .map(|p| p.name)
+        .unwrap_or_default();
+    let meters = dashboard::site_tree(&state.pool, site.id)
+        .await?
+        .panels
+        .into_iter()
+        .flat_map(|p| p.circuits)
+        .find(|c| c.id == id)
+        .map(|c| c.meters)
+        .unwrap_or_default();
+    let (nav, set) = nav(&p, &headers);
+    render(
+        &CircuitPage {
+            title: circuit.name.clone(),
+            nav,
+            site_id: site.id,
+            site_name: site.name.clone(),
+            panel,
+            name: circuit.name.clone(),
+            usage: circuit.usage,
+            id,
+            month: anchor.format("%B %Y").to_string(),
+            prev_month: months(-1),
+            next_month: months(1),
+            energy_chart,
+            total_kwh,
+            previous_kwh,
+            total_cost,
+            currency: current.currency.unwrap_or_default(),
+            meters,
+            export: ExportForm::new(
+                "circuit",
+                id.to_string(),
+                format!("the meters of circuit {}", circuit.name),
+                (anchor, months(1)),
+                &site.time_zone,
+            ),
+        },
+        set,
+    )
+}
+
+/// The horizontal bar chart of a breakdown table's energy.
+fn share(rows: &[(String, f64, Option<f64>)], id: &str, title: &str) -> String {
+    let rows: Vec<(String, f64)> = rows.iter().map(|r| (r.0.clone(), r.1)).collect();
+    charts::share_chart(id, title, "kWh", &rows)
 }
 
 /// The bucket of the usage breakdown: few rows for the whole range shown.
@@ -593,6 +822,7 @@ struct MeterPage {
     time_zone: String,
     from: NaiveDate,
     to: NaiveDate,
+    export: ExportForm,
     power_chart: String,
     measured_at: String,
     phase_rows: Vec<(&'static str, Vec<(String, String)>)>,
@@ -796,6 +1026,13 @@ pub async fn meter_page(
                 .or(device.description.clone())
                 .unwrap_or_else(|| serial.clone()),
             model: device.model.clone().unwrap_or_default(),
+            export: ExportForm::new(
+                "meter",
+                serial.clone(),
+                format!("meter {serial}"),
+                (from, to),
+                &zone_name,
+            ),
             serial,
             gateway,
             time_zone: zone_name,
@@ -1140,7 +1377,7 @@ struct AdminPage {
     message: Option<String>,
     error: Option<String>,
     sites: Vec<(i64, String, String, i64)>,
-    users: Vec<(String, String, String)>,
+    users: Vec<(i64, String, String, String)>,
     gateways: Vec<gateways::GatewayView>,
 }
 
@@ -1165,8 +1402,8 @@ pub async fn admin_page(
     )
     .fetch_all(&state.pool)
     .await?;
-    let users: Vec<(String, String, String)> = sqlx::query_as(
-        "SELECT u.email, u.role, COALESCE(string_agg(s.name, ', ' ORDER BY s.name), '')
+    let users: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT u.id, u.email, u.role, COALESCE(string_agg(s.name, ', ' ORDER BY s.name), '')
          FROM users u LEFT JOIN user_sites us ON us.user_id = u.id LEFT JOIN sites s ON s.id = us.site_id
          GROUP BY u.id ORDER BY u.email",
     )
@@ -1189,21 +1426,24 @@ pub async fn admin_page(
     )
 }
 
-fn back_to_admin(result: Result<String, String>) -> Response {
+pub(super) fn back_to_admin(result: Result<String, String>) -> Response {
     let (key, text) = match result {
         Ok(m) => ("message", m),
         Err(e) => ("error", e),
     };
-    let encoded: String = text
-        .bytes()
+    Redirect::to(&format!("/admin?{key}={}", percent(&text))).into_response()
+}
+
+/// Percent-encodes text for a query string value.
+pub(super) fn percent(text: &str) -> String {
+    text.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
                 (b as char).to_string()
             }
             _ => format!("%{b:02X}"),
         })
-        .collect();
-    Redirect::to(&format!("/admin?{key}={encoded}")).into_response()
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -1282,6 +1522,32 @@ pub async fn admin_create_user(
         }
         Err(e) => Ok(back_to_admin(Err(e.to_string()))),
     }
+}
+
+#[derive(Deserialize)]
+pub struct GrantForm {
+    csrf: String,
+    user_id: i64,
+    site_id: i64,
+}
+
+/// Lets a viewer or operator see one more site.
+pub async fn admin_grant_site(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Form(form): Form<GrantForm>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    if p.role != Role::Admin {
+        return Err(PageError::Forbidden);
+    }
+    Ok(back_to_admin(
+        match users::grant_site(&state.pool, form.user_id, form.site_id).await? {
+            true => Ok("Access granted.".into()),
+            false => Err("that user already has that site, or one of them does not exist".into()),
+        },
+    ))
 }
 
 #[derive(Deserialize)]

@@ -1,0 +1,474 @@
+//! The evaluator: one task that owns every rule's state, fed with measurements as ingest
+//! commits them and with timer observations; it steps [`rules::step`] and writes the changed
+//! states and the alarm changes they cause in one transaction (retried until it commits).
+//!
+//! State is written whenever it changes, and loaded at start, so a restart neither forgets an
+//! active alarm nor raises it again (replayed samples are older than the saved `last_ts`).
+//! A batch committed by ingest in the instant before a crash and not yet evaluated is not
+//! evaluated after the restart; the next sample of the meter is, so a condition that still
+//! holds is seen then.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use sqlx::types::Json;
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::lifecycle::{self, RuleInfo, Subject};
+use super::rules::{self, Change, Condition, RuleState};
+use super::{measurement_column, Actions, AlarmsHandle, Severity, Watch};
+use crate::ingest::normalize::{DeviceKey, MeasurementRow, MEASUREMENT_COLUMNS};
+
+/// One committed measurements row.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub device: DeviceKey,
+    pub ts: DateTime<Utc>,
+    pub values: [Option<f32>; MEASUREMENT_COLUMNS.len()],
+}
+
+/// A value of a timer rule for one subject, observed at `at`.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    pub rule_id: i64,
+    pub subject: Subject,
+    pub at: DateTime<Utc>,
+    pub value: f64,
+}
+
+pub enum Input {
+    Measurements(Vec<Sample>),
+    Observations(Vec<Observation>),
+}
+
+/// The sending side, held by ingest and the timers.
+#[derive(Clone)]
+pub struct AlarmFeed {
+    tx: mpsc::Sender<Input>,
+    /// Whether any enabled rule watches measurements: ingest copies rows only then.
+    wants_measurements: Arc<AtomicBool>,
+}
+
+impl AlarmFeed {
+    /// Hands committed measurements to the evaluator. Waits when it is behind (backpressure on
+    /// the ingest writer rather than a dropped sample).
+    pub async fn measurements(&self, rows: &[MeasurementRow]) {
+        if rows.is_empty() || !self.wants_measurements.load(Ordering::Relaxed) {
+            return;
+        }
+        let samples = rows
+            .iter()
+            .map(|m| Sample {
+                device: m.device.clone(),
+                ts: m.ts,
+                values: m.values,
+            })
+            .collect();
+        if self.tx.send(Input::Measurements(samples)).await.is_err() {
+            tracing::debug!("alarm evaluator stopped; measurements not evaluated");
+        }
+    }
+
+    pub async fn observations(&self, obs: Vec<Observation>) {
+        if !obs.is_empty() && self.tx.send(Input::Observations(obs)).await.is_err() {
+            tracing::debug!("alarm evaluator stopped; observations not evaluated");
+        }
+    }
+}
+
+struct Compiled {
+    info: RuleInfo,
+    zone: Tz,
+    column: Option<usize>,
+}
+
+#[derive(Default)]
+struct Index {
+    rules: HashMap<i64, Arc<Compiled>>,
+    /// Meter → measurement rules that apply to it.
+    by_device: HashMap<i64, Vec<i64>>,
+}
+
+pub struct Engine {
+    pool: PgPool,
+    rx: mpsc::Receiver<Input>,
+    handle: AlarmsHandle,
+    metrics: Arc<crate::metrics::Metrics>,
+    wants_measurements: Arc<AtomicBool>,
+    index: Index,
+    states: HashMap<(i64, String), RuleState>,
+    devices: HashMap<DeviceKey, i64>,
+}
+
+/// How often rules and their meters are reloaded without being told (placements and new meters
+/// change which meters a site, panel or circuit rule covers).
+const RELOAD_EVERY: Duration = Duration::from_secs(30);
+
+pub fn channel(
+    pool: PgPool,
+    handle: AlarmsHandle,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> (AlarmFeed, Engine) {
+    let (tx, rx) = mpsc::channel(64);
+    let wants = Arc::new(AtomicBool::new(false));
+    (
+        AlarmFeed {
+            tx,
+            wants_measurements: wants.clone(),
+        },
+        Engine {
+            pool,
+            rx,
+            handle,
+            metrics,
+            wants_measurements: wants,
+            index: Index::default(),
+            states: HashMap::new(),
+            devices: HashMap::new(),
+        },
+    )
+}
+
+type RuleRow = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Json<Watch>,
+    Json<Condition>,
+    Json<Actions>,
+);
+
+async fn load_index(pool: &PgPool) -> Result<Index, sqlx::Error> {
+    let rows: Vec<RuleRow> = sqlx::query_as(
+        "SELECT r.id, r.site_id, s.time_zone, r.name, r.severity, r.watch, r.condition, r.actions
+         FROM alarm_rules r JOIN sites s ON s.id = r.site_id WHERE r.enabled",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut index = Index::default();
+    for (id, site_id, zone, name, severity, watch, condition, actions) in rows {
+        let column = match &watch.0 {
+            Watch::Measurement { quantity } => measurement_column(quantity),
+            _ => None,
+        };
+        let info = RuleInfo {
+            id,
+            site_id,
+            name,
+            severity: Severity::parse(&severity).unwrap_or(Severity::Warning),
+            watch: watch.0,
+            condition: condition.0,
+            actions: actions.0,
+        };
+        index.rules.insert(
+            id,
+            Arc::new(Compiled {
+                info,
+                zone: zone.parse().unwrap_or(Tz::UTC),
+                column,
+            }),
+        );
+    }
+    let members: Vec<(i64, i64)> = sqlx::query_as(&format!(
+        "SELECT r.id, m.device_id FROM alarm_rules r {MEMBERS_JOIN}
+         WHERE r.enabled AND r.watch->>'kind' = 'measurement'"
+    ))
+    .fetch_all(pool)
+    .await?;
+    for (rule, device) in members {
+        index.by_device.entry(device).or_default().push(rule);
+    }
+    Ok(index)
+}
+
+/// Joins `m` (device_id, gateway_id): the meters a rule `r` covers. A meter is in the site of
+/// its gateway, so a rule of site A never covers a meter of site B.
+pub const MEMBERS_JOIN: &str = "
+    JOIN LATERAL (
+        SELECT d.id AS device_id, d.gateway_id FROM devices d
+        JOIN gateways g ON g.id = d.gateway_id
+        LEFT JOIN circuits c ON c.id = d.circuit_id
+        WHERE g.site_id = r.site_id AND d.kind = 'meter' AND (
+            r.target = 'site'
+            OR (r.target = 'meter' AND d.id = r.device_id)
+            OR (r.target = 'circuit' AND d.circuit_id = r.circuit_id)
+            OR (r.target = 'panel' AND (d.panel_id = r.panel_id OR c.panel_id = r.panel_id)))
+    ) m ON true";
+
+impl Engine {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), String> {
+        self.load(&shutdown).await;
+        let mut reload = tokio::time::interval(RELOAD_EVERY);
+        reload.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let rules_changed = self.handle.rules_changed.clone();
+        loop {
+            tokio::select! {
+                // Rule changes first, so a sample that arrives after an edit sees it.
+                biased;
+                () = shutdown.cancelled() => return Ok(()),
+                () = rules_changed.notified() => self.reload().await,
+                _ = reload.tick() => self.reload().await,
+                input = self.rx.recv() => match input {
+                    None => return Ok(()),
+                    Some(input) => self.process(input, &shutdown).await,
+                },
+            }
+        }
+    }
+
+    /// Rules and saved states, retried until the database answers.
+    async fn load(&mut self, shutdown: &CancellationToken) {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let states: Result<Vec<(i64, String, Json<RuleState>)>, _> =
+                sqlx::query_as("SELECT rule_id, subject, state FROM alarm_rule_states")
+                    .fetch_all(&self.pool)
+                    .await;
+            let version = self.handle.requested();
+            match (states, load_index(&self.pool).await) {
+                (Ok(states), Ok(index)) => {
+                    self.states = states
+                        .into_iter()
+                        .map(|(rule, subject, state)| ((rule, subject), state.0))
+                        .collect();
+                    self.set_index(index);
+                    self.handle.loaded(version);
+                    return;
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!(error = %e, "alarm rules not loaded; retrying");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    fn set_index(&mut self, index: Index) {
+        self.wants_measurements
+            .store(!index.by_device.is_empty(), Ordering::Relaxed);
+        // States of rules that are gone or disabled are forgotten (deleted rows cascade).
+        self.states
+            .retain(|(rule, _), _| index.rules.contains_key(rule));
+        self.index = index;
+    }
+
+    async fn reload(&mut self) {
+        let version = self.handle.requested();
+        match load_index(&self.pool).await {
+            Ok(index) => {
+                // A state dropped by a rule edit (what it watches changed) is dropped here too.
+                let kept: Result<Vec<(i64, String)>, _> =
+                    sqlx::query_as("SELECT rule_id, subject FROM alarm_rule_states")
+                        .fetch_all(&self.pool)
+                        .await;
+                if let Ok(kept) = kept {
+                    let kept: std::collections::HashSet<_> = kept.into_iter().collect();
+                    self.states.retain(|k, _| kept.contains(k));
+                }
+                // A rule enabled again resumes from its saved states.
+                let returning: Vec<i64> = index
+                    .rules
+                    .keys()
+                    .filter(|id| !self.index.rules.contains_key(id))
+                    .copied()
+                    .collect();
+                if !returning.is_empty() {
+                    let saved: Result<Vec<(i64, String, Json<RuleState>)>, _> = sqlx::query_as(
+                        "SELECT rule_id, subject, state FROM alarm_rule_states
+                         WHERE rule_id = ANY($1)",
+                    )
+                    .bind(&returning)
+                    .fetch_all(&self.pool)
+                    .await;
+                    match saved {
+                        Ok(saved) => {
+                            for (rule, subject, state) in saved {
+                                self.states.entry((rule, subject)).or_insert(state.0);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "alarm rules not reloaded");
+                            return;
+                        }
+                    }
+                }
+                self.set_index(index);
+                self.handle.loaded(version);
+            }
+            Err(e) => tracing::warn!(error = %e, "alarm rules not reloaded"),
+        }
+    }
+
+    /// The id of a meter, from the cache or the database (the row is committed before ingest
+    /// hands the sample over). Returns whether it was new to the cache.
+    async fn device_id(&mut self, key: &DeviceKey) -> Result<Option<(i64, bool)>, sqlx::Error> {
+        if let Some(id) = self.devices.get(key) {
+            return Ok(Some((*id, false)));
+        }
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM devices WHERE gateway_id = $1 AND kind = $2 AND port = $3 AND slot = $4",
+        )
+        .bind(key.gateway_id)
+        .bind(key.kind.as_str())
+        .bind(key.port)
+        .bind(key.slot)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(id) = id {
+            self.devices.insert(key.clone(), id);
+        }
+        Ok(id.map(|id| (id, true)))
+    }
+
+    async fn observations(&mut self, samples: Vec<Sample>) -> Vec<Observation> {
+        let mut resolved = Vec::with_capacity(samples.len());
+        let mut new_device = false;
+        for s in samples {
+            match self.device_id(&s.device).await {
+                Ok(Some((id, new))) => {
+                    new_device |= new;
+                    resolved.push((id, s));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "meter of a sample not resolved"),
+            }
+        }
+        if new_device {
+            // A meter new to this process may be covered by a site, panel or circuit rule.
+            self.reload().await;
+        }
+        let mut out = Vec::new();
+        for (device, s) in resolved {
+            let Some(rules) = self.index.by_device.get(&device) else {
+                continue;
+            };
+            for rule in rules {
+                let Some(compiled) = self.index.rules.get(rule) else {
+                    continue;
+                };
+                let Some(value) = compiled.column.and_then(|c| s.values[c]) else {
+                    continue;
+                };
+                out.push(Observation {
+                    rule_id: *rule,
+                    subject: Subject::meter(device, s.device.gateway_id),
+                    at: s.ts,
+                    value: f64::from(value),
+                });
+            }
+        }
+        out
+    }
+
+    async fn process(&mut self, input: Input, shutdown: &CancellationToken) {
+        let obs = match input {
+            Input::Measurements(samples) => self.observations(samples).await,
+            Input::Observations(obs) => obs,
+        };
+        let mut dirty: HashMap<(i64, String), RuleState> = HashMap::new();
+        let mut changes = Vec::new();
+        for o in obs {
+            let Some(rule) = self.index.rules.get(&o.rule_id).cloned() else {
+                continue;
+            };
+            let key = (o.rule_id, o.subject.key.clone());
+            let state = self.states.entry(key.clone()).or_default();
+            let before = *state;
+            let change = rules::step(&rule.info.condition, rule.zone, state, o.at, o.value);
+            // The newest sample time alone is not worth a write; a phase change is.
+            if state.phase != before.phase {
+                dirty.insert(key, *state);
+            }
+            if let Some(change) = change {
+                changes.push((rule, o.subject, change));
+            }
+        }
+        if dirty.is_empty() && changes.is_empty() {
+            return;
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match persist(&self.pool, &dirty, &changes).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                        "alarm state not written; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        if !changes.is_empty() {
+            for (_, _, change) in &changes {
+                match change {
+                    Change::Raise { .. } => self.metrics.alarms_raised.inc(),
+                    Change::Clear { .. } => self.metrics.alarms_cleared.inc(),
+                }
+            }
+            self.handle.outbox_wake.notify_one();
+        }
+    }
+}
+
+async fn persist(
+    pool: &PgPool,
+    dirty: &HashMap<(i64, String), RuleState>,
+    changes: &[(Arc<Compiled>, Subject, Change)],
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let mut rules = Vec::with_capacity(dirty.len());
+    let mut subjects = Vec::with_capacity(dirty.len());
+    let mut states = Vec::with_capacity(dirty.len());
+    for ((rule, subject), state) in dirty {
+        rules.push(*rule);
+        subjects.push(subject.clone());
+        states.push(serde_json::to_value(state).unwrap_or_default());
+    }
+    // A rule deleted meanwhile has no state to keep (the join skips it).
+    sqlx::query(
+        "INSERT INTO alarm_rule_states (rule_id, subject, state)
+         SELECT u.rule_id, u.subject, u.state
+         FROM UNNEST($1::int8[], $2::text[], $3::jsonb[]) AS u(rule_id, subject, state)
+         JOIN alarm_rules r ON r.id = u.rule_id
+         ON CONFLICT (rule_id, subject) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+    )
+    .bind(&rules)
+    .bind(&subjects)
+    .bind(&states)
+    .execute(&mut *tx)
+    .await?;
+    for (rule, subject, change) in changes {
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM alarm_rules WHERE id = $1 FOR SHARE")
+                .bind(rule.info.id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            continue;
+        }
+        match *change {
+            Change::Raise { at, value } => {
+                lifecycle::raise(&mut tx, &rule.info, subject, at, value).await?;
+            }
+            Change::Clear { at, value } => {
+                lifecycle::clear(&mut tx, &rule.info, subject, at, value).await?;
+            }
+        }
+    }
+    tx.commit().await
+}

@@ -1,0 +1,506 @@
+//! Rule definitions (validated, scoped by site) and the alarm read side.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use sqlx::PgPool;
+
+use super::rules::Condition;
+use super::{Actions, AlarmError, Severity, Watch};
+use crate::auth::Scope;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleInput {
+    pub site_id: i64,
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub severity: Severity,
+    /// `site`, `panel`, `circuit` or `meter`, with the matching id.
+    pub target: String,
+    #[serde(default)]
+    pub panel_id: Option<i64>,
+    #[serde(default)]
+    pub circuit_id: Option<i64>,
+    #[serde(default)]
+    pub device_id: Option<i64>,
+    pub watch: Watch,
+    pub condition: Condition,
+    #[serde(default)]
+    pub actions: Actions,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct RuleView {
+    pub id: i64,
+    pub site_id: i64,
+    pub name: String,
+    pub enabled: bool,
+    pub severity: String,
+    pub target: String,
+    pub panel_id: Option<i64>,
+    pub circuit_id: Option<i64>,
+    pub device_id: Option<i64>,
+    pub watch: Json<Watch>,
+    pub condition: Json<Condition>,
+    pub actions: Json<Actions>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const RULE_SQL: &str = "SELECT id, site_id, name, enabled, severity, target, panel_id, circuit_id,
+    device_id, watch, condition, actions, created_at, updated_at FROM alarm_rules";
+
+pub async fn list_rules(
+    pool: &PgPool,
+    scope: &Scope,
+    site: Option<i64>,
+) -> Result<Vec<RuleView>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{RULE_SQL} WHERE ($1::int8[] IS NULL OR site_id = ANY($1))
+         AND ($2::int8 IS NULL OR site_id = $2) ORDER BY site_id, name, id"
+    ))
+    .bind(scope.site_ids())
+    .bind(site)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get_rule(
+    pool: &PgPool,
+    scope: &Scope,
+    id: i64,
+) -> Result<Option<RuleView>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{RULE_SQL} WHERE id = $2 AND ($1::int8[] IS NULL OR site_id = ANY($1))"
+    ))
+    .bind(scope.site_ids())
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Checks the document and that every object it names belongs to the rule's site.
+async fn validate(pool: &PgPool, scope: &Scope, input: &RuleInput) -> Result<(), AlarmError> {
+    let name = input.name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(AlarmError::Invalid("a name is 1 to 200 characters".into()));
+    }
+    input.watch.validate().map_err(AlarmError::Invalid)?;
+    input.condition.validate().map_err(AlarmError::Invalid)?;
+    input.actions.validate().map_err(AlarmError::Invalid)?;
+    let in_scope = scope
+        .site_ids()
+        .is_none_or(|ids| ids.contains(&input.site_id));
+    let site: Option<i64> = sqlx::query_scalar("SELECT id FROM sites WHERE id = $1")
+        .bind(input.site_id)
+        .fetch_optional(pool)
+        .await?;
+    if site.is_none() || !in_scope {
+        return Err(AlarmError::NotFound("site"));
+    }
+    let ids = (input.panel_id, input.circuit_id, input.device_id);
+    let owner: Option<Option<i64>> = match (input.target.as_str(), ids) {
+        ("site", (None, None, None)) => None,
+        ("panel", (Some(id), None, None)) => Some(
+            sqlx::query_scalar("SELECT site_id FROM panels WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?,
+        ),
+        ("circuit", (None, Some(id), None)) => Some(
+            sqlx::query_scalar(
+                "SELECT p.site_id FROM circuits c JOIN panels p ON p.id = c.panel_id WHERE c.id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+        ),
+        ("meter", (None, None, Some(id))) => Some(
+            sqlx::query_scalar(
+                "SELECT g.site_id FROM devices d JOIN gateways g ON g.id = d.gateway_id
+                 WHERE d.id = $1 AND d.kind = 'meter'",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?
+            .flatten(),
+        ),
+        _ => {
+            return Err(AlarmError::Invalid(
+                "target is site (no id), panel (panel_id), circuit (circuit_id) or meter (device_id)"
+                    .into(),
+            ))
+        }
+    };
+    if let Some(owner) = owner {
+        if owner != Some(input.site_id) {
+            return Err(AlarmError::NotFound(
+                "target (it must be in the rule's site)",
+            ));
+        }
+    }
+    if let Some(relay) = input.actions.shed_relay {
+        let site: Option<Option<i64>> = sqlx::query_scalar(
+            "SELECT g.site_id FROM devices d JOIN gateways g ON g.id = d.gateway_id
+             WHERE d.id = $1 AND d.kind = 'relay'",
+        )
+        .bind(relay)
+        .fetch_optional(pool)
+        .await?;
+        if site.flatten() != Some(input.site_id) {
+            return Err(AlarmError::NotFound(
+                "shed_relay (a relay of the rule's site)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub async fn create_rule(
+    pool: &PgPool,
+    scope: &Scope,
+    user: i64,
+    input: &RuleInput,
+) -> Result<i64, AlarmError> {
+    validate(pool, scope, input).await?;
+    let id = sqlx::query_scalar(
+        "INSERT INTO alarm_rules (site_id, name, enabled, severity, target, panel_id, circuit_id,
+             device_id, watch, condition, actions, created_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+    )
+    .bind(input.site_id)
+    .bind(input.name.trim())
+    .bind(input.enabled)
+    .bind(input.severity.as_str())
+    .bind(&input.target)
+    .bind(input.panel_id)
+    .bind(input.circuit_id)
+    .bind(input.device_id)
+    .bind(Json(&input.watch))
+    .bind(Json(&input.condition))
+    .bind(Json(&input.actions))
+    .bind(user)
+    .fetch_one(pool)
+    .await?;
+    tracing::info!(rule = id, site = input.site_id, "alarm rule created");
+    Ok(id)
+}
+
+/// Replaces a rule. Its evaluation state is kept when what it watches is unchanged (a new
+/// threshold applies to the next sample); otherwise the state is dropped and its open alarms
+/// stay as they are, to be acknowledged.
+pub async fn update_rule(
+    pool: &PgPool,
+    scope: &Scope,
+    id: i64,
+    input: &RuleInput,
+) -> Result<(), AlarmError> {
+    let current = get_rule(pool, scope, id)
+        .await?
+        .ok_or(AlarmError::NotFound("alarm rule"))?;
+    validate(pool, scope, input).await?;
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE alarm_rules SET site_id = $2, name = $3, enabled = $4, severity = $5, target = $6,
+             panel_id = $7, circuit_id = $8, device_id = $9, watch = $10, condition = $11,
+             actions = $12, updated_at = now()
+         WHERE id = $1",
+    )
+    .bind(id)
+    .bind(input.site_id)
+    .bind(input.name.trim())
+    .bind(input.enabled)
+    .bind(input.severity.as_str())
+    .bind(&input.target)
+    .bind(input.panel_id)
+    .bind(input.circuit_id)
+    .bind(input.device_id)
+    .bind(Json(&input.watch))
+    .bind(Json(&input.condition))
+    .bind(Json(&input.actions))
+    .execute(&mut *tx)
+    .await?;
+    let reason = if !input.enabled {
+        Some("rule disabled")
+    } else if current.watch.0 != input.watch || current.site_id != input.site_id {
+        Some("rule changed what it watches")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        sqlx::query("DELETE FROM alarm_rule_states WHERE rule_id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        close_active(&mut tx, id, reason).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub async fn delete_rule(pool: &PgPool, scope: &Scope, id: i64) -> Result<(), AlarmError> {
+    let mut tx = pool.begin().await?;
+    close_active(&mut tx, id, "rule deleted").await?;
+    let deleted = sqlx::query(
+        "DELETE FROM alarm_rules WHERE id = $1 AND ($2::int8[] IS NULL OR site_id = ANY($2))",
+    )
+    .bind(id)
+    .bind(scope.site_ids())
+    .execute(&mut *tx)
+    .await?;
+    if deleted.rows_affected() == 0 {
+        return Err(AlarmError::NotFound("alarm rule"));
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Clears the active alarms of a rule that stops watching them (disabled, deleted, or now
+/// watching something else): nothing would ever clear them otherwise. Their history says why;
+/// nobody is notified (the value did not recover). Still to be acknowledged.
+async fn close_active(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    rule: i64,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE alarms SET active = false, cleared_at = now(), updated_at = now()
+         WHERE rule_id = $1 AND active RETURNING id",
+    )
+    .bind(rule)
+    .fetch_all(&mut **tx)
+    .await?;
+    for id in ids {
+        sqlx::query(
+            "INSERT INTO alarm_events (alarm_id, kind, comment) VALUES ($1, 'cleared', $2)",
+        )
+        .bind(id)
+        .bind(reason)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// An alarm as listed. `state`: active, active_acknowledged, cleared_unacknowledged, closed.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct AlarmView {
+    pub id: i64,
+    pub rule_id: Option<i64>,
+    pub rule_name: String,
+    pub site_id: i64,
+    pub site: String,
+    pub subject: String,
+    pub device_id: Option<i64>,
+    pub gateway_id: Option<i64>,
+    pub severity: String,
+    pub message: String,
+    pub state: String,
+    pub active: bool,
+    pub raised_at: DateTime<Utc>,
+    pub raised_value: Option<f64>,
+    pub raise_count: i32,
+    pub cleared_at: Option<DateTime<Utc>>,
+    pub cleared_value: Option<f64>,
+    pub acked_at: Option<DateTime<Utc>>,
+    pub acked_email: Option<String>,
+    pub ack_comment: Option<String>,
+    pub shelved_until: Option<DateTime<Utc>>,
+    pub shelved: bool,
+    pub escalated_at: Option<DateTime<Utc>>,
+}
+
+const ALARM_SQL: &str = "SELECT a.id, a.rule_id, a.rule_name, a.site_id, s.name AS site,
+    a.subject, a.device_id, a.gateway_id, a.severity, a.message,
+    CASE WHEN a.active AND a.acked_at IS NULL THEN 'active'
+         WHEN a.active THEN 'active_acknowledged'
+         WHEN a.acked_at IS NULL THEN 'cleared_unacknowledged'
+         ELSE 'closed' END AS state,
+    a.active, a.raised_at, a.raised_value, a.raise_count, a.cleared_at, a.cleared_value,
+    a.acked_at, a.acked_email, a.ack_comment, a.shelved_until,
+    COALESCE(a.shelved_until > now(), false) AS shelved, a.escalated_at
+    FROM alarms a JOIN sites s ON s.id = a.site_id";
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlarmFilter {
+    pub site_id: Option<i64>,
+    pub severity: Option<String>,
+    /// `open` (default: active or unacknowledged), `active`, or `all`.
+    pub state: Option<String>,
+    pub limit: Option<i64>,
+}
+
+/// Active alarms first, then the most recent; critical before warning before info.
+pub async fn list_alarms(
+    pool: &PgPool,
+    scope: &Scope,
+    filter: &AlarmFilter,
+) -> Result<Vec<AlarmView>, AlarmError> {
+    let state = filter.state.as_deref().unwrap_or("open");
+    let state_sql = match state {
+        "open" => "(a.active OR a.acked_at IS NULL)",
+        "active" => "a.active",
+        "all" => "true",
+        _ => return Err(AlarmError::Invalid("state is open, active or all".into())),
+    };
+    if let Some(s) = &filter.severity {
+        if Severity::parse(s).is_none() {
+            return Err(AlarmError::Invalid(
+                "severity is info, warning or critical".into(),
+            ));
+        }
+    }
+    let limit = filter.limit.unwrap_or(500).clamp(1, 5000);
+    Ok(sqlx::query_as(&format!(
+        "{ALARM_SQL} WHERE ($1::int8[] IS NULL OR a.site_id = ANY($1))
+         AND ($2::int8 IS NULL OR a.site_id = $2) AND ($3::text IS NULL OR a.severity = $3)
+         AND {state_sql}
+         ORDER BY a.active DESC,
+                  CASE a.severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
+                  a.raised_at DESC, a.id DESC
+         LIMIT $4"
+    ))
+    .bind(scope.site_ids())
+    .bind(filter.site_id)
+    .bind(&filter.severity)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn get_alarm(
+    pool: &PgPool,
+    scope: &Scope,
+    id: i64,
+) -> Result<Option<AlarmView>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "{ALARM_SQL} WHERE a.id = $2 AND ($1::int8[] IS NULL OR a.site_id = ANY($1))"
+    ))
+    .bind(scope.site_ids())
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct EventView {
+    pub id: i64,
+    pub alarm_id: i64,
+    pub at: DateTime<Utc>,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub comment: Option<String>,
+    pub value: Option<f64>,
+}
+
+pub async fn alarm_events(pool: &PgPool, alarm: i64) -> Result<Vec<EventView>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, alarm_id, at, kind, actor, comment, value FROM alarm_events
+         WHERE alarm_id = $1 ORDER BY id",
+    )
+    .bind(alarm)
+    .fetch_all(pool)
+    .await
+}
+
+/// One row per history event, for the CSV export.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub at: DateTime<Utc>,
+    pub alarm_id: i64,
+    pub site: String,
+    pub rule_name: String,
+    pub subject: String,
+    pub severity: String,
+    pub kind: String,
+    pub actor: Option<String>,
+    pub comment: Option<String>,
+    pub value: Option<f64>,
+    pub message: String,
+}
+
+/// History events in `[from, to)`, oldest first, at most `limit` rows.
+pub async fn history(
+    pool: &PgPool,
+    scope: &Scope,
+    site: Option<i64>,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<HistoryRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.at, a.id AS alarm_id, s.name AS site, a.rule_name, a.subject, a.severity,
+                e.kind, e.actor, e.comment, e.value, a.message
+         FROM alarm_events e JOIN alarms a ON a.id = e.alarm_id JOIN sites s ON s.id = a.site_id
+         WHERE ($1::int8[] IS NULL OR a.site_id = ANY($1)) AND ($2::int8 IS NULL OR a.site_id = $2)
+           AND e.at >= $3 AND e.at < $4
+         ORDER BY e.at, e.id LIMIT $5",
+    )
+    .bind(scope.site_ids())
+    .bind(site)
+    .bind(from)
+    .bind(to)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// RFC 4180 field: quoted when it holds a separator, a quote or a line break; a leading
+/// `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheets do not run it as a formula.
+pub fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@']) {
+        format!("'{s}")
+    } else {
+        s.to_owned()
+    };
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
+
+pub fn history_csv(rows: &[HistoryRow]) -> String {
+    let mut out = String::from(
+        "at,alarm_id,site,rule,subject,severity,event,actor,comment,value,message\r\n",
+    );
+    for r in rows {
+        let fields = [
+            r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            r.alarm_id.to_string(),
+            csv_field(&r.site),
+            csv_field(&r.rule_name),
+            csv_field(&r.subject),
+            r.severity.clone(),
+            r.kind.clone(),
+            csv_field(r.actor.as_deref().unwrap_or("")),
+            csv_field(r.comment.as_deref().unwrap_or("")),
+            r.value.map(|v| v.to_string()).unwrap_or_default(),
+            csv_field(&r.message),
+        ];
+        out.push_str(&fields.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_formula_safe() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
+        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
+    }
+}

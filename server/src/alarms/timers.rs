@@ -1,0 +1,168 @@
+//! Rules on last-seen times, evaluated on a timer (not by ingest): a gateway offline, a meter
+//! without data, clock skew, rejected messages. Each tick reads the values from what ingest
+//! keeps (gateways' online and skew, the newest measurement, `ingest_rejects`, the profile
+//! worker's newest quarter-hours per meter and per site) and hands them
+//! to the evaluator as observations; then it escalates what is due.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{AlarmFeed, Observation, MEMBERS_JOIN};
+use super::lifecycle::{self, Subject};
+use super::AlarmsHandle;
+
+pub struct Timers {
+    pub pool: PgPool,
+    pub feed: AlarmFeed,
+    pub period: Duration,
+    pub handle: AlarmsHandle,
+}
+
+/// The gateways a rule `r` covers: every gateway of its site for a site rule, else the
+/// gateways of the meters it covers.
+const GATEWAYS_OF_RULE: &str = "
+    JOIN gateways g ON g.site_id = r.site_id
+    WHERE r.enabled AND r.watch->>'kind' = $1 AND (r.target = 'site' OR EXISTS (
+        SELECT 1 FROM devices d LEFT JOIN circuits c ON c.id = d.circuit_id
+        WHERE d.gateway_id = g.id AND d.kind = 'meter' AND (
+            (r.target = 'meter' AND d.id = r.device_id)
+            OR (r.target = 'circuit' AND d.circuit_id = r.circuit_id)
+            OR (r.target = 'panel' AND (d.panel_id = r.panel_id OR c.panel_id = r.panel_id)))))";
+
+/// Quarter-hours looked at per meter (or site) and tick: two hours.
+const QUARTERS: u32 = 8;
+
+impl Timers {
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let mut tick = tokio::time::interval(self.period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                _ = tick.tick() => {}
+            }
+            match self.observe().await {
+                Ok(obs) => self.feed.observations(obs).await,
+                Err(e) => tracing::warn!(error = %e, "alarm timer rules not evaluated this tick"),
+            }
+            match lifecycle::escalate_due(&self.pool).await {
+                Ok(0) => {}
+                Ok(_) => self.handle.outbox_wake.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "alarm escalation not checked this tick"),
+            }
+        }
+    }
+
+    pub async fn observe(&self) -> Result<Vec<Observation>, sqlx::Error> {
+        let now = Utc::now();
+        let mut out = Vec::new();
+        let gateway_rows = |rows: Vec<(i64, i64, Option<f64>)>, out: &mut Vec<Observation>| {
+            for (rule, gateway, value) in rows {
+                if let Some(value) = value {
+                    out.push(Observation {
+                        rule_id: rule,
+                        subject: Subject::gateway(gateway),
+                        at: now,
+                        value,
+                    });
+                }
+            }
+        };
+        let offline: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(&format!(
+            "SELECT r.id, g.id, CASE WHEN g.online THEN 0
+                 ELSE EXTRACT(EPOCH FROM (now() - COALESCE(g.online_changed_at, g.created_at)))
+                 END::float8
+             FROM alarm_rules r {GATEWAYS_OF_RULE}"
+        ))
+        .bind("gateway_offline")
+        .fetch_all(&self.pool)
+        .await?;
+        gateway_rows(offline, &mut out);
+        let skew: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(&format!(
+            "SELECT r.id, g.id, abs(g.clock_skew_s) FROM alarm_rules r {GATEWAYS_OF_RULE}"
+        ))
+        .bind("clock_skew")
+        .fetch_all(&self.pool)
+        .await?;
+        gateway_rows(skew, &mut out);
+        let rejects: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(&format!(
+            "SELECT r.id, g.id, (SELECT count(*) FROM ingest_rejects x WHERE x.gateway_id = g.id
+                 AND x.received_at > now() - make_interval(secs => (r.watch->>'window_s')::float8)
+             )::float8
+             FROM alarm_rules r {GATEWAYS_OF_RULE}"
+        ))
+        .bind("rejects")
+        .fetch_all(&self.pool)
+        .await?;
+        gateway_rows(rejects, &mut out);
+        let no_data: Vec<(i64, i64, i64, Option<f64>)> = sqlx::query_as(&format!(
+            "SELECT r.id, m.device_id, m.gateway_id,
+                 EXTRACT(EPOCH FROM (now() - COALESCE(
+                     (SELECT max(ts) FROM measurements x WHERE x.device_id = m.device_id),
+                     (SELECT first_seen_at FROM devices WHERE id = m.device_id))))::float8
+             FROM alarm_rules r {MEMBERS_JOIN}
+             WHERE r.enabled AND r.watch->>'kind' = 'no_data'"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        for (rule, device, gateway, value) in no_data {
+            if let Some(value) = value {
+                out.push(Observation {
+                    rule_id: rule,
+                    subject: Subject::meter(device, gateway),
+                    at: now,
+                    value,
+                });
+            }
+        }
+        // Quarter-hours: the newest intervals of each covered meter's import register, oldest
+        // first, each judged at its end (the engine skips those it has seen). A backlog longer
+        // than QUARTERS arriving at once is judged by its newest QUARTERS.
+        let quarters: Vec<(i64, i64, i64, DateTime<Utc>, f64)> = sqlx::query_as(&format!(
+            "SELECT r.id, m.device_id, m.gateway_id, q.start + interval '15 minutes',
+                 CASE WHEN r.watch->>'kind' = 'energy_15min' THEN q.energy_milli / 1000.0
+                      ELSE q.energy_milli / 250.0 END::float8
+             FROM alarm_rules r {MEMBERS_JOIN}
+             JOIN devices d ON d.id = m.device_id
+             JOIN counters c ON c.device_id = d.id
+                  AND c.name = COALESCE(d.import_register, '{import}')
+             JOIN LATERAL (SELECT start, energy_milli FROM energy_intervals
+                           WHERE counter_id = c.id ORDER BY start DESC LIMIT {QUARTERS}) q ON true
+             WHERE r.enabled AND r.watch->>'kind' IN ('energy_15min', 'mean_power_15min')
+             ORDER BY q.start",
+            import = crate::profiles::roles::DEFAULT_IMPORT,
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        for (rule, device, gateway, end, value) in quarters {
+            out.push(Observation {
+                rule_id: rule,
+                subject: Subject::meter(device, gateway),
+                at: end,
+                value,
+            });
+        }
+        let demand: Vec<(i64, i64, DateTime<Utc>, f64)> = sqlx::query_as(&format!(
+            "SELECT r.id, r.site_id, q.start + interval '15 minutes', (q.energy_milli / 250.0)::float8
+             FROM alarm_rules r
+             JOIN LATERAL (SELECT start, energy_milli FROM site_intervals
+                           WHERE site_id = r.site_id ORDER BY start DESC LIMIT {QUARTERS}) q ON true
+             WHERE r.enabled AND r.watch->>'kind' = 'peak_demand'
+             ORDER BY q.start"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        for (rule, site, end, value) in demand {
+            out.push(Observation {
+                rule_id: rule,
+                subject: Subject::site(site),
+                at: end,
+                value,
+            });
+        }
+        Ok(out)
+    }
+}
