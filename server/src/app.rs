@@ -194,6 +194,7 @@ impl App {
             command_timing: config.commands.timing(),
             alarms: crate::alarms::AlarmsHandle::default(),
             modbus,
+            metrics_token: config.http.metrics_token.clone(),
         };
 
         lock.publish(&Runtime {

@@ -110,6 +110,9 @@ pub struct HttpConfig {
     /// Mark the session cookie `Secure`: set it when Headend is served over HTTPS (behind a
     /// TLS-terminating proxy), so browsers never send the cookie in clear text.
     pub secure_cookies: bool,
+    /// Bearer token a Prometheus scraper sends to `/metrics`. Unset: only admins (their API
+    /// token or session) may read the metrics.
+    pub metrics_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -318,6 +321,7 @@ impl Default for HttpConfig {
             addr: ([127, 0, 0, 1], 8080).into(),
             max_body_bytes: 1024 * 1024,
             secure_cookies: false,
+            metrics_token: None,
         }
     }
 }
@@ -450,6 +454,9 @@ impl Config {
         if let Some(v) = lookup("HEADEND_HTTP_ADDR") {
             self.http.addr = parse("HEADEND_HTTP_ADDR", v)?;
         }
+        if let Some(v) = lookup("HEADEND_METRICS_TOKEN") {
+            self.http.metrics_token = Some(Secret::new(v));
+        }
         if let Some(v) = lookup("HEADEND_SECURE_COOKIES") {
             self.http.secure_cookies = parse("HEADEND_SECURE_COOKIES", v)?;
         }
@@ -535,6 +542,13 @@ impl Config {
                     .into(),
             ));
         }
+        if let Some(token) = &self.http.metrics_token {
+            if token.expose().len() < 16 {
+                return Err(ConfigError::Invalid(
+                    "http.metrics_token (HEADEND_METRICS_TOKEN) must be at least 16 characters; generate one with `openssl rand -hex 24`".into(),
+                ));
+            }
+        }
         if let Some(secret) = &self.auth.jwt_secret {
             if secret.expose().len() < 32 {
                 return Err(ConfigError::Invalid(
@@ -557,12 +571,14 @@ impl Config {
              # Environment variables override the file: HEADEND_DATA_DIR, HEADEND_HTTP_ADDR,\n\
              # HEADEND_MQTT_ADDR, HEADEND_MQTTS_ADDR, HEADEND_DATABASE_URL, HEADEND_MQTT_EXTERNAL_URL,\n\
              # HEADEND_JWT_SECRET, HEADEND_DEFAULT_TIME_ZONE, HEADEND_INGEST_WRITERS,\n\
-             # HEADEND_ENERGY_TOLERANCE_SECS, HEADEND_LOG, HEADEND_XML_PUSH_ADDR.\n\
+             # HEADEND_ENERGY_TOLERANCE_SECS, HEADEND_LOG, HEADEND_XML_PUSH_ADDR,\n\
+             # HEADEND_METRICS_TOKEN.\n\
              # Secrets have no defaults: database.url (unset = embedded PostgreSQL),\n\
              # mqtt.external_url (unset = embedded broker), auth.jwt_secret (unset = generated\n\
              # into the data directory on first start), alarms.smtp_password\n\
              # (HEADEND_SMTP_PASSWORD), alarms.webhook_secret (HEADEND_WEBHOOK_SECRET; unset =\n\
-             # webhooks wait in the outbox, never sent unsigned).\n\n{body}"
+             # webhooks wait in the outbox, never sent unsigned), http.metrics_token\n\
+             # (HEADEND_METRICS_TOKEN; unset = only admins read /metrics).\n\n{body}"
         )
     }
 }

@@ -437,7 +437,14 @@ struct Scrape(HashMap<String, f64>);
 
 impl Scrape {
     async fn take(addr: std::net::SocketAddr) -> anyhow::Result<Self> {
-        let response = http_request(addr, "GET", "/metrics", None, None).await?;
+        let response = http_request(
+            addr,
+            "GET",
+            "/metrics",
+            Some(headend_e2e::METRICS_TOKEN),
+            None,
+        )
+        .await?;
         ensure!(response.status == 200, "/metrics: {}", response.status);
         Ok(Self(
             response
@@ -728,6 +735,7 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     config.database.url = Some(Secret::new(url.clone()));
     config.database.max_connections = 8;
     config.log.filter = "warn".into();
+    config.http.metrics_token = Some(Secret::new(headend_e2e::METRICS_TOKEN));
     let app = TestApp::start(config, data_dir).await;
     let pool = PgPoolOptions::new()
         .max_connections(3)

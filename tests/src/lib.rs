@@ -141,8 +141,12 @@ pub async fn test_config(data_dir: &Path) -> Config {
     config.database.url = Some(headend::config::Secret::new(fresh_database().await));
     config.database.max_connections = 8;
     config.log.filter = "warn".into();
+    config.http.metrics_token = Some(headend::config::Secret::new(METRICS_TOKEN));
     config
 }
+
+/// The `/metrics` scraper token of test configurations.
+pub const METRICS_TOKEN: &str = "test-metrics-scraper-token";
 
 pub struct TestApp {
     pub http: SocketAddr,
@@ -322,7 +326,7 @@ impl TestApp {
 
     /// A metric's value from `/metrics`.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let response = http_request(self.http, "GET", "/metrics", None, None)
+        let response = http_request(self.http, "GET", "/metrics", Some(METRICS_TOKEN), None)
             .await
             .ok()?;
         response.body.lines().find_map(|line| {

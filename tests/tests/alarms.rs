@@ -1235,3 +1235,28 @@ async fn e_mail_goes_over_starttls_with_authentication() {
     assert_eq!(got[0].0, "ops@example.com");
     assert!(got[0].1.contains("Offline"), "{}", got[0].1);
 }
+
+/// Rules are often written before the gateways are commissioned: a meter that appears after its
+/// site's rule is covered from its first sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_that_appears_after_its_rule_is_covered_from_its_first_sample() {
+    let app = app(1).await;
+    let site = app.site("New plant", "UTC").await;
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    create_rule(
+        &app,
+        &admin,
+        json!({
+            "site_id": site, "name": "Overvoltage", "severity": "warning", "target": "site",
+            "watch": {"kind": "measurement", "quantity": "u1"},
+            "condition": {"op": "above", "threshold": 250.0},
+        }),
+    )
+    .await;
+    let pw = app.gateway("SGN", Some(site), None).await;
+    let mut c = app.gateway_client("SGN", &pw).await;
+    publish(&app, &mut c, "SGN", Utc::now(), 262.0).await;
+    app.wait_count("SELECT count(*) FROM alarms WHERE active", 1)
+        .await;
+    app.stop().await;
+}

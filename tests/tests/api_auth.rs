@@ -191,7 +191,21 @@ async fn roles_and_sites_scope_every_read_and_write() {
         .json();
     assert_eq!(spec["openapi"], "3.1.0");
     assert!(spec["paths"]["/devices/{serial}/latest"].is_object());
-    let metrics = app.request("GET", "/metrics", None, None).await;
+    // Metrics: for the scraper's token or an admin, nobody else.
+    assert_eq!(app.request("GET", "/metrics", None, None).await.status, 401);
+    assert_eq!(
+        app.request("GET", "/metrics", Some("not-the-scraper-token"), None)
+            .await
+            .status,
+        401
+    );
+    let viewer_metrics = app.request("GET", "/metrics", Some(&viewer_a), None).await;
+    assert_eq!(viewer_metrics.status, 403);
+    let admin_metrics = app.request("GET", "/metrics", Some(&admin), None).await;
+    assert_eq!(admin_metrics.status, 200);
+    let metrics = app
+        .request("GET", "/metrics", Some(headend_e2e::METRICS_TOKEN), None)
+        .await;
     assert!(
         metrics
             .body

@@ -647,3 +647,157 @@ async fn meter_live_values_refresh() {
     drop(client);
     app.stop().await;
 }
+
+/// Every page Headend serves, opened in Chromium as an admin: it renders (a heading in `main`,
+/// no error page), its links to local assets load under the Content-Security-Policy (the
+/// stylesheet applies), and on a phone-sized window nothing is wider than the screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_renders_in_the_browser() {
+    use serde_json::json;
+    let (app, browser) = tokio::join!(TestApp::spawn(), Browser::start());
+    let base = format!("http://{}", app.http);
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    let site = app.site("Plant", "Europe/Ljubljana").await;
+    let password = app.gateway("SG000017", Some(site), None).await;
+    let rule = app
+        .request(
+            "POST",
+            "/api/v1/alarm-rules",
+            Some(&admin),
+            Some(json!({
+                "site_id": site, "name": "Voltage present", "severity": "warning",
+                "target": "site",
+                "watch": {"kind": "measurement", "quantity": "u1"},
+                "condition": {"op": "above", "threshold": 100.0},
+            })),
+        )
+        .await;
+    assert_eq!(rule.status, 201, "{}", rule.body);
+    let rule = rule.json()["id"].as_i64().unwrap();
+    let client = app.gateway_client("SG000017", &password).await;
+    for (topic, fixture) in [
+        ("measurements/ir", "measurements-ir.json"),
+        ("counters/ir", "counters-ir-manual.json"),
+        ("bicom/ir", "bicom-ir.json"),
+    ] {
+        client
+            .publish(
+                &format!("sg/SG000017/pub/{topic}"),
+                headend_e2e::fixture(fixture),
+            )
+            .await;
+    }
+    app.wait_count("SELECT count(*) FROM relay_states", 1).await;
+    app.wait_count("SELECT count(*) FROM alarms", 1).await;
+    let alarm: i64 = sqlx::query_scalar("SELECT id FROM alarms")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let relay = app.get("/api/v1/relays", &admin).await.json()[0]["id"]
+        .as_i64()
+        .unwrap();
+    let command = app
+        .request(
+            "POST",
+            &format!("/api/v1/relays/{relay}/commands"),
+            Some(&admin),
+            Some(json!({ "action": "on", "reason": "browser check" })),
+        )
+        .await;
+    assert!(
+        command.status == 201 || command.status == 202,
+        "{}",
+        command.body
+    );
+    let command = command.json()["id"].as_i64().unwrap();
+    let panel = app
+        .request(
+            "POST",
+            &format!("/api/v1/sites/{site}/panels"),
+            Some(&admin),
+            Some(json!({ "name": "Main panel" })),
+        )
+        .await
+        .json()["id"]
+        .as_i64()
+        .unwrap();
+    let circuit = app
+        .request(
+            "POST",
+            &format!("/api/v1/panels/{panel}/circuits"),
+            Some(&admin),
+            Some(json!({ "name": "Lighting", "usage": "lighting" })),
+        )
+        .await;
+    assert_eq!(circuit.status, 201, "{}", circuit.body);
+    let circuit = circuit.json()["id"].as_i64().unwrap();
+    let converter = app
+        .request(
+            "POST",
+            "/api/v1/converters",
+            Some(&admin),
+            Some(json!({
+                "name": "conv-1", "host": "127.0.0.1", "port": 1, "site_id": site,
+                "devices": [{ "unit": 6, "model": "legrand-046-77" }],
+            })),
+        )
+        .await;
+    assert_eq!(converter.status, 201, "{}", converter.body);
+
+    log_in(&browser, &base, "admin@example.com").await;
+    let pages = [
+        "/".to_owned(),
+        format!("/sites/{site}"),
+        format!("/sites/{site}?by=month"),
+        format!("/sites/{site}?by=year"),
+        "/meters/X0000124".to_owned(),
+        format!("/circuits/{circuit}"),
+        "/relays".to_owned(),
+        format!("/relays/{relay}"),
+        format!("/relays/{relay}/confirm?action=off"),
+        format!("/commands/{command}"),
+        "/alarms".to_owned(),
+        format!("/alarms/{alarm}"),
+        "/alarm-rules".to_owned(),
+        format!("/alarm-rules/{rule}"),
+        "/gateways".to_owned(),
+        "/converters".to_owned(),
+        "/admin".to_owned(),
+        format!("/admin/sites/{site}"),
+        format!("/admin/sites/{site}/contract"),
+    ];
+    for (width, height) in [(1280, 900), (390, 844)] {
+        browser
+            .client()
+            .set_window_size(width, height)
+            .await
+            .unwrap();
+        for path in &pages {
+            browser.goto(&format!("{base}{path}")).await.unwrap();
+            let heading = browser.text("main h1").await.unwrap_or_default();
+            assert!(!heading.trim().is_empty(), "{path}: no heading");
+            let looks = browser
+                .execute(
+                    "return [document.documentElement.scrollWidth, window.innerWidth,
+                             getComputedStyle(document.body).fontFamily]",
+                )
+                .await
+                .unwrap();
+            let (page, screen) = (looks[0].as_i64().unwrap(), looks[1].as_i64().unwrap());
+            assert!(
+                page <= screen,
+                "{path}: {page} px wide on a {screen} px window"
+            );
+            // app.css sets the body font: anything else means it did not load (or the CSP
+            // refused it).
+            let font = looks[2].as_str().unwrap_or_default();
+            assert!(
+                font.contains("system-ui"),
+                "{path}: the stylesheet did not apply ({font})"
+            );
+        }
+    }
+    browser.close().await.unwrap();
+    drop(client);
+    app.stop().await;
+}

@@ -1100,3 +1100,55 @@ async fn converters_from_the_config_file_are_applied_and_polled() {
     assert!(!page.body.contains("<script>x"));
     app.stop().await;
 }
+
+/// A meter on a converter that stops answering raises a `not_answering` alarm on its site, and
+/// the alarm clears once the meter answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_meter_that_stops_answering_raises_an_alarm_that_clears_when_it_answers() {
+    let sim = SimConverter::spec(SimOptions::default());
+    let app = TestApp::spawn_with(|c| {
+        fast(c);
+        c.alarms.timer_period_secs = 1;
+    })
+    .await;
+    let token = admin(&app).await;
+    let site = app.site("Plant", "UTC").await;
+    create_converter(
+        &app,
+        &token,
+        converter_body(
+            "cv-alarm",
+            sim.addr(),
+            Some(site),
+            json!([{ "unit": SPEC_046_77_UNIT, "model": "legrand-046-77", "poll_interval_ms": 200 }]),
+        ),
+    )
+    .await;
+    wait_measurement(&app, "cv-alarm", SPEC_046_77_UNIT, "u1").await;
+    let rule = app
+        .request(
+            "POST",
+            "/api/v1/alarm-rules",
+            Some(&token),
+            Some(json!({
+                "site_id": site, "name": "Meter silent", "severity": "critical",
+                "target": "site", "watch": {"kind": "not_answering"},
+                "condition": {"op": "above", "threshold": 1.0},
+            })),
+        )
+        .await;
+    assert_eq!(rule.status, 201, "{}", rule.body);
+    // Answering: no alarm.
+    assert_eq!(app.count("SELECT count(*) FROM alarms").await, 0);
+
+    sim.set_fault(SPEC_046_77_UNIT, Fault::Dead);
+    app.wait_count("SELECT count(*) FROM alarms WHERE active", 1)
+        .await;
+    let alarms = app.get("/api/v1/alarms", &token).await.json();
+    assert_eq!(alarms[0]["severity"], "critical", "{alarms}");
+
+    sim.set_fault(SPEC_046_77_UNIT, Fault::None);
+    app.wait_count("SELECT count(*) FROM alarms WHERE NOT active", 1)
+        .await;
+    app.stop().await;
+}

@@ -256,8 +256,13 @@ impl Engine {
     }
 
     fn set_index(&mut self, index: Index) {
-        self.wants_measurements
-            .store(!index.by_device.is_empty(), Ordering::Relaxed);
+        // Any measurement rule, even one that covers no meter yet: a meter that appears later
+        // (a gateway commissioned after its rules) must reach the evaluator to join it.
+        let wanted = index
+            .rules
+            .values()
+            .any(|r| matches!(r.info.watch, Watch::Measurement { .. }));
+        self.wants_measurements.store(wanted, Ordering::Relaxed);
         // States of rules that are gone or disabled are forgotten (deleted rows cascade).
         self.states
             .retain(|(rule, _), _| index.rules.contains_key(rule));

@@ -140,6 +140,10 @@ pub enum Watch {
     GatewayOffline,
     /// Seconds since the meter's newest measurement (no data for N intervals: N × interval).
     NoData,
+    /// A meter polled over Modbus that does not answer: seconds since its last good poll while
+    /// its polls fail (0 while it answers). Meters pushed by gateways are not covered (use
+    /// `no_data` for them).
+    NotAnswering,
     /// The gateway's clock skew in seconds, absolute.
     ClockSkew,
     /// Messages of the gateway rejected by ingest within the last `window_s` seconds.
@@ -186,6 +190,7 @@ impl Watch {
             Self::Measurement { quantity } => quantity.clone(),
             Self::GatewayOffline => "seconds offline".into(),
             Self::NoData => "seconds without data".into(),
+            Self::NotAnswering => "seconds not answering".into(),
             Self::ClockSkew => "clock skew (s)".into(),
             Self::Rejects { window_s } => format!("rejected messages in {window_s} s"),
             Self::Energy15 => "quarter-hour energy (Wh)".into(),

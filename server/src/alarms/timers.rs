@@ -1,5 +1,6 @@
 //! Rules on last-seen times, evaluated on a timer (not by ingest): a gateway offline, a meter
-//! without data, clock skew, rejected messages. Each tick reads the values from what ingest
+//! without data or (behind a converter) not answering, clock skew, rejected messages. Each tick
+//! reads the values from what ingest
 //! keeps (gateways' online and skew, the newest measurement, `ingest_rejects`, the profile
 //! worker's newest quarter-hours per meter and per site) and hands them
 //! to the evaluator as observations; then it escalates what is due.
@@ -108,7 +109,21 @@ impl Timers {
         ))
         .fetch_all(&self.pool)
         .await?;
-        for (rule, device, gateway, value) in no_data {
+        // Meters behind converters: their bus keeps the communication state per unit.
+        let not_answering: Vec<(i64, i64, i64, Option<f64>)> = sqlx::query_as(&format!(
+            "SELECT r.id, m.device_id, m.gateway_id,
+                 CASE WHEN p.consecutive_failures = 0 THEN 0
+                      ELSE EXTRACT(EPOCH FROM (now() - COALESCE(p.last_ok_at, p.created_at)))
+                 END::float8
+             FROM alarm_rules r {MEMBERS_JOIN}
+             JOIN devices d ON d.id = m.device_id AND d.port = 'modbus'
+             JOIN polled_devices p ON p.gateway_id = d.gateway_id AND p.unit_id = d.slot
+                  AND p.enabled
+             WHERE r.enabled AND r.watch->>'kind' = 'not_answering'"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        for (rule, device, gateway, value) in no_data.into_iter().chain(not_answering) {
             if let Some(value) = value {
                 out.push(Observation {
                     rule_id: rule,

@@ -374,8 +374,8 @@ pub fn openapi_schemas() -> serde_json::Value {
     let t = || json!({ "type": "string", "format": "date-time" });
     let opt = |v: serde_json::Value| json!({ "oneOf": [v, { "type": "null" }] });
     let watch = json!({ "type": "object", "required": ["kind"], "properties": {
-        "kind": { "type": "string", "enum": ["measurement", "gateway_offline", "no_data", "clock_skew", "rejects", "energy_15min", "mean_power_15min", "peak_demand"],
-            "description": "measurement: a measurements column as data arrives. Timer kinds, every alarms.timer_period_secs: gateway_offline (seconds offline), no_data (seconds since the meter's newest measurement), clock_skew (|skew| s), rejects (rejected messages in window_s), energy_15min (Wh of the meter's newest quarter-hour), mean_power_15min (W), peak_demand (the site total's mean power over its newest quarter-hour, W; the threshold is the contracted limit)." },
+        "kind": { "type": "string", "enum": ["measurement", "gateway_offline", "no_data", "not_answering", "clock_skew", "rejects", "energy_15min", "mean_power_15min", "peak_demand"],
+            "description": "measurement: a measurements column as data arrives. Timer kinds, every alarms.timer_period_secs: gateway_offline (seconds offline), no_data (seconds since the meter's newest measurement), not_answering (a meter polled over Modbus: seconds since its last good poll while its polls fail, 0 while it answers), clock_skew (|skew| s), rejects (rejected messages in window_s), energy_15min (Wh of the meter's newest quarter-hour), mean_power_15min (W), peak_demand (the site total's mean power over its newest quarter-hour, W; the threshold is the contracted limit)." },
         "quantity": { "type": "string", "description": "For measurement: u1, i1, p, pf, thd_u1, frequency, temperature, ..." },
         "window_s": { "type": "integer", "minimum": 60, "maximum": 86400 } } });
     let condition = json!({ "type": "object", "required": ["op"], "additionalProperties": false, "properties": {

@@ -18,7 +18,7 @@ pub mod xml_push;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -51,6 +51,8 @@ pub struct WebState {
     pub alarms: crate::alarms::AlarmsHandle,
     /// Modbus converters: register maps, settings, the running buses.
     pub modbus: crate::modbus::ModbusHandle,
+    /// The bearer token of Prometheus scrapers (`http.metrics_token`).
+    pub metrics_token: Option<crate::config::Secret>,
 }
 
 impl WebState {
@@ -253,6 +255,12 @@ async fn count_requests(State(state): State<WebState>, request: Request, next: N
     response
 }
 
+/// Compares without an early exit, so the time taken says nothing about the token.
+fn constant_time_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// Liveness and readiness in one: 200 when the database answers, 503 otherwise.
 async fn healthz(State(state): State<WebState>) -> Response {
     let db = tokio::time::timeout(
@@ -270,7 +278,24 @@ async fn healthz(State(state): State<WebState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<WebState>) -> Response {
+/// Prometheus metrics: for the configured scraper token, or for an admin.
+async fn metrics(State(state): State<WebState>, request: Request) -> Response {
+    let (mut parts, _) = request.into_parts();
+    let presented = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let scraper = match (&state.metrics_token, presented) {
+        (Some(token), Some(presented)) => constant_time_eq(token.expose(), presented),
+        _ => false,
+    };
+    if !scraper {
+        if let Err(refused) = session::Admin::from_request_parts(&mut parts, &state).await {
+            return refused.into_response();
+        }
+    }
     let body = state.metrics.render(&(state.gauges)());
     (
         [(

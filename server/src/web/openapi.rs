@@ -931,6 +931,7 @@ mod tests {
             command_timing: crate::commands::Timing::default(),
             alarms: crate::alarms::AlarmsHandle::default(),
             modbus: crate::modbus::ModbusHandle::detached(),
+            metrics_token: None,
         };
         let router = super::super::router(state, 1024);
         let doc = document();
