@@ -13,7 +13,9 @@
         if (!latest) { return; }
         document.querySelectorAll("[data-key]").forEach(function (cell) {
           var key = cell.getAttribute("data-key");
-          if (key && Object.prototype.hasOwnProperty.call(latest.values, key)) {
+          if (key === "tariff") {
+            cell.textContent = typeof latest.tariff === "number" ? "T" + latest.tariff : "–";
+          } else if (key && Object.prototype.hasOwnProperty.call(latest.values, key)) {
             cell.textContent = fmt(latest.values[key]);
           }
         });

@@ -1260,3 +1260,46 @@ async fn a_meter_that_appears_after_its_rule_is_covered_from_its_first_sample() 
         .await;
     app.stop().await;
 }
+
+/// `no_data` counts counter readings as data: a meter that pushes only its counters is silent
+/// when its counters stop, and speaking again when they come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_data_counts_counter_readings() {
+    let app = app(1).await;
+    let site = app.site("Counters only", "UTC").await;
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    let pw = app.gateway("SGC", Some(site), None).await;
+    let mut c = app.gateway_client("SGC", &pw).await;
+    let counters = |at: DateTime<Utc>| {
+        let mut doc: Value = serde_json::from_slice(&fixture("counters-ir-manual.json")).unwrap();
+        doc["header"]["local_time"] = json!(at.format("%d.%m.%Y %H:%M:%S").to_string());
+        serde_json::to_vec(&doc).unwrap()
+    };
+    c.publish(
+        "sg/SGC/pub/counters/ir",
+        counters(Utc::now() - chrono::Duration::hours(1)),
+    )
+    .await;
+    c.wait_acks(1).await;
+    meter_id(&app, "SGC").await;
+    create_rule(
+        &app,
+        &admin,
+        json!({
+            "site_id": site, "name": "Silent meter", "severity": "warning", "target": "site",
+            "watch": {"kind": "no_data"},
+            "condition": {"op": "above", "threshold": 600.0},
+        }),
+    )
+    .await;
+    // The newest reading is an hour old: silent.
+    app.wait_count("SELECT count(*) FROM alarms WHERE active", 1)
+        .await;
+    // A fresh reading: speaking again.
+    c.publish("sg/SGC/pub/counters/ir", counters(Utc::now()))
+        .await;
+    c.wait_acks(1).await;
+    app.wait_count("SELECT count(*) FROM alarms WHERE NOT active", 1)
+        .await;
+    app.stop().await;
+}

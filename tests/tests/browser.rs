@@ -601,18 +601,19 @@ async fn meter_live_values_refresh() {
     app.user_token("viewer@example.com", "viewer", &[site])
         .await;
     let client = app.gateway_client("SG000017", &password).await;
-    let measurement = |u1: &str, ago_s: i64| {
+    let measurement = |u1: &str, ago_s: i64, tariff: u8| {
         let mut doc: serde_json::Value =
             serde_json::from_slice(&headend_e2e::fixture("measurements-ir.json")).unwrap();
         let at = chrono::Utc::now() - chrono::Duration::seconds(ago_s);
         doc["header"]["local_time"] = at.format("%d.%m.%Y %H:%M:%S").to_string().into();
         doc["measurements"]["U1"] = u1.into();
+        doc["measurements"]["tariff"] = tariff.into();
         doc.to_string()
     };
     client
         .publish(
             "sg/SG000017/pub/measurements/ir",
-            measurement("229.5 V", 120),
+            measurement("229.5 V", 120, 1),
         )
         .await;
     app.wait_count("SELECT count(*) FROM measurements", 1).await;
@@ -623,17 +624,25 @@ async fn meter_live_values_refresh() {
         .await
         .unwrap();
     assert_eq!(browser.text("td[data-key=u1]").await.unwrap(), "229.5");
+    assert_eq!(browser.text("td[data-key=tariff]").await.unwrap(), "T1");
     // A marker that a reload would lose: the values must change in this very page.
     browser
         .execute("window.headendMarker = 42; return null")
         .await
         .unwrap();
     client
-        .publish("sg/SG000017/pub/measurements/ir", measurement("231.7 V", 5))
+        .publish(
+            "sg/SG000017/pub/measurements/ir",
+            measurement("231.7 V", 5, 2),
+        )
         .await;
     app.wait_count("SELECT count(*) FROM measurements", 2).await;
     browser
         .wait_for_text("td[data-key=u1]", "231.7")
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("td[data-key=tariff]", "T2")
         .await
         .unwrap();
     assert_eq!(

@@ -263,6 +263,21 @@ async fn every_page_renders_for_its_site_and_nothing_leaks_to_another() {
         "an operator gets the buttons"
     );
     assert_eq!(c.get("/gateways").await.status, 200);
+    // Dates at the ends of the calendar are refused with a reason, never a crash.
+    for path in [
+        "/meters/X0000124?to=%2B262142-12-31".to_owned(),
+        "/meters/X0000124?from=-0001-01-01&to=-0001-01-02".to_owned(),
+        format!("/sites/{site}?by=year&date=%2B262142-12-31"),
+        format!("/export.csv?site={site}&kind=daily&from=%2B262142-01-01&to=%2B262142-12-31"),
+    ] {
+        let page = if let Some(api) = path.strip_prefix("/export.csv") {
+            c.get(&format!("/api/v1/export.csv{api}")).await
+        } else {
+            c.get(&path).await
+        };
+        assert_eq!(page.status, 400, "{path}: {}", page.body);
+        assert!(page.body.contains("2199"), "{path}: {}", page.body);
+    }
     // Another site's pages and meters do not exist for this user.
     assert_eq!(c.get(&format!("/sites/{other}")).await.status, 404);
     assert_eq!(c.get("/meters/18230001").await.status, 404);
@@ -287,6 +302,29 @@ async fn every_page_renders_for_its_site_and_nothing_leaks_to_another() {
         .await;
     assert_eq!(r.status, 303);
     assert!(admin.get("/admin").await.body.contains("Asia/Kathmandu"));
+    // Secrets shown once come in the answer itself, never in a redirect's URL, never cached.
+    for (path, form) in [
+        (
+            "/admin/users",
+            vec![
+                ("email", "new@example.com"),
+                ("role", "viewer"),
+                ("sites", ""),
+            ],
+        ),
+        (
+            "/admin/gateways",
+            vec![("serial", "SG000321"), ("site_id", "")],
+        ),
+    ] {
+        let mut fields = vec![("csrf", csrf.as_str())];
+        fields.extend(form);
+        let r = admin.post(path, &fields).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert!(r.header("location").is_none(), "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-store"), "{path}");
+        assert!(r.body.contains("password"), "{path}: {}", r.body);
+    }
     drop((client, other_client));
     app.stop().await;
 }

@@ -63,6 +63,17 @@ pub enum CalendarError {
     },
 }
 
+/// Dates Headend accepts from users (API, pages, contracts): far enough for any real meter
+/// history and any contract, and far inside chrono's range, so period arithmetic on them can
+/// never overflow.
+pub const MIN_YEAR: i32 = 1900;
+pub const MAX_YEAR: i32 = 2199;
+
+/// Whether `date` is inside [`MIN_YEAR`]..=[`MAX_YEAR`].
+pub fn supported(date: NaiveDate) -> bool {
+    (MIN_YEAR..=MAX_YEAR).contains(&date.year())
+}
+
 /// A calendar period used to bucket energy in a site's local time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

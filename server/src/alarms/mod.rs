@@ -138,7 +138,8 @@ pub enum Watch {
     Measurement { quantity: String },
     /// Seconds the meter's gateway has been offline (0 while online).
     GatewayOffline,
-    /// Seconds since the meter's newest measurement (no data for N intervals: N × interval).
+    /// Seconds since the meter's newest measurement or counter reading (no data for N
+    /// intervals: N × interval).
     NoData,
     /// A meter polled over Modbus that does not answer: seconds since its last good poll while
     /// its polls fail (0 while it answers). Meters pushed by gateways are not covered (use

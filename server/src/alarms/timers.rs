@@ -102,7 +102,13 @@ impl Timers {
         let no_data: Vec<(i64, i64, i64, Option<f64>)> = sqlx::query_as(&format!(
             "SELECT r.id, m.device_id, m.gateway_id,
                  EXTRACT(EPOCH FROM (now() - COALESCE(
-                     (SELECT max(ts) FROM measurements x WHERE x.device_id = m.device_id),
+                     -- Measurements or counter readings: a meter that sends only its
+                     -- counters (an energy-only push) is not silent.
+                     GREATEST(
+                         (SELECT max(ts) FROM measurements x WHERE x.device_id = m.device_id),
+                         (SELECT max(r.ts) FROM counters k
+                          JOIN counter_readings r ON r.counter_id = k.id
+                          WHERE k.device_id = m.device_id)),
                      (SELECT first_seen_at FROM devices WHERE id = m.device_id))))::float8
              FROM alarm_rules r {MEMBERS_JOIN}
              WHERE r.enabled AND r.watch->>'kind' = 'no_data'"

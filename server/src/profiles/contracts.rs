@@ -67,12 +67,25 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<Option<ContractView>, sqlx::E
     Ok(row.map(view))
 }
 
+fn check_valid_from(date: NaiveDate) -> Result<(), StructureError> {
+    if headend_energy::calendar::supported(date) {
+        Ok(())
+    } else {
+        Err(StructureError::Invalid(format!(
+            "valid_from must lie in the years {} to {}",
+            headend_energy::calendar::MIN_YEAR,
+            headend_energy::calendar::MAX_YEAR
+        )))
+    }
+}
+
 pub async fn create(
     pool: &PgPool,
     site: i64,
     valid_from: NaiveDate,
     contract: &Contract,
 ) -> Result<i64, StructureError> {
+    check_valid_from(valid_from)?;
     let body =
         serde_json::to_value(contract).map_err(|e| StructureError::Invalid(e.to_string()))?;
     let mut tx = pool.begin().await?;
@@ -101,6 +114,9 @@ pub async fn replace(
     valid_from: Option<NaiveDate>,
     contract: &Contract,
 ) -> Result<(), StructureError> {
+    if let Some(date) = valid_from {
+        check_valid_from(date)?;
+    }
     let body =
         serde_json::to_value(contract).map_err(|e| StructureError::Invalid(e.to_string()))?;
     let mut tx = pool.begin().await?;

@@ -49,10 +49,24 @@ async fn visible_site(state: &WebState, scope: &Scope, site: i64) -> ApiResult<T
 
 /// An instant as RFC 3339, or a plain date meaning local midnight of the site.
 pub(super) fn parse_instant(name: &str, value: &str, tz: Tz) -> ApiResult<DateTime<Utc>> {
+    let out_of_range = || {
+        ApiError::BadRequest(format!(
+            "`{name}` must lie in the years {} to {}",
+            calendar::MIN_YEAR,
+            calendar::MAX_YEAR
+        ))
+    };
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
+        let t = t.with_timezone(&Utc);
+        if !calendar::supported(t.date_naive()) {
+            return Err(out_of_range());
+        }
+        return Ok(t);
     }
     if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        if !calendar::supported(d) {
+            return Err(out_of_range());
+        }
         return Ok(calendar::period_bounds(tz, d, Period::Day).0);
     }
     Err(ApiError::BadRequest(format!(

@@ -233,6 +233,9 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .merge(pages)
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        // A bug must not cost more than its own request: a panic becomes an opaque 500
+        // (counted below, logged) instead of a dropped connection.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             count_requests,
@@ -253,6 +256,15 @@ async fn count_requests(State(state): State<WebState>, request: Request, next: N
         state.metrics.http_errors.inc();
     }
     response
+}
+
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    error::ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 
 /// Compares without an early exit, so the time taken says nothing about the token.

@@ -429,6 +429,18 @@ pub struct SiteParams {
     date: Option<NaiveDate>,
 }
 
+/// A date from a query string, refused (400) outside the years Headend works with.
+fn supported_date(date: Option<NaiveDate>) -> Result<Option<NaiveDate>, PageError> {
+    match date {
+        Some(d) if !calendar::supported(d) => Err(PageError::Bad(format!(
+            "choose a date in the years {} to {}",
+            calendar::MIN_YEAR,
+            calendar::MAX_YEAR
+        ))),
+        other => Ok(other),
+    }
+}
+
 fn label(by: Period, d: NaiveDate) -> String {
     match by {
         Period::Day => d.format("%d").to_string(),
@@ -454,7 +466,7 @@ pub async fn site_page(
             .unwrap_or("day")
             .parse()
             .map_err(|e: calendar::CalendarError| PageError::Bad(e.to_string()))?;
-    let anchor = q.date.unwrap_or_else(|| calendar::local_date(now, tz));
+    let anchor = supported_date(q.date)?.unwrap_or_else(|| calendar::local_date(now, tz));
     let compared =
         dashboard::site_consumption(&state.pool, id, tz, by, anchor, Some(Group::Circuit), now)
             .await?;
@@ -681,7 +693,7 @@ pub async fn circuit_page(
     let tz = dashboard::zone(&site.time_zone);
     let now = Utc::now();
     let anchor = calendar::period_start(
-        q.date.unwrap_or_else(|| calendar::local_date(now, tz)),
+        supported_date(q.date)?.unwrap_or_else(|| calendar::local_date(now, tz)),
         Period::Month,
     );
     let months = |n: i32| {
@@ -864,8 +876,8 @@ pub async fn meter_page(
     let tz = dashboard::zone(&zone_name);
     let now = Utc::now();
     let today = calendar::local_date(now, tz);
-    let to = q.to.unwrap_or_else(|| today.succ_opt().unwrap_or(today));
-    let from = q.from.unwrap_or_else(|| to.pred_opt().unwrap_or(to));
+    let to = supported_date(q.to)?.unwrap_or_else(|| today.succ_opt().unwrap_or(today));
+    let from = supported_date(q.from)?.unwrap_or_else(|| to.pred_opt().unwrap_or(to));
     if to <= from || (to - from).num_days() > query::MAX_PROFILE_DAYS {
         return Err(PageError::Bad(format!(
             "choose a period of 1 to {} days",
@@ -981,7 +993,7 @@ pub async fn meter_page(
         ),
         (
             "Active tariff",
-            "",
+            "tariff",
             latest
                 .as_ref()
                 .and_then(|l| l.tariff)
@@ -1396,6 +1408,18 @@ pub async fn admin_page(
     if p.role != Role::Admin {
         return Err(PageError::Forbidden);
     }
+    admin_view(&state, &p, &headers, q.message, q.error).await
+}
+
+/// The admin page with a note: from a redirect's query, or (for a secret shown once) rendered
+/// straight into the POST's answer, so the secret is never in a URL, history or proxy log.
+async fn admin_view(
+    state: &WebState,
+    p: &crate::auth::Principal,
+    headers: &HeaderMap,
+    message: Option<String>,
+    error: Option<String>,
+) -> PageResult {
     let sites: Vec<(i64, String, String, i64)> = sqlx::query_as(
         "SELECT s.id, s.name, s.time_zone, (SELECT count(*) FROM contracts c WHERE c.site_id = s.id)
          FROM sites s ORDER BY s.name",
@@ -1410,14 +1434,14 @@ pub async fn admin_page(
     .fetch_all(&state.pool)
     .await?;
     let gateways = gateways::list(&state.pool, &Scope::All).await?;
-    let (nav, set) = nav(&p, &headers);
-    // Messages come back through the redirect's query: shown as text, never as markup.
+    let (nav, set) = nav(p, headers);
+    // Shown as text, never as markup.
     render(
         &AdminPage {
             title: "Administration",
             nav,
-            message: q.message.map(|m| m.chars().take(300).collect()),
-            error: q.error.map(|m| m.chars().take(300).collect()),
+            message: message.map(|m| m.chars().take(300).collect()),
+            error: error.map(|m| m.chars().take(300).collect()),
             sites,
             users,
             gateways,
@@ -1515,10 +1539,19 @@ pub async fn admin_create_user(
                 users::grant_site(&state.pool, id, site).await?;
             }
             // Shown once, like the API does; the admin hands it over.
-            Ok(back_to_admin(Ok(format!(
-                "User {} created; password: {password}",
-                form.email.trim()
-            ))))
+            secret_shown_once(
+                admin_view(
+                    &state,
+                    &p,
+                    &headers,
+                    Some(format!(
+                        "User {} created; password: {password}",
+                        form.email.trim()
+                    )),
+                    None,
+                )
+                .await,
+            )
         }
         Err(e) => Ok(back_to_admin(Err(e.to_string()))),
     }
@@ -1590,11 +1623,30 @@ pub async fn admin_create_gateway(
     )
     .await;
     state.gateways_changed();
-    Ok(back_to_admin(match created {
-        Ok(g) => Ok(format!(
-            "Gateway {} registered; MQTT password (shown once): {}; publish base {}; command topic {}",
-            g.serial, g.password, g.publish_base, g.command_topic
-        )),
-        Err(e) => Err(e.to_string()),
-    }))
+    match created {
+        Ok(g) => secret_shown_once(
+            admin_view(
+                &state,
+                &p,
+                &headers,
+                Some(format!(
+                    "Gateway {} registered; MQTT password (shown once): {}; publish base {}; command topic {}",
+                    g.serial, g.password, g.publish_base, g.command_topic
+                )),
+                None,
+            )
+            .await,
+        ),
+        Err(e) => Ok(back_to_admin(Err(e.to_string()))),
+    }
+}
+
+/// A page carrying a secret: never cached, never stored.
+fn secret_shown_once(page: PageResult) -> PageResult {
+    let mut page = page?;
+    page.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(page)
 }
