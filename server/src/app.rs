@@ -295,6 +295,10 @@ impl App {
                 )
             });
         }
+        // The alarm evaluator's feed: ingest hands it measurements, the profile worker its
+        // quarter-hours, the timers their observations.
+        let (feed, engine) =
+            crate::alarms::engine::channel(db.pool.clone(), web.alarms.clone(), metrics.clone());
         {
             let worker = ProfileWorker::new(
                 db.pool.clone(),
@@ -305,7 +309,11 @@ impl App {
                 },
                 ingest.energy_wake(),
                 metrics.clone(),
-            );
+            )
+            .with_listener({
+                let feed = feed.clone();
+                Arc::new(move |changed| feed.energy_changed(changed))
+            });
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 (
@@ -329,8 +337,6 @@ impl App {
             // Alarms: the evaluator (fed by ingest after each commit), the timer rules and
             // escalation, and the outbox sender.
             let handle = web.alarms.clone();
-            let (feed, engine) =
-                crate::alarms::engine::channel(db.pool.clone(), handle.clone(), metrics.clone());
             ingest.attach_alarms(feed.clone());
             let s = shutdown.clone();
             tasks.spawn(async move { ("alarms", engine.run(s).await) });

@@ -24,6 +24,11 @@ use super::lifecycle::{self, RuleInfo, Subject};
 use super::rules::{self, Change, Condition, RuleState};
 use super::{measurement_column, Actions, AlarmsHandle, Severity, Watch};
 use crate::ingest::normalize::{DeviceKey, MeasurementRow, MEASUREMENT_COLUMNS};
+use crate::profiles::worker::EnergyChanged;
+
+/// How far back a recomputed span is judged: a backfill of months is judged on its last week
+/// (older quarter-hours are history, not news; the CSV and the API still show them).
+const ENERGY_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::days(7);
 
 /// One committed measurements row.
 #[derive(Debug, Clone)]
@@ -45,6 +50,8 @@ pub struct Observation {
 pub enum Input {
     Measurements(Vec<Sample>),
     Observations(Vec<Observation>),
+    /// Quarter-hours the profile worker has just (re)computed.
+    Energy(EnergyChanged),
 }
 
 /// The sending side, held by ingest and the timers.
@@ -79,6 +86,17 @@ impl AlarmFeed {
         if !obs.is_empty() && self.tx.send(Input::Observations(obs)).await.is_err() {
             tracing::debug!("alarm evaluator stopped; observations not evaluated");
         }
+    }
+
+    /// Hands the profile worker's committed changes to the evaluator (from a synchronous
+    /// callback: the send waits on its own task, so the worker never blocks on alarms).
+    pub fn energy_changed(&self, changed: EnergyChanged) {
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            if tx.send(Input::Energy(changed)).await.is_err() {
+                tracing::debug!("alarm evaluator stopped; energy changes not evaluated");
+            }
+        });
     }
 }
 
@@ -337,6 +355,100 @@ impl Engine {
         Ok(id.map(|id| (id, true)))
     }
 
+    /// Quarter-hour rules over what the profile worker just computed: each covered meter's
+    /// import intervals (energy or mean power) and each site's total (demand), judged at the
+    /// end of each quarter-hour, oldest first (the rule state skips those already seen).
+    async fn energy_observations(
+        &self,
+        changed: &EnergyChanged,
+    ) -> Result<Vec<Observation>, sqlx::Error> {
+        let watched = |kinds: &[&str]| {
+            self.index.rules.values().any(|r| {
+                let kind = match r.info.watch {
+                    Watch::Energy15 => "energy_15min",
+                    Watch::MeanPower15 => "mean_power_15min",
+                    Watch::PeakDemand => "peak_demand",
+                    _ => "",
+                };
+                kinds.contains(&kind)
+            })
+        };
+        let mut out = Vec::new();
+        let bounded = |spans: &[(i64, DateTime<Utc>, DateTime<Utc>)]| {
+            let ids: Vec<i64> = spans.iter().map(|s| s.0).collect();
+            let los: Vec<DateTime<Utc>> = spans
+                .iter()
+                .map(|s| s.1.max(s.2 - ENERGY_LOOKBACK))
+                .collect();
+            let his: Vec<DateTime<Utc>> = spans.iter().map(|s| s.2).collect();
+            (ids, los, his)
+        };
+        if !changed.counters.is_empty() && watched(&["energy_15min", "mean_power_15min"]) {
+            let (ids, los, his) = bounded(&changed.counters);
+            let rows: Vec<(i64, i64, i64, DateTime<Utc>, f64)> = sqlx::query_as(&format!(
+                "SELECT r.id, m.device_id, m.gateway_id, q.start + interval '15 minutes',
+                     CASE WHEN r.watch->>'kind' = 'energy_15min' THEN q.energy_milli / 1000.0
+                          ELSE q.energy_milli / 250.0 END::float8
+                 FROM alarm_rules r {MEMBERS_JOIN}
+                 JOIN devices d ON d.id = m.device_id
+                 JOIN counters c ON c.device_id = d.id
+                      AND c.name = COALESCE(d.import_register, '{import}')
+                 JOIN UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS ch(cid, lo, hi)
+                      ON ch.cid = c.id
+                 JOIN energy_intervals q ON q.counter_id = c.id
+                      AND q.start >= ch.lo - interval '15 minutes' AND q.start < ch.hi
+                 WHERE r.enabled AND r.watch->>'kind' IN ('energy_15min', 'mean_power_15min')
+                 ORDER BY q.start",
+                import = crate::profiles::roles::DEFAULT_IMPORT,
+            ))
+            .bind(&ids)
+            .bind(&los)
+            .bind(&his)
+            .fetch_all(&self.pool)
+            .await?;
+            out.extend(
+                rows.into_iter()
+                    .map(|(rule, device, gateway, end, value)| Observation {
+                        rule_id: rule,
+                        subject: Subject::meter(device, gateway),
+                        at: end,
+                        value,
+                    }),
+            );
+        }
+        if !changed.sites.is_empty() && watched(&["peak_demand"]) {
+            let (ids, los, his) = bounded(&changed.sites);
+            let rows: Vec<(i64, i64, DateTime<Utc>, f64)> = sqlx::query_as(
+                "SELECT r.id, r.site_id, q.start + interval '15 minutes',
+                        (q.energy_milli / 250.0)::float8
+                 FROM alarm_rules r
+                 JOIN UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS ch(sid, lo, hi)
+                      ON ch.sid = r.site_id
+                 JOIN site_intervals q ON q.site_id = r.site_id
+                      AND q.start >= ch.lo - interval '15 minutes' AND q.start < ch.hi
+                 WHERE r.enabled AND r.watch->>'kind' = 'peak_demand'
+                 ORDER BY q.start",
+            )
+            .bind(&ids)
+            .bind(&los)
+            .bind(&his)
+            .fetch_all(&self.pool)
+            .await?;
+            out.extend(
+                rows.into_iter()
+                    .map(|(rule, site, end, value)| Observation {
+                        rule_id: rule,
+                        subject: Subject::site(site),
+                        at: end,
+                        value,
+                    }),
+            );
+        }
+        // Oldest first across rules, so each subject's state sees its quarter-hours in order.
+        out.sort_by_key(|o| o.at);
+        Ok(out)
+    }
+
     async fn observations(&mut self, samples: Vec<Sample>) -> Vec<Observation> {
         let mut resolved = Vec::with_capacity(samples.len());
         let mut new_device = false;
@@ -381,6 +493,13 @@ impl Engine {
         let obs = match input {
             Input::Measurements(samples) => self.observations(samples).await,
             Input::Observations(obs) => obs,
+            Input::Energy(changed) => match self.energy_observations(&changed).await {
+                Ok(obs) => obs,
+                Err(e) => {
+                    tracing::warn!(error = %e, "quarter-hour alarm rules not evaluated");
+                    Vec::new()
+                }
+            },
         };
         let mut dirty: HashMap<(i64, String), RuleState> = HashMap::new();
         let mut changes = Vec::new();

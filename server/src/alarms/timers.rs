@@ -1,13 +1,13 @@
 //! Rules on last-seen times, evaluated on a timer (not by ingest): a gateway offline, a meter
 //! without data or (behind a converter) not answering, clock skew, rejected messages. Each tick
-//! reads the values from what ingest
-//! keeps (gateways' online and skew, the newest measurement, `ingest_rejects`, the profile
-//! worker's newest quarter-hours per meter and per site) and hands them
-//! to the evaluator as observations; then it escalates what is due.
+//! reads the values from what ingest keeps (gateways' online and skew, the newest measurement
+//! and counter reading, `ingest_rejects`, the converters' per-unit state) and hands them to the
+//! evaluator as observations; then it escalates what is due. Quarter-hour rules are not here:
+//! the profile worker hands its committed intervals to the evaluator as they are computed.
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -32,9 +32,6 @@ const GATEWAYS_OF_RULE: &str = "
             (r.target = 'meter' AND d.id = r.device_id)
             OR (r.target = 'circuit' AND d.circuit_id = r.circuit_id)
             OR (r.target = 'panel' AND (d.panel_id = r.panel_id OR c.panel_id = r.panel_id)))))";
-
-/// Quarter-hours looked at per meter (or site) and tick: two hours.
-const QUARTERS: u32 = 8;
 
 impl Timers {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
@@ -138,51 +135,6 @@ impl Timers {
                     value,
                 });
             }
-        }
-        // Quarter-hours: the newest intervals of each covered meter's import register, oldest
-        // first, each judged at its end (the engine skips those it has seen). A backlog longer
-        // than QUARTERS arriving at once is judged by its newest QUARTERS.
-        let quarters: Vec<(i64, i64, i64, DateTime<Utc>, f64)> = sqlx::query_as(&format!(
-            "SELECT r.id, m.device_id, m.gateway_id, q.start + interval '15 minutes',
-                 CASE WHEN r.watch->>'kind' = 'energy_15min' THEN q.energy_milli / 1000.0
-                      ELSE q.energy_milli / 250.0 END::float8
-             FROM alarm_rules r {MEMBERS_JOIN}
-             JOIN devices d ON d.id = m.device_id
-             JOIN counters c ON c.device_id = d.id
-                  AND c.name = COALESCE(d.import_register, '{import}')
-             JOIN LATERAL (SELECT start, energy_milli FROM energy_intervals
-                           WHERE counter_id = c.id ORDER BY start DESC LIMIT {QUARTERS}) q ON true
-             WHERE r.enabled AND r.watch->>'kind' IN ('energy_15min', 'mean_power_15min')
-             ORDER BY q.start",
-            import = crate::profiles::roles::DEFAULT_IMPORT,
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        for (rule, device, gateway, end, value) in quarters {
-            out.push(Observation {
-                rule_id: rule,
-                subject: Subject::meter(device, gateway),
-                at: end,
-                value,
-            });
-        }
-        let demand: Vec<(i64, i64, DateTime<Utc>, f64)> = sqlx::query_as(&format!(
-            "SELECT r.id, r.site_id, q.start + interval '15 minutes', (q.energy_milli / 250.0)::float8
-             FROM alarm_rules r
-             JOIN LATERAL (SELECT start, energy_milli FROM site_intervals
-                           WHERE site_id = r.site_id ORDER BY start DESC LIMIT {QUARTERS}) q ON true
-             WHERE r.enabled AND r.watch->>'kind' = 'peak_demand'
-             ORDER BY q.start"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        for (rule, site, end, value) in demand {
-            out.push(Observation {
-                rule_id: rule,
-                subject: Subject::site(site),
-                at: end,
-                value,
-            });
         }
         Ok(out)
     }

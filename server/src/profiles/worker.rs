@@ -61,7 +61,19 @@ pub struct ProfileWorker {
     params: engine::Params,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    listener: Option<EnergyListener>,
 }
+
+/// What a committed step changed: the intervals of these counters and the site totals of these
+/// sites, each over a span (UTC). Handed to a listener (the alarm evaluator) after the commit,
+/// so rules on quarter-hours are evaluated as the data arrives.
+#[derive(Debug, Clone, Default)]
+pub struct EnergyChanged {
+    pub counters: Vec<(i64, DateTime<Utc>, DateTime<Utc>)>,
+    pub sites: Vec<(i64, DateTime<Utc>, DateTime<Utc>)>,
+}
+
+pub type EnergyListener = Arc<dyn Fn(EnergyChanged) + Send + Sync>;
 
 /// What one step did, for metrics and tests.
 #[derive(Debug, Default, Clone, Copy)]
@@ -83,7 +95,14 @@ impl ProfileWorker {
             params,
             wake,
             metrics,
+            listener: None,
         }
+    }
+
+    /// Tells `listener` what each committed step changed.
+    pub fn with_listener(mut self, listener: EnergyListener) -> Self {
+        self.listener = Some(listener);
+        self
     }
 
     /// Works until `shutdown`. A database error is logged and retried with backoff: the queue
@@ -203,14 +222,22 @@ impl ProfileWorker {
                     .or_insert(*span);
             }
         }
-        for (site, span) in site_spans {
+        for (site, span) in &site_spans {
             let tz = counters
                 .values()
-                .find(|c| c.site_id == Some(site))
+                .find(|c| c.site_id == Some(*site))
                 .map_or(chrono_tz::UTC, |c| c.tz);
-            rebuild_site(&mut tx, site, tz, span).await?;
+            rebuild_site(&mut tx, *site, tz, *span).await?;
         }
         tx.commit().await.step("commit")?;
+        if let Some(listener) = &self.listener {
+            if !changed.is_empty() {
+                listener(EnergyChanged {
+                    counters: changed.iter().map(|(id, s)| (*id, s.0, s.1)).collect(),
+                    sites: site_spans.iter().map(|(id, s)| (*id, s.0, s.1)).collect(),
+                });
+            }
+        }
         Ok(Progress {
             counters: spans.len(),
             intervals,
