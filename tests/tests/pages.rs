@@ -255,6 +255,10 @@ async fn every_page_renders_for_its_site_and_nothing_leaks_to_another() {
         meter.body.contains("id=\"power-chart\"") && meter.body.contains("data-bars=\"96\""),
         "24 h of quarters"
     );
+    assert!(
+        meter.body.contains("the last 24 hours"),
+        "by default the power graph is the last 24 hours"
+    );
     assert!(meter.body.contains("counter1nr"));
     let relays = c.get("/relays").await;
     assert_eq!(relays.status, 200);

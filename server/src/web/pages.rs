@@ -834,6 +834,7 @@ struct MeterPage {
     time_zone: String,
     from: NaiveDate,
     to: NaiveDate,
+    period_label: String,
     export: ExportForm,
     power_chart: String,
     measured_at: String,
@@ -876,16 +877,38 @@ pub async fn meter_page(
     let tz = dashboard::zone(&zone_name);
     let now = Utc::now();
     let today = calendar::local_date(now, tz);
+    // Without a chosen period: the last 24 hours, up to and including the quarter-hour in
+    // progress, like the SG's Power graph page. A chosen period is whole local days.
+    let rolling = q.from.is_none() && q.to.is_none();
     let to = supported_date(q.to)?.unwrap_or_else(|| today.succ_opt().unwrap_or(today));
-    let from = supported_date(q.from)?.unwrap_or_else(|| to.pred_opt().unwrap_or(to));
+    let from = supported_date(q.from)?.unwrap_or_else(|| {
+        if rolling {
+            calendar::local_date(now - chrono::Duration::hours(24), tz)
+        } else {
+            to.pred_opt().unwrap_or(to)
+        }
+    });
     if to <= from || (to - from).num_days() > query::MAX_PROFILE_DAYS {
         return Err(PageError::Bad(format!(
             "choose a period of 1 to {} days",
             query::MAX_PROFILE_DAYS
         )));
     }
-    let start = calendar::period_bounds(tz, from, Period::Day).0;
-    let end = calendar::period_bounds(tz, to, Period::Day).0;
+    let (start, end, period_label) = if rolling {
+        let quarter = now.timestamp() - now.timestamp().rem_euclid(900);
+        let end = chrono::DateTime::from_timestamp(quarter + 900, 0).unwrap_or(now);
+        (
+            end - chrono::Duration::hours(24),
+            end,
+            "the last 24 hours".to_owned(),
+        )
+    } else {
+        (
+            calendar::period_bounds(tz, from, Period::Day).0,
+            calendar::period_bounds(tz, to, Period::Day).0,
+            format!("{from} to {to}"),
+        )
+    };
     let import = device
         .import_register
         .clone()
@@ -1050,6 +1073,7 @@ pub async fn meter_page(
             time_zone: zone_name,
             from,
             to,
+            period_label,
             power_chart,
             measured_at: latest
                 .and_then(|l| l.ts)
