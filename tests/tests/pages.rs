@@ -1003,3 +1003,137 @@ async fn admin_forms_build_panels_circuits_placement_and_contract() {
     drop(client);
     app.stop().await;
 }
+
+/// The converters page: an admin adds a converter, a device behind it, disables and removes
+/// them through the forms; errors come back to the page; viewers and operators (even of the
+/// converter's site) are refused, and nothing changes without the CSRF token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn converter_forms_add_disable_and_remove() {
+    let app = TestApp::spawn().await;
+    let site = app.site("Plant", "UTC").await;
+    user(&app, "admin@example.com", "admin", &[]).await;
+    user(&app, "op@example.com", "operator", &[site]).await;
+    let mut admin = Client::new(&app);
+    admin.login("admin@example.com").await;
+    let page = admin.get("/converters").await;
+    assert_eq!(page.status, 200);
+    let csrf = Client::csrf(&page);
+
+    let r = admin
+        .post(
+            "/converters",
+            &[
+                ("csrf", &csrf),
+                ("name", "conv-<b>"),
+                ("host", "127.0.0.1"),
+                ("port", "1"),
+                ("site_id", &site.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    let shown = admin.get(r.header("location").unwrap()).await;
+    assert!(shown.body.contains("class=\"error\"") || shown.body.contains("error"));
+    assert_eq!(app.count("SELECT count(*) FROM converters").await, 0);
+
+    let r = admin
+        .post(
+            "/converters",
+            &[
+                ("csrf", &csrf),
+                ("name", "conv-1"),
+                ("host", "127.0.0.1"),
+                ("port", "1"),
+                ("site_id", &site.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(app.count("SELECT count(*) FROM converters").await, 1);
+    let id: i64 = sqlx::query_scalar("SELECT gateway_id FROM converters")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    // An unknown model is refused with the list of known ones.
+    let r = admin
+        .post(
+            &format!("/converters/{id}/devices"),
+            &[("csrf", &csrf), ("unit", "6"), ("model", "no-such-meter")],
+        )
+        .await;
+    let shown = admin.get(r.header("location").unwrap()).await;
+    assert!(shown.body.contains("legrand-046-77"), "{}", shown.body);
+    let r = admin
+        .post(
+            &format!("/converters/{id}/devices"),
+            &[
+                ("csrf", &csrf),
+                ("unit", "6"),
+                ("model", "legrand-046-77"),
+                ("poll_interval_ms", "5000"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(app.count("SELECT count(*) FROM polled_devices").await, 1);
+    assert!(admin
+        .get("/converters")
+        .await
+        .body
+        .contains("legrand-046-77"));
+
+    // Operators of the site, and anyone without the token, change nothing.
+    let mut op = Client::new(&app);
+    op.login("op@example.com").await;
+    let op_csrf = Client::csrf(&op.get("/").await);
+    for (path, form) in [
+        (
+            "/converters".to_owned(),
+            vec![("name", "x"), ("host", "127.0.0.1")],
+        ),
+        (
+            format!("/converters/{id}/devices"),
+            vec![("unit", "7"), ("model", "legrand-046-77")],
+        ),
+        (format!("/converters/{id}/devices/6/remove"), vec![]),
+        (format!("/converters/{id}/enabled"), vec![("enabled", "0")]),
+    ] {
+        let mut fields = vec![("csrf", op_csrf.as_str())];
+        fields.extend(form.clone());
+        assert_eq!(
+            op.post(&path, &fields).await.status,
+            403,
+            "operator: {path}"
+        );
+        let mut fields = vec![("csrf", "00000000000000000000000000000000")];
+        fields.extend(form);
+        assert_eq!(
+            admin.post(&path, &fields).await.status,
+            403,
+            "no CSRF: {path}"
+        );
+    }
+    assert_eq!(app.count("SELECT count(*) FROM polled_devices").await, 1);
+
+    let r = admin
+        .post(
+            &format!("/converters/{id}/enabled"),
+            &[("csrf", &csrf), ("enabled", "0")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(
+        app.count("SELECT count(*) FROM converters WHERE NOT enabled")
+            .await,
+        1
+    );
+    let r = admin
+        .post(
+            &format!("/converters/{id}/devices/6/remove"),
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(app.count("SELECT count(*) FROM polled_devices").await, 0);
+    app.stop().await;
+}
