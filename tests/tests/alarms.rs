@@ -1303,3 +1303,31 @@ async fn no_data_counts_counter_readings() {
         .await;
     app.stop().await;
 }
+
+/// An alarm never publishes on a gateway's topics (its command topic belongs to the relay
+/// ledger): such a notification fails for good, with the reason in its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alarm_never_publishes_on_a_gateway_topic() {
+    let app = app(1).await;
+    let site = app.site("Plant", "UTC").await;
+    app.gateway("SGT", Some(site), None).await;
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    create_rule(
+        &app,
+        &admin,
+        json!({
+            "site_id": site, "name": "Gateway offline", "severity": "warning", "target": "site",
+            "watch": {"kind": "gateway_offline"},
+            "condition": {"op": "above", "threshold": 0.5},
+            "actions": {"mqtt_topic": "sg/SGT/sub"},
+        }),
+    )
+    .await;
+    app.wait_count(
+        "SELECT count(*) FROM alarm_outbox WHERE channel = 'mqtt' AND status = 'failed'
+           AND last_error LIKE '%gateway''s topic%'",
+        1,
+    )
+    .await;
+    app.stop().await;
+}

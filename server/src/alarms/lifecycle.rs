@@ -459,13 +459,14 @@ pub async fn unshelve(pool: &PgPool, who: &Principal, id: i64) -> Result<(), Ala
     Ok(())
 }
 
-/// Escalates active, unacknowledged, unshelved alarms whose rule asks for it and whose delay
-/// has passed: one `escalated` event and e-mails to the second list. Returns how many.
+/// Escalates unacknowledged, unshelved alarms (active, or cleared but not acknowledged: nobody
+/// has seen them yet) whose rule asks for it and whose delay has passed: one `escalated` event
+/// and e-mails to the second list. Returns how many.
 pub async fn escalate_due(pool: &PgPool) -> Result<usize, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let due: Vec<(i64, sqlx::types::Json<Actions>, Option<f64>)> = sqlx::query_as(
         "SELECT a.id, r.actions, a.raised_value FROM alarms a JOIN alarm_rules r ON r.id = a.rule_id
-         WHERE a.active AND a.acked_at IS NULL AND a.escalated_at IS NULL
+         WHERE a.acked_at IS NULL AND a.escalated_at IS NULL
            AND COALESCE(a.shelved_until <= now(), true)
            AND (r.actions->>'escalate_after_min') IS NOT NULL
            AND a.created_at + make_interval(mins => (r.actions->>'escalate_after_min')::int) <= now()

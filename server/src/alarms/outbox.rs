@@ -259,6 +259,23 @@ impl OutboxSender {
                 })
             }
             "mqtt" => {
+                // Gateways' command topics belong to the relay ledger (tracked, confirmed,
+                // audited): an alarm never publishes there, nor under a gateway's topics.
+                let gateway_topic: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM gateways
+                     WHERE $1 = topic_root || '/' || topic_sub
+                        OR $1 LIKE replace(replace(replace(topic_root, '\\', '\\\\'),
+                                   '%', '\\%'), '_', '\\_') || '/%')",
+                )
+                .bind(target)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| Failure::Transient(format!("checking the topic: {e}")))?;
+                if gateway_topic {
+                    return Err(Failure::Permanent(format!(
+                        "{target:?} is a gateway's topic; alarms publish elsewhere"
+                    )));
+                }
                 let body = serde_json::to_vec(payload).unwrap_or_default();
                 if self.mqtt.send(target.to_owned(), body.into()) {
                     Ok(())
