@@ -225,8 +225,9 @@ pub struct MqttGrant {
     pub command_topic: String,
 }
 
-/// When a grant was checked, and the SHA-256 of the password it was checked with.
-type CachedGrant = (Instant, [u8; 32], MqttGrant);
+/// When a grant was checked, the SHA-256 of the password it was checked with, and the stored
+/// hash it was checked against.
+type CachedGrant = (Instant, [u8; 32], String, MqttGrant);
 
 /// Checks gateway MQTT credentials against the database.
 ///
@@ -255,16 +256,6 @@ impl GatewayAuthenticator {
     ) -> Result<Option<MqttGrant>, sqlx::Error> {
         use sha2::Digest;
         let digest: [u8; 32] = sha2::Sha256::digest(password).into();
-        if let Some((at, cached, grant)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(username)
-        {
-            if at.elapsed() < self.ttl && *cached == digest {
-                return Ok(Some(grant.clone()));
-            }
-        }
         let row: Option<(String, String, String, String)> = sqlx::query_as(
             // A Modbus converter is a gateway row too, but never an MQTT client.
             "SELECT password_hash, topic_root, topic_pub, topic_sub FROM gateways
@@ -276,7 +267,19 @@ impl GatewayAuthenticator {
         let Some((hash, root, publish, subscribe)) = row else {
             return Ok(None);
         };
-        if !password::verify(password.to_vec(), hash).await {
+        // The cache only saves the argon2 verification of a password already verified against
+        // this very hash: a rotated password (new hash) is checked afresh, at once.
+        if let Some((at, cached, cached_hash, grant)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(username)
+        {
+            if at.elapsed() < self.ttl && *cached == digest && *cached_hash == hash {
+                return Ok(Some(grant.clone()));
+            }
+        }
+        if !password::verify(password.to_vec(), hash.clone()).await {
             return Ok(None);
         }
         let layout = match TopicLayout::new(&root, &publish, &subscribe) {
@@ -291,10 +294,25 @@ impl GatewayAuthenticator {
             publish_base: layout.publish_base(),
             command_topic: layout.command_topic(),
         };
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(username.to_owned(), (Instant::now(), digest, grant.clone()));
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            username.to_owned(),
+            (Instant::now(), digest, hash, grant.clone()),
+        );
         Ok(Some(grant))
     }
+}
+
+/// Gives an SG gateway a new generated MQTT password and returns it (shown once); `None` when
+/// no SG gateway has that serial. Sessions already open stay open until they reconnect; the
+/// next CONNECT needs the new password.
+pub async fn rotate_password(pool: &PgPool, serial: &str) -> Result<Option<String>, GatewayError> {
+    let secret = password::generate();
+    let hash = password::hash(secret.clone()).await?;
+    let done =
+        sqlx::query("UPDATE gateways SET password_hash = $2 WHERE serial = $1 AND kind = 'sg'")
+            .bind(serial)
+            .bind(hash)
+            .execute(pool)
+            .await?;
+    Ok((done.rows_affected() > 0).then_some(secret))
 }

@@ -216,3 +216,141 @@ async fn roles_and_sites_scope_every_read_and_write() {
     assert_eq!(app.request("GET", "/healthz", None, None).await.status, 200);
     app.stop().await;
 }
+
+/// Admins take access away: a revoked site, a disabled account and a reset password take effect
+/// at once; a gateway's rotated MQTT password replaces the old one at the next CONNECT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_disabling_and_rotating_credentials_take_effect_at_once() {
+    use headend_e2e::MqttClient;
+    use serde_json::json;
+    let app = TestApp::spawn().await;
+    let site = app.site("Plant", "UTC").await;
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    let viewer = app
+        .user_token("viewer@example.com", "viewer", &[site])
+        .await;
+    let viewer_id: i64 =
+        sqlx::query_scalar("SELECT id FROM users WHERE email = 'viewer@example.com'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let admin_id: i64 =
+        sqlx::query_scalar("SELECT id FROM users WHERE email = 'admin@example.com'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let site_path = format!("/api/v1/sites/{site}");
+    assert_eq!(app.get(&site_path, &viewer).await.status, 200);
+
+    // Only admins.
+    let revoke = format!("/api/v1/users/{viewer_id}/sites/{site}");
+    assert_eq!(
+        app.request("DELETE", &revoke, Some(&viewer), None)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        app.request("DELETE", &revoke, Some(&admin), None)
+            .await
+            .status,
+        204
+    );
+    assert_eq!(
+        app.get(&site_path, &viewer).await.status,
+        404,
+        "the site is gone for them"
+    );
+    assert_eq!(
+        app.request("DELETE", &revoke, Some(&admin), None)
+            .await
+            .status,
+        404
+    );
+
+    // Reset: the old password stops working, the new one works.
+    let user = format!("/api/v1/users/{viewer_id}");
+    let reset = app
+        .request(
+            "PATCH",
+            &user,
+            Some(&admin),
+            Some(json!({ "reset_password": true })),
+        )
+        .await;
+    assert_eq!(reset.status, 200, "{}", reset.body);
+    let new_password = reset.json()["password"].as_str().unwrap().to_owned();
+    let login = |password: String| {
+        let app = &app;
+        async move {
+            app.request(
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(json!({ "email": "viewer@example.com", "password": password })),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(login("correct horse battery staple".into()).await, 401);
+    assert_eq!(login(new_password.clone()).await, 200);
+
+    // Disabled: the token already issued stops working too.
+    let r = app
+        .request(
+            "PATCH",
+            &user,
+            Some(&admin),
+            Some(json!({ "disabled": true })),
+        )
+        .await;
+    assert_eq!(r.json()["disabled"], true);
+    assert_eq!(app.get("/api/v1/sites", &viewer).await.status, 401);
+    assert_eq!(login(new_password).await, 401);
+    let own = format!("/api/v1/users/{admin_id}");
+    assert_eq!(
+        app.request(
+            "PATCH",
+            &own,
+            Some(&admin),
+            Some(json!({ "disabled": true }))
+        )
+        .await
+        .status,
+        409
+    );
+    assert_eq!(
+        app.request(
+            "PATCH",
+            &user,
+            Some(&admin),
+            Some(json!({ "disabld": true }))
+        )
+        .await
+        .status,
+        422
+    );
+
+    // A gateway's MQTT password, rotated.
+    let old = app.gateway("SGR", Some(site), None).await;
+    let mqtt = app.mqtt.unwrap();
+    assert!(MqttClient::connect(mqtt, "SGR", "SGR", &old).await.is_ok());
+    let r = app
+        .request("POST", "/api/v1/gateways/SGR/password", Some(&admin), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let new = r.json()["password"].as_str().unwrap().to_owned();
+    assert!(
+        MqttClient::connect(mqtt, "SGR", "SGR", &old).await.is_err(),
+        "the old password is refused at once"
+    );
+    assert!(MqttClient::connect(mqtt, "SGR", "SGR", &new).await.is_ok());
+    assert_eq!(
+        app.request("POST", "/api/v1/gateways/NOPE/password", Some(&admin), None)
+            .await
+            .status,
+        404
+    );
+    app.stop().await;
+}

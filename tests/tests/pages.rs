@@ -1137,3 +1137,72 @@ async fn converter_forms_add_disable_and_remove() {
     assert_eq!(app.count("SELECT count(*) FROM polled_devices").await, 0);
     app.stop().await;
 }
+
+/// The admin page takes access away: revoke a site, disable an account (its session ends at
+/// once), reset a password, give a gateway a new MQTT password; secrets come in the answer,
+/// never cached; operators cannot use any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_revokes_disables_and_resets_credentials() {
+    let app = TestApp::spawn().await;
+    let site = app.site("Plant", "UTC").await;
+    app.gateway("SG000042", Some(site), None).await;
+    user(&app, "admin@example.com", "admin", &[]).await;
+    user(&app, "op@example.com", "operator", &[site]).await;
+    let op_id: i64 = sqlx::query_scalar("SELECT id FROM users WHERE email = 'op@example.com'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut op = Client::new(&app);
+    op.login("op@example.com").await;
+    assert_eq!(op.get(&format!("/sites/{site}")).await.status, 200);
+    let op_csrf = Client::csrf(&op.get("/").await);
+    for path in [
+        format!("/admin/users/{op_id}/password"),
+        "/admin/gateways/SG000042/password".to_owned(),
+    ] {
+        assert_eq!(
+            op.post(&path, &[("csrf", &op_csrf)]).await.status,
+            403,
+            "{path}"
+        );
+    }
+
+    let mut admin = Client::new(&app);
+    admin.login("admin@example.com").await;
+    let page = admin.get("/admin").await;
+    let csrf = Client::csrf(&page);
+    assert!(page.body.contains("id=\"revoke-site\""));
+    let r = admin
+        .post(
+            "/admin/revocations",
+            &[
+                ("csrf", &csrf),
+                ("user_id", &op_id.to_string()),
+                ("site_id", &site.to_string()),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert_eq!(op.get(&format!("/sites/{site}")).await.status, 404);
+
+    for path in [
+        format!("/admin/users/{op_id}/password"),
+        "/admin/gateways/SG000042/password".to_owned(),
+    ] {
+        let r = admin.post(&path, &[("csrf", &csrf)]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert!(r.body.contains("password"), "{}", r.body);
+    }
+    let r = admin
+        .post(
+            &format!("/admin/users/{op_id}/disabled"),
+            &[("csrf", &csrf), ("disabled", "1")],
+        )
+        .await;
+    assert_eq!(r.status, 303);
+    assert!(admin.get("/admin").await.body.contains("disabled"));
+    let gone = op.get("/").await;
+    assert_ne!(gone.status, 200, "a disabled user's session ends at once");
+    app.stop().await;
+}

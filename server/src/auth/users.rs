@@ -144,3 +144,41 @@ pub async fn grant_site(pool: &PgPool, user_id: i64, site_id: i64) -> Result<boo
     .await?;
     Ok(done.rows_affected() > 0)
 }
+
+/// Takes a site away from a user; whether the user had it.
+pub async fn revoke_site(pool: &PgPool, user_id: i64, site_id: i64) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("DELETE FROM user_sites WHERE user_id = $1 AND site_id = $2")
+        .bind(user_id)
+        .bind(site_id)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Disables or enables an account; a disabled user's tokens and sessions stop working at once
+/// (every request loads the principal). Whether the user exists.
+pub async fn set_disabled(
+    pool: &PgPool,
+    user_id: i64,
+    disabled: bool,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(disabled)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Gives the user a new generated password and returns it (shown once); `None` when the user
+/// does not exist.
+pub async fn reset_password(pool: &PgPool, user_id: i64) -> Result<Option<String>, UserError> {
+    let secret = password::generate();
+    let hash = password::hash(secret.clone()).await?;
+    let done = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
+        .bind(user_id)
+        .bind(hash)
+        .execute(pool)
+        .await?;
+    Ok((done.rows_affected() > 0).then_some(secret))
+}

@@ -176,6 +176,87 @@ pub async fn grant_site(
     }
 }
 
+/// Takes a site away from a user (204), or 404 when the user did not have it.
+pub async fn revoke_site(
+    State(state): State<WebState>,
+    Admin(_): Admin,
+    Path((user_id, site_id)): Path<(i64, i64)>,
+) -> ApiResult<StatusCode> {
+    if users::revoke_site(&state.pool, user_id, site_id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound("grant"))
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    /// Disable (true) or enable (false) the account.
+    #[serde(default)]
+    disabled: Option<bool>,
+    /// Give the user a new generated password, returned once.
+    #[serde(default)]
+    reset_password: bool,
+}
+
+/// Disables or enables an account, or resets its password.
+pub async fn patch_user(
+    State(state): State<WebState>,
+    Admin(me): Admin,
+    Path(user_id): Path<i64>,
+    Json(body): Json<UserPatch>,
+) -> ApiResult<impl IntoResponse> {
+    if body.disabled == Some(true) && user_id == me.user_id {
+        // The last way back in must not be closed by accident.
+        return Err(ApiError::Conflict(
+            "an admin cannot disable their own account".into(),
+        ));
+    }
+    if let Some(disabled) = body.disabled {
+        if !users::set_disabled(&state.pool, user_id, disabled).await? {
+            return Err(ApiError::NotFound("user"));
+        }
+    }
+    let password = if body.reset_password {
+        match users::reset_password(&state.pool, user_id).await {
+            Ok(Some(p)) => Some(p),
+            Ok(None) => return Err(ApiError::NotFound("user")),
+            Err(users::UserError::Db(e)) => return Err(e.into()),
+            Err(e) => return Err(ApiError::internal(e)),
+        }
+    } else {
+        None
+    };
+    let disabled: Option<bool> = sqlx::query_scalar("SELECT disabled FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let disabled = disabled.ok_or(ApiError::NotFound("user"))?;
+    Ok(Json(serde_json::json!({
+        "id": user_id,
+        "disabled": disabled,
+        "password": password,
+    })))
+}
+
+/// Gives a gateway a new MQTT password, returned once.
+pub async fn rotate_gateway_password(
+    State(state): State<WebState>,
+    Admin(_): Admin,
+    Path(serial): Path<String>,
+) -> ApiResult<impl IntoResponse> {
+    match gateways::rotate_password(&state.pool, &serial).await {
+        Ok(Some(password)) => Ok(Json(serde_json::json!({
+            "serial": serial,
+            "password": password,
+        }))),
+        Ok(None) => Err(ApiError::NotFound("gateway")),
+        Err(gateways::GatewayError::Db(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::internal(e)),
+    }
+}
+
 pub async fn list_gateways(
     State(state): State<WebState>,
     Auth(p): Auth,

@@ -111,7 +111,15 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
                 .delete(energy::delete_contract),
         )
         .route("/users", get(api::list_users).post(api::create_user))
-        .route("/users/{user_id}/sites/{site_id}", put(api::grant_site))
+        .route("/users/{user_id}", patch(api::patch_user))
+        .route(
+            "/users/{user_id}/sites/{site_id}",
+            put(api::grant_site).delete(api::revoke_site),
+        )
+        .route(
+            "/gateways/{serial}/password",
+            post(api::rotate_gateway_password),
+        )
         .route(
             "/gateways",
             get(api::list_gateways).post(api::create_gateway),
@@ -223,6 +231,19 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .route("/admin/sites", post(pages::admin_create_site))
         .route("/admin/users", post(pages::admin_create_user))
         .route("/admin/grants", post(pages::admin_grant_site))
+        .route("/admin/revocations", post(pages::admin_revoke_site))
+        .route(
+            "/admin/users/{id}/disabled",
+            post(pages::admin_user_disabled),
+        )
+        .route(
+            "/admin/users/{id}/password",
+            post(pages::admin_user_password),
+        )
+        .route(
+            "/admin/gateways/{serial}/password",
+            post(pages::admin_gateway_password),
+        )
         .route("/admin/gateways", post(pages::admin_create_gateway))
         .route("/static/app.css", get(pages::css))
         .route("/static/live.js", get(pages::live_js))

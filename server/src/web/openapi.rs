@@ -194,10 +194,38 @@ fn base_paths() -> Value {
                         "password": { "type": "string", "minLength": 10 }, "sites": { "type": "array", "items": { "type": "integer" } } } })),
                 "responses": created(json!({ "type": "object", "properties": { "id": { "type": "integer" }, "password": { "type": ["string", "null"] } } })) }
         },
-        "/users/{user_id}/sites/{site_id}": { "put": {
-            "summary": "Grant a user access to a site (admin)", "tags": ["users"],
-            "parameters": [path_param("user_id", "User id"), path_param("site_id", "Site id")],
-            "responses": { "204": { "description": "Granted" }, "404": { "$ref": "#/components/responses/NotFound" } }
+        "/users/{user_id}": { "patch": {
+            "summary": "Disable or enable an account, or reset its password (admin); a new password is returned once", "tags": ["users"],
+            "description": "A disabled user's tokens and sessions stop working at once. An admin cannot disable their own account (409).",
+            "parameters": [path_param("user_id", "User id")],
+            "requestBody": body(json!({ "type": "object", "additionalProperties": false,
+                "properties": { "disabled": { "type": "boolean" }, "reset_password": { "type": "boolean" } } })),
+            "responses": {
+                "200": { "description": "The account", "content": { "application/json": { "schema": { "type": "object",
+                    "properties": { "id": { "type": "integer" }, "disabled": { "type": "boolean" },
+                        "password": { "type": ["string", "null"], "description": "The new password, when reset" } } } } } },
+                "404": { "$ref": "#/components/responses/NotFound" }, "409": { "description": "Own account" } }
+        }},
+        "/users/{user_id}/sites/{site_id}": {
+            "put": {
+                "summary": "Grant a user access to a site (admin)", "tags": ["users"],
+                "parameters": [path_param("user_id", "User id"), path_param("site_id", "Site id")],
+                "responses": { "204": { "description": "Granted" }, "404": { "$ref": "#/components/responses/NotFound" } }
+            },
+            "delete": {
+                "summary": "Take a site away from a user (admin)", "tags": ["users"],
+                "parameters": [path_param("user_id", "User id"), path_param("site_id", "Site id")],
+                "responses": { "204": { "description": "Revoked" }, "404": { "$ref": "#/components/responses/NotFound" } }
+            }
+        },
+        "/gateways/{serial}/password": { "post": {
+            "summary": "Give a gateway a new MQTT password (admin); returned once", "tags": ["gateways"],
+            "description": "The next CONNECT needs the new password; sessions already open stay open until they reconnect.",
+            "parameters": [path_param("serial", "Gateway serial, e.g. SG000017")],
+            "responses": {
+                "200": { "description": "The new password", "content": { "application/json": { "schema": { "type": "object",
+                    "properties": { "serial": { "type": "string" }, "password": { "type": "string" } } } } } },
+                "404": { "$ref": "#/components/responses/NotFound" } }
         }},
         "/gateways": {
             "get": op("Gateways of the user's sites", "gateways", true, ok(list("Gateway"))),
@@ -854,7 +882,9 @@ mod tests {
         "/contracts/example",
         "/contracts/{id}",
         "/users",
+        "/users/{user_id}",
         "/users/{user_id}/sites/{site_id}",
+        "/gateways/{serial}/password",
         "/gateways",
         "/gateways/{serial}",
         "/gateways/{serial}/xml-push",

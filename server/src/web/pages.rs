@@ -1413,7 +1413,8 @@ struct AdminPage {
     message: Option<String>,
     error: Option<String>,
     sites: Vec<(i64, String, String, i64)>,
-    users: Vec<(i64, String, String, String)>,
+    /// Id, e-mail, role, sites, disabled.
+    users: Vec<(i64, String, String, String, bool)>,
     gateways: Vec<gateways::GatewayView>,
 }
 
@@ -1450,8 +1451,9 @@ async fn admin_view(
     )
     .fetch_all(&state.pool)
     .await?;
-    let users: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "SELECT u.id, u.email, u.role, COALESCE(string_agg(s.name, ', ' ORDER BY s.name), '')
+    let users: Vec<(i64, String, String, String, bool)> = sqlx::query_as(
+        "SELECT u.id, u.email, u.role, COALESCE(string_agg(s.name, ', ' ORDER BY s.name), ''),
+                u.disabled
          FROM users u LEFT JOIN user_sites us ON us.user_id = u.id LEFT JOIN sites s ON s.id = us.site_id
          GROUP BY u.id ORDER BY u.email",
     )
@@ -1605,6 +1607,130 @@ pub async fn admin_grant_site(
             false => Err("that user already has that site, or one of them does not exist".into()),
         },
     ))
+}
+
+/// Takes a site away from a viewer or operator.
+pub async fn admin_revoke_site(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Form(form): Form<GrantForm>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    if p.role != Role::Admin {
+        return Err(PageError::Forbidden);
+    }
+    Ok(back_to_admin(
+        match users::revoke_site(&state.pool, form.user_id, form.site_id).await? {
+            true => Ok("Access taken away.".into()),
+            false => Err("that user does not have that site".into()),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct DisabledForm {
+    csrf: String,
+    disabled: String,
+}
+
+/// Disables or enables an account (not one's own).
+pub async fn admin_user_disabled(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<DisabledForm>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    if p.role != Role::Admin {
+        return Err(PageError::Forbidden);
+    }
+    let disabled = form.disabled == "1";
+    if disabled && id == p.user_id {
+        return Ok(back_to_admin(Err(
+            "you cannot disable your own account".into()
+        )));
+    }
+    Ok(back_to_admin(
+        match users::set_disabled(&state.pool, id, disabled).await? {
+            true if disabled => Ok("Account disabled; its sessions ended.".into()),
+            true => Ok("Account enabled.".into()),
+            false => Err("no such user".into()),
+        },
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct CsrfOnly {
+    csrf: String,
+}
+
+/// A new generated password for a user, shown once in the answer.
+pub async fn admin_user_password(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<CsrfOnly>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    if p.role != Role::Admin {
+        return Err(PageError::Forbidden);
+    }
+    let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(&state.pool)
+        .await?;
+    let Some(email) = email else {
+        return Ok(back_to_admin(Err("no such user".into())));
+    };
+    match users::reset_password(&state.pool, id).await {
+        Ok(Some(password)) => secret_shown_once(
+            admin_view(
+                &state,
+                &p,
+                &headers,
+                Some(format!("New password for {email}: {password}")),
+                None,
+            )
+            .await,
+        ),
+        Ok(None) => Ok(back_to_admin(Err("no such user".into()))),
+        Err(users::UserError::Db(e)) => Err(e.into()),
+        Err(e) => Err(PageError::Internal(e.into())),
+    }
+}
+
+/// A new generated MQTT password for a gateway, shown once in the answer.
+pub async fn admin_gateway_password(
+    State(state): State<WebState>,
+    PageUser(p): PageUser,
+    headers: HeaderMap,
+    Path(serial): Path<String>,
+    Form(form): Form<CsrfOnly>,
+) -> PageResult {
+    check_csrf(&headers, &form.csrf)?;
+    if p.role != Role::Admin {
+        return Err(PageError::Forbidden);
+    }
+    match gateways::rotate_password(&state.pool, &serial).await {
+        Ok(Some(password)) => secret_shown_once(
+            admin_view(
+                &state,
+                &p,
+                &headers,
+                Some(format!(
+                    "New MQTT password for gateway {serial} (shown once): {password}; sessions open now last until they reconnect"
+                )),
+                None,
+            )
+            .await,
+        ),
+        Ok(None) => Ok(back_to_admin(Err("no such gateway".into()))),
+        Err(gateways::GatewayError::Db(e)) => Err(e.into()),
+        Err(e) => Err(PageError::Internal(e.into())),
+    }
 }
 
 #[derive(Deserialize)]
