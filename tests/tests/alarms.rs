@@ -1331,3 +1331,50 @@ async fn an_alarm_never_publishes_on_a_gateway_topic() {
     .await;
     app.stop().await;
 }
+
+/// Timer rules on a gateway's clock skew and on its rejected messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_skew_and_rejected_messages_raise_their_alarms() {
+    let app = app(1).await;
+    let site = app.site("Plant", "UTC").await;
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    for (name, watch, threshold) in [
+        ("Clock drifts", json!({"kind": "clock_skew"}), 60.0),
+        ("Garbage", json!({"kind": "rejects", "window_s": 600}), 0.5),
+    ] {
+        create_rule(
+            &app,
+            &admin,
+            json!({
+                "site_id": site, "name": name, "severity": "warning", "target": "site",
+                "watch": watch, "condition": {"op": "above", "threshold": threshold},
+            }),
+        )
+        .await;
+    }
+    let pw = app.gateway("SGK", Some(site), None).await;
+    let mut c = app.gateway_client("SGK", &pw).await;
+    // The gateway's clock runs 200 s ahead (inside the clock tolerance: kept, skew recorded).
+    publish(
+        &app,
+        &mut c,
+        "SGK",
+        Utc::now() + chrono::Duration::seconds(200),
+        230.0,
+    )
+    .await;
+    app.wait_count(
+        "SELECT count(*) FROM alarms WHERE active AND rule_name = 'Clock drifts'",
+        1,
+    )
+    .await;
+    c.publish("sg/SGK/pub/measurements/rs485/1", b"{not json".to_vec())
+        .await;
+    c.wait_acks(1).await;
+    app.wait_count(
+        "SELECT count(*) FROM alarms WHERE active AND rule_name = 'Garbage'",
+        1,
+    )
+    .await;
+    app.stop().await;
+}
