@@ -25,7 +25,7 @@ use std::path::Path;
 
 pub use decimal::Decimal;
 pub use encode::Registers;
-pub use map::{Notation, ValueType, WordOrder};
+pub use map::{Notation, ValueType, WordOrder, COLUMNS};
 
 use map::{CounterDef, InfoDef, MeasurementDef, RelayDef, TariffDef};
 

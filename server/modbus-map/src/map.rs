@@ -6,7 +6,8 @@ use crate::decimal::Decimal;
 use crate::{CounterSpec, Function, MapError, RegisterMap, Write};
 
 /// Headend measurement columns a map may feed (the server's `MEASUREMENT_COLUMNS` without
-/// its reserved slot).
+/// its reserved slot; this crate is pure, so it keeps a copy, and a server test checks that the
+/// two lists agree).
 pub const COLUMNS: [&str; 38] = [
     "frequency",
     "u1",

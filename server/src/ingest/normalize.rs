@@ -306,7 +306,7 @@ pub struct Rows {
 
 impl Rows {
     /// Several messages of one batch may describe the same device: merge what they say.
-    fn add_device(&mut self, key: &DeviceKey, attrs: DeviceAttrs) {
+    pub(super) fn add_device(&mut self, key: &DeviceKey, attrs: DeviceAttrs) {
         self.devices
             .entry(key.clone())
             .and_modify(|known| known.merge(&attrs))
@@ -613,48 +613,7 @@ impl Normalizer<'_> {
         };
         let (m, field_issues) = wire::normalize_measurements(doc);
         issues.extend(field_issues.iter().map(ToString::to_string));
-        let v = |x: Option<f64>| x.map(|x| x as f32);
-        let values = [
-            v(m.frequency_hz),
-            v(m.u1),
-            v(m.u2),
-            v(m.u3),
-            v(m.u12),
-            v(m.u23),
-            v(m.u31),
-            v(m.i1),
-            v(m.i2),
-            v(m.i3),
-            v(m.i_n),
-            v(m.p_total),
-            v(m.p1),
-            v(m.p2),
-            v(m.p3),
-            v(m.q_total),
-            v(m.q1),
-            v(m.q2),
-            v(m.q3),
-            v(m.s_total),
-            v(m.s1),
-            v(m.s2),
-            v(m.s3),
-            v(m.pf_total),
-            v(m.pf1),
-            v(m.pf2),
-            v(m.pf3),
-            v(m.pa_total),
-            v(m.pa1),
-            v(m.pa2),
-            v(m.pa3),
-            v(m.temperature_c),
-            v(m.thd_i1),
-            v(m.thd_i2),
-            v(m.thd_i3),
-            v(m.thd_u1),
-            v(m.thd_u2),
-            v(m.thd_u3),
-            None,
-        ];
+        let values = measurement_values(&m);
         ctx.rows.measurements.push(MeasurementRow {
             device,
             ts,
@@ -801,7 +760,56 @@ impl Ctx<'_> {
     }
 }
 
-fn bump_seen(update: &mut GatewayUpdate, at: DateTime<Utc>) {
+/// Normalised measurements as the `measurements` row's values, in the order of
+/// [`MEASUREMENT_COLUMNS`] (shared by every ingest path that carries SG measurements).
+pub(super) fn measurement_values(
+    m: &wire::Measurements,
+) -> [Option<f32>; MEASUREMENT_COLUMNS.len()] {
+    let v = |x: Option<f64>| x.map(|x| x as f32);
+    [
+        v(m.frequency_hz),
+        v(m.u1),
+        v(m.u2),
+        v(m.u3),
+        v(m.u12),
+        v(m.u23),
+        v(m.u31),
+        v(m.i1),
+        v(m.i2),
+        v(m.i3),
+        v(m.i_n),
+        v(m.p_total),
+        v(m.p1),
+        v(m.p2),
+        v(m.p3),
+        v(m.q_total),
+        v(m.q1),
+        v(m.q2),
+        v(m.q3),
+        v(m.s_total),
+        v(m.s1),
+        v(m.s2),
+        v(m.s3),
+        v(m.pf_total),
+        v(m.pf1),
+        v(m.pf2),
+        v(m.pf3),
+        v(m.pa_total),
+        v(m.pa1),
+        v(m.pa2),
+        v(m.pa3),
+        v(m.temperature_c),
+        v(m.thd_i1),
+        v(m.thd_i2),
+        v(m.thd_i3),
+        v(m.thd_u1),
+        v(m.thd_u2),
+        v(m.thd_u3),
+        None,
+    ]
+}
+
+pub(super) fn bump_seen(update: &mut GatewayUpdate, at: DateTime<Utc>) {
     if update.last_seen_at.is_none_or(|seen| seen < at) {
         update.last_seen_at = Some(at);
     }
@@ -824,7 +832,8 @@ fn clean_text(s: &str, max: usize) -> String {
     truncate(&cleaned, max)
 }
 
-fn truncate(s: &str, max: usize) -> String {
+/// At most `max` bytes of `s`, cut at a character boundary.
+pub(super) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }

@@ -8,8 +8,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::normalize::{
-    CounterDef, CounterReading, DeviceAttrs, DeviceKey, DeviceKind, EventRow, GatewayInfo,
-    MeasurementRow, RelayStateRow, Rows, MEASUREMENT_COLUMNS,
+    bump_seen, truncate, CounterDef, CounterReading, DeviceAttrs, DeviceKey, DeviceKind, EventRow,
+    GatewayInfo, MeasurementRow, RelayStateRow, Rows, MEASUREMENT_COLUMNS,
 };
 use super::record::IngestRecord;
 
@@ -148,10 +148,7 @@ pub(super) fn push(
             false,
         ));
     }
-    let update = rows.gateways.entry(gw.id).or_default();
-    if update.last_seen_at.is_none_or(|seen| seen < at) {
-        update.last_seen_at = Some(at);
-    }
+    bump_seen(rows.gateways.entry(gw.id).or_default(), at);
     let attrs = DeviceAttrs {
         serial: truncate(&snapshot.serial, 64),
         model: Some(truncate(&snapshot.model, 100)),
@@ -162,7 +159,7 @@ pub(super) fn push(
     let mut stored = false;
     if !snapshot.m.is_empty() || !snapshot.c.is_empty() {
         let meter = key(gw, DeviceKind::Meter, snapshot.unit);
-        add_device(rows, &meter, attrs.clone());
+        rows.add_device(&meter, attrs.clone());
         let mut values = [None; MEASUREMENT_COLUMNS.len()];
         for (column, value) in &snapshot.m {
             let position = MEASUREMENT_COLUMNS[..MEASUREMENT_COLUMNS.len() - 1]
@@ -233,7 +230,7 @@ pub(super) fn push(
     }
     if let Some(state) = snapshot.relay {
         let relay = key(gw, DeviceKind::Relay, snapshot.unit);
-        add_device(rows, &relay, attrs);
+        rows.add_device(&relay, attrs);
         let state = if matches!(state, -1..=1) {
             state
         } else {
@@ -257,26 +254,20 @@ pub(super) fn push(
     (!issues.is_empty()).then(|| (issues.join("; "), stored))
 }
 
-fn add_device(rows: &mut Rows, key: &DeviceKey, attrs: DeviceAttrs) {
-    rows.devices
-        .entry(key.clone())
-        .and_modify(|known| known.merge(&attrs))
-        .or_insert(attrs);
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    s[..end].to_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::record::RecordKind;
     use super::*;
     use sg_wire::topic::TopicLayout;
+
+    /// The map crate's copy of the column names is the server's, in the same order.
+    #[test]
+    fn map_columns_are_the_measurement_columns() {
+        assert_eq!(
+            headend_modbus_map::COLUMNS[..],
+            MEASUREMENT_COLUMNS[..MEASUREMENT_COLUMNS.len() - 1]
+        );
+    }
 
     fn gw() -> GatewayInfo {
         GatewayInfo {

@@ -5,13 +5,12 @@
 //! receive time), so normalising it again, or a redelivered copy, gives the same rows.
 
 use chrono::{DateTime, Duration, Utc};
-use sg_wire::message::Measurements;
 use sg_wire::mismart::{parse_document, DateTimeSpec, IgnoredKind, Statistic};
 
 use super::clock::CLOCK_FAULT;
 use super::normalize::{
-    CounterDef, CounterReading, DeviceAttrs, DeviceKey, DeviceKind, GatewayInfo, MeasurementRow,
-    Rows, MEASUREMENT_COLUMNS,
+    bump_seen, measurement_values, CounterDef, CounterReading, DeviceAttrs, DeviceKey, DeviceKind,
+    GatewayInfo, MeasurementRow, Rows,
 };
 use super::record::IngestRecord;
 
@@ -72,15 +71,9 @@ pub fn push(
         model: (!model.is_empty()).then_some(model),
         ..DeviceAttrs::default()
     };
-    rows.devices
-        .entry(device.clone())
-        .and_modify(|known| known.merge(&attrs))
-        .or_insert(attrs);
+    rows.add_device(&device, attrs);
     let received_at = record.received_at;
-    let update = rows.gateways.entry(gw.id).or_default();
-    if update.last_seen_at.is_none_or(|seen| seen < received_at) {
-        update.last_seen_at = Some(received_at);
-    }
+    bump_seen(rows.gateways.entry(gw.id).or_default(), received_at);
     let before = rows.measurements.len() + rows.counter_readings.len();
     for (n, m) in doc.measurements.iter().enumerate() {
         let (ts, flags) = time(
@@ -93,7 +86,7 @@ pub fn push(
         );
         let (values, field_issues) = m.measurements(Statistic::Avg);
         issues.extend(field_issues.iter().map(|i| format!("measurement {n}: {i}")));
-        let values = columns(&values);
+        let values = measurement_values(&values);
         if values.iter().any(Option::is_some) {
             rows.measurements.push(MeasurementRow {
                 device: device.clone(),
@@ -186,52 +179,6 @@ fn time(
     (ts, flags)
 }
 
-/// The values in the order of [`MEASUREMENT_COLUMNS`].
-fn columns(m: &Measurements) -> [Option<f32>; MEASUREMENT_COLUMNS.len()] {
-    let v = |x: Option<f64>| x.map(|x| x as f32);
-    [
-        v(m.frequency_hz),
-        v(m.u1),
-        v(m.u2),
-        v(m.u3),
-        v(m.u12),
-        v(m.u23),
-        v(m.u31),
-        v(m.i1),
-        v(m.i2),
-        v(m.i3),
-        v(m.i_n),
-        v(m.p_total),
-        v(m.p1),
-        v(m.p2),
-        v(m.p3),
-        v(m.q_total),
-        v(m.q1),
-        v(m.q2),
-        v(m.q3),
-        v(m.s_total),
-        v(m.s1),
-        v(m.s2),
-        v(m.s3),
-        v(m.pf_total),
-        v(m.pf1),
-        v(m.pf2),
-        v(m.pf3),
-        v(m.pa_total),
-        v(m.pa1),
-        v(m.pa2),
-        v(m.pa3),
-        v(m.temperature_c),
-        v(m.thd_i1),
-        v(m.thd_i2),
-        v(m.thd_i3),
-        v(m.thd_u1),
-        v(m.thd_u2),
-        v(m.thd_u3),
-        None,
-    ]
-}
-
 fn clean_text(s: &str, max_chars: usize) -> String {
     s.chars()
         .filter(|c| !c.is_control())
@@ -242,6 +189,7 @@ fn clean_text(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::normalize::MEASUREMENT_COLUMNS;
     use bytes::Bytes;
     use sg_wire::topic::TopicLayout;
 

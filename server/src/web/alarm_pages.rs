@@ -15,7 +15,6 @@ use super::WebState;
 use crate::alarms::rules::{ActiveHours, Compare, Condition};
 use crate::alarms::store::{self, AlarmFilter, AlarmView, EventView, RuleInput, RuleView};
 use crate::alarms::{lifecycle, Actions, AlarmError, Severity, Watch};
-use crate::auth::Role;
 use crate::sites;
 
 impl From<AlarmError> for PageError {
@@ -600,9 +599,7 @@ async fn save_rule(
     form: RuleForm,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    super::pages::require_admin(&p)?;
     let input = form.input()?;
     let id = match id {
         Some(id) => {
@@ -631,9 +628,7 @@ pub async fn delete_rule(
     Form(form): Form<CsrfOnly>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    super::pages::require_admin(&p)?;
     store::delete_rule(&state.pool, &p.scope, id).await?;
     state
         .alarms

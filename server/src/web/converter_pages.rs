@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Redirect};
 use axum::Form;
 use serde::Deserialize;
 
-use super::pages::{check_csrf, nav, render, Nav, PageError, PageResult, PageUser};
+use super::pages::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
 use super::WebState;
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
 use crate::modbus::store::{self, ConverterPatch, ConverterView, NewConverter, NewPolledDevice};
 use crate::modbus::ModbusError;
 use crate::sites;
@@ -85,14 +85,6 @@ fn back(result: Result<String, String>) -> axum::response::Response {
     Redirect::to(&url).into_response()
 }
 
-fn admin(p: &Principal) -> Result<(), PageError> {
-    if p.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(PageError::Forbidden)
-    }
-}
-
 fn optional<T: std::str::FromStr>(value: Option<&str>, what: &str) -> Result<Option<T>, String> {
     match value.map(str::trim).filter(|s| !s.is_empty()) {
         None => Ok(None),
@@ -119,7 +111,7 @@ pub async fn create_converter(
     Form(form): Form<NewConverterForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     let parsed = (|| {
         Ok::<_, String>((
             optional::<u16>(form.port.as_deref(), "the port")?,
@@ -190,7 +182,7 @@ pub async fn add_device(
     Form(form): Form<NewDeviceForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     visible(&state, &p, id).await?;
     let Ok(unit) = form.unit.trim().parse::<i64>() else {
         return Ok(back(Err("the unit id is a number from 1 to 247".into())));
@@ -231,7 +223,7 @@ pub async fn remove_device(
     Form(form): Form<CsrfForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     visible(&state, &p, id).await?;
     let removed = store::delete_device(&state.pool, id, unit).await;
     state.modbus.changed();
@@ -254,7 +246,7 @@ pub async fn set_enabled(
     Form(form): Form<EnableForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     visible(&state, &p, id).await?;
     let enabled = form.enabled == "true";
     let updated = store::update(

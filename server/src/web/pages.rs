@@ -103,6 +103,15 @@ pub(super) fn csrf(headers: &HeaderMap) -> (String, Option<String>) {
     }
 }
 
+/// Admin pages and forms: 403 for any other role.
+pub(super) fn require_admin(p: &crate::auth::Principal) -> Result<(), PageError> {
+    if p.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(PageError::Forbidden)
+    }
+}
+
 pub(super) fn check_csrf(headers: &HeaderMap, submitted: &str) -> Result<(), PageError> {
     match cookie(headers, CSRF_COOKIE) {
         Some(expected)
@@ -1430,9 +1439,7 @@ pub async fn admin_page(
     headers: HeaderMap,
     Query(q): Query<AdminParams>,
 ) -> PageResult {
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    require_admin(&p)?;
     admin_view(&state, &p, &headers, q.message, q.error).await
 }
 
@@ -1510,9 +1517,7 @@ pub async fn admin_create_site(
     Form(form): Form<NewSiteForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    require_admin(&p)?;
     let result = sites::create(&state.pool, &form.name, &form.time_zone).await;
     state.gateways_changed();
     Ok(back_to_admin(match result {
@@ -1537,9 +1542,7 @@ pub async fn admin_create_user(
     Form(form): Form<NewUserForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    require_admin(&p)?;
     let Ok(role) = form.role.parse::<Role>() else {
         return Ok(back_to_admin(Err(
             "role is admin, operator or viewer".into()
@@ -1598,9 +1601,7 @@ pub async fn admin_grant_site(
     Form(form): Form<GrantForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    require_admin(&p)?;
     Ok(back_to_admin(
         match users::grant_site(&state.pool, form.user_id, form.site_id).await? {
             true => Ok("Access granted.".into()),
@@ -1617,9 +1618,7 @@ pub async fn admin_revoke_site(
     Form(form): Form<GrantForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    require_admin(&p)?;
     Ok(back_to_admin(
         match users::revoke_site(&state.pool, form.user_id, form.site_id).await? {
             true => Ok("Access taken away.".into()),
@@ -1643,9 +1642,7 @@ pub async fn admin_user_disabled(
     Form(form): Form<DisabledForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    require_admin(&p)?;
     let disabled = form.disabled == "1";
     if disabled && id == p.user_id {
         return Ok(back_to_admin(Err(
@@ -1675,9 +1672,7 @@ pub async fn admin_user_password(
     Form(form): Form<CsrfOnly>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    require_admin(&p)?;
     let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
         .bind(id)
         .fetch_optional(&state.pool)
@@ -1711,9 +1706,7 @@ pub async fn admin_gateway_password(
     Form(form): Form<CsrfOnly>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    require_admin(&p)?;
     match gateways::rotate_password(&state.pool, &serial).await {
         Ok(Some(password)) => secret_shown_once(
             admin_view(
@@ -1747,9 +1740,7 @@ pub async fn admin_create_gateway(
     Form(form): Form<NewGatewayForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    if p.role != Role::Admin {
-        return Err(PageError::Forbidden);
-    }
+    require_admin(&p)?;
     let site_id = match form
         .site_id
         .as_deref()

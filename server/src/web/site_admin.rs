@@ -16,9 +16,11 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::pages::{check_csrf, nav, percent, render, Nav, PageError, PageResult, PageUser};
+use super::pages::{
+    check_csrf, nav, percent, render, require_admin, Nav, PageError, PageResult, PageUser,
+};
 use super::WebState;
-use crate::auth::{Role, Scope};
+use crate::auth::Scope;
 use crate::dashboard;
 use crate::profiles::contracts;
 use crate::profiles::structure::{self, CircuitInput, DevicePatch, PanelInput, StructureError};
@@ -60,14 +62,6 @@ pub fn routes() -> Router<WebState> {
             "/admin/sites/{id}/contracts/{contract}/delete",
             post(delete_contract),
         )
-}
-
-fn admin(p: &crate::auth::Principal) -> Result<(), PageError> {
-    if p.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(PageError::Forbidden)
-    }
 }
 
 async fn site(state: &WebState, id: i64) -> Result<sites::SiteView, PageError> {
@@ -160,7 +154,7 @@ pub async fn page(
     Path(id): Path<i64>,
     Query(q): Query<Outcome>,
 ) -> PageResult {
-    admin(&p)?;
+    require_admin(&p)?;
     let site = site(&state, id).await?;
     let panels = structure::list_panels(&state.pool, id).await?;
     let circuits = structure::list_site_circuits(&state.pool, id).await?;
@@ -274,7 +268,7 @@ pub async fn settings(
     Form(form): Form<SettingsForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     let result = structure::update_site(
         &state.pool,
         id,
@@ -301,7 +295,7 @@ pub async fn create_panel(
     Form(form): Form<PanelForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     site(&state, id).await?;
     let input = PanelInput {
         name: Some(form.name),
@@ -326,7 +320,7 @@ pub async fn rename_panel(
     Form(form): Form<PanelForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     panel_of(&state, id, panel).await?;
     let input = PanelInput {
         name: Some(form.name),
@@ -349,7 +343,7 @@ pub async fn delete_panel(
     Form(form): Form<CsrfOnly>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     panel_of(&state, id, panel).await?;
     let result = structure::delete_panel(&state.pool, panel).await;
     state.energy_changed();
@@ -376,7 +370,7 @@ pub async fn create_circuit(
     Form(form): Form<CircuitForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     site(&state, id).await?;
     let Some(panel) = form.panel_id.as_deref().and_then(|v| v.parse().ok()) else {
         return Ok(back(id, "circuits", Err("choose a panel".into())));
@@ -406,7 +400,7 @@ pub async fn update_circuit(
     Form(form): Form<CircuitForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     circuit_of(&state, id, circuit).await?;
     let input = CircuitInput {
         name: Some(form.name),
@@ -426,7 +420,7 @@ pub async fn delete_circuit(
     Form(form): Form<CsrfOnly>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     circuit_of(&state, id, circuit).await?;
     let result = structure::delete_circuit(&state.pool, circuit).await;
     state.energy_changed();
@@ -463,7 +457,7 @@ pub async fn place_meter(
     Form(form): Form<PlacementForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     let device = dashboard::site_meter_id(&state.pool, id, &serial)
         .await?
         .ok_or(PageError::NotFound)?;
@@ -518,7 +512,7 @@ pub async fn assign_gateway(
     Form(form): Form<AssignForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     let gateway = crate::gateways::get(&state.pool, &Scope::All, &serial)
         .await?
         .ok_or(PageError::NotFound)?;
@@ -827,7 +821,7 @@ pub async fn contract_form(
     Path(id): Path<i64>,
     Query(q): Query<ContractParams>,
 ) -> PageResult {
-    admin(&p)?;
+    require_admin(&p)?;
     let site = site(&state, id).await?;
     let f = match q.id {
         Some(cid) => {
@@ -868,7 +862,7 @@ pub async fn save_contract(
         .find(|(k, _)| k == "csrf")
         .map_or("", |(_, v)| v.as_str());
     check_csrf(&headers, token)?;
-    admin(&p)?;
+    require_admin(&p)?;
     if pairs.len() > MAX_FIELDS || pairs.iter().any(|(_, v)| v.len() > MAX_FIELD) {
         return Err(PageError::Bad("the form is too large".into()));
     }
@@ -936,7 +930,7 @@ pub async fn delete_contract(
     Form(form): Form<CsrfOnly>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    admin(&p)?;
+    require_admin(&p)?;
     contracts::get(&state.pool, cid)
         .await?
         .filter(|c| c.site_id == id)
