@@ -5,6 +5,8 @@
 # integration and end-to-end tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Nothing may read outside the repository (a clone alone must pass).
+bash .ci/self-contained.sh
 bash deploy/install-deps.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

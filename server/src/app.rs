@@ -102,7 +102,8 @@ impl App {
                 },
                 Some(commands.clone()),
             )
-            .await?,
+            .await?
+            .with_energy_limits(&config.energy),
         );
         let journal = ingest.journal();
 
@@ -310,6 +311,7 @@ impl App {
                 ingest.energy_wake(),
                 metrics.clone(),
             )
+            .with_energy_limits(&config.energy)
             .with_listener({
                 let feed = feed.clone();
                 Arc::new(move |changed| feed.energy_changed(changed))
@@ -377,12 +379,18 @@ impl App {
             let shutdown = shutdown.clone();
             tasks.spawn(async move { ("modbus", service.run(shutdown).await) });
         }
+        // One authenticator for MQTT and the XML HTTP push: one throttle allowance and one
+        // verified-credential cache per gateway, whichever way it comes in.
+        let gateway_auth = gateways::GatewayAuthenticator::new(db.pool.clone());
         {
-            let router =
+            // The security headers wrap the merged router, so the XML push route has them too.
+            let router = web::security_headers(
                 web::router(web.clone(), config.http.max_body_bytes).merge(web::xml_push::router(
                     xml_push_handler.clone(),
-                    gateways::GatewayAuthenticator::new(db.pool.clone()),
-                ));
+                    gateway_auth.clone(),
+                    metrics.clone(),
+                )),
+            );
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
                 let served = axum::serve(
@@ -397,7 +405,7 @@ impl App {
         match mqtt {
             Some(mqtt) => {
                 let policy = Arc::new(GatewayPolicy {
-                    auth: gateways::GatewayAuthenticator::new(db.pool.clone()),
+                    auth: gateway_auth.clone(),
                     metrics: metrics.clone(),
                 });
                 for (name, gate) in

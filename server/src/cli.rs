@@ -29,7 +29,8 @@ struct Cli {
 enum Command {
     /// Run Headend.
     Serve,
-    /// Run Headend with a demo admin, site and gateway, and print how to log in and publish.
+    /// Run Headend with two demo sites (a year of history, contracts, logins, an alarm rule)
+    /// and a simulated fleet continuing it; print how to log in and publish (docs/demo.md).
     Demo,
     /// Apply database migrations and exit.
     Migrate,
@@ -250,10 +251,10 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
     let app = App::build(config).await?;
     // Dropped (and so killed) when `serve` returns.
     let _fleet = if demo {
-        demo_setup(&app).await?;
-        demo_fleet(&app, &data_dir).await?
+        let demo = demo_setup(&app).await?;
+        demo_fleet(&app, &demo, &data_dir)?
     } else {
-        None
+        Vec::new()
     };
     let shutdown = app.shutdown_token();
     tokio::spawn(async move {
@@ -281,105 +282,82 @@ async fn wait_for_signal() {
     }
 }
 
-/// Demo admin, site and gateway with fresh passwords on every start (demo data only).
-async fn demo_setup(app: &App) -> anyhow::Result<()> {
-    const ADMIN: &str = "admin@demo.local";
-    const GATEWAY: &str = "SG000017";
+/// Builds the demo's sites, history, logins, alarm rule and relays (see [`crate::demo`])
+/// and prints how to use them.
+async fn demo_setup(app: &App) -> anyhow::Result<crate::demo::Demo> {
+    let started = std::time::Instant::now();
     let pool = app.pool();
-    let admin_password = password::generate();
-    let hash = password::hash(admin_password.clone()).await?;
-    sqlx::query(
-        "INSERT INTO users (email, password_hash, role) VALUES ($1, $2, 'admin')
-         ON CONFLICT (lower(email)) DO UPDATE SET password_hash = EXCLUDED.password_hash",
-    )
-    .bind(ADMIN)
-    .bind(&hash)
-    .execute(&pool)
-    .await?;
-    let site = match sites::id_by_name(&pool, "Demo site").await? {
-        Some(id) => id,
-        None => sites::create(&pool, "Demo site", "Europe/Ljubljana").await?,
-    };
-    let gateway_password = demo_gateway(&pool, GATEWAY, site).await?;
-    // A supply contract, so that the demo shows cost as well as energy.
-    if crate::profiles::contracts::list(&pool, site)
-        .await?
-        .is_empty()
-    {
-        let contract = headend_energy::tariff::Contract::example_eur();
-        let from = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
-        crate::profiles::contracts::create(&pool, site, from, &contract)
-            .await
-            .map_err(|e| anyhow::anyhow!("demo contract: {e}"))?;
-    }
-    let today = chrono::Utc::now()
-        .with_timezone(&chrono_tz::Europe::Ljubljana)
-        .date_naive();
-    let tomorrow = today.succ_opt().unwrap_or(today);
+    let demo = crate::demo::setup(&pool, chrono::Utc::now()).await?;
+    tracing::info!(
+        readings = demo.readings,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "demo history written"
+    );
+    let gateway = crate::demo::SAMPLE_GATEWAY;
     let http = app.http_addr();
     let mqtt = app
         .mqtt_addr()
         .map_or_else(|| "(external broker)".into(), |a| a.to_string());
     let port = app.mqtt_addr().map_or(1883, |a| a.port());
+    let mut logins = String::new();
+    for login in &demo.logins {
+        let sites = if login.role == crate::auth::Role::Admin {
+            "every site".to_owned()
+        } else {
+            login.sites.join(", ")
+        };
+        logins.push_str(&format!(
+            "\n  {:<9} {} / {}   ({sites})",
+            format!("{}:", login.role.as_str()),
+            login.email,
+            login.password
+        ));
+    }
+    let sites: Vec<String> = demo
+        .sites
+        .iter()
+        .map(|(name, id)| format!("http://{http}/sites/{id}  ({name})"))
+        .collect();
+    let admin = &demo.logins[0];
     println!(
-        "\nHeadend demo is running.\n\
-         \n  Web:      http://{http}/   (log in with the admin below)\
-         \n  API:      http://{http}/api/v1   (OpenAPI: http://{http}/api/v1/openapi.json)\
-         \n  Login:    {ADMIN} / {admin_password}\
-         \n            curl -s -X POST http://{http}/api/v1/auth/login -H 'content-type: application/json' \\\
-         \n                 -d '{{\"email\":\"{ADMIN}\",\"password\":\"{admin_password}\"}}'\
-         \n  MQTT:     {mqtt}   gateway {GATEWAY} / {gateway_password}\
+        "\nHeadend demo is running: two sites with history since {from} ({readings} counter readings \
+         written now; the accounting finishes in the background, about 10 s).\n\
+         \n  Web:      http://{http}/   (log in with one of the users below)\
+         \n            {sites}\
+         \n  Outbox:   http://{http}/admin/outbox   (alarm notifications; admin only)\
+         \n  API:      http://{http}/api/v1   (OpenAPI: http://{http}/api/v1/openapi.json){logins}\
+         \n  Token:    curl -s -X POST http://{http}/api/v1/auth/login -H 'content-type: application/json' \\\
+         \n                 -d '{{\"email\":\"{email}\",\"password\":\"{password}\"}}'\
+         \n  MQTT:     {mqtt}   gateway {gateway} / {sample}\
          \n\nPublish a sample like an SG gateway would (from the repository root):\
-         \n  mosquitto_pub -h 127.0.0.1 -p {port} -i {GATEWAY}-1 -u {GATEWAY} -P '{gateway_password}' -q 1 \\\
-         \n      -t sg/{GATEWAY}/pub/measurements/ir -f ../shared/spec/sg-mqtt/measurements-ir.json\
+         \n  mosquitto_pub -h 127.0.0.1 -p {port} -i {gateway}-1 -u {gateway} -P '{sample}' -q 1 \\\
+         \n      -t sg/{gateway}/pub/measurements/ir -f tests/fixtures/sg-mqtt/measurements-ir.json\
          \nthen read it back:\
          \n  curl -s http://{http}/api/v1/devices/X0000124/latest -H 'authorization: Bearer <token from login>'\
-         \nEnergy and cost of the demo site today, by meter:\
-         \n  curl -s 'http://{http}/api/v1/sites/{site}/consumption?from={today}&to={tomorrow}&by=day&group=meter' \\\
-         \n       -H 'authorization: Bearer <token>'\
-"
+         \n\nTry: the site pages (day, month and year, costs, the previous period beside), the alarm \
+         \n\"{rule}\" (raised within a minute of the first push), switching off the critical relay \
+         \n\"Server room cooling\" as the operator and approving it as the admin.\
+",
+        from = demo.history_from,
+        readings = demo.readings,
+        sites = sites.join("\n            "),
+        email = admin.email,
+        password = admin.password,
+        sample = demo.sample_password,
+        rule = crate::demo::ALARM_RULE,
     );
-    Ok(())
+    Ok(demo)
 }
-
-/// Registers a demo gateway on `site`, or gives an existing one a fresh password (demo data
-/// only: passwords are printed, so they are new on every start); returns the password.
-async fn demo_gateway(pool: &sqlx::PgPool, serial: &str, site: i64) -> anyhow::Result<String> {
-    let secret = password::generate();
-    let hash = password::hash(secret.clone()).await?;
-    let updated = sqlx::query("UPDATE gateways SET password_hash = $2 WHERE serial = $1")
-        .bind(serial)
-        .bind(&hash)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    if updated == 0 {
-        gateways::create(
-            pool,
-            gateways::NewGateway {
-                serial: serial.into(),
-                password: Some(secret.clone()),
-                site_id: Some(site),
-                ..Default::default()
-            },
-            "Europe/Ljubljana",
-        )
-        .await?;
-    }
-    Ok(secret)
-}
-
-/// Gateways of the simulated demo fleet.
-const DEMO_FLEET: u32 = 5;
 
 /// Starts `sg-gateway fleet` (the companion firmware's simulator, built next to this binary)
-/// with registered demo gateways, so that the demo shows live data at once.
-async fn demo_fleet(
+/// for the demo's gateways, so that the demo goes on live at once.
+fn demo_fleet(
     app: &App,
+    demo: &crate::demo::Demo,
     data_dir: &std::path::Path,
-) -> anyhow::Result<Option<tokio::process::Child>> {
+) -> anyhow::Result<Vec<tokio::process::Child>> {
     let Some(mqtt) = app.mqtt_addr() else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let binary = std::env::current_exe()?.with_file_name("sg-gateway");
     if !binary.exists() {
@@ -387,61 +365,15 @@ async fn demo_fleet(
             "No simulated gateways: {} is missing (build it with `cargo build --release -p sg-gateway`).",
             binary.display()
         );
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let pool = app.pool();
-    let site = sites::id_by_name(&pool, "Demo site")
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("demo site missing"))?;
-    let mut lines = String::new();
-    for n in 1..=DEMO_FLEET {
-        let serial = format!("SGF{n:06}");
-        let secret = demo_gateway(&pool, &serial, site).await?;
-        lines.push_str(&format!("{serial} {secret}\n"));
-    }
-    let passwords = data_dir.join("demo-fleet.passwords");
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&passwords)?;
-        file.write_all(lines.as_bytes())?;
-    }
-    let child = tokio::process::Command::new(&binary)
-        .args([
-            "fleet",
-            "--count",
-            &DEMO_FLEET.to_string(),
-            "--serial-prefix",
-            "SGF",
-        ])
-        .arg("--password-file")
-        .arg(&passwords)
-        .args(["--broker", &format!("127.0.0.1:{}", mqtt.port())])
-        .args([
-            "--push-interval",
-            "15",
-            "--first-push-delay",
-            "5",
-            "--receipts",
-            "--simulate",
-        ])
-        .arg("--state-dir")
-        .arg(data_dir.join("demo-fleet"))
-        .env("RUST_LOG", "warn")
-        // The simulated gateways' clocks show the demo site's local time, as an SG's does.
-        .env("TZ", "Europe/Ljubljana")
-        .kill_on_drop(true)
-        .spawn()?;
+    let children = crate::demo::start_fleet(&binary, demo, mqtt.port(), data_dir)?;
     println!(
-        "Simulated gateways SGF000001..SGF{DEMO_FLEET:06} (companion firmware) push every 15 s: \
-         see /api/v1/gateways and /api/v1/devices."
+        "Simulated gateways {p}000001..{p}000005 (companion firmware) push every 15 s, their \
+         meters continuing the history: see /api/v1/gateways and /api/v1/devices.",
+        p = crate::demo::FLEET_PREFIX
     );
-    Ok(Some(child))
+    Ok(children)
 }
 
 /// Runs `f` against the database of this data directory: the running serve's, the configured

@@ -55,6 +55,25 @@ pub struct EnergyConfig {
     /// A quarter-hour boundary with a counter reading at most this far from it is "measured";
     /// farther, its value is interpolated across the gap and the interval is "estimated".
     pub interval_tolerance_secs: u64,
+    /// Counter readings dated more than this many days before they were received are kept
+    /// (flagged 8 in `counter_readings.flags`, with a partial reject saying why) but never
+    /// turned into energy intervals: a reading dated 1900 cannot make the profile worker fill
+    /// a century of quarter-hours. Longer than any backlog a gateway can hold.
+    pub backlog_horizon_days: u32,
+    /// The engine never interpolates across a gap between two counter readings longer than
+    /// this: the quarter-hours inside such a gap are missing (no rows), not estimated.
+    pub max_interpolation_gap_hours: u32,
+}
+
+impl EnergyConfig {
+    pub fn backlog_horizon(&self) -> chrono::Duration {
+        chrono::Duration::days(i64::from(self.backlog_horizon_days.max(1)))
+    }
+
+    /// The longest gap interpolated, in milliseconds.
+    pub fn max_interpolation_gap_ms(&self) -> i64 {
+        i64::from(self.max_interpolation_gap_hours.max(1)) * 3_600_000
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -97,6 +116,8 @@ impl Default for EnergyConfig {
     fn default() -> Self {
         Self {
             interval_tolerance_secs: 120,
+            backlog_horizon_days: crate::ingest::normalize::DEFAULT_BACKLOG_HORIZON_DAYS,
+            max_interpolation_gap_hours: crate::profiles::worker::DEFAULT_MAX_GAP_HOURS,
         }
     }
 }
@@ -499,6 +520,13 @@ impl Config {
         if let Some(v) = lookup("HEADEND_ENERGY_TOLERANCE_SECS") {
             self.energy.interval_tolerance_secs = parse("HEADEND_ENERGY_TOLERANCE_SECS", v)?;
         }
+        if let Some(v) = lookup("HEADEND_ENERGY_BACKLOG_HORIZON_DAYS") {
+            self.energy.backlog_horizon_days = parse("HEADEND_ENERGY_BACKLOG_HORIZON_DAYS", v)?;
+        }
+        if let Some(v) = lookup("HEADEND_ENERGY_MAX_INTERPOLATION_GAP_HOURS") {
+            self.energy.max_interpolation_gap_hours =
+                parse("HEADEND_ENERGY_MAX_INTERPOLATION_GAP_HOURS", v)?;
+        }
         if let Some(v) = lookup("HEADEND_LOG") {
             self.log.filter = v;
         }
@@ -571,7 +599,8 @@ impl Config {
              # Environment variables override the file: HEADEND_DATA_DIR, HEADEND_HTTP_ADDR,\n\
              # HEADEND_MQTT_ADDR, HEADEND_MQTTS_ADDR, HEADEND_DATABASE_URL, HEADEND_MQTT_EXTERNAL_URL,\n\
              # HEADEND_JWT_SECRET, HEADEND_DEFAULT_TIME_ZONE, HEADEND_INGEST_WRITERS,\n\
-             # HEADEND_ENERGY_TOLERANCE_SECS, HEADEND_LOG, HEADEND_XML_PUSH_ADDR,\n\
+             # HEADEND_ENERGY_TOLERANCE_SECS, HEADEND_ENERGY_BACKLOG_HORIZON_DAYS,\n\
+             # HEADEND_ENERGY_MAX_INTERPOLATION_GAP_HOURS, HEADEND_LOG, HEADEND_XML_PUSH_ADDR,\n\
              # HEADEND_METRICS_TOKEN.\n\
              # Secrets have no defaults: database.url (unset = embedded PostgreSQL),\n\
              # mqtt.external_url (unset = embedded broker), auth.jwt_secret (unset = generated\n\
@@ -607,6 +636,34 @@ mod tests {
             !debug.contains("pw@db"),
             "secret leaked into Debug: {debug}"
         );
+    }
+
+    #[test]
+    fn energy_limits_have_defaults_and_come_from_file_and_env() {
+        let config = Config::default();
+        assert_eq!(config.energy.backlog_horizon_days, 400);
+        assert_eq!(config.energy.max_interpolation_gap_hours, 744);
+        let mut config: Config = toml::from_str(
+            "[energy]\nbacklog_horizon_days = 30\nmax_interpolation_gap_hours = 48\n",
+        )
+        .unwrap();
+        assert_eq!(config.energy.backlog_horizon(), chrono::Duration::days(30));
+        assert_eq!(config.energy.max_interpolation_gap_ms(), 48 * 3_600_000);
+        config
+            .apply_env(|k| match k {
+                "HEADEND_ENERGY_BACKLOG_HORIZON_DAYS" => Some("10".into()),
+                "HEADEND_ENERGY_MAX_INTERPOLATION_GAP_HOURS" => Some("6".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.energy.backlog_horizon_days, 10);
+        assert_eq!(config.energy.max_interpolation_gap_hours, 6);
+        let err = config
+            .apply_env(|k| (k == "HEADEND_ENERGY_BACKLOG_HORIZON_DAYS").then(|| "-1".to_string()))
+            .unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("HEADEND_ENERGY_BACKLOG_HORIZON_DAYS"));
     }
 
     #[test]

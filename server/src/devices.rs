@@ -54,20 +54,108 @@ pub async fn list(pool: &PgPool, scope: &Scope) -> Result<Vec<DeviceView>, sqlx:
     .await
 }
 
-/// The meter with this serial that reported most recently (a serial can move between slots
-/// or gateways when a meter is re-installed).
+/// How a meter is addressed: its serial, within the caller's scope.
+///
+/// A serial is not unique: gateways of two sites (or two slots of one gateway) can report
+/// the same one. The rule, shared by every API route and page through [`resolve_meter`]:
+///
+/// - Only meters on gateways of the caller's sites exist for the caller: another site's
+///   meter with the same serial is "not found" (404) and never counted as a candidate.
+/// - `?device=<id>` (the `devices` table id) picks one meter; it must be a meter in the
+///   caller's scope with that serial, else "not found". The serial [`ANY_SERIAL`] (`~`)
+///   stands for the serial of that device, for serials that cannot be a URL path segment
+///   (empty, `.`, `..`); without `device` it is a serial like any other.
+/// - Without `device`: one match is that meter; several are [`Resolved::Ambiguous`] with
+///   the candidates (409 in the API, a chooser in the pages). Headend never picks one
+///   itself (not "the newest", not "the first").
+#[derive(Debug)]
+pub enum Resolved {
+    Found(Box<DeviceView>),
+    NotFound,
+    Ambiguous(Vec<Candidate>),
+}
+
+/// With `device`, stands for the serial of that device (see [`Resolved`]).
+pub const ANY_SERIAL: &str = "~";
+
+/// One of the meters a serial could mean, enough for a person or a script to choose.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Candidate {
+    /// The `devices` id: pass it as `?device=`.
+    pub id: i64,
+    pub serial: String,
+    /// The gateway's serial.
+    pub gateway: String,
+    pub site_id: Option<i64>,
+    /// The site's name.
+    pub site: Option<String>,
+    pub port: String,
+    pub slot: i16,
+    pub model: Option<String>,
+}
+
+/// At most this many candidates are listed (the API says how many there are).
+pub const MAX_CANDIDATES: i64 = 50;
+
+/// The meter that `serial` (and `device`, if given) addresses for `scope`; see [`Resolved`].
+pub async fn resolve_meter(
+    pool: &PgPool,
+    scope: &Scope,
+    serial: &str,
+    device: Option<i64>,
+) -> Result<Resolved, sqlx::Error> {
+    let mut found: Vec<DeviceView> = sqlx::query_as(&format!(
+        "{DEVICE_SQL} AND d.kind = 'meter'
+             AND ($3::int8 IS NULL OR d.id = $3)
+             AND (d.serial = $2 OR ($3::int8 IS NOT NULL AND $2 = $4))
+         ORDER BY d.id LIMIT 2"
+    ))
+    .bind(scope.site_ids())
+    .bind(serial)
+    .bind(device)
+    .bind(ANY_SERIAL)
+    .fetch_all(pool)
+    .await?;
+    match found.len() {
+        0 => Ok(Resolved::NotFound),
+        1 => Ok(Resolved::Found(Box::new(found.remove(0)))),
+        _ => Ok(Resolved::Ambiguous(candidates(pool, scope, serial).await?)),
+    }
+}
+
+/// The meters in `scope` reporting `serial`, by site, gateway and slot.
+pub async fn candidates(
+    pool: &PgPool,
+    scope: &Scope,
+    serial: &str,
+) -> Result<Vec<Candidate>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.id, d.serial, g.serial AS gateway, g.site_id, s.name AS site, d.port, d.slot,
+                d.model
+         FROM devices d JOIN gateways g ON g.id = d.gateway_id
+         LEFT JOIN sites s ON s.id = g.site_id
+         WHERE ($1::int8[] IS NULL OR g.site_id = ANY($1)) AND d.kind = 'meter' AND d.serial = $2
+         ORDER BY s.name NULLS LAST, g.serial, d.port, d.slot, d.id
+         LIMIT $3",
+    )
+    .bind(scope.site_ids())
+    .bind(serial)
+    .bind(MAX_CANDIDATES)
+    .fetch_all(pool)
+    .await
+}
+
+/// The meter with this serial in `scope` when exactly one has it (see [`Resolved`]): `None`
+/// when there is none *or several*. Callers that can say "ambiguous" use [`resolve_meter`].
 pub async fn meter_by_serial(
     pool: &PgPool,
     scope: &Scope,
     serial: &str,
 ) -> Result<Option<DeviceView>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{DEVICE_SQL} AND d.kind = 'meter' AND d.serial = $2 ORDER BY d.updated_at DESC LIMIT 1"
-    ))
-    .bind(scope.site_ids())
-    .bind(serial)
-    .fetch_optional(pool)
-    .await
+    Ok(match resolve_meter(pool, scope, serial, None).await? {
+        Resolved::Found(d) => Some(*d),
+        Resolved::NotFound | Resolved::Ambiguous(_) => None,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -101,14 +189,8 @@ pub fn unit_of(column: &str) -> &'static str {
     }
 }
 
-pub async fn latest(
-    pool: &PgPool,
-    scope: &Scope,
-    serial: &str,
-) -> Result<Option<Latest>, sqlx::Error> {
-    let Some(device) = meter_by_serial(pool, scope, serial).await? else {
-        return Ok(None);
-    };
+/// The newest measurements of a meter resolved with [`resolve_meter`].
+pub async fn latest(pool: &PgPool, device: DeviceView) -> Result<Latest, sqlx::Error> {
     let columns = &MEASUREMENT_COLUMNS[..MEASUREMENT_COLUMNS.len() - 1];
     // to_jsonb keeps float4 values as PostgreSQL prints them (shortest round-trip text),
     // so 220.5 stays 220.5 rather than 220.5000152587890625.
@@ -160,7 +242,7 @@ pub async fn latest(
             }
         }
     }
-    Ok(Some(latest))
+    Ok(latest)
 }
 
 #[derive(Debug, Serialize, sqlx::FromRow)]
@@ -180,15 +262,9 @@ pub struct CounterLatest {
     pub clock_fault: bool,
 }
 
-pub async fn counters(
-    pool: &PgPool,
-    scope: &Scope,
-    serial: &str,
-) -> Result<Option<(DeviceView, Vec<CounterLatest>)>, sqlx::Error> {
-    let Some(device) = meter_by_serial(pool, scope, serial).await? else {
-        return Ok(None);
-    };
-    let rows: Vec<CounterLatest> = sqlx::query_as(
+/// The newest reading of each counter of a meter resolved with [`resolve_meter`].
+pub async fn counters(pool: &PgPool, device_id: i64) -> Result<Vec<CounterLatest>, sqlx::Error> {
+    sqlx::query_as(
         "SELECT c.name, c.idx AS index, c.resettable, c.unit, c.phase, c.tariffs,
                 r.ts, r.received_at, r.value_milli,
                 trim_scale(r.value_milli::numeric / 1000)::text AS value,
@@ -199,10 +275,9 @@ pub async fn counters(
          WHERE c.device_id = $1
          ORDER BY c.resettable, c.idx",
     )
-    .bind(device.id)
+    .bind(device_id)
     .fetch_all(pool)
-    .await?;
-    Ok(Some((device, rows)))
+    .await
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! MQTT front door asks at every CONNECT.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,7 @@ use serde::Serialize;
 use sg_wire::topic::TopicLayout;
 use sqlx::PgPool;
 
+use crate::auth::throttle::{Limits, Throttle, Throttled};
 use crate::auth::{password, Scope};
 use crate::ingest::normalize::{Directory, GatewayInfo};
 
@@ -48,10 +50,13 @@ pub struct Created {
     pub command_topic: String,
 }
 
-/// A gateway serial is its MQTT user name and part of its topics: printable ASCII, no topic
-/// wildcards or separators.
+/// A gateway serial is its MQTT user name, part of its topics and a URL path segment: 1 to 32
+/// characters of `A-Z a-z 0-9 - _ .`, starting with a letter or digit (so never `.` or `..`,
+/// which a URL would resolve as a relative path, nor a leading `-` an option parser would take).
+/// No topic wildcards or separators.
 pub fn validate_serial(serial: &str) -> Result<(), GatewayError> {
     let ok = (1..=32).contains(&serial.len())
+        && serial.as_bytes()[0].is_ascii_alphanumeric()
         && serial
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
@@ -59,10 +64,19 @@ pub fn validate_serial(serial: &str) -> Result<(), GatewayError> {
         Ok(())
     } else {
         Err(GatewayError::Invalid(format!(
-            "gateway serial {:?} must be 1 to 32 characters of A-Z, a-z, 0-9, '-', '_' or '.'",
+            "gateway serial {:?} must be 1 to 32 characters of A-Z, a-z, 0-9, '-', '_' or '.', \
+             starting with a letter or digit",
             serial.chars().take(40).collect::<String>()
         )))
     }
+}
+
+/// The MQTT client ids a gateway may use: `<serial>-1` and `<serial>-2`, one per SG push link
+/// (the wire contract). Exactly these, never a prefix rule: stripping the final `-1` or `-2`
+/// gives the serial back, so no two gateways can ever present the same client id, even when
+/// serials contain `-` (gateway `A` may not use `A-1-1`, the id of gateway `A-1`).
+pub fn mqtt_client_ids(serial: &str) -> Vec<String> {
+    vec![format!("{serial}-1"), format!("{serial}-2")]
 }
 
 pub async fn create(
@@ -220,6 +234,8 @@ pub async fn mark_all_offline(pool: &PgPool) -> Result<(), sqlx::Error> {
 /// What an authenticated gateway may do on MQTT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MqttGrant {
+    /// The gateway's database id: immutable, unlike what it is called.
+    pub id: i64,
     pub serial: String,
     pub publish_base: String,
     pub command_topic: String,
@@ -229,57 +245,96 @@ pub struct MqttGrant {
 /// hash it was checked against.
 type CachedGrant = (Instant, [u8; 32], String, MqttGrant);
 
+/// Why gateway credentials could not be decided now (none of these means "wrong password").
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayAuthError {
+    /// Too many attempts on this serial or from this address: nothing was checked.
+    #[error("too many attempts; try again in {} s", .0.retry_after_secs())]
+    Throttled(Throttled),
+    /// The password hashing pool is full: nothing was checked.
+    #[error(transparent)]
+    Busy(#[from] password::Busy),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
 /// Checks gateway MQTT credentials against the database.
 ///
 /// Successful checks are remembered for a few minutes (keyed by a SHA-256 of the password, never
 /// the password) so that a thousand gateways reconnecting after a restart do not queue behind a
 /// thousand argon2 verifications.
+///
+/// Every other check first passes a brute-force throttle per serial and per source address
+/// ([`Limits::DEVICE`]); a wrong password costs the serial one more attempt. A remembered
+/// password skips the throttle: it was verified already, so guessing cannot profit from it, and
+/// a gateway keeps reconnecting while someone hammers its serial with wrong passwords. An
+/// unknown serial (or a Modbus converter's row, which never logs in) is verified against a
+/// dummy argon2 hash, so that its answer costs as long as a wrong password for a real one.
 pub struct GatewayAuthenticator {
     pool: PgPool,
     cache: Mutex<HashMap<String, CachedGrant>>,
     ttl: Duration,
+    throttle: Throttle,
 }
 
 impl GatewayAuthenticator {
     pub fn new(pool: PgPool) -> Arc<Self> {
+        Self::with_limits(pool, Limits::DEVICE)
+    }
+
+    /// With other throttle limits (tests).
+    pub fn with_limits(pool: PgPool, limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             pool,
             cache: Mutex::default(),
             ttl: Duration::from_secs(300),
+            throttle: Throttle::new(limits),
         })
     }
 
+    /// `Ok(None)` for an unknown serial, a converter or a wrong password (indistinguishable on
+    /// purpose, in the answer and in the time it takes). `source` is the client's address.
     pub async fn authenticate(
         &self,
         username: &str,
         password: &[u8],
-    ) -> Result<Option<MqttGrant>, sqlx::Error> {
+        source: IpAddr,
+    ) -> Result<Option<MqttGrant>, GatewayAuthError> {
         use sha2::Digest;
         let digest: [u8; 32] = sha2::Sha256::digest(password).into();
-        let row: Option<(String, String, String, String)> = sqlx::query_as(
+        let remembered = self.remembered(username, &digest);
+        if remembered.is_none() {
+            self.throttle
+                .attempt(username, source)
+                .map_err(GatewayAuthError::Throttled)?;
+        }
+        let row: Option<(i64, String, String, String, String)> = sqlx::query_as(
             // A Modbus converter is a gateway row too, but never an MQTT client.
-            "SELECT password_hash, topic_root, topic_pub, topic_sub FROM gateways
+            "SELECT id, password_hash, topic_root, topic_pub, topic_sub FROM gateways
              WHERE serial = $1 AND kind = 'sg'",
         )
         .bind(username)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((hash, root, publish, subscribe)) = row else {
+        let Some((id, hash, root, publish, subscribe)) = row else {
+            // The same argon2 work as for a known serial: the answer time must not tell which
+            // serials exist. A busy pool is "try again" here too.
+            password::verify(password.to_vec(), password::dummy_hash().await).await?;
+            self.throttle.failed(username);
             return Ok(None);
         };
-        // The cache only saves the argon2 verification of a password already verified against
-        // this very hash: a rotated password (new hash) is checked afresh, at once.
-        if let Some((at, cached, cached_hash, grant)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(username)
-        {
-            if at.elapsed() < self.ttl && *cached == digest && *cached_hash == hash {
-                return Ok(Some(grant.clone()));
-            }
+        match remembered {
+            // The cache only saves the argon2 verification of a password already verified
+            // against this very hash: a rotated password (new hash) is checked afresh, at once.
+            Some((cached_hash, grant)) if cached_hash == hash => return Ok(Some(grant)),
+            Some(_) => self
+                .throttle
+                .attempt(username, source)
+                .map_err(GatewayAuthError::Throttled)?,
+            None => {}
         }
-        if !password::verify(password.to_vec(), hash.clone()).await {
+        if !password::verify(password.to_vec(), hash.clone()).await? {
+            self.throttle.failed(username);
             return Ok(None);
         }
         let layout = match TopicLayout::new(&root, &publish, &subscribe) {
@@ -290,6 +345,7 @@ impl GatewayAuthenticator {
             }
         };
         let grant = MqttGrant {
+            id,
             serial: username.to_owned(),
             publish_base: layout.publish_base(),
             command_topic: layout.command_topic(),
@@ -299,6 +355,13 @@ impl GatewayAuthenticator {
             (Instant::now(), digest, hash, grant.clone()),
         );
         Ok(Some(grant))
+    }
+
+    /// The stored hash and grant of a fresh successful check of `username` with this password.
+    fn remembered(&self, username: &str, digest: &[u8; 32]) -> Option<(String, MqttGrant)> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, cached, hash, grant) = cache.get(username)?;
+        (at.elapsed() < self.ttl && cached == digest).then(|| (hash.clone(), grant.clone()))
     }
 }
 
@@ -315,4 +378,101 @@ pub async fn rotate_password(pool: &PgPool, serial: &str) -> Result<Option<Strin
             .execute(pool)
             .await?;
     Ok((done.rows_affected() > 0).then_some(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serials_start_with_a_letter_or_digit() {
+        for ok in ["SG000017", "A", "7", "A-1", "sg.01_x-2", &"S".repeat(32)] {
+            assert!(validate_serial(ok).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            ".hidden",
+            "-rf",
+            "_x",
+            "a/b",
+            "a+b",
+            "a#",
+            "a b",
+            "é",
+            &"S".repeat(33),
+        ] {
+            assert!(validate_serial(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn client_ids_of_two_gateways_never_overlap() {
+        assert_eq!(mqtt_client_ids("SG000017"), ["SG000017-1", "SG000017-2"]);
+        // Serials with '-' are where a prefix rule failed: "A" could present "A-1-1".
+        let serials = ["A", "A-1", "A-1-1", "A-2", "A1", "B"];
+        for a in serials {
+            for b in serials.iter().filter(|b| **b != a) {
+                let theirs = mqtt_client_ids(b);
+                assert!(
+                    mqtt_client_ids(a).iter().all(|id| !theirs.contains(id)),
+                    "{a} and {b} share a client id"
+                );
+            }
+        }
+    }
+
+    /// A pool whose every query fails at once: an attempt that reaches the database answers
+    /// `Db`, one refused before it answers `Throttled`.
+    fn unreachable_pool() -> PgPool {
+        sqlx::postgres::PgPoolOptions::new()
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy("postgres://headend@localhost/none?host=/nonexistent/headend-test")
+            .expect("lazy pool")
+    }
+
+    const TIGHT: Limits = Limits {
+        account_burst: 2,
+        account_period_ms: 3_600_000,
+        source_burst: 4,
+        source_period_ms: 3_600_000,
+    };
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn throttled_attempts_reach_neither_the_database_nor_argon2() {
+        let auth = GatewayAuthenticator::with_limits(unreachable_pool(), TIGHT);
+        for _ in 0..2 {
+            let r = auth.authenticate("SG1", b"guess", ip("192.0.2.1")).await;
+            assert!(matches!(r, Err(GatewayAuthError::Db(_))), "{r:?}");
+        }
+        let r = auth.authenticate("SG1", b"guess", ip("192.0.2.2")).await;
+        match r {
+            Err(GatewayAuthError::Throttled(t)) => assert!(t.retry_after_secs() > 60),
+            other => panic!("expected a throttled attempt, got {other:?}"),
+        }
+        // Another serial is not affected.
+        let r = auth.authenticate("SG2", b"guess", ip("192.0.2.3")).await;
+        assert!(matches!(r, Err(GatewayAuthError::Db(_))), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_source_spraying_serials_is_throttled() {
+        let auth = GatewayAuthenticator::with_limits(unreachable_pool(), TIGHT);
+        for i in 0..4 {
+            let r = auth
+                .authenticate(&format!("SG{i}"), b"guess", ip("2001:db8::1"))
+                .await;
+            assert!(matches!(r, Err(GatewayAuthError::Db(_))), "{r:?}");
+        }
+        // The same /64 is the same source.
+        let r = auth.authenticate("SG9", b"guess", ip("2001:db8::2")).await;
+        assert!(matches!(r, Err(GatewayAuthError::Throttled(_))), "{r:?}");
+        let r = auth.authenticate("SG9", b"guess", ip("198.51.100.1")).await;
+        assert!(matches!(r, Err(GatewayAuthError::Db(_))), "{r:?}");
+    }
 }

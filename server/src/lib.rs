@@ -12,6 +12,7 @@ pub mod config;
 pub mod dashboard;
 pub mod datadir;
 pub mod db;
+pub mod demo;
 pub mod devices;
 pub mod export;
 pub mod gateways;

@@ -96,6 +96,13 @@ pub struct Metrics {
     pub db_errors: Counter,
     pub db_batch_seconds: Histogram,
     pub mqtt_auth_failures: Counter,
+    /// Password attempts refused by the brute-force throttle, by channel
+    /// ([`THROTTLE_CHANNELS`]: login, mqtt, xml_push).
+    pub auth_throttled: [Counter; 3],
+    /// Password checks shed because the bounded hashing pool was full.
+    pub password_checks_shed: Counter,
+    /// Counters the profile worker set aside after a failure it could not get past.
+    pub profile_counters_quarantined: Counter,
     /// Modbus polls answered, polls failed (timeout, rejected reply, gateway exception), and
     /// exception replies (01..04) of devices that answered.
     pub modbus_polls: Counter,
@@ -115,6 +122,9 @@ pub struct Metrics {
     pub alarm_notification_retries: Counter,
     pub alarm_notifications_failed: Counter,
 }
+
+/// Channels of [`Metrics::auth_throttled`], in index order.
+pub const THROTTLE_CHANNELS: [&str; 3] = ["login", "mqtt", "xml_push"];
 
 const MESSAGE_KINDS: [&str; 6] = [
     "measurements",
@@ -145,6 +155,9 @@ impl Default for Metrics {
             db_errors: Counter::default(),
             db_batch_seconds: Histogram::new(LATENCY_BOUNDS),
             mqtt_auth_failures: Counter::default(),
+            auth_throttled: Default::default(),
+            password_checks_shed: Counter::default(),
+            profile_counters_quarantined: Counter::default(),
             xml_documents_accepted: Counter::default(),
             xml_documents_refused: Counter::default(),
             http_requests: Counter::default(),
@@ -284,6 +297,16 @@ impl Metrics {
             self.mqtt_auth_failures.get(),
         );
         counter(
+            "headend_password_checks_shed_total",
+            "Password checks shed because the bounded hashing pool was full.",
+            self.password_checks_shed.get(),
+        );
+        counter(
+            "headend_profile_counters_quarantined_total",
+            "Counters the profile worker set aside after a failure (see energy_quarantine).",
+            self.profile_counters_quarantined.get(),
+        );
+        counter(
             "headend_xml_documents_accepted_total",
             "MiSmart XML documents made durable and acknowledged.",
             self.xml_documents_accepted.get(),
@@ -352,6 +375,17 @@ impl Metrics {
                 out,
                 "headend_ingest_messages_total{{kind=\"{kind}\"}} {}",
                 c.get()
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP headend_auth_throttled_total Password attempts refused by the brute-force throttle.\n# TYPE headend_auth_throttled_total counter"
+        );
+        for (channel, n) in THROTTLE_CHANNELS.iter().zip(&self.auth_throttled) {
+            let _ = writeln!(
+                out,
+                "headend_auth_throttled_total{{channel=\"{channel}\"}} {}",
+                n.get()
             );
         }
         self.db_batch_seconds.render(

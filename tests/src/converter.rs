@@ -366,7 +366,7 @@ impl SimConverter {
         SimConverter { addr, state, stop }
     }
 
-    /// The converter of `shared/spec/modbus/README.md`: EMDX3 at unit 1 (FF FF FF ED on its
+    /// The converter of `tests/fixtures/modbus/README.md`: EMDX3 at unit 1 (FF FF FF ED on its
     /// active power, 83 01 for 0x4000), the 0 046 77 meter at unit 6 (235.8 V, PF 0.82,
     /// partial energy 00 00 00 02 reset through 0x00C8), an Iskra meter at unit 10 and a
     /// Bicom relay at unit 20 (off; its state follows writes to holding register 141).

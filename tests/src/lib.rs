@@ -24,9 +24,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-/// The repository's `shared/spec` directory (beside the repository).
+/// The wire contracts and fixtures, kept in the repository (`tests/fixtures`, see its
+/// `ORIGIN.md`).
 pub fn spec_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/spec")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
 pub fn fixture(name: &str) -> Vec<u8> {

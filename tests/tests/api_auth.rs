@@ -335,17 +335,23 @@ async fn revoking_disabling_and_rotating_credentials_take_effect_at_once() {
     // A gateway's MQTT password, rotated.
     let old = app.gateway("SGR", Some(site), None).await;
     let mqtt = app.mqtt.unwrap();
-    assert!(MqttClient::connect(mqtt, "SGR", "SGR", &old).await.is_ok());
+    assert!(MqttClient::connect(mqtt, "SGR-1", "SGR", &old)
+        .await
+        .is_ok());
     let r = app
         .request("POST", "/api/v1/gateways/SGR/password", Some(&admin), None)
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let new = r.json()["password"].as_str().unwrap().to_owned();
     assert!(
-        MqttClient::connect(mqtt, "SGR", "SGR", &old).await.is_err(),
+        MqttClient::connect(mqtt, "SGR-1", "SGR", &old)
+            .await
+            .is_err(),
         "the old password is refused at once"
     );
-    assert!(MqttClient::connect(mqtt, "SGR", "SGR", &new).await.is_ok());
+    assert!(MqttClient::connect(mqtt, "SGR-1", "SGR", &new)
+        .await
+        .is_ok());
     assert_eq!(
         app.request("POST", "/api/v1/gateways/NOPE/password", Some(&admin), None)
             .await

@@ -1,4 +1,4 @@
-//! Gateways may only use their own topics, and every bad input in shared/spec/bad-input that
+//! Gateways may only use their own topics, and every bad input in tests/fixtures/bad-input that
 //! applies to MQTT gets a clear reason in the reject log, leaves the server running and loses
 //! nothing valid.
 

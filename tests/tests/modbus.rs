@@ -1,5 +1,5 @@
 //! Modbus TCP polling end to end: Headend polls a simulated RS485/IP converter (a Modbus TCP
-//! server with the registers of `shared/spec/modbus/`) and stores what it reads through the
+//! server with the registers of `tests/fixtures/modbus/`) and stores what it reads through the
 //! journal; faults of one unit stay that unit's; relays and counter resets go through the bus.
 
 use std::net::SocketAddr;

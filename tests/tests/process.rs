@@ -158,15 +158,20 @@ fn default_config_prints_and_bad_config_says_how_to_fix() {
     assert!(text(&out).contains("HEADEND_MQTT_ADDR"), "{}", text(&out));
 }
 
-/// `headend demo`: the embedded cluster and broker, a demo admin who can log in, and the
-/// companion firmware's simulated gateways online and pushing readings.
+/// `headend demo`: the embedded cluster and broker, two sites in two zones with a year of
+/// history (meters placed, every month accounted and priced, a PV meter exporting), logins
+/// for an admin, an operator and a viewer scoped to their sites, an alarm that fires with
+/// its notifications in the outbox, and the companion firmware's simulated gateways online,
+/// their meters continuing the backfilled counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_prints_a_working_login_and_its_simulated_gateways_report() {
+    use chrono::Datelike;
     use std::io::BufRead;
     let tmp = tempfile::Builder::new().prefix("hed").tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let data = tmp.path().join("data");
+    let started = std::time::Instant::now();
     let mut demo = Command::new(headend_binary())
         .arg("demo")
         .env("HEADEND_DATA_DIR", &data)
@@ -178,7 +183,7 @@ async fn demo_prints_a_working_login_and_its_simulated_gateways_report() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    // The demo's own words: the URL and the admin login.
+    // The demo's own words: the URL, the three logins and the fleet.
     let stdout = demo.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -189,21 +194,25 @@ async fn demo_prints_a_working_login_and_its_simulated_gateways_report() {
             let _ = tx.send(line);
         }
     });
-    let mut login = None;
+    let mut logins: std::collections::HashMap<String, (String, String)> = Default::default();
     let mut fleet = false;
-    while login.is_none() || !fleet {
+    let mut mosquitto = false;
+    while logins.len() < 3 || !fleet {
         let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("demo prints its login and fleet");
-        if let Some(rest) = line.trim().strip_prefix("Login:") {
-            let mut words = rest.split_whitespace();
-            let email = words.next().unwrap().to_owned();
-            let password = words.nth(1).unwrap().to_owned();
-            login = Some((email, password));
+            .recv_timeout(Duration::from_secs(180))
+            .expect("demo prints its logins and fleet");
+        for role in ["admin", "operator", "viewer"] {
+            if let Some(rest) = line.trim().strip_prefix(&format!("{role}:")) {
+                let mut words = rest.split_whitespace();
+                let email = words.next().unwrap().to_owned();
+                let password = words.nth(1).unwrap().to_owned();
+                logins.insert(role.to_owned(), (email, password));
+            }
         }
+        mosquitto |= line.contains("mosquitto_pub") && line.contains("-u SG000017");
         fleet |= line.starts_with("Simulated gateways SGF000001");
     }
-    let (email, password) = login.unwrap();
+    assert!(mosquitto, "the demo prints a mosquitto_pub line");
     let runtime = data.join("runtime.json");
     let http: std::net::SocketAddr = eventually(Duration::from_secs(30), || async {
         let v: serde_json::Value =
@@ -212,20 +221,123 @@ async fn demo_prints_a_working_login_and_its_simulated_gateways_report() {
     })
     .await
     .unwrap();
-    let session = http_request(
-        http,
-        "POST",
-        "/api/v1/auth/login",
-        None,
-        Some(serde_json::json!({ "email": email, "password": password })),
-    )
-    .await
-    .unwrap();
-    assert_eq!(session.status, 200, "{}", session.body);
-    let token = session.json()["token"].as_str().unwrap().to_owned();
+    let token_of = |role: &str| {
+        let (email, password) = logins[role].clone();
+        async move {
+            let session = http_request(
+                http,
+                "POST",
+                "/api/v1/auth/login",
+                None,
+                Some(serde_json::json!({ "email": email, "password": password })),
+            )
+            .await
+            .unwrap();
+            assert_eq!(session.status, 200, "{}", session.body);
+            session.json()["token"].as_str().unwrap().to_owned()
+        }
+    };
+    let token = token_of("admin").await;
+    let viewer = token_of("viewer").await;
+    token_of("operator").await;
+    let get = |path: String, token: String| async move {
+        let r = http_request(http, "GET", &path, Some(&token), None)
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        r.json()
+    };
 
-    // Five simulated gateways come online and their meters report.
-    let reporting = eventually(Duration::from_secs(60), || async {
+    // Two sites in two zones; the viewer sees only the one granted.
+    let sites = get("/api/v1/sites".into(), token.clone()).await;
+    let zone_of = |name: &str| {
+        sites
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| {
+                (
+                    s["id"].as_i64().unwrap(),
+                    s["time_zone"].as_str().unwrap().to_owned(),
+                )
+            })
+            .unwrap_or_else(|| panic!("site {name} in {sites}"))
+    };
+    let ljubljana = zone_of("Ljubljana office");
+    let new_york = zone_of("New York store");
+    assert_eq!(ljubljana.1, "Europe/Ljubljana");
+    assert_eq!(new_york.1, "America/New_York");
+    let seen = get("/api/v1/sites".into(), viewer.clone()).await;
+    assert_eq!(seen.as_array().unwrap().len(), 1, "{seen}");
+    assert_eq!(seen[0]["name"], "New York store");
+
+    // Every demo meter is placed: 5 gateways × 3 meters.
+    let devices = get("/api/v1/devices".into(), token.clone()).await;
+    let placed = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| {
+            d["kind"] == "meter"
+                && d["gateway"].as_str().is_some_and(|g| g.starts_with("SGF"))
+                && d["measures"].is_string()
+        })
+        .count();
+    assert_eq!(placed, 15, "{devices}");
+
+    // The twelve whole months before this one, on each site's calendar: every quarter-hour
+    // accounted, energy and a non-zero cost in each; the PV makes the Ljubljana site export.
+    for (site, zone) in [&ljubljana, &new_york] {
+        let tz: chrono_tz::Tz = zone.parse().unwrap();
+        let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+        let this_month = today.with_day(1).unwrap();
+        let from = this_month - chrono::Months::new(12);
+        let path = format!("/api/v1/sites/{site}/consumption?from={from}&to={this_month}&by=month");
+        let year = eventually(Duration::from_secs(300), || {
+            let path = path.clone();
+            let token = token.clone();
+            async move {
+                let v = http_request(http, "GET", &path, Some(&token), None)
+                    .await
+                    .ok()?
+                    .json();
+                let periods = v["periods"].as_array()?.clone();
+                let complete = periods.len() == 12
+                    && periods.iter().all(|p| {
+                        p["total"]["completeness"]["missing"] == 0
+                            && p["total"]["completeness"]["measured"].as_u64() > Some(2600)
+                            && p["total"]["import_wh"].as_f64() > Some(0.0)
+                            && p["total"]["cost"].as_f64() > Some(0.0)
+                    });
+                complete.then_some(periods)
+            }
+        })
+        .await
+        .unwrap_or_else(|| panic!("site {site}: twelve months accounted and priced"));
+        let export: f64 = year
+            .iter()
+            .map(|p| p["total"]["export_wh"].as_f64().unwrap_or(0.0))
+            .sum();
+        if *site == ljubljana.0 {
+            assert!(export > 0.0, "the PV exports: {year:?}");
+        }
+    }
+    eprintln!(
+        "demo: twelve months accounted on both sites {:.1} s after start",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Five simulated gateways come online and their meters continue the backfilled
+    // counters (the demo hands the fleet each register's value at the end of the history).
+    let start = std::fs::read_to_string(data.join("demo-fleet-1.counters")).unwrap();
+    let backfilled: i64 = start
+        .lines()
+        .find_map(|l| l.strip_prefix("00000101 counter1nr "))
+        .expect("the site meter's start value")
+        .parse()
+        .unwrap();
+    let reporting = eventually(Duration::from_secs(90), || async {
         let gateways = http_request(http, "GET", "/api/v1/gateways", Some(&token), None)
             .await
             .ok()?
@@ -237,14 +349,88 @@ async fn demo_prints_a_working_login_and_its_simulated_gateways_report() {
                 g["online"] == true && g["serial"].as_str().is_some_and(|s| s.starts_with("SGF"))
             })
             .count();
-        let devices = http_request(http, "GET", "/api/v1/devices", Some(&token), None)
+        let counters = http_request(
+            http,
+            "GET",
+            "/api/v1/devices/00000101/counters",
+            Some(&token),
+            None,
+        )
+        .await
+        .ok()?
+        .json();
+        let live = counters["counters"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "counter1nr")?["value_milli"]
+            .as_i64()?;
+        (online == 5 && live > backfilled).then_some(live)
+    })
+    .await;
+    let live = reporting.expect("the demo fleet reports, continuing the history");
+    assert!(
+        live - backfilled < 100_000_000,
+        "the live counter continues the history: {backfilled} then {live}"
+    );
+
+    // The demo's alarm rule fires on the live data, and its notifications are in the outbox.
+    let alarms = eventually(Duration::from_secs(90), || async {
+        let v = http_request(http, "GET", "/api/v1/alarms", Some(&token), None)
             .await
             .ok()?
             .json();
-        (online == 5 && devices.as_array()?.len() >= 25).then_some(())
+        let found = v.as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["rule_name"] == "Main supply demand above 10 kW")
+        }) || v["alarms"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|x| x["rule_name"] == "Main supply demand above 10 kW")
+        });
+        found.then_some(v)
     })
     .await;
-    assert!(reporting.is_some(), "the demo fleet reports");
+    assert!(alarms.is_some(), "the demo alarm fires");
+    let (email, password) = logins["admin"].clone();
+    let form = headend_e2e::raw_request(http, "GET", "/login", &[], "")
+        .await
+        .unwrap();
+    let cookie_of = |r: &headend_e2e::HttpResponse| {
+        r.set_cookies()
+            .iter()
+            .map(|c| c.split(';').next().unwrap().to_owned())
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let at = form.body.find("name=\"csrf\" value=\"").unwrap() + 19;
+    let csrf = form.body[at..at + 32].to_owned();
+    let body = format!(
+        "csrf={csrf}&email={}&password={password}",
+        email.replace('@', "%40")
+    );
+    let cookie = cookie_of(&form);
+    let logged_in = headend_e2e::raw_request(
+        http,
+        "POST",
+        "/login",
+        &[
+            ("Cookie", &cookie),
+            ("Content-Type", "application/x-www-form-urlencoded"),
+        ],
+        &body,
+    )
+    .await
+    .unwrap();
+    assert_eq!(logged_in.status, 303, "{}", logged_in.body);
+    let cookie = format!("{cookie}; {}", cookie_of(&logged_in));
+    let outbox = headend_e2e::raw_request(http, "GET", "/admin/outbox", &[("Cookie", &cookie)], "")
+        .await
+        .unwrap();
+    assert_eq!(outbox.status, 200, "{}", outbox.body);
+    assert!(
+        outbox.body.contains("demo/alarms") && outbox.body.contains("facility@demo.local"),
+        "{}",
+        outbox.body
+    );
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(demo.id() as i32),

@@ -718,7 +718,21 @@ async fn xml_push_settings_are_validated_and_admin_only() {
 async fn hostile_serials_and_descriptions_are_data_not_code() {
     let app = spawn().await;
     app.gateway(GW, None, None).await;
-    let serial = "X'; DROP TABLE devices;--";
+    // A serial outside the documented character set cannot even be registered.
+    let hostile_serial = "X'; DROP TABLE devices;--";
+    let token = app
+        .user_token("admin-hostile@example.com", "admin", &[])
+        .await;
+    let refused = app
+        .request(
+            "PUT",
+            &format!("/api/v1/gateways/{GW}/xml-push"),
+            Some(&token),
+            Some(serde_json::json!({ "sources": ["127.0.0.1"], "meters": [hostile_serial] })),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.body);
+    let serial = "X0000777";
     register(&app, &["127.0.0.1"], &[serial]).await;
     let hostile = |control_unit: &str| {
         format!(
@@ -734,14 +748,17 @@ async fn hostile_serials_and_descriptions_are_data_not_code() {
         .write_all(hostile(&"A".repeat(10_000)).as_bytes())
         .await
         .unwrap();
+    // A serial outside the character set: refused and kept, the connection goes on.
+    stream
+        .write_all(hostile(hostile_serial).as_bytes())
+        .await
+        .unwrap();
+    // A valid serial with markup in its description: stored as data.
     stream.write_all(hostile(serial).as_bytes()).await.unwrap();
-    assert_eq!(
-        read_acks(&mut stream, 2).await,
-        [
-            "<ack status=\"rejected\" reason=\"invalid\"/>",
-            "<ack logId=\"7\" status=\"ok\"/>"
-        ]
-    );
+    let acks = read_acks(&mut stream, 3).await;
+    assert!(acks[0].contains("status=\"rejected\""), "{acks:?}");
+    assert!(acks[1].contains("status=\"rejected\""), "{acks:?}");
+    assert_eq!(acks[2], "<ack logId=\"7\" status=\"ok\"/>");
     app.wait_count("SELECT count(*) FROM counter_readings", 1)
         .await;
     let (stored_serial, model): (String, Option<String>) =
@@ -756,4 +773,9 @@ async fn hostile_serials_and_descriptions_are_data_not_code() {
         1,
     )
     .await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM devices WHERE serial LIKE '%DROP%'")
+            .await,
+        0
+    );
 }

@@ -317,7 +317,7 @@ impl GatewayConfig {
         self.devices.iter().find(|d| d.slot == slot)
     }
 
-    /// A demonstration gateway shaped like the fixtures in `shared/spec/sg-mqtt`: a
+    /// A demonstration gateway shaped like the fixtures in `tests/fixtures/sg-mqtt`: a
     /// 3-phase IR meter and the IR relay, a 1-phase meter in RS485 slot 1 (Modbus 11), a
     /// relay in slot 2 (Modbus 40, as in `commands.txt`), a 3-phase meter in slot 3
     /// (Modbus 12); 900 s pushes on link 1 (Headend's default topics), link 2 disabled.

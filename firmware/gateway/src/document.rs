@@ -1,5 +1,5 @@
 //! The documents the gateway publishes, built from `sg_wire`'s models and formatters so
-//! that they have the shape of the fixtures in `shared/spec/sg-mqtt`.
+//! that they have the shape of the fixtures in `tests/fixtures/sg-mqtt`.
 
 use alloc::collections::BTreeMap;
 use alloc::format;

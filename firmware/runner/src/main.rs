@@ -9,6 +9,8 @@ use sg_gateway::config::{default_config_text, Config, Link, Rs485};
 use sg_gateway::fault::ScheduledFault;
 use sg_gateway::rtu::Parity;
 use sg_gateway::RunningGateway;
+use sg_gateway_core::config::DeviceKind;
+use sg_gateway_core::sim::{Energy, Profile, SimSource};
 use tracing::{error, info};
 
 #[derive(Parser)]
@@ -168,6 +170,18 @@ struct FleetArgs {
     /// A file of `serial password` lines.
     #[arg(long)]
     password_file: Option<PathBuf>,
+    /// Number of the first gateway: serials run from <prefix><first> (two fleets with
+    /// different zones can share a prefix without sharing meter serials).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    first: u32,
+    /// Simulated meters start from these register values instead of seeded ones: lines of
+    /// `meter-serial register value` (value in milli-units, e.g. `00000101 counter1nr
+    /// 123456789` is 123 456.789 kWh), for the non-resettable registers `counter1nr` (active
+    /// import) to `counter4nr` (reactive export); a line `meter-serial profile office 4000`
+    /// sets the meter's load shape and rating per phase (W). `headend demo` writes one so
+    /// that the live fleet continues its backfilled history.
+    #[arg(long, value_name = "PATH")]
+    start_counters: Option<PathBuf>,
     /// Only gateway N of the fleet (1-based: the one with serial <prefix>N) gets the
     /// `--fault-after` faults; repeatable. Without it every gateway gets them.
     #[arg(long, value_name = "N", requires = "fault_after")]
@@ -289,14 +303,22 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
         Some(path) => Some(read_passwords(path)?),
         None => None,
     };
+    let start_counters = match &args.start_counters {
+        Some(path) => read_start_counters(path)?,
+        None => std::collections::HashMap::new(),
+    };
+    let last = args
+        .first
+        .checked_add(args.count.saturating_sub(1))
+        .context("--first + --count is too large")?;
     if let Some(n) = args
         .fault_gateway
         .iter()
-        .find(|&&n| n == 0 || n > args.count)
+        .find(|&&n| n < args.first || n > last)
     {
         bail!(
-            "--fault-gateway {n}: the fleet has gateways 1 to {}",
-            args.count
+            "--fault-gateway {n}: the fleet has gateways {} to {last}",
+            args.first
         );
     }
     let base_dir = args
@@ -305,7 +327,7 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("sg-gateway-state"));
     let mut gateways = Vec::new();
-    for n in 1..=args.count {
+    for n in args.first..=last {
         let serial = format!("{}{n:06}", args.serial_prefix);
         let password = match &passwords {
             Some(map) => Some(
@@ -318,7 +340,25 @@ async fn run_fleet(args: FleetArgs) -> anyhow::Result<()> {
         let mut config = settings(Some(&serial), password, &args.common, None)?;
         config.state_dir = Some(base_dir.join(&serial));
         let seed = args.common.seed.wrapping_add(u64::from(n));
-        let mut gateway = RunningGateway::start(config.resolve()?, seed).await?;
+        let resolved = config.resolve()?;
+        let mut sim = SimSource::for_config(&resolved.gateway, seed);
+        for device in &resolved.gateway.devices {
+            let DeviceKind::Meter(info) = &device.kind else {
+                continue;
+            };
+            let (Some(registers), Some(meter)) =
+                (start_counters.get(&info.serial), sim.meter_mut(device.slot))
+            else {
+                continue;
+            };
+            for &(energy, value) in &registers.registers {
+                meter.set_initial_mwh(energy, value);
+            }
+            if let Some((profile, rated_w)) = registers.load {
+                meter.set_load(profile, rated_w);
+            }
+        }
+        let mut gateway = RunningGateway::start_with_sim(resolved, sim).await?;
         if args.fault_gateway.is_empty() || args.fault_gateway.contains(&n) {
             for scheduled in &args.common.fault_after {
                 info!(%serial, fault = %scheduled, "fault scheduled");
@@ -360,6 +400,75 @@ fn read_passwords(path: &Path) -> anyhow::Result<std::collections::HashMap<Strin
             .split_once(char::is_whitespace)
             .with_context(|| format!("{}:{}: expected `serial password`", path.display(), n + 1))?;
         map.insert(serial.to_owned(), password.trim().to_owned());
+    }
+    Ok(map)
+}
+
+/// A simulated meter's start: register values and, optionally, its load.
+#[derive(Default)]
+struct StartMeter {
+    registers: Vec<(Energy, i64)>,
+    load: Option<(Profile, f64)>,
+}
+
+/// `meter-serial register value` or `meter-serial profile household|office|industrial|solar
+/// rated-watts-per-phase` per line (see `--start-counters`); blank lines and `#` comments
+/// are skipped.
+fn read_start_counters(
+    path: &Path,
+) -> anyhow::Result<std::collections::HashMap<String, StartMeter>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut map: std::collections::HashMap<String, StartMeter> = std::collections::HashMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = || format!("{}:{}", path.display(), n + 1);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let &[serial, key, ref rest @ ..] = words.as_slice() else {
+            bail!("{}: expected `meter-serial register value`", at());
+        };
+        let entry = map.entry(serial.to_owned()).or_default();
+        if key == "profile" {
+            let &[profile, rated] = rest else {
+                bail!("{}: expected `meter-serial profile NAME WATTS`", at());
+            };
+            let profile = match profile {
+                "household" => Profile::Household,
+                "office" => Profile::Office,
+                "industrial" => Profile::Industrial,
+                "solar" => Profile::Solar,
+                other => bail!(
+                    "{}: profile {other:?} is not household, office, industrial or solar",
+                    at()
+                ),
+            };
+            let rated: f64 = rated
+                .parse()
+                .ok()
+                .filter(|w: &f64| w.is_finite() && *w >= 0.0)
+                .with_context(|| format!("{}: {rated:?} is not a rating in watts", at()))?;
+            entry.load = Some((profile, rated));
+            continue;
+        }
+        let &[value] = rest else {
+            bail!("{}: expected `meter-serial register value`", at());
+        };
+        let energy = match key {
+            "counter1nr" => Energy::ActiveImport,
+            "counter2nr" => Energy::ActiveExport,
+            "counter3nr" => Energy::ReactiveImport,
+            "counter4nr" => Energy::ReactiveExport,
+            other => bail!("{}: {other:?} is not one of counter1nr..counter4nr", at()),
+        };
+        let value: i64 = value
+            .parse()
+            .ok()
+            .filter(|v: &i64| *v >= 0)
+            .with_context(|| format!("{}: {value:?} is not a register value", at()))?;
+        entry.registers.push((energy, value));
     }
     Ok(map)
 }

@@ -1,6 +1,6 @@
 //! Reading Iskra meters (WM, MC, IE series) and switching Bicom relays over Modbus, the way
 //! the SG does over IR or RS485: input registers (function 4) in the T5/T6/T7 formats of
-//! `shared/spec/modbus/README.md`, relays through holding register 40141 (function 6).
+//! `tests/fixtures/modbus/README.md`, relays through holding register 40141 (function 6).
 //!
 //! The register maps are read through a [`Transport`]: Modbus TCP (tokio-modbus), or Modbus
 //! RTU on the gateway's RS485 bus ([`crate::rtu`]).

@@ -255,6 +255,16 @@ impl RunningGateway {
     /// # Errors
     /// The state directory, a TLS file, a Modbus address or the REST address is unusable.
     pub async fn start(resolved: Resolved, seed: u64) -> anyhow::Result<Self> {
+        let sim = SimSource::for_config(&resolved.gateway, seed);
+        Self::start_with_sim(resolved, sim).await
+    }
+
+    /// As [`start`](Self::start), with the simulated devices given (e.g. meters whose
+    /// registers continue a known history, see `sg-gateway fleet --start-counters`).
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub async fn start_with_sim(resolved: Resolved, sim: SimSource) -> anyhow::Result<Self> {
         let config = resolved.gateway.clone();
         let serial = config.serial.clone();
         let store = StateStore::open(&resolved.state_dir)
@@ -262,7 +272,7 @@ impl RunningGateway {
         let cancel = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let mut host = HostSource::new(SimSource::for_config(&config, seed));
+        let mut host = HostSource::new(sim);
         let mut relay_switches = HashMap::new();
         // The RS485 bus, shared by the pollers of the devices on it (one request at a time).
         let on_bus = resolved

@@ -1,4 +1,4 @@
-//! The wrong inputs of `shared/spec/bad-input/README.md` that this crate sees, each with
+//! The wrong inputs of `tests/fixtures/bad-input/README.md` that this crate sees, each with
 //! the specific error it must produce.
 
 use sg_wire::command::{Command, CommandError};
@@ -447,14 +447,41 @@ fn hostile_serial_numbers() {
         validate_serial(&"9".repeat(10_000)),
         Err(HeaderError::SerialTooLong { len: 10_000 })
     );
-    assert_eq!(
-        validate_serial("X1\n"),
-        Err(HeaderError::SerialNotPrintable)
-    );
-    assert_eq!(validate_serial("X1 "), Err(HeaderError::SerialNotPrintable));
-    assert_eq!(validate_serial("Ẋ1"), Err(HeaderError::SerialNotPrintable));
-    // Quotes and markup are printable: storage and HTML escaping are the server's job.
-    assert_eq!(validate_serial("X1'\"<b>"), Ok("X1'\"<b>"));
+    for hostile in [
+        "X1\n",
+        "X1 ",
+        " X1",
+        "X 1",
+        "Ẋ1",
+        "X1'\"<b>",
+        "A&B",
+        "../etc",
+        ".",
+        "..",
+        "-rf",
+        "_x",
+        "a/b",
+        "a%2F",
+        "a?b",
+        "a#b",
+        "a\u{202E}b",
+        "x\0",
+    ] {
+        assert_eq!(
+            validate_serial(hostile),
+            Err(HeaderError::SerialCharacters),
+            "{hostile:?}"
+        );
+    }
+    for real in [
+        "18230001", "21450077", "X0000124", "SIM00042", "E1", "M-7", "a.b_c-d", "0",
+    ] {
+        assert_eq!(validate_serial(real), Ok(real));
+    }
+    assert_eq!(validate_serial(&"9".repeat(32)).map(str::len), Ok(32));
+    assert!(HeaderError::SerialCharacters
+        .to_string()
+        .contains("A-Z, a-z, 0-9, '-', '_' or '.'"));
     let doc = measurements_doc("{}");
     let error = doc.header.sanitized().unwrap_err();
     assert_eq!(error, HeaderError::MissingSerial);
@@ -563,4 +590,83 @@ fn bad_commands() {
             field: "index"
         })
     );
+}
+
+// --- Ambiguous documents -----------------------------------------------------------------
+
+#[test]
+fn a_key_given_twice_with_different_values_refuses_the_document() {
+    for (topic, payload, key) in [
+        (
+            SgTopic::Measurements(Port::Ir),
+            &br#"{"header":{"serial_number":"X1"},"measurements":{"U1":"111 V","U1":"222 V"}}"#[..],
+            "U1",
+        ),
+        (
+            SgTopic::Counters(Port::Ir),
+            br#"{"header":{"serial_number":"X1"},"counters":{"counter1nr":"1 Wh","counter1nr":"2 Wh"}}"#,
+            "counter1nr",
+        ),
+        (
+            SgTopic::Counters(Port::Ir),
+            br#"{"header":{"serial_number":"X1"},"counters":{},"settings":{"tariff1":"1","tariff1":"2"}}"#,
+            "tariff1",
+        ),
+    ] {
+        let (kind, message) = json_error(topic, payload);
+        assert_eq!(kind, JsonErrorKind::WrongShape, "{message}");
+        assert!(
+            message.contains(&format!("duplicate key \"{key}\" with different values")),
+            "{message}"
+        );
+    }
+    // Struct fields given twice were already refused by serde.
+    let (_, message) = json_error(
+        SgTopic::Measurements(Port::Ir),
+        br#"{"header":{"serial_number":"X1","serial_number":"X2"},"measurements":{}}"#,
+    );
+    assert!(message.contains("duplicate field"), "{message}");
+    // The same value twice says one thing.
+    let Ok(SgMessage::Measurements(doc)) = parse_message(
+        SgTopic::Measurements(Port::Ir),
+        br#"{"header":{"serial_number":"X1"},"measurements":{"U1":"111 V","U1":"111 V"}}"#,
+    ) else {
+        panic!("an identical repeat is accepted");
+    };
+    assert_eq!(normalize_measurements(&doc).0.u1, Some(111.0));
+}
+
+#[test]
+fn a_counter_finer_than_a_milli_unit_is_refused_not_rounded() {
+    let doc: CountersDoc = serde_json::from_str(
+        r#"{"header":{"serial_number":"X1"},"counters":{
+            "counter1nr":"12.5001 Wh","counter2nr":"12.500 Wh","counter3nr":"0.0000004 kWh",
+            "counter4nr":"1.000000 kWh","counter1":"0.0000 Wh"}}"#,
+    )
+    .unwrap();
+    let (counters, issues) = normalize_counters(&doc);
+    let kept: Vec<_> = counters
+        .iter()
+        .map(|c| (c.name.as_str(), c.value_milli))
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            ("counter2nr", 12_500),
+            ("counter4nr", 1_000_000),
+            ("counter1", 0)
+        ]
+    );
+    let refused: Vec<_> = issues
+        .iter()
+        .map(|i| (i.field.as_str(), i.raw.as_str(), i.error.clone()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            ("counter1nr", "12.5001 Wh", FieldError::CounterTooPrecise),
+            ("counter3nr", "0.0000004 kWh", FieldError::CounterTooPrecise),
+        ]
+    );
+    assert!(issues[0].to_string().contains("not representable exactly"));
 }

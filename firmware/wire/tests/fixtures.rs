@@ -1,4 +1,4 @@
-//! Every real-device fixture in `shared/spec/sg-mqtt` parses and normalises as expected.
+//! Every real-device fixture in `tests/fixtures/sg-mqtt` parses and normalises as expected.
 
 use sg_wire::message::{
     normalize_counters, normalize_measurements, parse_bicom_state, CountersDoc, EnergyUnit,
@@ -10,7 +10,7 @@ use sg_wire::{parse_message, SgMessage};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_str!(concat!("../../../../shared/spec/sg-mqtt/", $name))
+        include_str!(concat!("../../../tests/fixtures/sg-mqtt/", $name))
     };
 }
 

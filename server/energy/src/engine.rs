@@ -56,6 +56,15 @@
 //! whose both boundaries lie within `[first, last]` effective reading are emitted; the others
 //! are missing ([`Quality::Missing`] is for the API layer, `compute` never emits it).
 //!
+//! Across a gap between two consecutive effective readings longer than the *maximum
+//! interpolation gap* ([`compute_bounded`]; Headend's `energy.max_interpolation_gap_hours`)
+//! nothing is interpolated: the quarter-hours that overlap the gap are missing (not emitted),
+//! exactly as before the first reading, and the series goes on from the reading after the gap.
+//! The energy across the gap stays unattributed (the next intervals do not absorb it), so no
+//! hostile reading far from the others can make the engine emit, say, a century of
+//! quarter-hours. Whether a gap is too long depends only on the two readings around it, so
+//! the locality below is unchanged.
+//!
 //! A boundary is *measured* when an effective reading (on either side) lies within
 //! [`Params::tolerance_ms`] of it, inclusive: its value is then known up to the energy of at most
 //! that long, whatever the interpolation does on the far side. A quarter-hour is
@@ -242,6 +251,18 @@ pub fn normalize(readings: &mut Vec<Reading>) {
 /// checked by a debug assertion). In release builds unsorted input is normalised with
 /// [`normalize`] first.
 pub fn compute(readings: &[Reading], register: Register, params: &Params) -> Outcome {
+    compute_bounded(readings, register, params, i64::MAX)
+}
+
+/// [`compute`], interpolating across gaps between effective readings of at most
+/// `max_gap_ms` only: the quarter-hours overlapping a longer gap are missing (see the module
+/// docs). `i64::MAX` interpolates every gap, as [`compute`] does.
+pub fn compute_bounded(
+    readings: &[Reading],
+    register: Register,
+    params: &Params,
+    max_gap_ms: i64,
+) -> Outcome {
     debug_assert!(
         is_normalized(readings),
         "readings must be sorted by time with unique timestamps"
@@ -253,17 +274,26 @@ pub fn compute(readings: &[Reading], register: Register, params: &Params) -> Out
         normalize(&mut owned);
         Cow::Owned(owned)
     };
-    compute_normalized(&readings, register, params)
+    compute_normalized(&readings, register, params, max_gap_ms.max(0))
 }
 
-fn compute_normalized(r: &[Reading], register: Register, params: &Params) -> Outcome {
+fn compute_normalized(
+    r: &[Reading],
+    register: Register,
+    params: &Params,
+    max_gap_ms: i64,
+) -> Outcome {
     let (Some(first), Some(last)) = (r.first(), r.last()) else {
         return Outcome::default();
     };
     let span = i128::from(last.ts_ms) - i128::from(first.ts_ms);
     // An upper bound of the intervals to come, capped so a wild gap cannot reserve gigabytes.
     let expected = usize::try_from(span / i128::from(QUARTER_MS)).unwrap_or(usize::MAX);
-    let mut sink = IntervalSink::new(params.tolerance_ms.max(0), expected.min(1 << 12));
+    let mut sink = IntervalSink::new(
+        params.tolerance_ms.max(0),
+        max_gap_ms,
+        expected.min(1 << 12),
+    );
     let mut events = Vec::new();
     let mut ignored = Vec::new();
     // The last effective reading and its adjusted cumulative value.
@@ -393,6 +423,8 @@ fn status(r: &[Reading], k: usize) -> Status {
 /// allocated.
 struct IntervalSink {
     tolerance_ms: i64,
+    /// Longer gaps between effective readings are not interpolated.
+    max_gap_ms: i64,
     /// The previous effective reading: time and adjusted cumulative value.
     prev: Option<(i64, i128)>,
     /// The latest boundary passed: time, counter value, measured.
@@ -403,9 +435,10 @@ struct IntervalSink {
 }
 
 impl IntervalSink {
-    fn new(tolerance_ms: i64, capacity: usize) -> Self {
+    fn new(tolerance_ms: i64, max_gap_ms: i64, capacity: usize) -> Self {
         IntervalSink {
             tolerance_ms,
+            max_gap_ms,
             prev: None,
             boundary: None,
             exchange_end: None,
@@ -424,6 +457,16 @@ impl IntervalSink {
             return;
         };
         debug_assert!(p_ts < ts && p_adj <= adjusted);
+        if i128::from(ts) - i128::from(p_ts) > i128::from(self.max_gap_ms) {
+            // Too long to interpolate: the quarter-hours over the gap are missing, and the
+            // series starts again from this reading as from a first one.
+            self.boundary = (floor_quarter(ts) == ts).then_some((ts, adjusted, true));
+            if gap_unknown {
+                self.exchange_end = Some(ts);
+            }
+            self.prev = Some((ts, adjusted));
+            return;
+        }
         let span = u128::try_from(i128::from(ts) - i128::from(p_ts)).unwrap_or(0);
         let delta = u128::try_from(adjusted - p_adj).unwrap_or(0);
         // Every boundary in (p_ts, ts]; the boundaries before were handled by earlier gaps, so
@@ -1143,8 +1186,85 @@ mod tests {
         }
     }
 
+    #[test]
+    fn no_interval_across_a_gap_longer_than_the_maximum() {
+        let day = 96 * Q;
+        let month = 31 * 24 * 3_600_000;
+        // Quarter-hourly, then nothing for 40 days, then quarter-hourly again.
+        let mut r = quarterly(&[0, 10, 20]);
+        r.extend([
+            rd(T0 + 2 * Q + 40 * day, 1_000),
+            rd(T0 + 3 * Q + 40 * day, 1_010),
+        ]);
+        let params = Params::default();
+        let bounded = compute_bounded(&r, NON_RESETTABLE, &params, month);
+        assert_eq!(
+            bounded.intervals,
+            [
+                iv(T0, 10, M),
+                iv(T0 + Q, 10, M),
+                iv(T0 + 2 * Q + 40 * day, 10, M)
+            ]
+        );
+        // Unbounded, the 40 days are interpolated.
+        let unbounded = compute(&r, NON_RESETTABLE, &params);
+        assert_eq!(unbounded.intervals.len(), 3 + 40 * 96);
+        // A hostile reading a century before the others costs nothing.
+        let mut hostile = vec![rd(T0 - 100 * 365 * day, 0)];
+        hostile.extend(quarterly(&[5, 6]));
+        let o = compute_bounded(&hostile, NON_RESETTABLE, &params, month);
+        assert_eq!(o.intervals, [iv(T0, 1, M)]);
+        // A gap of exactly the maximum is still interpolated.
+        let r = vec![rd(T0, 0), rd(T0 + 4 * Q, 40)];
+        assert_eq!(
+            compute_bounded(&r, RESETTABLE, &params, 4 * Q)
+                .intervals
+                .len(),
+            4
+        );
+        assert!(compute_bounded(&r, RESETTABLE, &params, 4 * Q - 1)
+            .intervals
+            .is_empty());
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// With a maximum gap, a window still gives the full series' results inside its
+        /// CONTEXT margins, and no interval overlaps a gap longer than the maximum.
+        #[test]
+        fn prop_bounded_window_matches_full_series(
+            (register, r) in series(1..90, 25),
+            a in any::<Index>(),
+            b in any::<Index>(),
+            max_gap in prop_oneof![Just(QUARTER_MS), Just(3_600_000i64), Just(86_400_000i64)],
+        ) {
+            let n = r.len();
+            let (i, j) = {
+                let (x, y) = (a.index(n + 1), b.index(n + 1));
+                (x.min(y), x.max(y))
+            };
+            prop_assume!(j > i);
+            let lo = if i == 0 { i64::MIN } else if i + CONTEXT < j { r[i + CONTEXT].ts_ms } else { i64::MAX };
+            let hi = if j == n { i64::MAX } else if j > i + CONTEXT + 1 { r[j - 1 - CONTEXT].ts_ms } else { i64::MIN };
+            prop_assume!(lo <= hi);
+            let params = Params::default();
+            let full = compute_bounded(&r, register, &params, max_gap);
+            let window = compute_bounded(&r[i..j], register, &params, max_gap);
+            prop_assert_eq!(restrict(&window, lo, hi), restrict(&full, lo, hi));
+            prop_assert!(full.intervals.iter().all(|iv| iv.energy >= 0));
+            let ignored: BTreeSet<i64> = full.ignored.iter().copied().collect();
+            let effective: Vec<i64> =
+                r.iter().map(|x| x.ts_ms).filter(|t| !ignored.contains(t)).collect();
+            for w in effective.windows(2) {
+                if w[1] - w[0] > max_gap {
+                    prop_assert!(full
+                        .intervals
+                        .iter()
+                        .all(|iv| iv.start_ms + Q <= w[0] || iv.start_ms >= w[1]));
+                }
+            }
+        }
 
         /// Invariants 1 and 2 on series with occasional anomalies.
         #[test]

@@ -9,6 +9,7 @@
 use std::ffi::OsStr;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -52,6 +53,7 @@ impl DirLock {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(PRIVATE_FILE)
             .open(&path)
             .context("open lock file", &path)?;
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -99,12 +101,35 @@ pub(crate) fn write_atomically(
     contents: &[u8],
 ) -> Result<(), JournalError> {
     let tmp = dir.join(format!("{name}{TMP_SUFFIX}"));
-    let mut file = File::create(&tmp).context("create", &tmp)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE)
+        .open(&tmp)
+        .context("create", &tmp)?;
     file.write_all(contents).context("write", &tmp)?;
     file.sync_data().context("fdatasync", &tmp)?;
     let path = dir.join(name);
     fs::rename(&tmp, &path).context("rename into place", &path)?;
     sync_dir(dir)
+}
+
+/// Journal files hold every site's raw readings: only Headend's own user may read them.
+pub(crate) const PRIVATE_FILE: u32 = 0o600;
+const PRIVATE_DIR: u32 = 0o700;
+
+/// Creates `dir` (and missing parents) readable by its owner only, and tightens an existing
+/// one: a journal left by an older release with a looser mode is closed to other users too
+/// (its files then cannot be reached whatever their own mode).
+pub(crate) fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR)
+        .create(dir)
+        .context("create directory", dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR))
+        .context("restrict the directory's permissions", dir)
 }
 
 /// Makes file creations, renames and deletions in `dir` durable.

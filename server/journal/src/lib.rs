@@ -61,7 +61,6 @@ mod recovery;
 mod shared;
 mod writer;
 
-use std::fs;
 use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -156,7 +155,7 @@ impl Journal {
     /// [`JournalError::Locked`] if the directory is already open.
     pub fn open(dir: &Path, opts: JournalOptions) -> Result<Self, JournalError> {
         opts.validate()?;
-        fs::create_dir_all(dir).context("create directory", dir)?;
+        layout::create_private_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
         let recovered = recovery::recover(dir)?;
 

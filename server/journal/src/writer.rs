@@ -7,6 +7,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::mem;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
@@ -218,6 +219,7 @@ impl Writer {
         let file = OpenOptions::new()
             .append(true)
             .create_new(true)
+            .mode(layout::PRIVATE_FILE)
             .open(&path)
             .context("create segment", &path)?;
         // The new name must survive a crash, or so would its records not.

@@ -461,3 +461,34 @@ fn inconsistent_options_are_refused() {
         Err(JournalError::InvalidOptions(_))
     ));
 }
+
+/// The journal holds every site's raw readings: no other local user may read them.
+#[tokio::test]
+async fn the_journal_is_private_to_its_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("journal");
+    // A directory left by an older release with a loose mode is tightened at open.
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let opts = small_opts(4 << 10);
+    let journal = open(&dir, &opts);
+    let appender = journal.appender();
+    for tag in 0..40 {
+        appender.append(payload(tag, 300)).await.unwrap();
+    }
+    journal.close().await.unwrap();
+    let mode = |path: &std::path::Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    let files: Vec<_> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(
+        files.len() > 2,
+        "segments, checkpoint and lock expected: {files:?}"
+    );
+    for file in files {
+        assert_eq!(mode(&file), 0o600, "{}", file.display());
+    }
+}

@@ -91,6 +91,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Changes the bound on the next packets (e.g. once the client has
+    /// authenticated); bytes already buffered are judged by the new bound.
+    pub(crate) fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
     /// The next frame, or `None` when the peer closed cleanly between packets.
     ///
     /// Cancel safe: bytes already read stay buffered for the next call.

@@ -12,6 +12,10 @@
 //!   client's [`Principal`] (its ACL), and re-issues the CONNECT upstream with
 //!   the gate's own broker credentials, so a client cannot reach the broker
 //!   without passing the gate;
+//! * it admits only the client ids the principal may use, and replays the
+//!   CONNECT upstream under a client id namespaced by the principal's
+//!   [`session_key`](Principal::session_key), so a persistent session in the
+//!   broker belongs to the principal that created it;
 //! * it checks every PUBLISH and SUBSCRIBE against the principal's ACL;
 //! * it hands every allowed PUBLISH to a [`Tap`] (Headend journals it) and
 //!   forwards it only once the tap reports it durable, so the broker's
@@ -70,6 +74,19 @@ pub use tls::{acceptor as tls_acceptor, TlsConfig};
 
 use session::Shared;
 
+/// Largest first packet (the CONNECT) a client may send before it has
+/// authenticated, fixed header included; a larger one is refused from its
+/// fixed header, before its body is read.
+///
+/// Anyone can open a connection, so until the policy has said who it is the
+/// gate must not buffer [`max_packet_bytes`](GateConfig::max_packet_bytes)
+/// (512 KiB by default) for it: a thousand idle sockets announcing large
+/// CONNECTs would pin half a gigabyte. A real CONNECT is small: a 23-byte
+/// client id, a 32-byte user name, a 1 KiB password and a will of a few
+/// hundred bytes come to under 2 KiB; 4 KiB leaves room for a generous will.
+/// The full `max_packet_bytes` applies from the first packet after CONNECT.
+pub const MAX_CONNECT_BYTES: usize = 4 * 1024;
+
 /// Configuration of one listener. Run one [`Gate`] per public port (plain
 /// and TLS, say), all pointing at the same upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,8 +101,9 @@ pub struct GateConfig {
     /// broker should accept only these, so that nothing can bypass the gate
     /// by connecting to its port directly.
     pub upstream_credentials: Option<Credentials>,
-    /// Largest packet accepted from a client, fixed header included. Larger
-    /// ones are refused from their header, before the body is read.
+    /// Largest packet accepted from an authenticated client, fixed header
+    /// included (the CONNECT is bounded by [`MAX_CONNECT_BYTES`] as well).
+    /// Larger ones are refused from their header, before the body is read.
     pub max_packet_bytes: usize,
     /// Time a new connection has to complete TLS and send CONNECT; also the
     /// bound on the policy's answer and on reaching the upstream broker.

@@ -43,9 +43,19 @@ pub struct Principal {
     /// Exact equality, not filter containment, keeps the rule trivially
     /// auditable: a gateway subscribes to its one command topic.
     pub subscribe_filters: Vec<String>,
-    /// When set, the client id must equal it or start with it followed by
-    /// `-` (SG client ids are `<serial>-<link>`).
-    pub client_id_prefix: Option<String>,
+    /// When set, the client id must be exactly one of these (CONNACK 2
+    /// otherwise). An explicit set rather than a prefix: serials may contain
+    /// `-`, so a prefix rule would let gateway `A` present `A-1-1`, the id of
+    /// gateway `A-1`. Give every principal a set that no other principal's set
+    /// shares (SG gateways: `<serial>-1` and `<serial>-2`, injective over
+    /// serials). `None` admits any client id.
+    pub client_ids: Option<Vec<String>>,
+    /// When set, the session is kept in the broker under
+    /// `<session_key>:<client id>` (see [`upstream_client_id`](Self::upstream_client_id)),
+    /// so that no client id presented by another principal can ever address
+    /// it. Use an immutable identity (Headend: `g<gateway id>`), free of `:`
+    /// and of the characters a broker refuses in a client id (`+ # / $`).
+    pub session_key: Option<String>,
 }
 
 impl Principal {
@@ -69,11 +79,19 @@ impl Principal {
 
     /// Whether this principal may connect with `client_id`.
     pub fn may_use_client_id(&self, client_id: &str) -> bool {
-        match &self.client_id_prefix {
-            None => true,
-            Some(prefix) => client_id
-                .strip_prefix(prefix.as_str())
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('-')),
+        self.client_ids
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|id| id == client_id))
+    }
+
+    /// The client id the gate presents to the broker for `client_id`:
+    /// `<session_key>:<client id>` when the principal has a session key, the
+    /// client's own otherwise. An empty client id stays empty (the broker
+    /// assigns one for a clean session and refuses it for a persistent one).
+    pub fn upstream_client_id(&self, client_id: &str) -> String {
+        match &self.session_key {
+            Some(key) if !client_id.is_empty() => format!("{key}:{client_id}"),
+            _ => client_id.to_owned(),
         }
     }
 }
@@ -129,7 +147,8 @@ mod tests {
             name: "SG000017".into(),
             publish_prefixes: vec!["sg/SG000017/pub".into()],
             subscribe_filters: vec!["sg/SG000017/sub".into()],
-            client_id_prefix: Some("SG000017".into()),
+            client_ids: Some(vec!["SG000017-1".into(), "SG000017-2".into()]),
+            session_key: Some("g17".into()),
         }
     }
 
@@ -154,14 +173,39 @@ mod tests {
     }
 
     #[test]
-    fn client_id_is_serial_or_serial_dash_link() {
+    fn client_id_is_exactly_one_of_the_allowed_set() {
         let p = gateway();
-        assert!(p.may_use_client_id("SG000017"));
+        assert!(p.may_use_client_id("SG000017-1"));
         assert!(p.may_use_client_id("SG000017-2"));
+        // The serial alone, another link, or anything longer: gateway
+        // "SG000017" must never present the id of gateway "SG000017-1".
+        assert!(!p.may_use_client_id("SG000017"));
+        assert!(!p.may_use_client_id("SG000017-3"));
+        assert!(!p.may_use_client_id("SG000017-1-1"));
+        assert!(!p.may_use_client_id("SG000017-10"));
         assert!(!p.may_use_client_id("SG0000170"));
         assert!(!p.may_use_client_id("SG000018-1"));
         assert!(!p.may_use_client_id(""));
         assert!(Principal::default().may_use_client_id(""));
+        assert!(Principal::default().may_use_client_id("anything"));
+    }
+
+    #[test]
+    fn upstream_client_id_is_namespaced_by_the_session_key() {
+        let p = gateway();
+        assert_eq!(p.upstream_client_id("SG000017-1"), "g17:SG000017-1");
+        assert_eq!(p.upstream_client_id(""), "");
+        assert_eq!(Principal::default().upstream_client_id("c-1"), "c-1");
+        // Two gateways presenting the same id (were the id rule ever relaxed)
+        // still get distinct broker sessions.
+        let other = Principal {
+            session_key: Some("g18".into()),
+            ..gateway()
+        };
+        assert_ne!(
+            p.upstream_client_id("SG000017-1"),
+            other.upstream_client_id("SG000017-1")
+        );
     }
 
     #[test]

@@ -233,7 +233,12 @@ where
     S: AsyncRead + AsyncWrite + Send + Unpin,
 {
     let (client_read, mut client_write) = tokio::io::split(stream);
-    let mut client = FrameReader::new(client_read, shared.max_packet_bytes);
+    // Until the policy has said who this is, only a CONNECT-sized packet is
+    // accepted (see `MAX_CONNECT_BYTES`); the full limit comes with the principal.
+    let mut client = FrameReader::new(
+        client_read,
+        crate::MAX_CONNECT_BYTES.min(shared.max_packet_bytes),
+    );
     let anonymous = Conn {
         shared,
         peer,
@@ -270,14 +275,16 @@ where
         }
     };
     Span::current().record("principal", principal.name.as_str());
+    client.set_limit(shared.max_packet_bytes);
 
-    let (upstream_read, upstream_write, connack) = match open_upstream(shared, &connect).await {
-        Ok(opened) => opened,
-        Err(end) => {
-            refuse(&mut client_write, Refusal::ServerUnavailable.return_code()).await;
-            return Err(end);
-        }
-    };
+    let (upstream_read, upstream_write, connack) =
+        match open_upstream(shared, &connect, &principal).await {
+            Ok(opened) => opened,
+            Err(end) => {
+                refuse(&mut client_write, Refusal::ServerUnavailable.return_code()).await;
+                return Err(end);
+            }
+        };
     let (session_present, code) = connack;
     // MQTT 3.1 has no session-present flag: its CONNACK byte is reserved.
     let session_present = session_present && connect.version == ConnectVersion::V311;
@@ -404,11 +411,14 @@ type UpstreamRead = tokio::net::tcp::OwnedReadHalf;
 type UpstreamWrite = tokio::net::tcp::OwnedWriteHalf;
 
 /// Connects to the broker and replays the client's CONNECT there, with the
-/// gate's credentials when configured. Returns the broker's CONNACK as
-/// `(session present, return code)`.
+/// gate's credentials when configured and the client id namespaced by the
+/// principal's session key, so that the broker session (subscriptions, queued
+/// messages, will) belongs to this principal alone. Returns the broker's
+/// CONNACK as `(session present, return code)`.
 async fn open_upstream(
     shared: &Shared,
     connect: &Connect,
+    principal: &Principal,
 ) -> Result<(FrameReader<UpstreamRead>, UpstreamWrite, (bool, u8)), End> {
     let unavailable = End::UpstreamUnavailable;
     let handshake = async {
@@ -421,6 +431,7 @@ async fn open_upstream(
         let (read, mut write) = stream.into_split();
 
         let mut upstream_connect = connect.clone();
+        upstream_connect.client_id = principal.upstream_client_id(&connect.client_id);
         if let Some(credentials) = &shared.upstream_credentials {
             upstream_connect.username = Some(credentials.username.clone());
             upstream_connect.password =

@@ -91,7 +91,8 @@ pub enum Violation {
     /// A SUBSCRIBE filter the principal may not use; granted 0x80.
     SubscribeDenied { filter: String },
     /// A packet whose declared size (fixed header included) exceeds
-    /// `max_packet_bytes`; refused before its body was read.
+    /// `max_packet_bytes` ([`MAX_CONNECT_BYTES`](crate::MAX_CONNECT_BYTES) for
+    /// the CONNECT); refused before its body was read.
     Oversized { declared_len: usize },
     /// A CONNECT for a protocol level other than 3 (MQTT 3.1) or 4 (3.1.1),
     /// MQTT 5 included (CONNACK 1).

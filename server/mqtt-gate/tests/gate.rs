@@ -91,7 +91,8 @@ fn gateway(serial: &str) -> Principal {
         name: serial.to_owned(),
         publish_prefixes: vec![format!("sg/{serial}/pub")],
         subscribe_filters: vec![format!("sg/{serial}/sub")],
-        client_id_prefix: Some(serial.to_owned()),
+        client_ids: Some(vec![format!("{serial}-1"), format!("{serial}-2")]),
+        session_key: Some(format!("k{serial}")),
     }
 }
 
@@ -101,7 +102,8 @@ fn observer() -> Principal {
         name: "observer".into(),
         publish_prefixes: vec!["sg".into()],
         subscribe_filters: vec!["#".into()],
-        client_id_prefix: None,
+        client_ids: None,
+        session_key: None,
     }
 }
 
@@ -110,7 +112,8 @@ struct TestPolicy(HashMap<String, (String, Principal)>);
 impl TestPolicy {
     fn standard() -> Arc<Self> {
         let mut users = HashMap::new();
-        for serial in ["SG1", "SG2"] {
+        // "A" and "A-1": serials may contain '-', the case a prefix rule got wrong.
+        for serial in ["SG1", "SG2", "A", "A-1"] {
             users.insert(serial.to_owned(), (format!("{serial}-pw"), gateway(serial)));
         }
         for i in 0..20 {
@@ -118,6 +121,15 @@ impl TestPolicy {
             users.insert(serial.clone(), ("load-pw".into(), gateway(&serial)));
         }
         users.insert("observer".into(), ("observer-pw".into(), observer()));
+        // Two principals that may use any client id (a policy without an id
+        // rule): only their session keys keep their broker sessions apart.
+        for name in ["X", "Y"] {
+            let principal = Principal {
+                client_ids: None,
+                ..gateway(name)
+            };
+            users.insert(name.into(), (format!("{name}-pw"), principal));
+        }
         Arc::new(Self(users))
     }
 }
@@ -507,7 +519,7 @@ async fn wildcard_publish_topic_is_denied() {
     let h = harness().await;
     // Written by hand: rumqttc refuses to send wildcard topics itself.
     let mut raw = TcpStream::connect(h.gate).await.unwrap();
-    raw.write_all(&raw_connect("SG2-9", "SG2", "SG2-pw"))
+    raw.write_all(&raw_connect("SG2-2", "SG2", "SG2-pw"))
         .await
         .unwrap();
     let mut connack = [0; 4];
@@ -599,7 +611,7 @@ async fn mqtt31_client_is_served() {
     let h = harness().await;
     let mut observer = Client::observer(h.gate).await;
     let mut raw = TcpStream::connect(h.gate).await.unwrap();
-    let mut connect = raw_connect("SG1-31", "SG1", "SG1-pw");
+    let mut connect = raw_connect("SG1-2", "SG1", "SG1-pw");
     // Swap the protocol name "MQTT"/4 for "MQIsdp"/3.
     connect.splice(2..9, [0, 6, b'M', b'Q', b'I', b's', b'd', b'p', 3]);
     connect[1] += 2;
@@ -1090,4 +1102,150 @@ async fn bind_reports_bad_tls_material() {
     });
     let error = Gate::bind(config).await.expect_err("bind fails");
     assert!(error.to_string().contains("missing.pem"), "{error}");
+}
+
+// ---------------------------------------------------------------- identity and pre-auth bounds
+
+/// Connects and returns the CONNACK's session-present flag.
+async fn connect_session(options: MqttOptions) -> (Client, bool) {
+    let (client, mut events) = AsyncClient::new(options, 64);
+    loop {
+        match timeout(WAIT, events.poll())
+            .await
+            .expect("CONNACK in time")
+            .expect("session accepted")
+        {
+            Event::Incoming(Packet::ConnAck(ack)) => {
+                return (Client { client, events }, ack.session_present)
+            }
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_gateway_cannot_use_the_client_id_of_a_gateway_whose_serial_extends_its_own() {
+    let h = harness().await;
+    let mut observer = Client::observer(h.gate).await;
+    let mut victim = Client::gateway(h.gate, "A-1").await; // client id "A-1-1"
+    assert_eq!(
+        victim.subscribe(&["sg/A-1/sub"]).await,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+
+    // Gateway "A" presenting the victim's ids ("A-<anything>" to a prefix
+    // rule), its bare serial or a link other than 1 and 2: all refused.
+    for id in ["A-1-1", "A-1-2", "A", "A-3", "A-10"] {
+        let attempt = Client::connect(options(h.gate, id, "A", "A-pw")).await;
+        assert_eq!(refusal(attempt), ConnectReturnCode::BadClientId, "{id}");
+    }
+    let denied = h
+        .tap
+        .wait_for(|r| (r.violations.len() == 5).then(|| r.violations.clone()))
+        .await;
+    assert!(denied.iter().all(
+        |(who, v)| who.as_deref() == Some("A") && matches!(v, Violation::ClientIdDenied { .. })
+    ));
+
+    // The victim was never taken over: it still gets its own commands.
+    observer.publish_acked("sg/A-1/sub", b"relay on").await;
+    assert_eq!(&victim.next_publish().await.payload[..], b"relay on");
+    // And "A" itself connects on its own links ("A-1" is its link 1).
+    Client::gateway(h.gate, "A").await;
+    Client::connect(options(h.gate, "A-2", "A", "A-pw"))
+        .await
+        .expect("second link");
+}
+
+#[tokio::test]
+async fn a_persistent_session_belongs_to_the_principal_that_created_it() {
+    let h = harness().await;
+    let persistent = |user: &str| {
+        let mut o = options(h.gate, "shared-id", user, &format!("{user}-pw"));
+        o.set_clean_session(false);
+        o
+    };
+    // X creates a persistent session under a client id Y may also present.
+    let (mut x, present) = connect_session(persistent("X")).await;
+    assert!(!present);
+    assert_eq!(
+        x.subscribe(&["sg/X/sub"]).await,
+        [SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+
+    // Y, with the same client id, neither takes X's session over (X stays
+    // connected and served) nor finds it (session present is false).
+    let (mut y, present) = connect_session(persistent("Y")).await;
+    assert!(!present, "Y was handed X's session");
+    let mut observer = Client::observer(h.gate).await;
+    observer.publish_acked("sg/X/sub", b"for X").await;
+    assert_eq!(&x.next_publish().await.payload[..], b"for X");
+    x.publish_acked("sg/X/pub/still", b"connected").await;
+    y.publish_acked("sg/Y/pub/meter", b"y").await;
+
+    // X's own reconnect finds its session.
+    drop(x);
+    let (_x, present) = connect_session(persistent("X")).await;
+    assert!(present, "X lost its own session");
+}
+
+/// A CONNECT fixed header announcing `len` bytes of body.
+fn connect_header(len: usize) -> Vec<u8> {
+    let mut header = vec![0x10];
+    let mut rest = len;
+    loop {
+        let mut byte = (rest % 128) as u8;
+        rest /= 128;
+        if rest > 0 {
+            byte |= 0x80;
+        }
+        header.push(byte);
+        if rest == 0 {
+            return header;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_large_connect_is_refused_from_its_header_before_authentication() {
+    // Connect timeout far beyond the wait: a gate waiting for the body would
+    // leave the socket open and fail `read_to_close`.
+    let h = harness_with(|config| config.connect_timeout = Duration::from_secs(300)).await;
+    const { assert!(headend_mqtt_gate::MAX_CONNECT_BYTES < GateConfig::DEFAULT_MAX_PACKET_BYTES) };
+    let mut raw = TcpStream::connect(h.gate).await.unwrap();
+    // 500 KiB announced (within max_packet_bytes), 10 bytes sent.
+    let mut packet = connect_header(500 * 1024);
+    packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 30]);
+    raw.write_all(&packet).await.unwrap();
+    assert_eq!(
+        read_to_close(&mut raw).await,
+        b"",
+        "closed without an answer"
+    );
+    let violation = h
+        .tap
+        .wait_violation(|v| matches!(v, Violation::Oversized { .. }))
+        .await;
+    assert_eq!(
+        violation,
+        Violation::Oversized {
+            declared_len: 500 * 1024 + 4
+        }
+    );
+    assert_eq!(h.stats.snapshot().protocol_errors, 1);
+
+    // The gate serves on: a CONNECT with a 3 KiB will fits the bound, and
+    // once authenticated a 100 KiB publish is within max_packet_bytes.
+    let mut opts = options(h.gate, "SG1-1", "SG1", "SG1-pw");
+    opts.set_last_will(rumqttc::LastWill::new(
+        "sg/SG1/pub/status",
+        vec![b'w'; 3 * 1024],
+        QoS::AtLeastOnce,
+        false,
+    ));
+    opts.set_max_packet_size(1 << 20, 1 << 20);
+    let mut gw = Client::connect(opts).await.expect("will within the bound");
+    static BIG: [u8; 100 * 1024] = [7; 100 * 1024];
+    gw.publish_acked("sg/SG1/pub/big", &BIG).await;
+    assert!(h.tap.has_published("sg/SG1/pub/big", &BIG));
 }

@@ -1,6 +1,7 @@
 //! Users, roles, per-site access and session tokens.
 
 pub mod password;
+pub mod throttle;
 pub mod token;
 pub mod users;
 

@@ -2,7 +2,7 @@
 
 use sqlx::PgPool;
 
-use super::{password, Principal, Role, Scope};
+use super::{password, token, Principal, Role, Scope};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UserError {
@@ -62,13 +62,22 @@ pub async fn create(
     id.ok_or(UserError::Exists(email))
 }
 
+/// Why a login could not be decided.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+    #[error(transparent)]
+    Busy(#[from] password::Busy),
+}
+
 /// Checks credentials; `None` for an unknown user, a wrong password or a disabled account
 /// (indistinguishable to the caller on purpose).
 pub async fn authenticate(
     pool: &PgPool,
     email: &str,
     password: &str,
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Option<i64>, LoginError> {
     let row: Option<(i64, String, bool)> = sqlx::query_as(
         "SELECT id, password_hash, disabled FROM users WHERE lower(email) = lower($1)",
     )
@@ -78,36 +87,80 @@ pub async fn authenticate(
     // Hash even for unknown users so response time does not reveal which e-mails exist.
     let (id, hash, disabled) = match row {
         Some(row) => row,
-        None => (0, dummy_hash().await, true),
+        None => (0, password::dummy_hash().await, true),
     };
-    let ok = password::verify(password.as_bytes().to_vec(), hash).await;
+    let ok = password::verify(password.as_bytes().to_vec(), hash).await?;
     Ok((ok && !disabled).then_some(id))
 }
 
-/// A real argon2id hash of a random password, verified against when the user does not exist.
-/// Made once, on the blocking pool like every other hash.
-async fn dummy_hash() -> String {
-    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
-    DUMMY
-        .get_or_init(|| async {
-            password::hash(password::generate())
-                .await
-                .unwrap_or_default()
-        })
-        .await
-        .clone()
+/// How many expired session rows one login deletes at most: the clean-up is spread over
+/// logins, so none of them pays for a backlog.
+const EXPIRED_SESSIONS_PER_LOGIN: i64 = 100;
+
+/// Opens a session for a user who just proved their password: a `sessions` row living
+/// `ttl_secs`, and the principal it serves. `None` when the account was disabled or removed in
+/// the meantime. Deletes a bounded batch of expired sessions first.
+pub async fn open_session(
+    pool: &PgPool,
+    user_id: i64,
+    ttl_secs: i64,
+) -> Result<Option<(String, Principal)>, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM sessions WHERE id IN (
+             SELECT id FROM sessions WHERE expires_at < now()
+             ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)",
+    )
+    .bind(EXPIRED_SESSIONS_PER_LOGIN)
+    .execute(pool)
+    .await?;
+    let sid = token::new_session_id();
+    let opened = sqlx::query(
+        "INSERT INTO sessions (id, user_id, expires_at)
+         SELECT $1, id, now() + make_interval(secs => $3) FROM users
+         WHERE id = $2 AND NOT disabled",
+    )
+    .bind(&sid)
+    .bind(user_id)
+    .bind(ttl_secs as f64)
+    .execute(pool)
+    .await?;
+    if opened.rows_affected() == 0 {
+        return Ok(None);
+    }
+    Ok(session_principal(pool, user_id, &sid)
+        .await?
+        .map(|principal| (sid, principal)))
 }
 
-/// The principal for a user id from a token, with its current role and grants; `None` when the
-/// account is gone or disabled (tokens of removed users stop working at once).
-pub async fn principal(pool: &PgPool, user_id: i64) -> Result<Option<Principal>, sqlx::Error> {
+/// The principal of a request: the user of a live session (`sid` from the token, neither
+/// revoked nor expired) with their current role and grants; `None` when the session is not
+/// live or the account is gone or disabled, so logout, disabling and a password reset take
+/// effect at once. One query: the session check costs no extra round trip, and the session's
+/// `last_used_at` is written in it at most once a minute.
+pub async fn session_principal(
+    pool: &PgPool,
+    user_id: i64,
+    sid: &str,
+) -> Result<Option<Principal>, sqlx::Error> {
+    if !token::is_session_id(sid) {
+        return Ok(None);
+    }
     let row: Option<(String, String, bool, Vec<i64>)> = sqlx::query_as(
-        "SELECT u.email, u.role, u.disabled,
+        "WITH touched AS (
+             UPDATE sessions SET last_used_at = now()
+             WHERE id = $2 AND user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+               AND last_used_at < now() - interval '1 minute'
+         )
+         SELECT u.email, u.role, u.disabled,
                 COALESCE(array_agg(us.site_id) FILTER (WHERE us.site_id IS NOT NULL), '{}')
-         FROM users u LEFT JOIN user_sites us ON us.user_id = u.id
+         FROM users u
+         JOIN sessions s ON s.id = $2 AND s.user_id = u.id
+                        AND s.revoked_at IS NULL AND s.expires_at > now()
+         LEFT JOIN user_sites us ON us.user_id = u.id
          WHERE u.id = $1 GROUP BY u.id",
     )
     .bind(user_id)
+    .bind(sid)
     .fetch_optional(pool)
     .await?;
     Ok(row.and_then(|(email, role, disabled, sites)| {
@@ -123,6 +176,33 @@ pub async fn principal(pool: &PgPool, user_id: i64) -> Result<Option<Principal>,
             },
         })
     }))
+}
+
+/// Ends one session (logout); whether it was live.
+pub async fn revoke_session(pool: &PgPool, sid: &str) -> Result<bool, sqlx::Error> {
+    if !token::is_session_id(sid) {
+        return Ok(false);
+    }
+    let done =
+        sqlx::query("UPDATE sessions SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL")
+            .bind(sid)
+            .execute(pool)
+            .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// Ends every live session of a user; how many.
+pub async fn revoke_sessions(
+    conn: &mut sqlx::PgConnection,
+    user_id: i64,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(user_id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<UserRow>, sqlx::Error> {
@@ -155,30 +235,42 @@ pub async fn revoke_site(pool: &PgPool, user_id: i64, site_id: i64) -> Result<bo
     Ok(done.rows_affected() > 0)
 }
 
-/// Disables or enables an account; a disabled user's tokens and sessions stop working at once
-/// (every request loads the principal). Whether the user exists.
+/// Disables or enables an account; disabling also revokes every session of the user, in the
+/// same transaction, so their tokens stay dead even once the account is enabled again.
+/// Whether the user exists.
 pub async fn set_disabled(
     pool: &PgPool,
     user_id: i64,
     disabled: bool,
 ) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
     let done = sqlx::query("UPDATE users SET disabled = $2 WHERE id = $1")
         .bind(user_id)
         .bind(disabled)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    if disabled && done.rows_affected() > 0 {
+        revoke_sessions(&mut tx, user_id).await?;
+    }
+    tx.commit().await?;
     Ok(done.rows_affected() > 0)
 }
 
 /// Gives the user a new generated password and returns it (shown once); `None` when the user
-/// does not exist.
+/// does not exist. Every session of the user is revoked in the same transaction: whoever knew
+/// the old password is logged out.
 pub async fn reset_password(pool: &PgPool, user_id: i64) -> Result<Option<String>, UserError> {
     let secret = password::generate();
     let hash = password::hash(secret.clone()).await?;
+    let mut tx = pool.begin().await?;
     let done = sqlx::query("UPDATE users SET password_hash = $2 WHERE id = $1")
         .bind(user_id)
         .bind(hash)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    if done.rows_affected() > 0 {
+        revoke_sessions(&mut tx, user_id).await?;
+    }
+    tx.commit().await?;
     Ok((done.rows_affected() > 0).then_some(secret))
 }

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::auth::Scope;
 use crate::profiles::query::{self, Consumption, Group};
 use crate::profiles::{structure, topology, worker};
-use crate::sites;
+use crate::{devices, sites};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
@@ -164,6 +164,8 @@ pub struct CircuitNode {
 
 #[derive(Debug, Clone)]
 pub struct MeterNode {
+    /// The `devices` id: links carry it, since serials are not unique.
+    pub id: i64,
     pub serial: String,
     pub name: String,
     pub counted: bool,
@@ -187,12 +189,13 @@ pub async fn site_tree(pool: &PgPool, site: i64) -> Result<SiteTree, DashboardEr
         "SELECT d.id, d.serial, COALESCE(d.name, NULLIF(d.description, ''), d.model), d.measures,
                 d.panel_id, d.circuit_id
          FROM devices d JOIN gateways g ON g.id = d.gateway_id
-         WHERE g.site_id = $1 AND d.kind = 'meter' ORDER BY d.serial",
+         WHERE g.site_id = $1 AND d.kind = 'meter' ORDER BY d.serial, d.id",
     )
     .bind(site)
     .fetch_all(pool)
     .await?;
     let node = |id: i64, serial: &str, name: &Option<String>| MeterNode {
+        id,
         serial: serial.to_owned(),
         name: name.clone().unwrap_or_else(|| serial.to_owned()),
         counted: top.contains(&id),
@@ -284,6 +287,8 @@ pub async fn site_consumption(
 /// A meter of a site as the placement form shows it.
 #[derive(Debug, sqlx::FromRow)]
 pub struct MeterPlacement {
+    /// The `devices` id: the form carries it, since serials are not unique.
+    pub id: i64,
     pub serial: String,
     pub gateway: String,
     pub model: Option<String>,
@@ -305,31 +310,27 @@ pub async fn meter_placements(
     site: i64,
 ) -> Result<Vec<MeterPlacement>, DashboardError> {
     Ok(sqlx::query_as(
-        "SELECT d.serial, g.serial AS gateway, d.model, d.name, d.measures, d.panel_id,
+        "SELECT d.id, d.serial, g.serial AS gateway, d.model, d.name, d.measures, d.panel_id,
                 d.circuit_id, d.usage, d.import_register, d.export_register, d.reactive_register,
                 ARRAY(SELECT c.name FROM counters c WHERE c.device_id = d.id ORDER BY c.name)
                     AS registers
          FROM devices d JOIN gateways g ON g.id = d.gateway_id
          WHERE g.site_id = $1 AND d.kind = 'meter' AND d.serial <> ''
-         ORDER BY d.serial",
+         ORDER BY d.serial, g.serial, d.port, d.slot",
     )
     .bind(site)
     .fetch_all(pool)
     .await?)
 }
 
-/// The id of the meter `serial` on a gateway of `site`, if it is there.
-pub async fn site_meter_id(
+/// The meter `serial` on a gateway of `site`, resolved by the rule of
+/// [`crate::devices::Resolved`] with the site as the scope: `device` picks one, and without it
+/// a serial that two meters of the site report is ambiguous.
+pub async fn site_meter(
     pool: &PgPool,
     site: i64,
     serial: &str,
-) -> Result<Option<i64>, DashboardError> {
-    Ok(sqlx::query_scalar(
-        "SELECT d.id FROM devices d JOIN gateways g ON g.id = d.gateway_id
-         WHERE g.site_id = $1 AND d.serial = $2 AND d.kind = 'meter' ORDER BY d.id LIMIT 1",
-    )
-    .bind(site)
-    .bind(serial)
-    .fetch_optional(pool)
-    .await?)
+    device: Option<i64>,
+) -> Result<devices::Resolved, DashboardError> {
+    Ok(devices::resolve_meter(pool, &Scope::Sites(vec![site]), serial, device).await?)
 }

@@ -20,6 +20,10 @@ use chrono_tz::Tz;
 pub const CLOCK_FAULT: i16 = 1;
 pub const DST_AMBIGUOUS: i16 = 2;
 pub const DST_GAP: i16 = 4;
+/// On counter readings: dated before the backlog horizon (`energy.backlog_horizon_days` before
+/// the receive time). The reading is stored, as the meter's own number, but never turned into
+/// intervals, and the message carries a partial reject that says so.
+pub const BEYOND_HORIZON: i16 = 8;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {

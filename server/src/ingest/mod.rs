@@ -78,6 +78,8 @@ pub struct Ingest {
     commands_wake: Arc<tokio::sync::Notify>,
     /// The alarm evaluator, handed committed measurements (attached once at start).
     alarm_feed: std::sync::OnceLock<crate::alarms::engine::AlarmFeed>,
+    /// `energy.backlog_horizon_days` (see [`Ingest::with_energy_limits`]).
+    backlog_horizon: chrono::Duration,
 }
 
 /// How often `last_seen_at` and the clock skew of a gateway are written at most, when nothing
@@ -163,7 +165,19 @@ impl Ingest {
             energy_wake: Arc::default(),
             commands_wake: Arc::default(),
             alarm_feed: std::sync::OnceLock::new(),
+            backlog_horizon: chrono::Duration::days(i64::from(
+                normalize::DEFAULT_BACKLOG_HORIZON_DAYS,
+            )),
         })
+    }
+
+    /// Applies the `[energy]` limits that ingest enforces: counter readings dated more than
+    /// `backlog_horizon_days` before their receive time are kept flagged, out of the energy
+    /// accounting, with a partial reject. Without this call the default (400 days) applies.
+    #[must_use]
+    pub fn with_energy_limits(mut self, energy: &crate::config::EnergyConfig) -> Self {
+        self.backlog_horizon = energy.backlog_horizon();
+        self
     }
 
     pub fn sink(&self) -> IngestSink {
@@ -251,7 +265,23 @@ impl Ingest {
                         // After the commit and before the journal ack: a crash in between
                         // replays the batch, and the evaluator skips samples it has seen.
                         if let Some(feed) = self.alarm_feed.get() {
-                            feed.measurements(&rows.measurements).await;
+                            if written.refused_measurements.is_empty() {
+                                feed.measurements(&rows.measurements).await;
+                            } else {
+                                // A conflicting replay was not stored: the evaluator sees
+                                // what is in the database, not what was refused.
+                                let stored: Vec<_> = rows
+                                    .measurements
+                                    .iter()
+                                    .filter(|m| {
+                                        !written.refused_measurements.iter().any(|(seq, d, ts)| {
+                                            *seq == m.seq && *d == m.device && *ts == m.ts
+                                        })
+                                    })
+                                    .cloned()
+                                    .collect();
+                                feed.measurements(&stored).await;
+                            }
                         }
                         self.metrics
                             .record_written(&rows, &written, started.elapsed());
@@ -309,6 +339,7 @@ impl Ingest {
         let normalizer = Normalizer {
             directory: &directory,
             clock_tolerance: self.settings.clock_tolerance,
+            backlog_horizon: self.backlog_horizon,
         };
         let mut rows = Rows::default();
         for (seq, record) in records {

@@ -14,7 +14,7 @@ use sg_wire::message as wire;
 use sg_wire::topic::{Port, SgTopic, TopicLayout};
 use sg_wire::SgMessage;
 
-use super::clock::{self, CLOCK_FAULT};
+use super::clock::{self, BEYOND_HORIZON, CLOCK_FAULT};
 use super::record::{IngestRecord, RecordKind};
 
 /// What the normaliser needs to know about a registered gateway.
@@ -165,6 +165,8 @@ impl DeviceAttrs {
 #[derive(Debug, Clone, PartialEq)]
 pub struct MeasurementRow {
     pub device: DeviceKey,
+    /// Journal sequence of the record it came from (to attribute a conflict to it).
+    pub seq: i64,
     pub ts: DateTime<Utc>,
     pub received_at: DateTime<Utc>,
     pub flags: i16,
@@ -230,6 +232,8 @@ pub struct CounterDef {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterReading {
     pub device: DeviceKey,
+    /// Journal sequence of the record it came from.
+    pub seq: i64,
     pub name: String,
     pub ts: DateTime<Utc>,
     pub value_milli: i64,
@@ -240,6 +244,8 @@ pub struct CounterReading {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayStateRow {
     pub device: DeviceKey,
+    /// Journal sequence of the record it came from.
+    pub seq: i64,
     pub ts: DateTime<Utc>,
     pub state: i16,
     pub received_at: DateTime<Utc>,
@@ -302,6 +308,9 @@ pub struct Rows {
     pub accepted: HashMap<&'static str, u64>,
     /// Highest end-to-end receipt `seq` per gateway among the stored messages.
     pub receipts: super::receipts::Seqs,
+    /// The records that gave measurement, counter or relay rows, by journal sequence: a row
+    /// that conflicts with a stored one becomes a reject carrying its record verbatim.
+    pub records: HashMap<i64, IngestRecord>,
 }
 
 impl Rows {
@@ -311,6 +320,11 @@ impl Rows {
             .entry(key.clone())
             .and_modify(|known| known.merge(&attrs))
             .or_insert(attrs);
+    }
+
+    /// Rows keyed on (device or counter, time), which a conflicting replay can collide with.
+    fn keyed(&self) -> usize {
+        self.measurements.len() + self.counter_readings.len() + self.relay_states.len()
     }
 
     /// Rows that carry data (not rejects), to tell a partly accepted message from a refused one.
@@ -333,9 +347,18 @@ pub const EXTERNAL_SOURCE: &str = "mqtt-external";
 /// Longest log/error/status text kept per event.
 const MAX_EVENT_TEXT: usize = 8 * 1024;
 
+/// Longest gateway model, firmware and hardware version kept from a hello, in characters.
+const MAX_HELLO_TEXT: usize = 64;
+
+/// Default of `energy.backlog_horizon_days`.
+pub const DEFAULT_BACKLOG_HORIZON_DAYS: u32 = 400;
+
 pub struct Normalizer<'a> {
     pub directory: &'a Directory,
     pub clock_tolerance: Duration,
+    /// Counter readings dated more than this before their receive time are stored flagged
+    /// [`BEYOND_HORIZON`] (never turned into intervals) and reported in a partial reject.
+    pub backlog_horizon: Duration,
 }
 
 impl Normalizer<'_> {
@@ -350,9 +373,23 @@ impl Normalizer<'_> {
         } else {
             self.directory.by_serial(&record.client)
         };
+        let keyed_before = rows.keyed();
+        self.dispatch(rows, seq, &record, gateway);
+        if rows.keyed() > keyed_before {
+            rows.records.insert(seq, record);
+        }
+    }
+
+    fn dispatch(
+        &self,
+        rows: &mut Rows,
+        seq: i64,
+        record: &IngestRecord,
+        gateway: Option<&GatewayInfo>,
+    ) {
         let mut ctx = Ctx {
             rows,
-            record: &record,
+            record,
             seq,
             gateway_id: gateway.map(|g| g.id),
         };
@@ -393,7 +430,7 @@ impl Normalizer<'_> {
                 ),
                 Some(gw) => {
                     if let Some((reason, partial)) =
-                        super::normalize_polled::push(ctx.rows, &record, seq, gw)
+                        super::normalize_polled::push(ctx.rows, record, seq, gw)
                     {
                         ctx.reject(reason, partial);
                     }
@@ -405,9 +442,16 @@ impl Normalizer<'_> {
                     false,
                 ),
                 Some(gw) => {
-                    if let Some((reason, partial)) =
-                        super::normalize_xml::push(ctx.rows, &record, gw, self.clock_tolerance)
-                    {
+                    if let Some((reason, partial)) = super::normalize_xml::push(
+                        ctx.rows,
+                        record,
+                        seq,
+                        gw,
+                        super::normalize_xml::Limits {
+                            clock_tolerance: self.clock_tolerance,
+                            backlog_horizon: self.backlog_horizon,
+                        },
+                    ) {
                         ctx.reject(reason, partial);
                     }
                 }
@@ -443,11 +487,11 @@ impl Normalizer<'_> {
                 "status"
             }
             SgMessage::Log(text) => {
-                ctx.event(gw.id, "log", bounded(text));
+                ctx.event(gw.id, "log", bounded("log line", text, &mut issues));
                 "log"
             }
             SgMessage::Error(text) => {
-                ctx.event(gw.id, "error", bounded(text));
+                ctx.event(gw.id, "error", bounded("error line", text, &mut issues));
                 "error"
             }
             SgMessage::Measurements(doc) => {
@@ -501,21 +545,29 @@ impl Normalizer<'_> {
                 if ctx.record.source == EXTERNAL_SOURCE {
                     update.online = Some((ctx.record.received_at, true));
                 }
+                let model = hello
+                    .model_type
+                    .as_deref()
+                    .map(|s| clean_text("hello model_type", s, MAX_HELLO_TEXT, issues));
+                let firmware_version = hello
+                    .sw_ver
+                    .as_ref()
+                    .map(|v| clean_text("hello sw_ver", &v.to_string(), MAX_HELLO_TEXT, issues));
+                let hardware_version = hello
+                    .hw_ver
+                    .as_ref()
+                    .map(|v| clean_text("hello hw_ver", &v.to_string(), MAX_HELLO_TEXT, issues));
                 update.hello = Some(Hello {
                     at: ctx.record.received_at,
-                    model: hello.model_type.as_deref().map(|s| clean_text(s, 64)),
-                    firmware_version: hello
-                        .sw_ver
-                        .as_ref()
-                        .map(|v| clean_text(&v.to_string(), 64)),
-                    hardware_version: hello
-                        .hw_ver
-                        .as_ref()
-                        .map(|v| clean_text(&v.to_string(), 64)),
+                    model,
+                    firmware_version,
+                    hardware_version,
                 });
-                ctx.event(gw.id, "hello", bounded(body));
+                ctx.event(gw.id, "hello", bounded("hello", body, issues));
             }
-            wire::StatusDoc::Other(_) => ctx.event(gw.id, "status", bounded(body)),
+            wire::StatusDoc::Other(_) => {
+                ctx.event(gw.id, "status", bounded("status", body, issues));
+            }
         }
     }
 
@@ -523,7 +575,14 @@ impl Normalizer<'_> {
         header: &wire::Header,
         issues: &mut Vec<String>,
     ) -> Result<DeviceAttrs, String> {
-        let clean = header.sanitized().map_err(|e| e.to_string())?;
+        let clean = header
+            .sanitized()
+            .map_err(|e| match &header.serial_number {
+                Some(serial) if !matches!(e, wire::HeaderError::MissingSerial) => {
+                    format!("{e} (got {:?})", truncate(serial, 40))
+                }
+                _ => e.to_string(),
+            })?;
         Ok(Self::attrs(
             clean.serial_number,
             clean.labels,
@@ -616,6 +675,7 @@ impl Normalizer<'_> {
         let values = measurement_values(&m);
         ctx.rows.measurements.push(MeasurementRow {
             device,
+            seq: ctx.seq,
             ts,
             received_at: ctx.record.received_at,
             flags,
@@ -644,9 +704,18 @@ impl Normalizer<'_> {
         };
         let (counters, field_issues) = wire::normalize_counters(doc);
         issues.extend(field_issues.iter().map(ToString::to_string));
+        let flags = flags
+            | beyond_horizon(
+                ts,
+                ctx.record.received_at,
+                self.backlog_horizon,
+                !counters.is_empty(),
+                issues,
+            );
         for c in counters {
             ctx.rows.counter_readings.push(CounterReading {
                 device: device.clone(),
+                seq: ctx.seq,
                 name: c.name.clone(),
                 ts,
                 value_milli: c.value_milli,
@@ -688,7 +757,10 @@ impl Normalizer<'_> {
                     issues,
                 )
             })
-            .map_err(|e| e.to_string());
+            .map_err(|e| {
+                let serial = doc.bicom.serial_number.as_deref().unwrap_or_default();
+                format!("{e} (got {:?})", truncate(serial, 40))
+            });
         let Some((device, ts, flags)) = self.identify(
             ctx,
             gw,
@@ -712,6 +784,7 @@ impl Normalizer<'_> {
         };
         ctx.rows.relay_states.push(RelayStateRow {
             device,
+            seq: ctx.seq,
             ts,
             state,
             received_at: ctx.record.received_at,
@@ -809,6 +882,39 @@ pub(super) fn measurement_values(
     ]
 }
 
+/// [`BEYOND_HORIZON`] when counter readings dated `ts` lie more than `horizon` before their
+/// receive time (else 0), with the reason in `issues` when `any` reading is concerned.
+///
+/// Decided from the record alone (its receive time, not the clock of the writer), so a replay
+/// flags exactly the same readings. Such a reading is kept (it is what the meter said) but the
+/// profile worker never turns it into intervals: a reading dated 1900 would otherwise make the
+/// engine fill 126 years of quarter-hours.
+pub(super) fn beyond_horizon(
+    ts: DateTime<Utc>,
+    received_at: DateTime<Utc>,
+    horizon: Duration,
+    any: bool,
+    issues: &mut Vec<String>,
+) -> i16 {
+    let Some(limit) = received_at.checked_sub_signed(horizon) else {
+        return 0;
+    };
+    if ts >= limit {
+        return 0;
+    }
+    if any {
+        issues.push(format!(
+            "counter readings dated {} are more than {} days before the receive time {} \
+             (energy.backlog_horizon_days): stored with flag {BEYOND_HORIZON} and not turned \
+             into energy intervals",
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            horizon.num_days(),
+            received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        ));
+    }
+    BEYOND_HORIZON
+}
+
 pub(super) fn bump_seen(update: &mut GatewayUpdate, at: DateTime<Utc>) {
     if update.last_seen_at.is_none_or(|seen| seen < at) {
         update.last_seen_at = Some(at);
@@ -822,18 +928,40 @@ fn port_of(topic: SgTopic) -> Option<Port> {
     }
 }
 
-fn bounded(text: String) -> String {
+/// `text` bounded to [`MAX_EVENT_TEXT`]; a cut is recorded in `issues` (the message then gets
+/// a partial reject, which keeps the whole payload verbatim).
+fn bounded(what: &str, text: String, issues: &mut Vec<String>) -> String {
+    if text.len() <= MAX_EVENT_TEXT {
+        return text;
+    }
+    issues.push(cut_issue(what, text.len(), MAX_EVENT_TEXT));
     truncate(&text, MAX_EVENT_TEXT)
 }
 
-/// Text from a gateway shown to people: control characters removed, length bounded.
-fn clean_text(s: &str, max: usize) -> String {
+/// Text from a gateway shown to people: control characters removed, length bounded; both
+/// recorded in `issues`.
+fn clean_text(field: &str, s: &str, max: usize, issues: &mut Vec<String>) -> String {
     let cleaned: String = s.chars().filter(|c| !c.is_control()).collect();
+    if cleaned.len() != s.len() {
+        issues.push(format!("{field}: control characters removed"));
+    }
+    if cleaned.len() > max {
+        issues.push(cut_issue(field, cleaned.len(), max));
+    }
     truncate(&cleaned, max)
 }
 
+/// The reason recorded when a text is cut to fit: the stored value is the cut one, the
+/// original is the reject's verbatim payload.
+pub(super) fn cut_issue(field: &str, len: usize, max: usize) -> String {
+    format!(
+        "{field}: cut from {len} to {max} bytes to fit (stored cut; the original is this \
+         reject's payload)"
+    )
+}
+
 /// At most `max` bytes of `s`, cut at a character boundary.
-pub(super) fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.len() <= max {
         return s.to_owned();
     }
@@ -850,7 +978,7 @@ mod tests {
 
     fn fixture(name: &str) -> Bytes {
         let path = format!(
-            "{}/../../shared/spec/sg-mqtt/{name}",
+            "{}/../tests/fixtures/sg-mqtt/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
@@ -890,6 +1018,7 @@ mod tests {
         let normalizer = Normalizer {
             directory: &dir,
             clock_tolerance: Duration::seconds(300),
+            backlog_horizon: Duration::days(i64::from(DEFAULT_BACKLOG_HORIZON_DAYS)),
         };
         let mut rows = Rows::default();
         for (seq, r) in records.into_iter().enumerate() {
@@ -1039,6 +1168,134 @@ mod tests {
             rows.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
             ["disconnect", "connect"]
         );
+    }
+
+    #[test]
+    fn hostile_serials_refuse_the_message_and_name_the_field() {
+        let doc = |serial: &str| {
+            Bytes::from(
+                serde_json::to_vec(&serde_json::json!({
+                    "header": { "serial_number": serial, "local_time": "21.11.2026 09:00:00" },
+                    "measurements": { "U1": "230 V" }
+                }))
+                .unwrap(),
+            )
+        };
+        let hostile = ["X1<b>", "../x", "X 1", "-x", ".", "a\u{202E}b"];
+        let rows = run(hostile
+            .iter()
+            .map(|s| {
+                record(
+                    RecordKind::Publish,
+                    "SG1",
+                    "sg/SG1/pub/measurements/ir",
+                    doc(s),
+                )
+            })
+            .collect());
+        assert!(rows.measurements.is_empty() && rows.devices.is_empty());
+        assert_eq!(rows.rejects.len(), hostile.len());
+        for (reject, serial) in rows.rejects.iter().zip(hostile) {
+            assert!(!reject.partial);
+            assert!(
+                reject.reason.contains("`serial_number`"),
+                "{}",
+                reject.reason
+            );
+            assert!(
+                reject.reason.contains(&format!("{serial:?}")),
+                "{}",
+                reject.reason
+            );
+        }
+        let rows = run(vec![record(
+            RecordKind::Publish,
+            "SG1",
+            "sg/SG1/pub/measurements/ir",
+            doc("X0000124"),
+        )]);
+        assert!(rows.rejects.is_empty(), "{:?}", rows.rejects);
+    }
+
+    #[test]
+    fn counter_readings_beyond_the_horizon_are_flagged_and_reported() {
+        let doc = |local_time: &str| {
+            Bytes::from(
+                serde_json::to_vec(&serde_json::json!({
+                    "header": { "serial_number": "X1", "local_time": local_time },
+                    "counters": { "counter1nr": "1 kWh" }
+                }))
+                .unwrap(),
+            )
+        };
+        let topic = "sg/SG1/pub/counters/ir";
+        let rows = run(vec![
+            record(
+                RecordKind::Publish,
+                "SG1",
+                topic,
+                doc("01.01.1900 00:00:00"),
+            ),
+            record(
+                RecordKind::Publish,
+                "SG1",
+                topic,
+                doc("21.11.2026 09:00:00"),
+            ),
+            // 399 days before the receive time: a backlog, accounted.
+            record(
+                RecordKind::Publish,
+                "SG1",
+                topic,
+                doc("18.10.2025 12:00:00"),
+            ),
+        ]);
+        let flags: Vec<i16> = rows.counter_readings.iter().map(|c| c.flags).collect();
+        assert_eq!(flags, [BEYOND_HORIZON, 0, 0]);
+        assert_eq!(rows.rejects.len(), 1);
+        assert!(rows.rejects[0].partial);
+        assert_eq!(rows.rejects[0].seq, 1);
+        assert!(
+            rows.rejects[0].reason.contains("backlog_horizon_days"),
+            "{}",
+            rows.rejects[0].reason
+        );
+        // Every record that gave keyed rows is kept for conflict rejects.
+        assert_eq!(rows.records.len(), 3);
+    }
+
+    #[test]
+    fn text_cut_to_fit_is_recorded() {
+        let long = "x".repeat(MAX_EVENT_TEXT + 10);
+        let hello = serde_json::json!({
+            "hello": "hello world", "serial number": "SG1", "model_type": "M".repeat(70)
+        });
+        let rows = run(vec![
+            record(
+                RecordKind::Publish,
+                "SG1",
+                "sg/SG1/pub/log",
+                Bytes::from(long.clone()),
+            ),
+            record(
+                RecordKind::Publish,
+                "SG1",
+                "sg/SG1/pub/status",
+                Bytes::from(serde_json::to_vec(&hello).unwrap()),
+            ),
+        ]);
+        assert_eq!(rows.events[0].body.len(), MAX_EVENT_TEXT);
+        assert_eq!(rows.rejects.len(), 2, "{:?}", rows.rejects);
+        assert!(rows.rejects[0].partial);
+        assert!(rows.rejects[0]
+            .reason
+            .contains("log line: cut from 8202 to 8192 bytes"));
+        assert_eq!(rows.rejects[0].payload, Bytes::from(long));
+        assert!(rows.rejects[1]
+            .reason
+            .contains("hello model_type: cut from 70 to 64"));
+        let model = rows.gateways[&1].hello.as_ref().unwrap().model.clone();
+        assert_eq!(model, Some("M".repeat(64)));
     }
 
     #[test]

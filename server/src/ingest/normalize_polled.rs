@@ -19,6 +19,9 @@ pub const PORT: &str = "modbus";
 /// Format version of [`Snapshot`] and [`CommError`] payloads.
 const VERSION: u8 = 1;
 
+/// Longest register map name kept as the device model, in bytes.
+const MAX_MODEL_BYTES: usize = 100;
+
 /// One poll of one device, decoded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
@@ -148,14 +151,34 @@ pub(super) fn push(
             false,
         ));
     }
+    // '' means "not configured"; anything else must be a serial (sg_wire::message::validate_serial).
+    if !snapshot.serial.is_empty() {
+        if let Err(e) = sg_wire::message::validate_serial(&snapshot.serial) {
+            return Some((
+                format!(
+                    "unit {}: {e} (got {:?})",
+                    snapshot.unit,
+                    truncate(&snapshot.serial, 40)
+                ),
+                false,
+            ));
+        }
+    }
     bump_seen(rows.gateways.entry(gw.id).or_default(), at);
+    let mut issues = snapshot.issues.clone();
+    if snapshot.model.len() > MAX_MODEL_BYTES {
+        issues.push(super::normalize::cut_issue(
+            "model",
+            snapshot.model.len(),
+            MAX_MODEL_BYTES,
+        ));
+    }
     let attrs = DeviceAttrs {
-        serial: truncate(&snapshot.serial, 64),
-        model: Some(truncate(&snapshot.model, 100)),
+        serial: snapshot.serial.clone(),
+        model: Some(truncate(&snapshot.model, MAX_MODEL_BYTES)),
         modbus_addr: Some(i32::from(snapshot.unit)),
         ..DeviceAttrs::default()
     };
-    let mut issues = snapshot.issues.clone();
     let mut stored = false;
     if !snapshot.m.is_empty() || !snapshot.c.is_empty() {
         let meter = key(gw, DeviceKind::Meter, snapshot.unit);
@@ -174,6 +197,7 @@ pub(super) fn push(
         if values.iter().any(Option::is_some) || snapshot.tariff.is_some() {
             rows.measurements.push(MeasurementRow {
                 device: meter.clone(),
+                seq,
                 ts: at,
                 received_at: at,
                 flags: 0,
@@ -219,6 +243,7 @@ pub(super) fn push(
             );
             rows.counter_readings.push(CounterReading {
                 device: meter.clone(),
+                seq,
                 name: c.name.clone(),
                 ts: at,
                 value_milli: c.value_milli,
@@ -241,6 +266,7 @@ pub(super) fn push(
         };
         rows.relay_states.push(RelayStateRow {
             device: relay,
+            seq,
             ts: at,
             state,
             received_at: at,
@@ -371,6 +397,37 @@ mod tests {
         )
         .unwrap();
         assert!(!partial);
+    }
+
+    #[test]
+    fn a_configured_serial_outside_the_character_set_refuses_the_snapshot() {
+        let mut s = Snapshot::new(6, "legrand", "<script>x</script>");
+        s.m = vec![("u1".into(), 230.0)];
+        let mut rows = Rows::default();
+        let (reason, partial) = push(
+            &mut rows,
+            &record(Snapshot::topic(6), serde_json::to_vec(&s).unwrap()),
+            1,
+            &gw(),
+        )
+        .unwrap();
+        assert!(!partial);
+        assert!(reason.contains("`serial_number`"), "{reason}");
+        assert!(rows.measurements.is_empty() && rows.devices.is_empty());
+        // '' means not configured; a real serial is fine.
+        for serial in ["", "046770001"] {
+            let mut s = s.clone();
+            s.serial = serial.into();
+            let mut rows = Rows::default();
+            let out = push(
+                &mut rows,
+                &record(Snapshot::topic(6), serde_json::to_vec(&s).unwrap()),
+                1,
+                &gw(),
+            );
+            assert_eq!(out, None);
+            assert_eq!(rows.measurements.len(), 1);
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use sg_wire::mismart::{parse_document, DateTimeSpec, IgnoredKind, Statistic};
 
 use super::clock::CLOCK_FAULT;
 use super::normalize::{
-    bump_seen, measurement_values, CounterDef, CounterReading, DeviceAttrs, DeviceKey, DeviceKind,
-    GatewayInfo, MeasurementRow, Rows,
+    beyond_horizon, bump_seen, measurement_values, CounterDef, CounterReading, DeviceAttrs,
+    DeviceKey, DeviceKind, GatewayInfo, MeasurementRow, Rows,
 };
 use super::record::IngestRecord;
 
@@ -40,14 +40,26 @@ pub fn device_of(topic: &str, gateway_id: i64) -> Option<DeviceKey> {
     })
 }
 
-/// Adds what the document in `record` says to `rows`; returns what to record as a reject
-/// (reason, whether part of the document was stored).
+/// What bounds the rows of one document.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// A `dateTime` further ahead of the receive time is a clock fault.
+    pub clock_tolerance: Duration,
+    /// Counter readings dated further before the receive time are flagged
+    /// [`BEYOND_HORIZON`](super::clock::BEYOND_HORIZON).
+    pub backlog_horizon: Duration,
+}
+
+/// Adds what the document in `record` (journal sequence `seq`) says to `rows`; returns what
+/// to record as a reject (reason, whether part of the document was stored).
 pub fn push(
     rows: &mut Rows,
     record: &IngestRecord,
+    seq: i64,
     gw: &GatewayInfo,
-    clock_tolerance: Duration,
+    limits: Limits,
 ) -> Option<(String, bool)> {
+    let clock_tolerance = limits.clock_tolerance;
     let Some(device) = device_of(&record.topic, gw.id) else {
         return Some((
             format!("XML record names no device: topic {:?}", record.topic),
@@ -66,6 +78,13 @@ pub fn push(
         .map(ToString::to_string)
         .collect();
     let model = clean_text(&doc.device_type, MAX_MODEL_CHARS);
+    let kept_chars = doc.device_type.chars().filter(|c| !c.is_control()).count();
+    if kept_chars > MAX_MODEL_CHARS {
+        issues.push(format!(
+            "deviceType: cut from {kept_chars} to {MAX_MODEL_CHARS} characters to fit (stored \
+             cut; the original is this reject's payload)"
+        ));
+    }
     let attrs = DeviceAttrs {
         serial: doc.control_unit.clone(),
         model: (!model.is_empty()).then_some(model),
@@ -90,6 +109,7 @@ pub fn push(
         if values.iter().any(Option::is_some) {
             rows.measurements.push(MeasurementRow {
                 device: device.clone(),
+                seq,
                 ts,
                 received_at,
                 flags,
@@ -103,9 +123,18 @@ pub fn push(
                 .iter()
                 .map(|i| format!("measurement {n}: {i}")),
         );
+        let flags = flags
+            | beyond_horizon(
+                ts,
+                received_at,
+                limits.backlog_horizon,
+                !counters.is_empty(),
+                &mut issues,
+            );
         for c in counters {
             rows.counter_readings.push(CounterReading {
                 device: device.clone(),
+                seq,
                 name: c.name.clone(),
                 ts,
                 value_milli: c.value_milli,
@@ -197,7 +226,7 @@ mod tests {
 
     fn fixture(name: &str) -> Bytes {
         let path = format!(
-            "{}/../../shared/spec/mismart-xml/{name}",
+            "{}/../tests/fixtures/mismart-xml/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
@@ -224,6 +253,13 @@ mod tests {
         }
     }
 
+    fn limits() -> Limits {
+        Limits {
+            clock_tolerance: Duration::seconds(300),
+            backlog_horizon: Duration::days(400),
+        }
+    }
+
     fn col(row: &MeasurementRow, name: &str) -> Option<f32> {
         row.values[MEASUREMENT_COLUMNS.iter().position(|c| *c == name).unwrap()]
     }
@@ -236,7 +272,7 @@ mod tests {
             fixture("push-ie38-15min.xml"),
             "2026-03-29T00:45:04Z",
         );
-        let reject = push(&mut rows, &r, &gateway(), Duration::seconds(300));
+        let reject = push(&mut rows, &r, 1, &gateway(), limits());
         assert_eq!(reject, None);
         let m = &rows.measurements[0];
         assert_eq!(m.device.port, "xml");
@@ -276,7 +312,7 @@ mod tests {
             fixture("push-no-clock.xml"),
             "2026-11-21T10:00:00Z",
         );
-        let (reason, partial) = push(&mut rows, &r, &gateway(), Duration::seconds(300)).unwrap();
+        let (reason, partial) = push(&mut rows, &r, 1, &gateway(), limits()).unwrap();
         assert!(partial);
         assert!(reason.contains("clock fault"), "{reason}");
         let m = &rows.measurements[0];
@@ -297,7 +333,7 @@ mod tests {
         ] {
             let mut rows = Rows::default();
             let r = record(topic, fixture("push-no-clock.xml"), "2026-11-21T10:00:00Z");
-            assert!(push(&mut rows, &r, &gateway(), Duration::seconds(300)).is_some());
+            assert!(push(&mut rows, &r, 1, &gateway(), limits()).is_some());
             assert!(rows.measurements.is_empty());
         }
         let mut rows = Rows::default();
@@ -306,7 +342,7 @@ mod tests {
             Bytes::from_static(b"<data logId=\"1\""),
             "2026-11-21T10:00:00Z",
         );
-        let (_, partial) = push(&mut rows, &r, &gateway(), Duration::seconds(300)).unwrap();
+        let (_, partial) = push(&mut rows, &r, 1, &gateway(), limits()).unwrap();
         assert!(!partial);
     }
 }

@@ -4,14 +4,27 @@
 //! two thousand messages costs a handful of round trips, not thousands. Every insert is
 //! idempotent (`ON CONFLICT DO NOTHING` on natural keys, or on the journal position), so a batch
 //! replayed after a crash or a database outage changes nothing that was already committed.
+//!
+//! # Conflicting replays
+//!
+//! A measurement, counter reading or relay state whose key (device or counter, time) is
+//! already stored is skipped. When the stored row says the same thing (a journal replay, a
+//! gateway resending) that is silent; when it says something else (`U1` = 111 V stored, this
+//! message 222 V at the same instant) the skipped row is a *conflicting replay* and its message
+//! gets a reject in the same transaction, with the stored and the refused values in the reason
+//! and the message verbatim as payload: the first value stays, and the second is not lost.
+//! The check costs nothing while every row is new: it runs only when an insert stored fewer
+//! rows than it was given.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, Transaction};
 
-use super::normalize::{CounterDef, DeviceAttrs, DeviceKey, Rows, MEASUREMENT_COLUMNS};
+use super::clock::BEYOND_HORIZON;
+use super::normalize::{CounterDef, DeviceAttrs, DeviceKey, RejectRow, Rows, MEASUREMENT_COLUMNS};
 
 /// Ids of devices and counters already in the database, so the steady state skips the upserts.
 /// Filled only after a commit: an id from a rolled-back transaction does not exist.
@@ -51,6 +64,9 @@ pub struct Written {
     pub relay_states: u64,
     pub events: u64,
     pub rejects: u64,
+    /// Measurements of the batch that were not stored because their (device, ts) holds other
+    /// values (journal seq, device, ts): not to be handed on as if they were data.
+    pub refused_measurements: Vec<(i64, DeviceKey, DateTime<Utc>)>,
 }
 
 pub async fn write(
@@ -62,12 +78,23 @@ pub async fn write(
     let mut tx = pool.begin().await?;
     let devices = resolve_devices(&mut tx, cache, rows).await?;
     let counters = resolve_counters(&mut tx, cache, rows, &devices).await?;
+    let mut conflicts = Vec::new();
+    let measurements = insert_measurements(&mut tx, rows, &devices, &mut conflicts).await?;
+    let conflicts_measurements: Vec<(i64, DeviceKey, DateTime<Utc>)> = conflicts
+        .iter()
+        .filter_map(|c| c.measurement.clone())
+        .collect();
+    let counter_readings =
+        insert_counter_readings(&mut tx, rows, &devices, &counters, &mut conflicts).await?;
+    let relay_states = insert_relay_states(&mut tx, rows, &devices, &mut conflicts).await?;
+    let rejects = with_conflicts(rows, conflicts);
     let written = Written {
-        measurements: insert_measurements(&mut tx, rows, &devices).await?,
-        counter_readings: insert_counter_readings(&mut tx, rows, &devices, &counters).await?,
-        relay_states: insert_relay_states(&mut tx, rows, &devices).await?,
+        measurements,
+        counter_readings,
+        relay_states,
         events: insert_events(&mut tx, epoch, rows).await?,
-        rejects: insert_rejects(&mut tx, epoch, rows).await?,
+        rejects: insert_rejects(&mut tx, epoch, &rejects).await?,
+        refused_measurements: conflicts_measurements,
     };
     update_gateways(&mut tx, rows).await?;
     tx.commit().await?;
@@ -240,10 +267,89 @@ async fn resolve_counters(
     Ok(ids)
 }
 
+/// A row refused because its key holds other values: which message, and what differs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub seq: i64,
+    pub gateway_id: i64,
+    pub what: String,
+    /// For a measurement: its (seq, device, ts).
+    pub measurement: Option<(i64, DeviceKey, DateTime<Utc>)>,
+}
+
+/// The batch's rejects plus one per message with conflicting rows (merged into the message's
+/// own reject when it has one: rejects are keyed on the journal position).
+fn with_conflicts(rows: &Rows, conflicts: Vec<Conflict>) -> Cow<'_, [RejectRow]> {
+    if conflicts.is_empty() {
+        return Cow::Borrowed(&rows.rejects);
+    }
+    let mut by_seq: BTreeMap<i64, (i64, Vec<String>)> = BTreeMap::new();
+    for c in conflicts {
+        by_seq
+            .entry(c.seq)
+            .or_insert_with(|| (c.gateway_id, Vec::new()))
+            .1
+            .push(c.what);
+    }
+    let mut keyed: HashMap<i64, usize> = HashMap::new();
+    for seq in rows
+        .measurements
+        .iter()
+        .map(|m| m.seq)
+        .chain(rows.counter_readings.iter().map(|c| c.seq))
+        .chain(rows.relay_states.iter().map(|r| r.seq))
+    {
+        *keyed.entry(seq).or_default() += 1;
+    }
+    let mut rejects = rows.rejects.clone();
+    for (seq, (gateway_id, whats)) in by_seq {
+        // Partial: some of the message's rows were stored (or were already there, the same).
+        let partial = keyed.get(&seq).copied().unwrap_or(0) > whats.len();
+        let reason = format!(
+            "conflicting replay: {} (the stored values are kept; this message's were not \
+             stored)",
+            whats.join("; ")
+        );
+        if let Some(existing) = rejects.iter_mut().find(|r| r.seq == seq) {
+            existing.reason =
+                super::normalize::truncate(&format!("{}; {reason}", existing.reason), 4096);
+            existing.partial &= partial;
+        } else if let Some(record) = rows.records.get(&seq) {
+            tracing::warn!(
+                topic = %record.topic,
+                client = %record.client,
+                %reason,
+                "ingest reject"
+            );
+            rejects.push(RejectRow {
+                received_at: record.received_at,
+                source: record.source.clone(),
+                topic: record.topic.clone(),
+                client: record.client.clone(),
+                gateway_id: Some(gateway_id),
+                reason: super::normalize::truncate(&reason, 4096),
+                partial,
+                payload: record.payload.clone(),
+                seq,
+            });
+        }
+    }
+    Cow::Owned(rejects)
+}
+
+fn device_name(key: &DeviceKey) -> String {
+    format!("{} {}/{}", key.kind.as_str(), key.port, key.slot)
+}
+
+fn at(ts: DateTime<Utc>) -> String {
+    ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 async fn insert_measurements(
     tx: &mut Transaction<'_, Postgres>,
     rows: &Rows,
     devices: &HashMap<DeviceKey, i64>,
+    conflicts: &mut Vec<Conflict>,
 ) -> Result<u64, sqlx::Error> {
     let present: Vec<_> = rows
         .measurements
@@ -284,7 +390,83 @@ async fn insert_measurements(
                 .collect::<Vec<Option<f32>>>(),
         );
     }
-    Ok(query.execute(&mut **tx).await?.rows_affected())
+    let inserted = query.execute(&mut **tx).await?.rows_affected();
+    if inserted < present.len() as u64 {
+        measurement_conflicts(tx, &present, value_columns, conflicts).await?;
+    }
+    Ok(inserted)
+}
+
+/// The rows of `present` whose (device, ts) holds other values than theirs.
+async fn measurement_conflicts(
+    tx: &mut Transaction<'_, Postgres>,
+    present: &[(i64, &super::normalize::MeasurementRow)],
+    value_columns: &[&str],
+    conflicts: &mut Vec<Conflict>,
+) -> Result<(), sqlx::Error> {
+    let stored: Vec<String> = value_columns.iter().map(|c| format!("m.{c}")).collect();
+    let names: Vec<String> = (0..value_columns.len()).map(|i| format!("c{i}")).collect();
+    let given: Vec<String> = names.iter().map(|n| format!("u.{n}")).collect();
+    let params: Vec<String> = (0..value_columns.len())
+        .map(|i| format!("${}::float4[]", i + 4))
+        .collect();
+    let sql = format!(
+        "SELECT u.ord, m.tariff, ARRAY[{stored}]::float4[]
+         FROM UNNEST($1::int8[], $2::timestamptz[], $3::int2[], {params})
+              WITH ORDINALITY AS u(d, t, tariff, {names}, ord)
+         JOIN measurements m ON m.device_id = u.d AND m.ts = u.t
+         WHERE (m.tariff, {stored}) IS DISTINCT FROM (u.tariff, {given})",
+        stored = stored.join(", "),
+        given = given.join(", "),
+        names = names.join(", "),
+        params = params.join(", "),
+    );
+    let mut query = sqlx::query_as::<_, (i64, Option<i16>, Vec<Option<f32>>)>(&sql)
+        .bind(present.iter().map(|(id, _)| *id).collect::<Vec<i64>>())
+        .bind(present.iter().map(|(_, m)| m.ts).collect::<Vec<_>>())
+        .bind(
+            present
+                .iter()
+                .map(|(_, m)| m.tariff)
+                .collect::<Vec<Option<i16>>>(),
+        );
+    for column in 0..value_columns.len() {
+        query = query.bind(
+            present
+                .iter()
+                .map(|(_, m)| m.values[column])
+                .collect::<Vec<Option<f32>>>(),
+        );
+    }
+    let show = |v: Option<f32>| v.map_or_else(|| "absent".to_owned(), |v| v.to_string());
+    for (ord, tariff, values) in query.fetch_all(&mut **tx).await? {
+        let Some((_, m)) = usize::try_from(ord - 1).ok().and_then(|i| present.get(i)) else {
+            continue;
+        };
+        let mut differ: Vec<String> = value_columns
+            .iter()
+            .zip(values.iter().zip(&m.values))
+            .filter(|(_, (old, new))| old != new)
+            .map(|(column, (old, new))| {
+                format!("{column} stored {}, here {}", show(*old), show(*new))
+            })
+            .collect();
+        if tariff != m.tariff {
+            differ.push(format!("tariff stored {tariff:?}, here {:?}", m.tariff));
+        }
+        conflicts.push(Conflict {
+            seq: m.seq,
+            gateway_id: m.device.gateway_id,
+            measurement: Some((m.seq, m.device.clone(), m.ts)),
+            what: format!(
+                "the measurements of {} at {} are already stored with other values ({})",
+                device_name(&m.device),
+                at(m.ts),
+                differ.join(", ")
+            ),
+        });
+    }
+    Ok(())
 }
 
 fn measurement_sql(value_columns: &[&str]) -> String {
@@ -306,7 +488,9 @@ async fn insert_counter_readings(
     rows: &Rows,
     devices: &HashMap<DeviceKey, i64>,
     counters: &HashMap<(i64, String), i64>,
+    conflicts: &mut Vec<Conflict>,
 ) -> Result<u64, sqlx::Error> {
+    let mut given = Vec::with_capacity(rows.counter_readings.len());
     let mut id = Vec::with_capacity(rows.counter_readings.len());
     let mut ts = Vec::with_capacity(rows.counter_readings.len());
     let mut value = Vec::with_capacity(rows.counter_readings.len());
@@ -319,6 +503,7 @@ async fn insert_counter_readings(
         else {
             continue;
         };
+        given.push(r);
         id.push(*counter);
         ts.push(r.ts);
         value.push(r.value_milli);
@@ -330,15 +515,17 @@ async fn insert_counter_readings(
     }
     // The readings that were new (a redelivery changes nothing) queue their span for the
     // profile worker in the same transaction, so intervals can never miss a committed reading.
+    // Readings beyond the backlog horizon are stored but never accounted: they queue nothing.
     let inserted: i64 = sqlx::query_scalar(
         "WITH ins AS (
              INSERT INTO counter_readings (counter_id, ts, value_milli, received_at, flags)
              SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int8[], $4::timestamptz[], $5::int2[])
              ON CONFLICT (counter_id, ts) DO NOTHING
-             RETURNING counter_id, ts
+             RETURNING counter_id, ts, flags
          ), dirty AS (
              INSERT INTO energy_dirty (counter_id, from_ts, to_ts, readings)
-             SELECT counter_id, min(ts), max(ts), true FROM ins GROUP BY counter_id
+             SELECT counter_id, min(ts), max(ts), true FROM ins
+             WHERE flags & $6 = 0 GROUP BY counter_id
          )
          SELECT count(*) FROM ins",
     )
@@ -347,37 +534,142 @@ async fn insert_counter_readings(
     .bind(&value)
     .bind(&received)
     .bind(&flags)
+    .bind(BEYOND_HORIZON)
     .fetch_one(&mut **tx)
     .await?;
+    if inserted.unsigned_abs() < id.len() as u64 {
+        let differ: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT u.ord, r.value_milli
+             FROM UNNEST($1::int8[], $2::timestamptz[], $3::int8[]) WITH ORDINALITY AS u(c, t, v, ord)
+             JOIN counter_readings r ON r.counter_id = u.c AND r.ts = u.t
+             WHERE r.value_milli <> u.v",
+        )
+        .bind(&id)
+        .bind(&ts)
+        .bind(&value)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (ord, stored) in differ {
+            let Some(r) = usize::try_from(ord - 1).ok().and_then(|i| given.get(i)) else {
+                continue;
+            };
+            conflicts.push(Conflict {
+                seq: r.seq,
+                gateway_id: r.device.gateway_id,
+                measurement: None,
+                what: format!(
+                    "counter {} of {} at {} is already stored as {stored} milli-units, here {}",
+                    r.name,
+                    device_name(&r.device),
+                    at(r.ts),
+                    r.value_milli
+                ),
+            });
+        }
+    }
     Ok(inserted.unsigned_abs())
 }
+
+/// Two reports of different relay states for the same second received at most this far apart
+/// are a switch within that second (the SG's `local_time` has whole seconds): the later one is
+/// the relay's state and replaces the earlier. Further apart, the later one is a conflicting
+/// replay.
+const RELAY_FLIP_WINDOW_SECS: i64 = 60;
 
 async fn insert_relay_states(
     tx: &mut Transaction<'_, Postgres>,
     rows: &Rows,
     devices: &HashMap<DeviceKey, i64>,
+    conflicts: &mut Vec<Conflict>,
 ) -> Result<u64, sqlx::Error> {
-    let present: Vec<_> = rows
+    let mut given: Vec<_> = rows
         .relay_states
         .iter()
         .filter_map(|r| devices.get(&r.device).map(|id| (*id, r)))
         .collect();
-    if present.is_empty() {
+    if given.is_empty() {
         return Ok(0);
     }
+    let window = chrono::Duration::seconds(RELAY_FLIP_WINDOW_SECS);
+    // One row per (device, ts) in the insert (an upsert may not touch a row twice): the same
+    // state again is a repeat, another state within the window a switch (the later wins),
+    // beyond it a conflict.
+    given.sort_by_key(|(id, r)| (*id, r.ts, r.received_at, r.seq));
+    let mut present: Vec<(i64, &super::normalize::RelayStateRow)> = Vec::with_capacity(given.len());
+    for (id, r) in given {
+        match present.last_mut() {
+            Some((last_id, last)) if *last_id == id && last.ts == r.ts => {
+                if last.state == r.state {
+                } else if r.received_at - last.received_at <= window {
+                    *last = r;
+                } else {
+                    conflicts.push(relay_conflict(r, last.state));
+                }
+            }
+            _ => present.push((id, r)),
+        }
+    }
     let done = sqlx::query(
-        "INSERT INTO relay_states (device_id, ts, state, received_at, flags)
+        "INSERT INTO relay_states AS s (device_id, ts, state, received_at, flags)
          SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int2[], $4::timestamptz[], $5::int2[])
-         ON CONFLICT (device_id, ts) DO NOTHING",
+         ON CONFLICT (device_id, ts) DO UPDATE SET
+             state = EXCLUDED.state, received_at = EXCLUDED.received_at, flags = EXCLUDED.flags
+         WHERE s.state <> EXCLUDED.state AND EXCLUDED.received_at > s.received_at
+           AND EXCLUDED.received_at <= s.received_at + make_interval(secs => $6)",
     )
     .bind(present.iter().map(|(id, _)| *id).collect::<Vec<i64>>())
     .bind(present.iter().map(|(_, r)| r.ts).collect::<Vec<_>>())
     .bind(present.iter().map(|(_, r)| r.state).collect::<Vec<i16>>())
     .bind(present.iter().map(|(_, r)| r.received_at).collect::<Vec<_>>())
     .bind(present.iter().map(|(_, r)| r.flags).collect::<Vec<i16>>())
+    .bind(RELAY_FLIP_WINDOW_SECS as f64)
     .execute(&mut **tx)
     .await?;
+    if done.rows_affected() < present.len() as u64 {
+        // Not stored, not the same, and not a switch within the window of the stored report
+        // (a journal replay of the earlier report of a switch is silent).
+        let differ: Vec<(i64, i16)> = sqlx::query_as(
+            "SELECT u.ord, s.state
+             FROM UNNEST($1::int8[], $2::timestamptz[], $3::int2[], $4::timestamptz[])
+                  WITH ORDINALITY AS u(d, t, v, r, ord)
+             JOIN relay_states s ON s.device_id = u.d AND s.ts = u.t
+             WHERE s.state <> u.v
+               AND abs(extract(epoch FROM s.received_at - u.r)) > $5",
+        )
+        .bind(present.iter().map(|(id, _)| *id).collect::<Vec<i64>>())
+        .bind(present.iter().map(|(_, r)| r.ts).collect::<Vec<_>>())
+        .bind(present.iter().map(|(_, r)| r.state).collect::<Vec<i16>>())
+        .bind(
+            present
+                .iter()
+                .map(|(_, r)| r.received_at)
+                .collect::<Vec<_>>(),
+        )
+        .bind(RELAY_FLIP_WINDOW_SECS as f64)
+        .fetch_all(&mut **tx)
+        .await?;
+        for (ord, stored) in differ {
+            if let Some((_, r)) = usize::try_from(ord - 1).ok().and_then(|i| present.get(i)) {
+                conflicts.push(relay_conflict(r, stored));
+            }
+        }
+    }
     Ok(done.rows_affected())
+}
+
+fn relay_conflict(r: &super::normalize::RelayStateRow, stored: i16) -> Conflict {
+    Conflict {
+        seq: r.seq,
+        gateway_id: r.device.gateway_id,
+        measurement: None,
+        what: format!(
+            "the state of {} at {} is already stored as {stored}, here {} (received more than \
+             {RELAY_FLIP_WINDOW_SECS} s after it: not a switch within that second)",
+            device_name(&r.device),
+            at(r.ts),
+            r.state
+        ),
+    }
 }
 
 async fn insert_events(
@@ -410,12 +702,11 @@ async fn insert_events(
 async fn insert_rejects(
     tx: &mut Transaction<'_, Postgres>,
     epoch: i64,
-    rows: &Rows,
+    r: &[RejectRow],
 ) -> Result<u64, sqlx::Error> {
-    if rows.rejects.is_empty() {
+    if r.is_empty() {
         return Ok(0);
     }
-    let r = &rows.rejects;
     let done = sqlx::query(
         "INSERT INTO ingest_rejects (received_at, source, topic, client, gateway_id, reason, partial,
                                      payload, payload_size, journal_epoch, journal_seq)

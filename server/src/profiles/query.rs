@@ -875,6 +875,20 @@ fn group_rows(
 ) -> Vec<GroupView> {
     let placements: Vec<Placement> = meters.iter().map(|m| m.placement.clone()).collect();
     let children = topology::children(&placements);
+    // A meter's key is its serial, unless the serial does not name one meter of the site
+    // (serials are not unique, see `devices::Resolved`): then `device:{id}`, so that two
+    // meters are never merged into one row.
+    let mut serials: HashMap<&str, usize> = HashMap::new();
+    for m in meters {
+        *serials.entry(m.serial.as_str()).or_default() += 1;
+    }
+    let meter_key = |m: &Meter| {
+        if m.serial.is_empty() || serials.get(m.serial.as_str()).copied().unwrap_or(0) > 1 {
+            format!("device:{}", m.placement.device_id)
+        } else {
+            m.serial.clone()
+        }
+    };
     let by_id: HashMap<i64, (&Meter, &MeterBucket)> = per_meter
         .iter()
         .map(|(i, b)| (meters[*i].placement.device_id, (&meters[*i], b)))
@@ -896,7 +910,7 @@ fn group_rows(
             .zip(per_meter)
             .filter(|(m, _)| m.import.is_some())
             .map(|(m, (_, b))| GroupView {
-                key: m.serial.clone(),
+                key: meter_key(m),
                 name: m.name.clone(),
                 import_wh: wh(b.import.energy),
                 export_wh: wh(b.export.energy),
@@ -958,7 +972,7 @@ fn group_rows(
                     ("site:rest".into(), "Site (not submetered)".into())
                 }
                 _ => (
-                    format!("meter:{}", m.serial),
+                    format!("meter:{}", meter_key(m)),
                     format!("Unplaced: {}", m.name),
                 ),
             },
@@ -966,7 +980,7 @@ fn group_rows(
                 (Some((pid, pname)), _) => (format!("panel:{pid}"), pname.clone()),
                 (None, Some("site")) => ("site:rest".into(), "Site (no panel)".into()),
                 _ => (
-                    format!("meter:{}", m.serial),
+                    format!("meter:{}", meter_key(m)),
                     format!("Unplaced: {}", m.name),
                 ),
             },

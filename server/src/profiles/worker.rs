@@ -7,6 +7,24 @@
 //! [`headend_energy::engine::CONTEXT`]), rewrites the affected intervals, the local days they
 //! fall in, and the site totals, and deletes the rows it took, all in one transaction. A crash
 //! rolls everything back and the rows are taken again; every step is idempotent.
+//!
+//! # One bad counter does not stall the others
+//!
+//! A batch that fails with an error that is not about the database being away (a constraint
+//! violation, a data error, a statement timeout, ...) is retried counter by counter, each in
+//! its own transaction. A counter whose own recomputation still fails is *quarantined*: a row
+//! in `energy_quarantine` (reason, since, attempts), one error log line, one increment of
+//! `headend_profile_counters_quarantined_total`; its `energy_dirty` rows stay queued (merged
+//! into one) but no longer take part in batches, so every other counter goes on. It is
+//! released only by an admin (`POST /api/v1/energy/quarantine/{counter_id}/retry`), after
+//! which its queued span is recomputed; failing again quarantines it again with one more
+//! attempt. New readings of a quarantined counter are stored and queued as usual, and
+//! accounted once it is released: a hostile counter cannot turn each of its messages into a
+//! retry.
+//!
+//! Readings flagged [`BEYOND_HORIZON`](crate::ingest::clock::BEYOND_HORIZON) by ingest are
+//! never part of a window, and the engine interpolates across gaps of at most
+//! `energy.max_interpolation_gap_hours` (see [`headend_energy::engine::compute_bounded`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
@@ -34,6 +52,12 @@ const CHUNK: usize = 200;
 /// another process, e.g. `headend` admin commands).
 /// 9999-12-31T23:59:59Z, the last instant the worker writes as a range end.
 const MAX_TS_MS: i64 = 253_402_300_799_000;
+/// 0001-01-01T00:00:00Z, the first instant the worker writes as a range start (readings before
+/// 1970 are possible with a generous backlog horizon; clamping the range at 1970 would leave
+/// their intervals in place and make the next insert collide with them).
+const MIN_TS_MS: i64 = -62_135_596_800_000;
+/// Default of `energy.max_interpolation_gap_hours`: 31 days.
+pub const DEFAULT_MAX_GAP_HOURS: u32 = 24 * 31;
 const POLL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +74,29 @@ trait Step<T> {
     fn step(self, step: &'static str) -> Result<T, WorkerError>;
 }
 
+impl WorkerError {
+    /// Whether the error says the database is away or busy (retry the batch later), rather
+    /// than something about the data of the counters in it (isolate them).
+    pub fn is_transient(&self) -> bool {
+        let Self::Db { source, .. } = self;
+        match source {
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // Connection, transaction rollback (serialization, deadlock), resources,
+                // operator intervention (but a statement timeout, 57014, is the counter's
+                // doing), system and internal errors.
+                code != "57014" && ["08", "40", "53", "57", "58", "XX"].contains(&&code[..2])
+            }),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            _ => false,
+        }
+    }
+}
+
 impl<T> Step<T> for Result<T, sqlx::Error> {
     fn step(self, step: &'static str) -> Result<T, WorkerError> {
         self.map_err(|source| WorkerError::Db { step, source })
@@ -59,6 +106,8 @@ impl<T> Step<T> for Result<T, sqlx::Error> {
 pub struct ProfileWorker {
     pool: PgPool,
     params: engine::Params,
+    /// Longest gap between readings the engine interpolates across.
+    max_gap_ms: i64,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     listener: Option<EnergyListener>,
@@ -81,6 +130,17 @@ pub struct Progress {
     pub counters: usize,
     pub intervals: usize,
     pub days: usize,
+    /// Counters set aside in this step (see the module docs).
+    pub quarantined: usize,
+}
+
+impl std::ops::AddAssign for Progress {
+    fn add_assign(&mut self, other: Self) {
+        self.counters += other.counters;
+        self.intervals += other.intervals;
+        self.days += other.days;
+        self.quarantined += other.quarantined;
+    }
 }
 
 impl ProfileWorker {
@@ -93,10 +153,19 @@ impl ProfileWorker {
         Self {
             pool,
             params,
+            max_gap_ms: i64::from(DEFAULT_MAX_GAP_HOURS) * 3_600_000,
             wake,
             metrics,
             listener: None,
         }
+    }
+
+    /// Applies `energy.max_interpolation_gap_hours`; without this call the default (31 days)
+    /// applies.
+    #[must_use]
+    pub fn with_energy_limits(mut self, energy: &crate::config::EnergyConfig) -> Self {
+        self.max_gap_ms = energy.max_interpolation_gap_ms();
+        self
     }
 
     /// Tells `listener` what each committed step changed.
@@ -115,7 +184,7 @@ impl ProfileWorker {
             }
             let started = Instant::now();
             match self.step().await {
-                Ok(progress) if progress.counters > 0 => {
+                Ok(progress) if progress.counters > 0 || progress.quarantined > 0 => {
                     backoff = Duration::from_millis(200);
                     self.metrics.record_profiles(
                         progress.counters as u64,
@@ -144,21 +213,116 @@ impl ProfileWorker {
         }
     }
 
-    /// Takes one batch of queued work and does it in one transaction.
-    #[tracing::instrument(name = "profile_step", skip_all, fields(counters))]
+    /// Takes one batch of queued work and does it in one transaction; if that fails for a
+    /// reason other than the database being away, does the batch's counters one by one and
+    /// quarantines those that fail alone (see the module docs).
     pub async fn step(&self) -> Result<Progress, WorkerError> {
+        match self.step_batch(None).await {
+            Err(e) if !e.is_transient() => {
+                tracing::warn!(error = %e, "profile batch failed; its counters are recomputed one by one");
+                self.isolate().await
+            }
+            other => other,
+        }
+    }
+
+    /// The counters of the next batch, each in its own transaction.
+    async fn isolate(&self) -> Result<Progress, WorkerError> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT counter_id FROM (
+                 SELECT counter_id FROM energy_dirty e
+                 WHERE NOT EXISTS (SELECT 1 FROM energy_quarantine q
+                                   WHERE q.counter_id = e.counter_id AND q.active)
+                 ORDER BY id LIMIT $1) first_in_line",
+        )
+        .bind(BATCH)
+        .fetch_all(&self.pool)
+        .await
+        .step("list the counters of a failed batch")?;
+        let mut progress = Progress::default();
+        for id in ids {
+            match self.step_batch(Some(id)).await {
+                Ok(done) => progress += done,
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    self.quarantine(id, &e.to_string()).await?;
+                    progress.quarantined += 1;
+                }
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Sets a counter aside: its queued spans are merged into one and skipped by batches until
+    /// an admin releases it.
+    async fn quarantine(&self, counter: i64, reason: &str) -> Result<(), WorkerError> {
+        let reason = crate::ingest::normalize::truncate(reason, 4096);
+        let mut tx = self.pool.begin().await.step("begin quarantine")?;
+        let attempts: Option<i32> = sqlx::query_scalar(
+            "INSERT INTO energy_quarantine AS q (counter_id, reason)
+             SELECT id, $2 FROM counters WHERE id = $1
+             ON CONFLICT (counter_id) DO UPDATE SET
+                 reason = EXCLUDED.reason, since = now(), attempts = q.attempts + 1,
+                 active = true, released_at = NULL
+             WHERE NOT q.active
+             RETURNING attempts",
+        )
+        .bind(counter)
+        .bind(&reason)
+        .fetch_optional(&mut *tx)
+        .await
+        .step("quarantine a counter")?;
+        sqlx::query(
+            "WITH taken AS (DELETE FROM energy_dirty WHERE counter_id = $1
+                            RETURNING from_ts, to_ts, readings)
+             INSERT INTO energy_dirty (counter_id, from_ts, to_ts, readings)
+             SELECT $1, min(from_ts), max(to_ts), bool_or(readings) FROM taken
+             HAVING count(*) > 0",
+        )
+        .bind(counter)
+        .execute(&mut *tx)
+        .await
+        .step("merge the quarantined counter's spans")?;
+        tx.commit().await.step("commit quarantine")?;
+        if let Some(attempts) = attempts {
+            self.metrics.profile_counters_quarantined.inc();
+            tracing::error!(
+                counter,
+                attempts,
+                %reason,
+                "energy counter quarantined: its intervals are not recomputed until an admin \
+                 retries it (GET /api/v1/energy/quarantine)"
+            );
+        }
+        Ok(())
+    }
+
+    /// One batch: the first counters in line (`None`), or every queued span of one counter.
+    #[tracing::instrument(name = "profile_step", skip_all, fields(counters))]
+    async fn step_batch(&self, only: Option<i64>) -> Result<Progress, WorkerError> {
         let mut tx = self.pool.begin().await.step("begin")?;
-        let queued: Vec<(i64, DateTime<Utc>, DateTime<Utc>, bool)> = sqlx::query_as(
+        let queued: Vec<(i64, DateTime<Utc>, DateTime<Utc>, bool)> = match only {
             // Every queued row of the first counters in line, so that a backlog of many small
             // spans of one counter becomes one span. MATERIALIZED keeps PostgreSQL from
             // re-running the LIMIT under the join (it would then take more than the bound).
-            "WITH counters AS MATERIALIZED (
-                 SELECT DISTINCT counter_id FROM (
-                     SELECT counter_id FROM energy_dirty ORDER BY id LIMIT $1) first_in_line)
-             DELETE FROM energy_dirty e USING counters c WHERE e.counter_id = c.counter_id
-             RETURNING e.counter_id, e.from_ts, e.to_ts, e.readings",
-        )
-        .bind(BATCH)
+            // Quarantined counters wait for their release.
+            None => sqlx::query_as(
+                "WITH counters AS MATERIALIZED (
+                     SELECT DISTINCT counter_id FROM (
+                         SELECT counter_id FROM energy_dirty e
+                         WHERE NOT EXISTS (SELECT 1 FROM energy_quarantine q
+                                           WHERE q.counter_id = e.counter_id AND q.active)
+                         ORDER BY id LIMIT $1) first_in_line)
+                 DELETE FROM energy_dirty e USING counters c WHERE e.counter_id = c.counter_id
+                 RETURNING e.counter_id, e.from_ts, e.to_ts, e.readings",
+            )
+            .bind(BATCH),
+            Some(id) => sqlx::query_as(
+                "DELETE FROM energy_dirty WHERE counter_id = $1
+                 RETURNING counter_id, from_ts, to_ts, readings",
+            )
+            .bind(id),
+        }
         .fetch_all(&mut *tx)
         .await
         .step("take queued spans")?;
@@ -197,7 +361,14 @@ impl ProfileWorker {
                 .filter(|id| !spans[id].readings)
                 .map(|id| (*id, (spans[id].from, spans[id].to)))
                 .collect();
-            let written = recompute_intervals(&mut tx, &counters, &recompute, &self.params).await?;
+            let written = recompute_intervals(
+                &mut tx,
+                &counters,
+                &recompute,
+                &self.params,
+                self.max_gap_ms,
+            )
+            .await?;
             intervals += written.intervals;
             for (id, span) in written.changed {
                 changed
@@ -242,6 +413,7 @@ impl ProfileWorker {
             counters: spans.len(),
             intervals,
             days,
+            quarantined: 0,
         })
     }
 }
@@ -337,6 +509,7 @@ async fn recompute_intervals(
     counters: &HashMap<i64, CounterInfo>,
     spans: &[(i64, Span)],
     params: &engine::Params,
+    max_gap_ms: i64,
 ) -> Result<IntervalsWritten, WorkerError> {
     if spans.is_empty() {
         return Ok(IntervalsWritten {
@@ -355,19 +528,22 @@ async fn recompute_intervals(
          FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS q(counter_id, f, t)
          CROSS JOIN LATERAL (
              (SELECT 0::int2 AS part, ts, value_milli FROM counter_readings
-              WHERE counter_id = q.counter_id AND ts < q.f ORDER BY ts DESC LIMIT $4)
+              WHERE counter_id = q.counter_id AND ts < q.f AND flags & $5 = 0
+              ORDER BY ts DESC LIMIT $4)
              UNION ALL
              (SELECT 1::int2, ts, value_milli FROM counter_readings
-              WHERE counter_id = q.counter_id AND ts >= q.f AND ts <= q.t)
+              WHERE counter_id = q.counter_id AND ts >= q.f AND ts <= q.t AND flags & $5 = 0)
              UNION ALL
              (SELECT 2::int2, ts, value_milli FROM counter_readings
-              WHERE counter_id = q.counter_id AND ts > q.t ORDER BY ts LIMIT $4)
+              WHERE counter_id = q.counter_id AND ts > q.t AND flags & $5 = 0
+              ORDER BY ts LIMIT $4)
          ) AS w",
     )
     .bind(&ids)
     .bind(&froms)
     .bind(&tos)
     .bind(margin)
+    .bind(crate::ingest::clock::BEYOND_HORIZON)
     .fetch_all(&mut **tx)
     .await
     .step("load readings windows")?;
@@ -412,12 +588,13 @@ async fn recompute_intervals(
         } else {
             readings[readings.len() - 1 - engine::CONTEXT].ts_ms
         };
-        let outcome = engine::compute(
+        let outcome = engine::compute_bounded(
             &readings,
             Register {
                 resettable: info.resettable,
             },
             params,
+            max_gap_ms,
         );
         // Intervals that lie wholly inside [lo, hi].
         let first_start = if lo_ms == i64::MIN {
@@ -433,11 +610,11 @@ async fn recompute_intervals(
         if first_start >= last_end {
             continue;
         }
-        // Open ends become 1970 and 9999: PostgreSQL's range, and no reading lies outside.
+        // Open ends become 0001 and 9999: PostgreSQL's range, and no reading lies outside.
         del_c.push(*id);
-        del_lo.push(ts(first_start.max(0)));
+        del_lo.push(ts(first_start.max(MIN_TS_MS)));
         del_hi.push(ts(last_end.min(MAX_TS_MS)));
-        ev_lo.push(ts(lo_ms.max(0)));
+        ev_lo.push(ts(lo_ms.max(MIN_TS_MS)));
         ev_hi.push(ts(hi_ms.min(MAX_TS_MS)));
         let mut span: Option<(i64, i64)> = None;
         for interval in &outcome.intervals {

@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult};
-use super::session::{Admin, Auth, COOKIE};
+use super::session::{self, Admin, Auth, LoginCheck, Peer};
 use super::WebState;
 use crate::auth::{password, users, Role};
 use crate::{devices, gateways, ingest, sites};
@@ -21,52 +21,52 @@ pub struct Login {
 
 pub async fn login(
     State(state): State<WebState>,
+    Peer(source): Peer,
     Json(body): Json<Login>,
 ) -> ApiResult<impl IntoResponse> {
     if body.email.len() > 254 || body.password.len() > 1024 {
         return Err(ApiError::Unauthorized);
     }
-    let Some(user_id) = users::authenticate(&state.pool, &body.email, &body.password).await? else {
-        state.metrics.http_login_failures.inc();
-        tracing::info!(email = %body.email.chars().take(64).collect::<String>(), "login refused");
-        return Err(ApiError::Unauthorized);
-    };
-    let principal = users::principal(&state.pool, user_id)
-        .await?
+    let user_id =
+        match session::check_login(&state, &body.email, &body.password, source, "api").await? {
+            LoginCheck::Passed(user_id) => user_id,
+            LoginCheck::Refused => return Err(ApiError::Unauthorized),
+            LoginCheck::Throttled(secs) => return Err(ApiError::TooManyRequests(secs)),
+            LoginCheck::Busy => return Err(ApiError::TooManyRequests(1)),
+        };
+    let started = session::start(&state, user_id)
+        .await
+        .map_err(ApiError::internal)?
         .ok_or(ApiError::Unauthorized)?;
-    let (token, expires_at) = state
-        .keys
-        .issue(user_id, principal.role)
-        .map_err(ApiError::internal)?;
-    let cookie = format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        state.keys.ttl_secs(),
-        if state.secure_cookies { "; Secure" } else { "" }
-    );
     let mut headers = HeaderMap::new();
     headers.insert(
         header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+        HeaderValue::from_str(&session::set_cookie(&state, &started.token))
+            .map_err(ApiError::internal)?,
     );
+    let principal = started.principal;
     Ok((
         headers,
         Json(serde_json::json!({
-            "token": token,
+            "token": started.token,
             "token_type": "Bearer",
-            "expires_at": chrono::DateTime::from_timestamp(expires_at, 0),
+            "expires_at": chrono::DateTime::from_timestamp(started.expires_at, 0),
             "user": { "id": user_id, "email": principal.email, "role": principal.role },
         })),
     ))
 }
 
-pub async fn logout() -> impl IntoResponse {
-    (
-        [(
-            header::SET_COOKIE,
-            format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-        )],
+/// Ends the session of the request's token (bearer header or cookie) and clears the cookie;
+/// 204 whether or not a session was live.
+pub async fn logout(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+) -> ApiResult<impl IntoResponse> {
+    session::revoke(&state, &headers).await?;
+    Ok((
+        [(header::SET_COOKIE, session::CLEAR_COOKIE)],
         StatusCode::NO_CONTENT,
-    )
+    ))
 }
 
 pub async fn me(Auth(p): Auth) -> Json<serde_json::Value> {
@@ -321,25 +321,52 @@ pub async fn list_devices(
     Ok(Json(devices::list(&state.pool, &p.scope).await?))
 }
 
+/// `?device=<id>`: picks one of the meters reporting a serial (see [`devices::Resolved`]).
+#[derive(Deserialize)]
+pub struct DeviceParam {
+    pub device: Option<i64>,
+}
+
+/// The meter `serial` (and `device`) addresses for `scope`: 404 when there is none in scope,
+/// 409 with the candidates when several are and `device` does not choose (see
+/// [`devices::Resolved`]).
+pub(super) async fn resolve_meter(
+    state: &WebState,
+    scope: &crate::auth::Scope,
+    serial: &str,
+    device: Option<i64>,
+) -> ApiResult<devices::DeviceView> {
+    match devices::resolve_meter(&state.pool, scope, serial, device).await? {
+        devices::Resolved::Found(d) => Ok(*d),
+        devices::Resolved::NotFound => Err(ApiError::NotFound("meter")),
+        devices::Resolved::Ambiguous(candidates) => Err(ApiError::Ambiguous {
+            message: format!(
+                "several meters report serial {:?}; choose one of the candidates with ?device=<id>",
+                serial.chars().take(64).collect::<String>()
+            ),
+            candidates: serde_json::to_value(candidates).map_err(ApiError::internal)?,
+        }),
+    }
+}
+
 pub async fn device_latest(
     State(state): State<WebState>,
     Auth(p): Auth,
     Path(serial): Path<String>,
+    Query(q): Query<DeviceParam>,
 ) -> ApiResult<impl IntoResponse> {
-    devices::latest(&state.pool, &p.scope, &serial)
-        .await?
-        .map(Json)
-        .ok_or(ApiError::NotFound("meter"))
+    let device = resolve_meter(&state, &p.scope, &serial, q.device).await?;
+    Ok(Json(devices::latest(&state.pool, device).await?))
 }
 
 pub async fn device_counters(
     State(state): State<WebState>,
     Auth(p): Auth,
     Path(serial): Path<String>,
+    Query(q): Query<DeviceParam>,
 ) -> ApiResult<impl IntoResponse> {
-    let (device, counters) = devices::counters(&state.pool, &p.scope, &serial)
-        .await?
-        .ok_or(ApiError::NotFound("meter"))?;
+    let device = resolve_meter(&state, &p.scope, &serial, q.device).await?;
+    let counters = devices::counters(&state.pool, device.id).await?;
     Ok(Json(
         serde_json::json!({ "device": device, "counters": counters }),
     ))

@@ -71,17 +71,9 @@ fn back(result: Result<String, String>) -> axum::response::Response {
     let mut url = String::from("/converters?");
     url.push_str(key);
     url.push('=');
-    url.extend(text.chars().take(400).flat_map(|c| {
-        if c.is_ascii_alphanumeric() || "-_.~".contains(c) {
-            vec![c]
-        } else {
-            let mut buf = [0u8; 4];
-            c.encode_utf8(&mut buf)
-                .bytes()
-                .flat_map(|b| format!("%{b:02X}").chars().collect::<Vec<_>>())
-                .collect()
-        }
-    }));
+    url.push_str(&super::urls::query_value(
+        &text.chars().take(400).collect::<String>(),
+    ));
     Redirect::to(&url).into_response()
 }
 

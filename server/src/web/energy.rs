@@ -16,7 +16,7 @@ use super::WebState;
 use crate::auth::{Principal, Scope};
 use crate::profiles::structure::{self, StructureError};
 use crate::profiles::{contracts, query};
-use crate::{devices, gateways, sites};
+use crate::{gateways, sites};
 
 impl From<StructureError> for ApiError {
     fn from(e: StructureError) -> Self {
@@ -79,6 +79,8 @@ pub struct ProfileParams {
     from: String,
     to: String,
     register: Option<String>,
+    /// Picks one of the meters reporting the serial (see [`crate::devices::Resolved`]).
+    device: Option<i64>,
 }
 
 pub async fn device_profile(
@@ -87,9 +89,7 @@ pub async fn device_profile(
     Path(serial): Path<String>,
     Query(q): Query<ProfileParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let device = devices::meter_by_serial(&state.pool, &p.scope, &serial)
-        .await?
-        .ok_or(ApiError::NotFound("meter"))?;
+    let device = super::api::resolve_meter(&state, &p.scope, &serial, q.device).await?;
     let tz: String = sqlx::query_scalar(
         "SELECT COALESCE(s.time_zone, g.time_zone) FROM devices d
          JOIN gateways g ON g.id = d.gateway_id LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
@@ -445,11 +445,10 @@ pub async fn patch_device(
     State(state): State<WebState>,
     Admin(_): Admin,
     Path(serial): Path<String>,
+    Query(q): Query<super::api::DeviceParam>,
     Json(body): Json<structure::DevicePatch>,
 ) -> ApiResult<impl IntoResponse> {
-    let device = devices::meter_by_serial(&state.pool, &Scope::All, &serial)
-        .await?
-        .ok_or(ApiError::NotFound("meter"))?;
+    let device = super::api::resolve_meter(&state, &Scope::All, &serial, q.device).await?;
     structure::patch_device(&state.pool, device.id, body).await?;
     state.energy_changed();
     Ok(StatusCode::NO_CONTENT)

@@ -16,6 +16,16 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// A 409 that lists what the request could have meant, e.g. a meter serial reported by
+    /// several devices in the caller's scope: the caller picks one, Headend never guesses.
+    #[error("{message}")]
+    Ambiguous {
+        message: String,
+        candidates: serde_json::Value,
+    },
+    /// Throttled or shed: 429 with `Retry-After` (seconds).
+    #[error("too many attempts; try again in {0} s")]
+    TooManyRequests(u64),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -31,7 +41,8 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::Conflict(_) | Self::Ambiguous { .. } => StatusCode::CONFLICT,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -43,6 +54,16 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::auth::users::LoginError> for ApiError {
+    fn from(e: crate::auth::users::LoginError) -> Self {
+        match e {
+            crate::auth::users::LoginError::Db(e) => Self::internal(e),
+            // The hashing pool is full: nothing was decided, the client should come back.
+            crate::auth::users::LoginError::Busy(_) => Self::TooManyRequests(1),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -50,11 +71,19 @@ impl IntoResponse for ApiError {
             // The body stays opaque; the log has the chain.
             tracing::error!(error = ?e, "request failed");
         }
-        let mut response = (
-            status,
-            Json(serde_json::json!({ "error": self.to_string() })),
-        )
-            .into_response();
+        let body = match &self {
+            Self::Ambiguous { candidates, .. } => {
+                serde_json::json!({ "error": self.to_string(), "candidates": candidates })
+            }
+            _ => serde_json::json!({ "error": self.to_string() }),
+        };
+        let mut response = (status, Json(body)).into_response();
+        if let Self::TooManyRequests(secs) = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*secs),
+            );
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

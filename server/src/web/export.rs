@@ -4,6 +4,9 @@
 //! `site=ID`, `meter=SERIAL`, `circuit=ID`, `from` and `to` (RFC 3339 instants or local dates
 //! of the site), optional `register`, `sep=comma|semicolon`, `decimal=point|comma`,
 //! `bom=true|false`. Viewers and up; the caller's site scope applies (other sites are 404).
+//! A meter is resolved like everywhere else ([`crate::devices::Resolved`]): `device=ID`
+//! picks one of the meters reporting the serial, and an ambiguous serial is a 409 listing
+//! them.
 
 use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
@@ -37,6 +40,8 @@ pub struct ExportParams {
     kind: Option<String>,
     site: Option<String>,
     meter: Option<String>,
+    /// With `meter`: the device id among the meters reporting that serial.
+    device: Option<String>,
     circuit: Option<String>,
     from: Option<String>,
     to: Option<String>,
@@ -53,7 +58,36 @@ pub async fn csv(
 ) -> ApiResult<Response> {
     let Query(q) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let kind: Kind = required("kind", q.kind.as_deref())?.parse()?;
-    let target = target(&q)?;
+    let mut target = target(&q)?;
+    let mut scope = p.scope.clone();
+    if let Target::Meter(serial) = &target {
+        let device = match q.device.as_deref().filter(|d| !d.is_empty()) {
+            None => None,
+            Some(d) => Some(
+                d.parse::<i64>()
+                    .map_err(|_| ApiError::BadRequest("`device` must be a numeric id".into()))?,
+            ),
+        };
+        let meter = super::api::resolve_meter(&state, &p.scope, serial, device).await?;
+        // The selection finds the meter by serial: narrowed to the meter's own site (a subset
+        // of the caller's scope), the serial names that meter unless the site has two.
+        if let Some(site) = meter.site_id {
+            scope = crate::auth::Scope::Sites(vec![site]);
+        }
+        if crate::devices::candidates(&state.pool, &scope, &meter.serial)
+            .await?
+            .len()
+            > 1
+        {
+            return Err(ApiError::Conflict(format!(
+                "several meters of one site report serial {:?}; export its site or circuit",
+                meter.serial.chars().take(64).collect::<String>()
+            )));
+        }
+        target = Target::Meter(meter.serial);
+    } else if q.device.is_some() {
+        return Err(ApiError::BadRequest("`device` goes with `meter`".into()));
+    }
     let format = format(&q)?;
     let (from, to) = (
         required("from", q.from.as_deref())?,
@@ -61,7 +95,7 @@ pub async fn csv(
     );
     let register = q.register.filter(|r| !r.is_empty());
 
-    let selection = Selection::resolve(&state.pool, &p.scope, &target).await?;
+    let selection = Selection::resolve(&state.pool, &scope, &target).await?;
     let tz = selection.time_zone();
     let spec = Spec {
         kind,

@@ -124,6 +124,32 @@ const ACCESS: &str = "Sites, and everything under them (panels, circuits, contra
     consumption), are read by anyone granted the site and written by admins. A resource the user \
     may not see answers 404, exactly like one that does not exist.";
 
+/// The identity rule of meters (see `devices::Resolved`), for every route that takes a serial.
+const METER_IDENTITY: &str = "A meter is addressed by its serial within the caller's scope: \
+    meters of sites the caller may not see do not exist for them (404) and are never candidates. \
+    A serial is not unique (gateways of two sites, or two slots of one gateway, can report the \
+    same one): the optional `device` query parameter (the device `id`) picks one, and must name a \
+    meter in scope with that serial (else 404). When several meters in scope report the serial \
+    and `device` is not given, the answer is 409 with the `candidates`, never a guess. The path \
+    segment is the percent-encoded serial; a serial that cannot be a path segment (empty, `.`, \
+    `..`) is written `~` together with `device`.";
+
+/// `?device=`, the device id that picks one of the meters reporting a serial.
+fn device_param() -> Value {
+    query_param(
+        "device",
+        false,
+        "Device id: which of the meters reporting the serial (see the operation's description)",
+        json!({ "type": "integer", "format": "int64" }),
+    )
+}
+
+/// Adds the 409 of an ambiguous serial.
+fn ambiguous(mut responses: Value) -> Value {
+    responses["409"] = json!({ "$ref": "#/components/responses/Ambiguous" });
+    responses
+}
+
 const TIME_PARAM: &str = "An RFC 3339 instant (2026-03-29T00:00:00+01:00), or a local date \
     YYYY-MM-DD meaning local midnight at the start of that date in the site's time zone.";
 
@@ -145,12 +171,12 @@ pub fn document() -> Value {
             { "name": "energy", "description": "Quarter-hour profiles and consumption by day, month or year, computed from the meters' cumulative registers. Energy in the register's unit (Wh, varh, VAh); cost in the contract currency rounded to 1e-6 (exact sums kept internally)." },
             { "name": "users", "description": "User accounts (admin)" },
             { "name": "gateways", "description": "Gateways and their placement on sites" },
-            { "name": "devices", "description": "Meters and relays behind the gateways" },
+            { "name": "devices", "description": format!("Meters and relays behind the gateways. {METER_IDENTITY}") },
             { "name": "ingest", "description": "Rejected gateway messages" },
             { "name": "converters", "description": "Modbus TCP converters (RS485/IP) and the meters and relays polled behind them" },
             { "name": "meta", "description": "This document" }
         ],
-        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths(), relay_paths(), export_paths(), super::converters::openapi_paths(), super::alarms::openapi_paths()]),
+        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths(), relay_paths(), export_paths(), super::converters::openapi_paths(), super::alarms::openapi_paths(), super::quarantine::openapi_paths()]),
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
@@ -161,9 +187,10 @@ pub fn document() -> Value {
                 "Unauthorized": { "description": "No valid session", "content": { "application/json": { "schema": r("Error") } } },
                 "Forbidden": { "description": "The role does not allow this (writes need the admin role)", "content": { "application/json": { "schema": r("Error") } } },
                 "NotFound": { "description": "Not found, or not visible to this user", "content": { "application/json": { "schema": r("Error") } } },
-                "Conflict": { "description": "Already exists (a name or date that must be unique is taken)", "content": { "application/json": { "schema": r("Error") } } }
+                "Conflict": { "description": "Already exists (a name or date that must be unique is taken)", "content": { "application/json": { "schema": r("Error") } } },
+                "Ambiguous": { "description": "Several meters in the caller's scope report this serial: choose one with `device`", "content": { "application/json": { "schema": r("Ambiguous") } } }
             },
-            "schemas": merged([base_schemas(), structure_schemas(), contract_schemas(), profile_schemas(), consumption_schemas(), relay_schemas(), super::converters::openapi_schemas(), super::alarms::openapi_schemas()])
+            "schemas": merged([base_schemas(), identity_schemas(), structure_schemas(), contract_schemas(), profile_schemas(), consumption_schemas(), relay_schemas(), super::converters::openapi_schemas(), super::alarms::openapi_schemas()])
         }
     })
 }
@@ -266,13 +293,15 @@ fn base_paths() -> Value {
         "/devices": { "get": op("Meters and relays of the user's sites", "devices", true, ok(list("Device"))) },
         "/devices/{serial}/latest": { "get": {
             "summary": "Latest instantaneous measurements of a meter, SI units", "tags": ["devices"],
-            "parameters": [path_param("serial", "Meter serial number")],
-            "responses": found(r("Latest"))
+            "description": METER_IDENTITY,
+            "parameters": [path_param("serial", "Meter serial number, percent-encoded"), device_param()],
+            "responses": ambiguous(found(r("Latest")))
         }},
         "/devices/{serial}/counters": { "get": {
             "summary": "Latest reading of each energy counter of a meter", "tags": ["devices"],
-            "parameters": [path_param("serial", "Meter serial number")],
-            "responses": found(json!({ "type": "object", "properties": { "device": r("Device"), "counters": list("Counter") } }))
+            "description": METER_IDENTITY,
+            "parameters": [path_param("serial", "Meter serial number, percent-encoded"), device_param()],
+            "responses": ambiguous(found(json!({ "type": "object", "properties": { "device": r("Device"), "counters": list("Counter") } })))
         }},
         "/ingest/rejects": { "get": {
             "summary": "Rejected (or partly rejected) gateway messages, newest first, kept verbatim with the reason", "tags": ["ingest"],
@@ -351,6 +380,7 @@ fn export_paths() -> Value {
                 q("kind", "What to export", json!({ "enum": ["intervals", "daily", "monthly", "readings", "measurements", "completeness"] })),
                 q("site", "Site id", json!({ "type": "integer" })),
                 q("meter", "Meter serial", json!({ "type": "string" })),
+                q("device", "With `meter`: the device id, when several meters in scope report the serial (409 with the candidates otherwise)", json!({ "type": "integer" })),
                 q("circuit", "Circuit id", json!({ "type": "integer" })),
                 q("from", "RFC 3339 instant or local date (YYYY-MM-DD)", json!({ "type": "string" })),
                 q("to", "RFC 3339 instant or local date, exclusive", json!({ "type": "string" })),
@@ -364,7 +394,8 @@ fn export_paths() -> Value {
                 "200": { "description": "CSV", "content": { "text/csv": { "schema": { "type": "string" } } } },
                 "400": { "$ref": "#/components/responses/BadRequest" },
                 "401": { "$ref": "#/components/responses/Unauthorized" },
-                "404": { "$ref": "#/components/responses/NotFound" }
+                "404": { "$ref": "#/components/responses/NotFound" },
+                "409": { "$ref": "#/components/responses/Ambiguous" }
             }),
         )}
     })
@@ -538,26 +569,40 @@ fn contract_paths() -> Value {
 }
 
 fn device_paths() -> Value {
-    let serial = || path_param("serial", "Meter serial number");
+    let serial = || path_param("serial", "Meter serial number, percent-encoded");
     json!({
         "/devices/{serial}": { "patch": described(
             "Name a meter, place it on its site, set its usage and billing registers (admin)", "devices",
-            "Every field is optional: an absent field stays unchanged, `null` clears it. `measures` is implied by `circuit_id` or `panel_id` when left out; the panel or circuit must belong to the site of the meter's gateway. A change of placement or registers rebuilds the site's consumption in the background.",
-            vec![serial()], Some(r("DevicePatch")),
-            changed("Changed", &["400", "401", "403", "404"]),
+            &format!("Every field is optional: an absent field stays unchanged, `null` clears it. `measures` is implied by `circuit_id` or `panel_id` when left out; the panel or circuit must belong to the site of the meter's gateway. A change of placement or registers rebuilds the site's consumption in the background. {METER_IDENTITY}"),
+            vec![serial(), device_param()], Some(r("DevicePatch")),
+            ambiguous(changed("Changed", &["400", "401", "403", "404"])),
         )},
         "/devices/{serial}/profile": { "get": described(
             "Quarter-hour energy profile of a meter's registers, with power statistics", "energy",
-            "Every quarter-hour of the range (snapped outwards to quarter-hours, at most 31 days) for each register: energy in the register's unit (Wh, varh, VAh; `null` when missing) and its quality; resets, glitches and meter exchanges; totals. Import and export intervals of a site with a contract also carry their band and cost (export: the credit) in the contract currency, rounded to 1e-6. `power` has statistics of the instantaneous measurements per quarter-hour that has any. Local times are in the zone of the meter's site (or its gateway when the gateway has no site).",
+            &format!("Every quarter-hour of the range (snapped outwards to quarter-hours, at most 31 days) for each register: energy in the register's unit (Wh, varh, VAh; `null` when missing) and its quality; resets, glitches and meter exchanges; totals. Import and export intervals of a site with a contract also carry their band and cost (export: the credit) in the contract currency, rounded to 1e-6. `power` has statistics of the instantaneous measurements per quarter-hour that has any. Local times are in the zone of the meter's site (or its gateway when the gateway has no site). {METER_IDENTITY}"),
             vec![
                 serial(),
+                device_param(),
                 query_param("from", true, TIME_PARAM, json!({ "type": "string" })),
                 query_param("to", true, &format!("{TIME_PARAM} Exclusive."), json!({ "type": "string" })),
                 query_param("register", false, "Only this register (counter name, e.g. counter1nr); default all", json!({ "type": "string" }))
             ],
             None,
-            with(found(r("Profile")), &["400"]),
+            ambiguous(with(found(r("Profile")), &["400"])),
         )}
+    })
+}
+
+/// The 409 of an ambiguous meter serial.
+fn identity_schemas() -> Value {
+    json!({
+        "Ambiguous": { "type": "object", "properties": { "error": { "type": "string" },
+            "candidates": { "type": "array", "items": r("Candidate"), "description": "The meters in the caller's scope reporting the serial (at most 50)" } } },
+        "Candidate": { "type": "object", "properties": {
+            "id": { "type": "integer", "description": "Pass it as `device`" }, "serial": { "type": "string" },
+            "gateway": { "type": "string", "description": "The gateway's serial" },
+            "site_id": { "type": ["integer", "null"] }, "site": { "type": ["string", "null"], "description": "The site's name" },
+            "port": { "type": "string" }, "slot": { "type": "integer" }, "model": { "type": ["string", "null"] } } },
     })
 }
 
@@ -851,7 +896,7 @@ fn consumption_schemas() -> Value {
                 "estimated": { "type": "integer" }, "missing": { "type": "integer" },
                 "measured_pct": { "type": "number" }, "estimated_pct": { "type": "number" }, "missing_pct": { "type": "number" } } },
         "ConsumptionGroup": { "type": "object", "properties": {
-            "key": { "type": "string", "description": "meter: the serial; usage: the usage; circuit and panel: `circuit:{id}`, `panel:{id}`, `panel:{id}:rest` (a panel meter minus its submeters), `site:rest`, `meter:{serial}` (unplaced)" },
+            "key": { "type": "string", "description": "meter: the serial (`device:{id}` when the serial does not name one meter of the site); usage: the usage; circuit and panel: `circuit:{id}`, `panel:{id}`, `panel:{id}:rest` (a panel meter minus its submeters), `site:rest`, `meter:{serial}` (unplaced; `meter:device:{id}` likewise)" },
             "name": { "type": "string" },
             "import_wh": { "type": "number" },
             "export_wh": { "type": "number" },
@@ -900,6 +945,8 @@ mod tests {
         "/converters/{id}/devices",
         "/converters/{id}/devices/{unit}",
         "/ingest/rejects",
+        "/energy/quarantine",
+        "/energy/quarantine/{counter_id}/retry",
         "/export.csv",
         "/relays",
         "/relays/{id}",
@@ -982,6 +1029,7 @@ mod tests {
                     .replace("{id}", "1")
                     .replace("{unit}", "1")
                     .replace("{name}", "x")
+                    .replace("{counter_id}", "1")
             );
             assert!(!uri.contains('{'), "unreplaced placeholder in {uri}");
             for method in METHODS {

@@ -14,7 +14,8 @@ use chrono::{Datelike, NaiveDate, Utc};
 use headend_energy::calendar::{self, Period};
 use serde::Deserialize;
 
-use super::session::COOKIE;
+use super::session::{self, LoginCheck, Peer, COOKIE};
+use super::urls::filters;
 use super::WebState;
 use crate::auth::{users, Principal, Role, Scope};
 use crate::commands::ledger::{self, Created, NewCommand};
@@ -39,6 +40,8 @@ pub struct ExportForm {
     /// The export's scope parameter: `site`, `circuit` or `meter`.
     param: &'static str,
     value: String,
+    /// With `meter`: the device id, so that a serial reported twice is still one meter.
+    device: Option<i64>,
     what: String,
     from: NaiveDate,
     to: NaiveDate,
@@ -66,6 +69,7 @@ impl ExportForm {
         Self {
             param,
             value,
+            device: None,
             what,
             from,
             to,
@@ -94,13 +98,20 @@ pub(super) fn csrf(headers: &HeaderMap) -> (String, Option<String>) {
     {
         Some(t) => (t.to_owned(), None),
         None => {
-            let token: String = (0..16)
-                .map(|_| format!("{:02x}", rand::random::<u8>()))
-                .collect();
-            let set = format!("{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+            let (token, set) = fresh_csrf();
             (token, Some(set))
         }
     }
+}
+
+/// A new CSRF token and the cookie that sets it (`Secure` is added by the router when due).
+/// Login always sets a new one, so a token planted or seen before login is worthless after.
+fn fresh_csrf() -> (String, String) {
+    let token: String = (0..16)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect();
+    let set = format!("{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
+    (token, set)
 }
 
 /// Admin pages and forms: 403 for any other role.
@@ -136,9 +147,8 @@ impl FromRequestParts<WebState> for PageUser {
     async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
         let to_login = || Redirect::to("/login").into_response();
         let token = cookie(&parts.headers, COOKIE).ok_or_else(to_login)?;
-        let claims = state.keys.verify(token).ok_or_else(to_login)?;
-        let user_id: i64 = claims.sub.parse().map_err(|_| to_login())?;
-        match users::principal(&state.pool, user_id).await {
+        // Signature, expiry, a live session and the account's current role, in one query.
+        match session::principal_of(state, token).await {
             Ok(Some(p)) => Ok(Self(p)),
             Ok(None) => Err(to_login()),
             Err(e) => Err(PageError::from(e).into_response()),
@@ -312,11 +322,12 @@ pub struct LoginForm {
 
 pub async fn login(
     State(state): State<WebState>,
+    Peer(source): Peer,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    let refused = |message: &str| {
+    let refused = |status: StatusCode, message: &str| {
         let (token, set) = csrf(&headers);
         let page = LoginPage {
             title: "Log in",
@@ -329,32 +340,54 @@ pub async fn login(
             error: Some(message.to_owned()),
         };
         render(&page, set).map(|mut r| {
-            *r.status_mut() = StatusCode::UNAUTHORIZED;
+            *r.status_mut() = status;
+            r
+        })
+    };
+    let wrong = || refused(StatusCode::UNAUTHORIZED, "E-mail or password is wrong.");
+    let wait = |secs: u64, message: String| {
+        refused(StatusCode::TOO_MANY_REQUESTS, &message).map(|mut r| {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
             r
         })
     };
     if form.email.len() > 254 || form.password.len() > 1024 {
-        return refused("E-mail or password is wrong.");
+        return wrong();
     }
-    let Some(user_id) = users::authenticate(&state.pool, &form.email, &form.password).await? else {
-        state.metrics.http_login_failures.inc();
-        tracing::info!(email = %form.email.chars().take(64).collect::<String>(), "page login refused");
-        return refused("E-mail or password is wrong.");
+    let user_id =
+        match session::check_login(&state, &form.email, &form.password, source, "page").await? {
+            LoginCheck::Passed(user_id) => user_id,
+            LoginCheck::Refused => return wrong(),
+            LoginCheck::Throttled(secs) => {
+                return wait(
+                    secs,
+                    format!(
+                        "Too many login attempts. Wait {secs} second{} and try again.",
+                        if secs == 1 { "" } else { "s" }
+                    ),
+                )
+            }
+            LoginCheck::Busy => {
+                return wait(
+                    1,
+                    "The server is busy checking passwords. Try again in a second.".into(),
+                )
+            }
+        };
+    let Some(started) = session::start(&state, user_id)
+        .await
+        .map_err(PageError::Internal)?
+    else {
+        return wrong();
     };
-    let principal = users::principal(&state.pool, user_id)
-        .await?
-        .ok_or(PageError::Forbidden)?;
-    let (token, _) = state
-        .keys
-        .issue(user_id, principal.role)
-        .map_err(|e| PageError::Internal(e.into()))?;
-    let cookie = format!(
-        "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        state.keys.ttl_secs(),
-        if state.secure_cookies { "; Secure" } else { "" }
-    );
     let mut response = Redirect::to("/").into_response();
-    if let Ok(v) = HeaderValue::from_str(&cookie) {
+    if let Ok(v) = HeaderValue::from_str(&session::set_cookie(&state, &started.token)) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+    // A new CSRF token with the new session: one planted or read before login is now useless.
+    let (_, csrf_cookie) = fresh_csrf();
+    if let Ok(v) = HeaderValue::from_str(&csrf_cookie) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     Ok(response)
@@ -365,12 +398,19 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-pub async fn logout(headers: HeaderMap, Form(form): Form<CsrfForm>) -> PageResult {
+/// Ends the session server-side (its token stops working everywhere at once) and clears the
+/// cookie.
+pub async fn logout(
+    State(state): State<WebState>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
+    session::revoke(&state, &headers).await?;
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(
         header::SET_COOKIE,
-        HeaderValue::from_static("headend_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+        HeaderValue::from_static(session::CLEAR_COOKIE),
     );
     Ok(response)
 }
@@ -837,6 +877,8 @@ struct MeterPage {
     title: String,
     nav: Nav,
     serial: String,
+    /// The `devices` id: every link and form of the page carries it.
+    device_id: i64,
     name: String,
     model: String,
     gateway: String,
@@ -856,6 +898,19 @@ struct MeterPage {
 pub struct MeterParams {
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
+    /// Which of the meters reporting the serial (see [`devices::Resolved`]).
+    device: Option<i64>,
+}
+
+/// A serial that several meters of the user's sites report: the person chooses.
+#[derive(Template)]
+#[template(path = "meter_choose.html")]
+struct MeterChooser {
+    title: String,
+    nav: Nav,
+    serial: String,
+    /// Each candidate with the link to its page.
+    candidates: Vec<(String, devices::Candidate)>,
 }
 
 fn show(v: Option<&serde_json::Value>) -> String {
@@ -873,9 +928,27 @@ pub async fn meter_page(
     Path(serial): Path<String>,
     Query(q): Query<MeterParams>,
 ) -> PageResult {
-    let device = devices::meter_by_serial(&state.pool, &p.scope, &serial)
-        .await?
-        .ok_or(PageError::NotFound)?;
+    let device = match devices::resolve_meter(&state.pool, &p.scope, &serial, q.device).await? {
+        devices::Resolved::Found(d) => *d,
+        devices::Resolved::NotFound => return Err(PageError::NotFound),
+        devices::Resolved::Ambiguous(candidates) => {
+            let (nav, set) = nav(&p, &headers);
+            return render(
+                &MeterChooser {
+                    title: format!("Which meter {serial}?"),
+                    nav,
+                    candidates: candidates
+                        .into_iter()
+                        .map(|c| (super::urls::meter(&c.serial, c.id), c))
+                        .collect(),
+                    serial,
+                },
+                set,
+            );
+        }
+    };
+    // From here on the serial is the device's own (the path may have been the placeholder).
+    let serial = device.serial.clone();
     let (zone_name, gateway): (String, String) = sqlx::query_as(
         "SELECT COALESCE(s.time_zone, g.time_zone), g.serial FROM devices d JOIN gateways g ON g.id = d.gateway_id
          LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
@@ -960,11 +1033,8 @@ pub async fn meter_page(
     };
     let power_chart = charts::power_graph("power-chart", "Power", &points);
 
-    let latest = devices::latest(&state.pool, &p.scope, &serial).await?;
-    let values = latest
-        .as_ref()
-        .map(|l| l.values.clone())
-        .unwrap_or_default();
+    let latest = devices::latest(&state.pool, device.clone()).await?;
+    let values = latest.values.clone();
     let cell = |key: &str| (key.to_owned(), show(values.get(key)));
     let phase_rows = vec![
         (
@@ -1026,39 +1096,34 @@ pub async fn meter_page(
         (
             "Active tariff",
             "tariff",
-            latest
-                .as_ref()
-                .and_then(|l| l.tariff)
-                .map_or("–".into(), |t| format!("T{t}")),
+            latest.tariff.map_or("–".into(), |t| format!("T{t}")),
         ),
     ];
-    let counters = match devices::counters(&state.pool, &p.scope, &serial).await? {
-        Some((_, list)) => list
-            .iter()
-            .map(|c| {
-                let v = serde_json::to_value(c).unwrap_or_default();
-                (
-                    v["name"].as_str().unwrap_or("").to_owned(),
-                    format!(
-                        "{} {}",
-                        v["value"].as_str().unwrap_or(""),
-                        v["unit"].as_str().unwrap_or("")
-                    ),
-                    v["tariffs"]
-                        .as_array()
-                        .map(|t| {
-                            t.iter()
-                                .map(|x| format!("T{x}"))
-                                .collect::<Vec<_>>()
-                                .join(" ")
-                        })
-                        .unwrap_or_default(),
-                    v["ts"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect(),
-        None => Vec::new(),
-    };
+    let counters = devices::counters(&state.pool, device.id)
+        .await?
+        .iter()
+        .map(|c| {
+            let v = serde_json::to_value(c).unwrap_or_default();
+            (
+                v["name"].as_str().unwrap_or("").to_owned(),
+                format!(
+                    "{} {}",
+                    v["value"].as_str().unwrap_or(""),
+                    v["unit"].as_str().unwrap_or("")
+                ),
+                v["tariffs"]
+                    .as_array()
+                    .map(|t| {
+                        t.iter()
+                            .map(|x| format!("T{x}"))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default(),
+                v["ts"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
     let (nav, set) = nav(&p, &headers);
     render(
         &MeterPage {
@@ -1070,14 +1135,18 @@ pub async fn meter_page(
                 .or(device.description.clone())
                 .unwrap_or_else(|| serial.clone()),
             model: device.model.clone().unwrap_or_default(),
-            export: ExportForm::new(
-                "meter",
-                serial.clone(),
-                format!("meter {serial}"),
-                (from, to),
-                &zone_name,
-            ),
+            export: ExportForm {
+                device: Some(device.id),
+                ..ExportForm::new(
+                    "meter",
+                    serial.clone(),
+                    format!("meter {serial}"),
+                    (from, to),
+                    &zone_name,
+                )
+            },
             serial,
+            device_id: device.id,
             gateway,
             time_zone: zone_name,
             from,
@@ -1085,7 +1154,7 @@ pub async fn meter_page(
             period_label,
             power_chart,
             measured_at: latest
-                .and_then(|l| l.ts)
+                .ts
                 .map(|t| t.to_rfc3339())
                 .unwrap_or_else(|| "no measurements yet".into()),
             phase_rows,

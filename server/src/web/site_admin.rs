@@ -16,9 +16,8 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::pages::{
-    check_csrf, nav, percent, render, require_admin, Nav, PageError, PageResult, PageUser,
-};
+use super::pages::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
+use super::urls::filters;
 use super::WebState;
 use crate::auth::Scope;
 use crate::dashboard;
@@ -78,7 +77,7 @@ fn back(site: i64, section: &str, result: Result<String, String>) -> Response {
     };
     Redirect::to(&format!(
         "/admin/sites/{site}?section={section}&{key}={}#{section}",
-        percent(&text)
+        super::urls::query_value(&text)
     ))
     .into_response()
 }
@@ -103,6 +102,8 @@ pub struct PlacementOption {
 }
 
 pub struct MeterRow {
+    /// The `devices` id, carried by the form (serials are not unique).
+    id: i64,
     serial: String,
     gateway: String,
     model: String,
@@ -190,6 +191,7 @@ pub async fn page(
                 (Some("circuit"), _, Some(c)) => format!("circuit:{c}"),
                 _ => String::new(),
             },
+            id: m.id,
             serial: m.serial,
             gateway: m.gateway,
             model: m.model.unwrap_or_default(),
@@ -454,13 +456,26 @@ pub async fn place_meter(
     PageUser(p): PageUser,
     headers: HeaderMap,
     Path((id, serial)): Path<(i64, String)>,
+    Query(q): Query<super::api::DeviceParam>,
     Form(form): Form<PlacementForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
     require_admin(&p)?;
-    let device = dashboard::site_meter_id(&state.pool, id, &serial)
-        .await?
-        .ok_or(PageError::NotFound)?;
+    // The form names the device (`?device=`); a bare serial must be unique on the site.
+    let (device, serial) = match dashboard::site_meter(&state.pool, id, &serial, q.device).await? {
+        crate::devices::Resolved::Found(d) => (d.id, d.serial),
+        crate::devices::Resolved::NotFound => return Err(PageError::NotFound),
+        crate::devices::Resolved::Ambiguous(c) => {
+            return Ok(back(
+                id,
+                "meters",
+                Err(format!(
+                    "{} meters of this site report serial {serial}; use the meter's own form",
+                    c.len()
+                )),
+            ))
+        }
+    };
     let id_of = |v: &str| v.parse::<i64>().ok();
     let (measures, panel_id, circuit_id) = match form.placement.split_once(':') {
         None if form.placement.is_empty() => (None, None, None),

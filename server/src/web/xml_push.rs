@@ -18,21 +18,41 @@ use tower_http::trace::TraceLayer;
 use super::error::{ApiError, ApiResult};
 use super::session::{Admin, Auth};
 use super::WebState;
-use crate::gateways::GatewayAuthenticator;
+use crate::gateways::{GatewayAuthError, GatewayAuthenticator};
+use crate::metrics::Metrics;
 use crate::xml_push::registry::{self, RegistryError, XmlPushSettings};
 use crate::xml_push::{Ack, RejectCode, Sender, XmlPush, HTTP_SOURCE};
 
 /// Largest request body: a few documents of the largest size the parser takes.
 pub const MAX_BODY_BYTES: usize = 4 * sg_wire::mismart::MAX_DOCUMENT_BYTES;
 
+/// `auth_throttled` channel of the HTTP push ([`crate::metrics::THROTTLE_CHANNELS`]).
+const XML_PUSH_CHANNEL: usize = 2;
+
 #[derive(Clone)]
 struct PushState {
     push: Arc<XmlPush>,
     auth: Arc<GatewayAuthenticator>,
+    /// Where throttled and shed attempts are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// `POST /api/v1/xml-push`, with its own state (the ingest sink), merged into the app router.
-pub fn router(push: Arc<XmlPush>, auth: Arc<GatewayAuthenticator>) -> Router {
+/// Throttled attempts (`auth_throttled{channel="xml_push"}`) and shed password checks are
+/// counted in `metrics`.
+pub fn router(
+    push: Arc<XmlPush>,
+    auth: Arc<GatewayAuthenticator>,
+    metrics: Arc<Metrics>,
+) -> Router {
+    routes(PushState {
+        push,
+        auth,
+        metrics,
+    })
+}
+
+fn routes(state: PushState) -> Router {
     Router::new()
         .route("/api/v1/xml-push", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -41,7 +61,7 @@ pub fn router(push: Arc<XmlPush>, auth: Arc<GatewayAuthenticator>) -> Router {
             std::time::Duration::from_secs(30),
         ))
         .layer(TraceLayer::new_for_http())
-        .with_state(PushState { push, auth })
+        .with_state(state)
 }
 
 fn unauthorized() -> Response {
@@ -83,13 +103,27 @@ async fn receive(
     let Some((user, password)) = basic_credentials(&headers) else {
         return unauthorized();
     };
-    let grant = match state.auth.authenticate(&user, password.as_bytes()).await {
+    let grant = match state
+        .auth
+        .authenticate(&user, password.as_bytes(), peer.ip())
+        .await
+    {
         Ok(Some(grant)) => grant,
         Ok(None) => {
             tracing::warn!(%peer, user = %user.chars().take(64).collect::<String>(), "XML push over HTTP refused: bad credentials");
             return unauthorized();
         }
-        Err(e) => return ApiError::internal(e).into_response(),
+        // Nothing was checked: 429 with Retry-After, never 401 (which would be a verdict).
+        Err(GatewayAuthError::Throttled(throttled)) => {
+            state.metrics.auth_throttled[XML_PUSH_CHANNEL].inc();
+            tracing::warn!(%peer, user = %user.chars().take(64).collect::<String>(), retry_after_s = throttled.retry_after_secs(), "XML push over HTTP throttled: too many attempts for this serial or from this address");
+            return ApiError::TooManyRequests(throttled.retry_after_secs()).into_response();
+        }
+        Err(GatewayAuthError::Busy(_)) => {
+            state.metrics.password_checks_shed.inc();
+            return ApiError::TooManyRequests(1).into_response();
+        }
+        Err(GatewayAuthError::Db(e)) => return ApiError::internal(e).into_response(),
     };
     let gateway = match registry::gateway_by_serial(state.push.pool(), &grant.serial).await {
         Ok(Some(gateway)) => gateway,

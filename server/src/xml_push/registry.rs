@@ -225,10 +225,11 @@ pub async fn set(
         sources.push(parse_source(source)?);
     }
     for meter in &settings.meters {
-        sg_wire::message::validate_serial(meter).map_err(|e| {
+        sg_wire::message::validate_serial(meter).map_err(|_| {
             RegistryError::Invalid(format!(
-                "meter serial {:?}: {e}",
-                meter.chars().take(40).collect::<String>()
+                "meter serial {:?}: {}",
+                meter.chars().take(40).collect::<String>(),
+                sg_wire::message::SERIAL_RULE
             ))
         })?;
     }

@@ -26,6 +26,9 @@ pub enum Profile {
     Office,
     /// Two shifts on weekdays (06–22), a high base load around the clock.
     Industrial,
+    /// A PV inverter: generates (negative active power, counted on the export registers)
+    /// between sunrise and sunset, whose times and height follow the season.
+    Solar,
 }
 
 /// Which registers the meter has.
@@ -149,6 +152,8 @@ impl Profile {
             Self::Office => 0.1 + 0.75 * window(hour, 7.5, 18.0) - 0.15 * bump(hour, 12.5, 0.5),
             Self::Industrial if weekend => 0.3,
             Self::Industrial => 0.35 + 0.55 * window(hour, 6.0, 22.0),
+            // Needs the date: see `solar`.
+            Self::Solar => 0.0,
         }
     }
 
@@ -158,8 +163,26 @@ impl Profile {
             Self::Household => ((1500.0, 3500.0), (0.95, 0.99)),
             Self::Office => ((3000.0, 8000.0), (0.90, 0.97)),
             Self::Industrial => ((15_000.0, 40_000.0), (0.85, 0.95)),
+            Self::Solar => ((1000.0, 5000.0), (0.97, 0.99)),
         }
     }
+}
+
+/// The share of its rating a PV inverter generates in a cell (a second since the epoch of
+/// the wall clock): a half-sine from sunrise to sunset (mid-latitudes, clock time), longer and
+/// higher in summer.
+fn solar(cell: i64) -> f64 {
+    let days = cell.div_euclid(86_400) as f64;
+    let hour = cell.rem_euclid(86_400) as f64 / 3600.0;
+    let season =
+        libm::sin(2.0 * core::f64::consts::PI * (days.rem_euclid(365.2425) - 80.0) / 365.2425);
+    let day_length = 12.0 + 3.6 * season;
+    let noon = if season > 0.0 { 13.2 } else { 12.2 };
+    let x = (hour - (noon - day_length / 2.0)) / day_length;
+    if !(0.0..1.0).contains(&x) {
+        return 0.0;
+    }
+    libm::pow(libm::sin(core::f64::consts::PI * x), 1.4) * (0.5 + 0.35 * (1.0 + season))
 }
 
 /// Noise streams, so that different quantities draw independent noise.
@@ -271,6 +294,23 @@ impl SimMeter {
         }
     }
 
+    /// Sets what the non-resettable register of `energy` shows when the simulation starts
+    /// (mWh or mvarh): a meter that continues a known history, e.g. the demo's backfill.
+    pub fn set_initial_mwh(&mut self, energy: Energy, mwh: i64) {
+        self.initial_mwh[energy.idx()] = mwh;
+    }
+
+    /// Replaces the load shape and the per-phase rating (W) drawn from the seed, before the
+    /// simulation starts (e.g. a demo meter whose live load continues a known history).
+    pub fn set_load(&mut self, profile: Profile, rated_w: f64) {
+        self.profile = profile;
+        self.rated_w = if rated_w.is_finite() {
+            rated_w.max(0.0)
+        } else {
+            0.0
+        };
+    }
+
     #[must_use]
     pub fn with_layout(mut self, layout: CounterLayout) -> Self {
         self.layout = layout;
@@ -351,10 +391,20 @@ impl SimMeter {
     fn cell_power(&self, cell: i64, connected: bool) -> CellPower {
         let mut power = CellPower::default();
         let (weekday, hour) = calendar(cell);
-        power.load = self.profile.load(weekday, hour).max(0.0);
+        power.load = match self.profile {
+            Profile::Solar => solar(cell),
+            profile => profile.load(weekday, hour),
+        }
+        .max(0.0);
         if !connected {
             return power;
         }
+        // An inverter feeds in: its active power is negative.
+        let sign = if self.profile == Profile::Solar {
+            -1
+        } else {
+            1
+        };
         for phase in 0..usize::from(self.phases) {
             let slow = self.smooth_noise(Stream::LoadSlow, phase, cell, 300);
             let fast = self.noise(Stream::LoadFast, phase, cell);
@@ -366,7 +416,7 @@ impl SimMeter {
                 + 0.02 * self.smooth_noise(Stream::PowerFactor, phase, cell, 600))
             .clamp(0.5, 0.999);
             let q_var = libm::copysign(p_w * libm::sqrt(1.0 - pf * pf) / pf, nominal);
-            power.p[phase] = libm::round(p_w.max(0.0) * 1000.0) as i64;
+            power.p[phase] = sign * libm::round(p_w.max(0.0) * 1000.0) as i64;
             power.q[phase] = libm::round(q_var * 1000.0) as i64;
         }
         power
@@ -572,4 +622,43 @@ fn triangle(p: f64, q: f64) -> (f64, f64, f64) {
     let pf = if q < 0.0 { -pf } else { pf };
     let angle = libm::atan2(q, p).to_degrees();
     (s, pf, angle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> NaiveDateTime {
+        NaiveDate::from_ymd_opt(y, m, d)
+            .and_then(|d| d.and_hms_opt(h, 0, 0))
+            .expect("valid time")
+    }
+
+    #[test]
+    fn a_solar_meter_exports_by_day_only_and_continues_given_registers() {
+        let mut meter = SimMeter::new(5, 1, Profile::Office);
+        meter.set_load(Profile::Solar, 4000.0);
+        meter.set_initial_mwh(Energy::ActiveImport, 7_000);
+        meter.set_initial_mwh(Energy::ActiveExport, 1_000_000);
+        meter.advance_to(at(2026, 6, 17, 0));
+        assert_eq!(
+            meter.register_mwh(Energy::ActiveExport, &[1, 2], false),
+            1_000_000
+        );
+        meter.advance_to(at(2026, 6, 17, 4));
+        assert_eq!(
+            meter.register_mwh(Energy::ActiveExport, &[1, 2], false),
+            1_000_000
+        );
+        meter.advance_to(at(2026, 6, 17, 20));
+        let exported = meter.register_mwh(Energy::ActiveExport, &[1, 2], false) - 1_000_000;
+        assert!(exported > 10_000_000, "a June day of 4 kW: {exported} mWh");
+        assert_eq!(
+            meter.register_mwh(Energy::ActiveImport, &[1, 2], false),
+            7_000
+        );
+        assert!(meter.measurements_at(at(2026, 6, 17, 13)).total.p_w < 0.0);
+        assert_eq!(meter.measurements_at(at(2026, 6, 17, 23)).total.p_w, 0.0);
+    }
 }

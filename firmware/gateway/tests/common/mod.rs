@@ -12,20 +12,20 @@ use sg_wire::{parse_message, SgMessage};
 
 pub const SERIAL: &str = "SG000017";
 
-/// A fixture from `shared/spec/sg-mqtt`, as JSON.
+/// A fixture from `tests/fixtures/sg-mqtt`, as JSON.
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = format!(
-        "{}/../../../shared/spec/sg-mqtt/{name}",
+        "{}/../../../tests/fixtures/sg-mqtt/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("fixture JSON")
 }
 
-/// `shared/spec/sg-mqtt/commands.txt`: each command line with its comment.
+/// `tests/fixtures/sg-mqtt/commands.txt`: each command line with its comment.
 pub fn command_lines() -> Vec<(String, String)> {
     let path = format!(
-        "{}/../../../shared/spec/sg-mqtt/commands.txt",
+        "{}/../../../tests/fixtures/sg-mqtt/commands.txt",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

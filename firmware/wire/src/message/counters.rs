@@ -73,7 +73,8 @@ pub struct Counter {
     pub resettable: bool,
     pub unit: EnergyUnit,
     /// The register in milli-units (mWh, mvarh, mVAh), exact: `"184233.125 kWh"` is
-    /// `184_233_125_000`. Digits below a milli-unit are rounded half away from zero.
+    /// `184_233_125_000`. A value with digits below a milli-unit (`"12.5001 Wh"`) is not
+    /// representable exactly and is refused ([`FieldError::CounterTooPrecise`]), never rounded.
     pub value_milli: i64,
     /// `settings.phaseN[nr]`, e.g. `"Total"`; `None` when empty or absent.
     pub phase: Option<String>,
@@ -85,8 +86,8 @@ pub struct Counter {
 ///
 /// `"N/A"` registers are skipped silently. A register that cannot be used — bad name, a
 /// prefix without unit (`"0.00 k"`, an unconfigured register), a unit other than Wh, varh
-/// or VAh, a negative value — is skipped with a [`FieldIssue`]; the rest of the document is
-/// still used. Unreadable settings are reported and left empty.
+/// or VAh, a negative value, digits below the milli-unit — is skipped with a [`FieldIssue`];
+/// the rest of the document is still used. Unreadable settings are reported and left empty.
 #[must_use]
 pub fn normalize_counters(doc: &CountersDoc) -> (Vec<Counter>, Vec<FieldIssue>) {
     let mut issues = Vec::new();
@@ -158,6 +159,11 @@ fn register(raw: &Value) -> Result<Option<(EnergyUnit, i64)>, FieldError> {
         EnergyUnit::from_unit(quantity.unit).ok_or(FieldError::NotAnEnergyUnit(quantity.unit))?;
     if quantity.value.is_negative() {
         return Err(FieldError::NegativeCounter);
+    }
+    // Digits below the stored milli-unit cannot be stored exactly: refused rather than
+    // rounded, so that every stored register is the meter's own number (energy is exact).
+    if !quantity.value.is_zero() && quantity.value.exp10() < -3 {
+        return Err(FieldError::CounterTooPrecise);
     }
     let value_milli = quantity
         .value

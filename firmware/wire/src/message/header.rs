@@ -12,7 +12,7 @@ use core::fmt;
 use super::{BicomBody, Header};
 use crate::text::is_unwanted;
 
-/// Longest accepted serial number (bytes, printable ASCII).
+/// Longest accepted serial number, in characters (see [`validate_serial`]).
 pub const MAX_SERIAL_LEN: usize = 32;
 /// Longest kept model name, in characters.
 pub const MAX_MODEL_CHARS: usize = 64;
@@ -29,13 +29,14 @@ pub enum HeaderError {
     EmptySerial,
     /// Longer than [`MAX_SERIAL_LEN`] bytes.
     SerialTooLong { len: usize },
-    /// Holds something other than printable ASCII, or starts or ends with a space.
-    SerialNotPrintable,
+    /// Holds a character outside the serial character set, or does not start with a letter
+    /// or digit (see [`validate_serial`]).
+    SerialCharacters,
 }
 
 impl fmt::Display for HeaderError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the device cannot be identified: ")?;
+        f.write_str("the device cannot be identified: field `serial_number`: ")?;
         match self {
             Self::MissingSerial => f.write_str("the serial number is missing"),
             Self::EmptySerial => f.write_str("the serial number is empty"),
@@ -43,32 +44,44 @@ impl fmt::Display for HeaderError {
                 f,
                 "the serial number is {len} bytes long (at most {MAX_SERIAL_LEN})"
             ),
-            Self::SerialNotPrintable => f.write_str(
-                "the serial number holds characters other than printable ASCII \
-                 or has surrounding spaces",
-            ),
+            Self::SerialCharacters => f.write_str(SERIAL_RULE),
         }
     }
 }
 
 impl core::error::Error for HeaderError {}
 
-/// Checks a serial number: 1..=32 printable ASCII characters (inner spaces allowed, none
-/// at either end, so that `"X1 "` and `"X1"` cannot name two devices).
+/// The serial number rule, in words (for error messages and documentation).
+pub const SERIAL_RULE: &str = "the serial number must be 1 to 32 characters of A-Z, a-z, 0-9, \
+     '-', '_' or '.', starting with a letter or a digit";
+
+/// Checks a meter (or relay) serial number against the one character set Headend accepts:
+///
+/// * 1 to [`MAX_SERIAL_LEN`] (32) characters;
+/// * the first an ASCII letter or digit (`A-Z a-z 0-9`);
+/// * the others ASCII letters, digits, `-`, `_` or `.`.
+///
+/// Real serials fit easily: Iskra meters print 8 digits (`18230001`, `21450077`), IR heads and
+/// simulators `X0000124`, `SIM00042`, and the gateway serials Headend registers use the same
+/// set (`SG000017`, `cv-1`). Serials travel into URLs (`/meters/{serial}`), HTML forms, CSV
+/// exports and log lines, so the set leaves out everything that would need escaping there:
+/// no spaces, quotes, `<`, `&`, `/`, `%`, `?`, `#`, control or non-ASCII characters, and no
+/// leading `.` or `-` (so `.`, `..` and option-like `-x` are impossible). A document whose
+/// serial breaks the rule does not identify its device and is refused as a whole.
 ///
 /// # Errors
 /// [`HeaderError::EmptySerial`], [`HeaderError::SerialTooLong`] or
-/// [`HeaderError::SerialNotPrintable`].
+/// [`HeaderError::SerialCharacters`].
 pub fn validate_serial(serial: &str) -> Result<&str, HeaderError> {
-    if serial.is_empty() {
+    let Some(&first) = serial.as_bytes().first() else {
         return Err(HeaderError::EmptySerial);
-    }
+    };
     if serial.len() > MAX_SERIAL_LEN {
         return Err(HeaderError::SerialTooLong { len: serial.len() });
     }
-    let printable = serial.bytes().all(|b| b == b' ' || b.is_ascii_graphic());
-    if !printable || serial.starts_with(' ') || serial.ends_with(' ') {
-        return Err(HeaderError::SerialNotPrintable);
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if !first.is_ascii_alphanumeric() || !serial.bytes().all(allowed) {
+        return Err(HeaderError::SerialCharacters);
     }
     Ok(serial)
 }

@@ -30,6 +30,9 @@ pub enum FieldError {
     NegativeCounter,
     /// A counter beyond what `i64` milli-units hold.
     CounterOverflow,
+    /// A counter with digits below the stored milli-unit (`12.5001 Wh`): it cannot be stored
+    /// exactly, and energy is never rounded on the way in.
+    CounterTooPrecise,
     /// A tariff that is not a small integer.
     InvalidTariff,
     /// A counter name other than `counter<N>` / `counter<N>nr` with N in 1..=32.
@@ -66,6 +69,10 @@ impl fmt::Display for FieldError {
             }
             Self::NegativeCounter => f.write_str("energy counter is negative"),
             Self::CounterOverflow => f.write_str("energy counter is too large"),
+            Self::CounterTooPrecise => f.write_str(
+                "energy counter has digits below the stored resolution of 0.001 Wh \
+                 (varh, VAh): not representable exactly, refused rather than rounded",
+            ),
             Self::InvalidTariff => f.write_str("tariff is not an integer in -32768..=32767"),
             Self::InvalidCounterName => {
                 f.write_str("not a counter name (counter<N> or counter<N>nr, N in 1..=32)")

@@ -1,10 +1,57 @@
 //! Serde helpers for fields that devices spell inconsistently.
 
+use alloc::collections::btree_map::{BTreeMap, Entry};
+use alloc::string::String;
 use core::fmt;
 use core::marker::PhantomData;
 
-use serde::de::{self, Deserializer, Visitor};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Serializer;
+use serde_json::Value;
+
+use crate::text::truncate_chars;
+
+/// A JSON object of raw values (`measurements`, `counters`, `settings`) that refuses a key
+/// given twice with different values: serde_json would keep the last one silently, so
+/// `{"U1":"111 V","U1":"222 V"}` would store 222 V and nobody would know the document
+/// also said 111 V. The same value twice says one thing and is accepted.
+pub(crate) fn unique_map<'de, D>(deserializer: D) -> Result<BTreeMap<String, Value>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    deserializer.deserialize_map(UniqueMap)
+}
+
+struct UniqueMap;
+
+impl<'de> Visitor<'de> for UniqueMap {
+    type Value = BTreeMap<String, Value>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object whose keys are unique")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = BTreeMap::new();
+        while let Some((key, value)) = map.next_entry::<String, Value>()? {
+            match out.entry(key) {
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                }
+                Entry::Occupied(known) if *known.get() == value => {}
+                Entry::Occupied(known) => {
+                    return Err(de::Error::custom(alloc::format!(
+                        "duplicate key {:?} with different values ({} and {})",
+                        truncate_chars(known.key(), 64),
+                        truncate_chars(&alloc::format!("{}", known.get()), 64),
+                        truncate_chars(&alloc::format!("{value}"), 64),
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
 
 /// An optional unsigned integer sent as a JSON number, a numeric string (`"12"`), `"N/A"`,
 /// `""` or `null` (the last three mean absent). Anything else, including a value that does

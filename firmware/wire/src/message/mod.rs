@@ -23,7 +23,7 @@ use serde_json::Value;
 pub use counters::{normalize_counters, Counter, EnergyUnit, MAX_COUNTER_INDEX};
 pub use header::{
     validate_serial, CleanHeader, HeaderError, Labels, TextIssue, TextIssueKind, MAX_MODEL_CHARS,
-    MAX_SERIAL_LEN, MAX_TEXT_CHARS,
+    MAX_SERIAL_LEN, MAX_TEXT_CHARS, SERIAL_RULE,
 };
 pub use issue::{FieldError, FieldIssue};
 pub use measurements::{normalize_measurements, Measurements};
@@ -104,7 +104,9 @@ pub struct Header {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeasurementsDoc {
     pub header: Header,
-    /// Raw values by SG key (`"U1": "229.5 V"`, `"tariff": 1`).
+    /// Raw values by SG key (`"U1": "229.5 V"`, `"tariff": 1`). A key given twice with
+    /// different values refuses the document.
+    #[serde(deserialize_with = "lenient::unique_map")]
     pub measurements: BTreeMap<String, Value>,
 }
 
@@ -112,10 +114,16 @@ pub struct MeasurementsDoc {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CountersDoc {
     pub header: Header,
-    /// Raw register values by name (`"counter1nr": "184233.125 kWh"`).
+    /// Raw register values by name (`"counter1nr": "184233.125 kWh"`). A register given
+    /// twice with different values refuses the document.
+    #[serde(deserialize_with = "lenient::unique_map")]
     pub counters: BTreeMap<String, Value>,
-    /// `phaseN`/`tariffN` (and `…nr`) settings, strings.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// `phaseN`/`tariffN` (and `…nr`) settings, strings (unique keys, as `counters`).
+    #[serde(
+        default,
+        deserialize_with = "lenient::unique_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     pub settings: BTreeMap<String, Value>,
 }
 

@@ -1,6 +1,6 @@
 //! The MiSmart XML push ("Standard TCP"): the gateway opens a plain TCP connection and
 //! writes one XML document per device and interval, back to back, each ending in
-//! `</data>`, lines ending in `"\n\r"` (see `shared/spec/mismart-xml/README.md`).
+//! `</data>`, lines ending in `"\n\r"` (see `tests/fixtures/mismart-xml/README.md`).
 //!
 //! ```text
 //! <?xml version="1.0" encoding="utf-8"?>
@@ -43,7 +43,7 @@ use crate::message::{
     normalize_measurements, Counter, EnergyUnit, FieldError, FieldIssue, Header, Measurements,
     MeasurementsDoc,
 };
-use crate::value::{Unit, ValueError};
+use crate::value::Unit;
 
 pub use datetime::{format_interval, parse_interval, DateTimeSpec};
 pub use ident::{
@@ -208,7 +208,7 @@ fn register_milli(value: &Value) -> Result<(EnergyUnit, i64), FieldError> {
         Some(milli) => Ok((unit, milli)),
         // Fits when rounded: the problem is digits below a milli-unit, not size.
         None if value.value.to_decimal().to_scaled_i64(-3).is_some() => {
-            Err(FieldError::Value(ValueError::TooManyDigits))
+            Err(FieldError::CounterTooPrecise)
         }
         None => Err(FieldError::CounterOverflow),
     }
@@ -322,7 +322,7 @@ mod tests {
             errors,
             [
                 FieldError::NegativeCounter,
-                FieldError::Value(ValueError::TooManyDigits),
+                FieldError::CounterTooPrecise,
                 FieldError::CounterOverflow,
                 FieldError::NotAnEnergyUnit(Unit::Watt),
             ]

@@ -22,7 +22,7 @@ use super::{
     MAX_ATTRIBUTES, MAX_ATTRIBUTE_BYTES, MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_ELEMENTS,
     MAX_TEXT_BYTES, MAX_VALUES,
 };
-use crate::message::{validate_serial, HeaderError};
+use crate::message::{validate_serial, HeaderError, SERIAL_RULE};
 use crate::value::{excerpt, Unit};
 
 /// A document that was read, and what in it was left out.
@@ -694,7 +694,7 @@ impl<'a> Parser<'a> {
             let reason = match why {
                 HeaderError::EmptySerial | HeaderError::MissingSerial => "the serial is empty",
                 HeaderError::SerialTooLong { .. } => "the serial is longer than 32 bytes",
-                _ => "the serial holds characters other than printable ASCII or surrounding spaces",
+                _ => SERIAL_RULE,
             };
             return Err(invalid("controlUnit", &control_unit, reason));
         }
@@ -850,10 +850,10 @@ mod tests {
 
     #[test]
     fn attributes_are_unescaped_and_unknown_ones_skipped() {
-        let xml = r#"<data logId="7" controlUnit="A&amp;B" deviceType="x&#9;y &lt;z&gt;"
+        let xml = r#"<data logId="7" controlUnit="A&#45;B" deviceType="x&#9;y &lt;z&gt;"
                            part="1" extra="&undefined;"/>"#;
         let parsed = parse_document(xml.as_bytes()).unwrap();
-        assert_eq!(parsed.document.control_unit, "A&B");
+        assert_eq!(parsed.document.control_unit, "A-B");
         assert_eq!(parsed.document.device_type, "x\ty <z>");
     }
 
