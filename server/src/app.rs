@@ -196,6 +196,9 @@ impl App {
             alarms: crate::alarms::AlarmsHandle::default(),
             modbus,
             metrics_token: config.http.metrics_token.clone(),
+            login_throttle: Arc::new(crate::auth::throttle::Throttle::new(
+                crate::auth::throttle::Limits::LOGIN,
+            )),
         };
 
         lock.publish(&Runtime {

@@ -32,6 +32,8 @@ pub struct DeviceView {
     pub import_register: Option<String>,
     pub export_register: Option<String>,
     pub reactive_register: Option<String>,
+    /// Set by an admin; counter readings dated before it are not accounted (`None`: unknown).
+    pub commissioned_at: Option<DateTime<Utc>>,
     pub first_seen_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -40,7 +42,7 @@ const DEVICE_SQL: &str =
     "SELECT d.id, g.serial AS gateway, g.site_id, d.kind, d.port, d.slot, d.serial,
         d.model, d.modbus_addr, d.phases, d.description, d.location, d.sg_description,
         d.name, d.measures, d.panel_id, d.circuit_id, d.usage,
-        d.import_register, d.export_register, d.reactive_register,
+        d.import_register, d.export_register, d.reactive_register, d.commissioned_at,
         d.first_seen_at, d.updated_at
  FROM devices d JOIN gateways g ON g.id = d.gateway_id
  WHERE ($1::int8[] IS NULL OR g.site_id = ANY($1))";

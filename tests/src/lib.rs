@@ -170,7 +170,9 @@ impl TestApp {
     }
 
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
-        headend::telemetry::init("warn", false);
+        // `HEADEND_TEST_LOG` (an EnvFilter, e.g. `headend=debug`) to see more of a failing test.
+        let filter = std::env::var("HEADEND_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        headend::telemetry::init(&filter, false);
         let data_dir = tempfile::Builder::new()
             .prefix("he")
             .tempdir()

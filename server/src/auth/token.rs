@@ -6,13 +6,11 @@
 //! not decode, so it is refused.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
-use super::throttle::{Limits, Throttle};
 use super::Role;
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,10 +44,6 @@ pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
     ttl_secs: i64,
-    /// The brute-force throttle of password logins (API and page). It travels with the keys
-    /// that sign sessions so that each running app (each `WebState` and its clones) has exactly
-    /// one, without a process-wide static that parallel test apps would share.
-    login_throttle: Arc<Throttle>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -79,18 +73,7 @@ impl TokenKeys {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             ttl_secs: i64::try_from(ttl_secs).unwrap_or(i64::MAX / 2),
-            login_throttle: Arc::new(Throttle::new(Limits::LOGIN)),
         }
-    }
-
-    /// The same keys with another login throttle (tests with tighter limits).
-    pub fn with_login_limits(mut self, limits: Limits) -> Self {
-        self.login_throttle = Arc::new(Throttle::new(limits));
-        self
-    }
-
-    pub fn login_throttle(&self) -> &Throttle {
-        &self.login_throttle
     }
 
     /// The key in `path`, generated (64 random bytes, mode 0600) on first use.

@@ -79,15 +79,23 @@ pub async fn write(
     let devices = resolve_devices(&mut tx, cache, rows).await?;
     let counters = resolve_counters(&mut tx, cache, rows, &devices).await?;
     let mut conflicts = Vec::new();
+    let mut notes = Vec::new();
     let measurements = insert_measurements(&mut tx, rows, &devices, &mut conflicts).await?;
     let conflicts_measurements: Vec<(i64, DeviceKey, DateTime<Utc>)> = conflicts
         .iter()
         .filter_map(|c| c.measurement.clone())
         .collect();
-    let counter_readings =
-        insert_counter_readings(&mut tx, rows, &devices, &counters, &mut conflicts).await?;
+    let counter_readings = insert_counter_readings(
+        &mut tx,
+        rows,
+        &devices,
+        &counters,
+        &mut conflicts,
+        &mut notes,
+    )
+    .await?;
     let relay_states = insert_relay_states(&mut tx, rows, &devices, &mut conflicts).await?;
-    let rejects = with_conflicts(rows, conflicts);
+    let rejects = with_conflicts(rows, conflicts, notes);
     let written = Written {
         measurements,
         counter_readings,
@@ -277,10 +285,19 @@ pub struct Conflict {
     pub measurement: Option<(i64, DeviceKey, DateTime<Utc>)>,
 }
 
-/// The batch's rejects plus one per message with conflicting rows (merged into the message's
-/// own reject when it has one: rejects are keyed on the journal position).
-fn with_conflicts(rows: &Rows, conflicts: Vec<Conflict>) -> Cow<'_, [RejectRow]> {
-    if conflicts.is_empty() {
+/// Something the writer found about rows it stored, reported as a partial reject of their
+/// message: counter readings dated before their device's commissioning.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    pub seq: i64,
+    pub gateway_id: i64,
+    pub what: String,
+}
+
+/// The batch's rejects plus one per message with conflicting rows or notes (merged into the
+/// message's own reject when it has one: rejects are keyed on the journal position).
+fn with_conflicts(rows: &Rows, conflicts: Vec<Conflict>, notes: Vec<Note>) -> Cow<'_, [RejectRow]> {
+    if conflicts.is_empty() && notes.is_empty() {
         return Cow::Borrowed(&rows.rejects);
     }
     let mut by_seq: BTreeMap<i64, (i64, Vec<String>)> = BTreeMap::new();
@@ -329,6 +346,40 @@ fn with_conflicts(rows: &Rows, conflicts: Vec<Conflict>) -> Cow<'_, [RejectRow]>
                 gateway_id: Some(gateway_id),
                 reason: super::normalize::truncate(&reason, 4096),
                 partial,
+                payload: record.payload.clone(),
+                seq,
+            });
+        }
+    }
+    let mut by_seq: BTreeMap<i64, (i64, Vec<String>)> = BTreeMap::new();
+    for n in notes {
+        let entry = by_seq
+            .entry(n.seq)
+            .or_insert_with(|| (n.gateway_id, Vec::new()));
+        if !entry.1.contains(&n.what) {
+            entry.1.push(n.what);
+        }
+    }
+    for (seq, (gateway_id, whats)) in by_seq {
+        let reason = whats.join("; ");
+        if let Some(existing) = rejects.iter_mut().find(|r| r.seq == seq) {
+            existing.reason =
+                super::normalize::truncate(&format!("{}; {reason}", existing.reason), 4096);
+        } else if let Some(record) = rows.records.get(&seq) {
+            tracing::warn!(
+                topic = %record.topic,
+                client = %record.client,
+                %reason,
+                "ingest reject"
+            );
+            rejects.push(RejectRow {
+                received_at: record.received_at,
+                source: record.source.clone(),
+                topic: record.topic.clone(),
+                client: record.client.clone(),
+                gateway_id: Some(gateway_id),
+                reason: super::normalize::truncate(&reason, 4096),
+                partial: true,
                 payload: record.payload.clone(),
                 seq,
             });
@@ -489,6 +540,7 @@ async fn insert_counter_readings(
     devices: &HashMap<DeviceKey, i64>,
     counters: &HashMap<(i64, String), i64>,
     conflicts: &mut Vec<Conflict>,
+    notes: &mut Vec<Note>,
 ) -> Result<u64, sqlx::Error> {
     let mut given = Vec::with_capacity(rows.counter_readings.len());
     let mut id = Vec::with_capacity(rows.counter_readings.len());
@@ -516,7 +568,13 @@ async fn insert_counter_readings(
     // The readings that were new (a redelivery changes nothing) queue their span for the
     // profile worker in the same transaction, so intervals can never miss a committed reading.
     // Readings beyond the backlog horizon are stored but never accounted: they queue nothing.
-    let inserted: i64 = sqlx::query_scalar(
+    // Readings before their device's commissioning are queued like any other (the worker
+    // leaves them out by the commissioning date it reads, so a concurrent change of that date
+    // cannot lose one); the same statement returns the commissioning dates of the batch's
+    // counters (most have none), read in this transaction: no extra round trip, no cache to
+    // go stale.
+    let (inserted, commissioned_ids, commissioned_at): (i64, Vec<i64>, Vec<DateTime<Utc>>) =
+        sqlx::query_as(
         "WITH ins AS (
              INSERT INTO counter_readings (counter_id, ts, value_milli, received_at, flags)
              SELECT * FROM UNNEST($1::int8[], $2::timestamptz[], $3::int8[], $4::timestamptz[], $5::int2[])
@@ -526,8 +584,13 @@ async fn insert_counter_readings(
              INSERT INTO energy_dirty (counter_id, from_ts, to_ts, readings)
              SELECT counter_id, min(ts), max(ts), true FROM ins
              WHERE flags & $6 = 0 GROUP BY counter_id
+         ), commissioned AS (
+             SELECT c.id, d.commissioned_at FROM counters c JOIN devices d ON d.id = c.device_id
+             WHERE c.id = ANY($1) AND d.commissioned_at IS NOT NULL
          )
-         SELECT count(*) FROM ins",
+         SELECT (SELECT count(*) FROM ins),
+                COALESCE((SELECT array_agg(id ORDER BY id) FROM commissioned), '{}'),
+                COALESCE((SELECT array_agg(commissioned_at ORDER BY id) FROM commissioned), '{}')",
     )
     .bind(&id)
     .bind(&ts)
@@ -537,6 +600,23 @@ async fn insert_counter_readings(
     .bind(BEYOND_HORIZON)
     .fetch_one(&mut **tx)
     .await?;
+    if !commissioned_ids.is_empty() {
+        let commissioned: HashMap<i64, DateTime<Utc>> =
+            commissioned_ids.into_iter().zip(commissioned_at).collect();
+        for (r, counter) in given.iter().zip(&id) {
+            // Beyond the horizon: already reported, and out of the accounting anyway.
+            if r.flags & BEYOND_HORIZON != 0 {
+                continue;
+            }
+            if let Some(since) = commissioned.get(counter).filter(|since| r.ts < **since) {
+                notes.push(Note {
+                    seq: r.seq,
+                    gateway_id: r.device.gateway_id,
+                    what: before_commissioning(&r.device, r.ts, *since),
+                });
+            }
+        }
+    }
     if inserted.unsigned_abs() < id.len() as u64 {
         let differ: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT u.ord, r.value_milli
@@ -568,6 +648,17 @@ async fn insert_counter_readings(
         }
     }
     Ok(inserted.unsigned_abs())
+}
+
+/// The reason given for counter readings of `device` dated `ts`, before its commissioning.
+fn before_commissioning(device: &DeviceKey, ts: DateTime<Utc>, since: DateTime<Utc>) -> String {
+    format!(
+        "counter readings of {} dated {} are before the meter's commissioning at {} \
+         (devices.commissioned_at): stored but not turned into energy intervals",
+        device_name(device),
+        at(ts),
+        at(since)
+    )
 }
 
 /// Two reports of different relay states for the same second received at most this far apart
@@ -810,4 +901,70 @@ async fn update_gateways(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::record::{IngestRecord, RecordKind};
+
+    fn record(n: u8) -> IngestRecord {
+        IngestRecord {
+            kind: RecordKind::Publish,
+            received_at: "2026-12-07T09:00:00Z".parse().unwrap(),
+            source: "mqtt".into(),
+            client: "SG1".into(),
+            topic: "sg/SG1/pub/counters/ir".into(),
+            payload: bytes::Bytes::from(vec![n]),
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn readings_before_commissioning_become_one_partial_reject_per_message() {
+        let mut rows = Rows::default();
+        rows.records.insert(1, record(1));
+        rows.records.insert(2, record(2));
+        rows.rejects.push(RejectRow {
+            received_at: "2026-12-07T09:00:00Z".parse().unwrap(),
+            source: "mqtt".into(),
+            topic: "sg/SG1/pub/counters/ir".into(),
+            client: "SG1".into(),
+            gateway_id: Some(7),
+            reason: "counter13: unreadable".into(),
+            partial: true,
+            payload: bytes::Bytes::from_static(&[2]),
+            seq: 2,
+        });
+        let device = DeviceKey {
+            gateway_id: 7,
+            kind: super::super::normalize::DeviceKind::Meter,
+            port: "ir",
+            slot: 0,
+        };
+        let ts: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap();
+        let since: DateTime<Utc> = "2026-02-01T00:00:00Z".parse().unwrap();
+        let note = |seq| Note {
+            seq,
+            gateway_id: 7,
+            what: before_commissioning(&device, ts, since),
+        };
+        // Two registers of message 1, one of message 2 (which has its own reject already).
+        let rejects = with_conflicts(&rows, Vec::new(), vec![note(1), note(1), note(2)]);
+        assert_eq!(rejects.len(), 2, "{rejects:?}");
+        let own = rejects.iter().find(|r| r.seq == 2).unwrap();
+        assert!(own
+            .reason
+            .starts_with("counter13: unreadable; counter readings of meter ir/0"));
+        let new = rejects.iter().find(|r| r.seq == 1).unwrap();
+        assert!(new.partial);
+        assert_eq!(new.gateway_id, Some(7));
+        assert_eq!(new.payload, bytes::Bytes::from_static(&[1]));
+        assert_eq!(
+            new.reason,
+            "counter readings of meter ir/0 dated 2026-01-01T00:00:00Z are before the meter's \
+             commissioning at 2026-02-01T00:00:00Z (devices.commissioned_at): stored but not \
+             turned into energy intervals"
+        );
+    }
 }

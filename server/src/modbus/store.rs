@@ -272,11 +272,7 @@ fn check_device(
         ));
     }
     let serial = d.serial.clone().unwrap_or_default();
-    if serial.len() > 64 || serial.chars().any(char::is_control) {
-        return Err(ModbusError::Invalid(
-            "serial is at most 64 characters without control characters".into(),
-        ));
-    }
+    check_serial(&serial)?;
     Ok(CheckedDevice {
         unit,
         kind,
@@ -285,6 +281,17 @@ fn check_device(
         serial,
         enabled: d.enabled.unwrap_or(true),
     })
+}
+
+/// A polled device's serial: empty (none known), or the meter serial character set every
+/// ingest path enforces (`sg_wire::message::validate_serial`): it ends up in URLs and forms.
+fn check_serial(serial: &str) -> Result<(), ModbusError> {
+    if serial.is_empty() {
+        return Ok(());
+    }
+    sg_wire::message::validate_serial(serial)
+        .map(|_| ())
+        .map_err(|_| ModbusError::Invalid(sg_wire::message::SERIAL_RULE.into()))
 }
 
 pub async fn create(
@@ -502,14 +509,8 @@ pub async fn update_device(
             "poll_interval_ms must be between 100 and 86400000".into(),
         ));
     }
-    if patch
-        .serial
-        .as_ref()
-        .is_some_and(|s| s.len() > 64 || s.chars().any(char::is_control))
-    {
-        return Err(ModbusError::Invalid(
-            "serial is at most 64 characters without control characters".into(),
-        ));
+    if let Some(serial) = &patch.serial {
+        check_serial(serial)?;
     }
     let updated = sqlx::query(
         "UPDATE polled_devices SET model = COALESCE($3, model),

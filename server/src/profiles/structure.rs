@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
-use super::worker::queue_rollups;
+use super::worker::{queue_commissioning, queue_rollups};
 
 pub const USAGES: [&str; 8] = [
     "heating",
@@ -312,6 +312,11 @@ pub struct DevicePatch {
     pub export_register: Option<Option<String>>,
     #[serde(default, with = "double_option")]
     pub reactive_register: Option<Option<String>>,
+    /// When the meter was commissioned: an RFC 3339 instant, or a date meaning local midnight
+    /// in the meter's zone (its site's, else its gateway's); `null`: unknown (no bound).
+    /// Counter readings dated before it are kept but never accounted.
+    #[serde(default, with = "double_option")]
+    pub commissioned_at: Option<Option<String>>,
 }
 
 /// Distinguishes a field that is absent from one that is `null`.
@@ -338,6 +343,47 @@ struct Placed {
     import_register: Option<String>,
     export_register: Option<String>,
     reactive_register: Option<String>,
+    commissioned_at: Option<DateTime<Utc>>,
+    time_zone: String,
+}
+
+/// The earliest commissioning date accepted: older is a typing error, not a meter.
+pub const COMMISSIONED_MIN: &str = "1990-01-01T00:00:00Z";
+
+/// A commissioning date as the API and the admin form give it (see
+/// [`DevicePatch::commissioned_at`]): not before [`COMMISSIONED_MIN`], and not more than a
+/// day after `now` (a date a little ahead of UTC is today somewhere).
+pub fn parse_commissioned_at(
+    value: &str,
+    zone: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, StructureError> {
+    let value = value.trim();
+    let at = if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        t.with_timezone(&Utc)
+    } else if let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
+        let tz: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
+        if !headend_energy::calendar::supported(d) {
+            return Err(StructureError::Invalid(format!(
+                "commissioned_at {value:?} is not between 1990 and tomorrow"
+            )));
+        }
+        headend_energy::calendar::period_bounds(tz, d, headend_energy::calendar::Period::Day).0
+    } else {
+        return Err(StructureError::Invalid(format!(
+            "commissioned_at {:?} is not an RFC 3339 instant (2026-03-01T00:00:00+01:00) or a \
+             date (2026-03-01)",
+            crate::ingest::normalize::truncate(value, 64)
+        )));
+    };
+    let min: DateTime<Utc> = COMMISSIONED_MIN.parse().unwrap_or(DateTime::<Utc>::MIN_UTC);
+    if at < min || at > now + chrono::Duration::days(1) {
+        return Err(StructureError::Invalid(format!(
+            "commissioned_at {} is not between 1990 and tomorrow",
+            at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
+    Ok(at)
 }
 
 fn check_register(r: &Option<String>) -> Result<(), StructureError> {
@@ -364,8 +410,11 @@ pub async fn patch_device(
     let mut tx = pool.begin().await?;
     let current: Placed = sqlx::query_as(
         "SELECT g.site_id, d.name, d.measures, d.panel_id, d.circuit_id, d.usage,
-                d.import_register, d.export_register, d.reactive_register
-         FROM devices d JOIN gateways g ON g.id = d.gateway_id WHERE d.id = $1 FOR UPDATE OF d",
+                d.import_register, d.export_register, d.reactive_register, d.commissioned_at,
+                COALESCE(s.time_zone, g.time_zone) AS time_zone
+         FROM devices d JOIN gateways g ON g.id = d.gateway_id
+         LEFT JOIN sites s ON s.id = g.site_id
+         WHERE d.id = $1 FOR UPDATE OF d",
     )
     .bind(device)
     .fetch_optional(&mut *tx)
@@ -457,9 +506,15 @@ pub async fn patch_device(
     for r in [&import_register, &export_register, &reactive_register] {
         check_register(r)?;
     }
+    let commissioned_at = match &patch.commissioned_at {
+        Some(Some(v)) => Some(parse_commissioned_at(v, &current.time_zone, Utc::now())?),
+        Some(None) => None,
+        None => current.commissioned_at,
+    };
     sqlx::query(
         "UPDATE devices SET name = $2, measures = $3, panel_id = $4, circuit_id = $5, usage = $6,
-                import_register = $7, export_register = $8, reactive_register = $9, updated_at = now()
+                import_register = $7, export_register = $8, reactive_register = $9,
+                commissioned_at = $10, updated_at = now()
          WHERE id = $1",
     )
     .bind(device)
@@ -471,8 +526,14 @@ pub async fn patch_device(
     .bind(&import_register)
     .bind(&export_register)
     .bind(&reactive_register)
+    .bind(commissioned_at)
     .execute(&mut *tx)
     .await?;
+    // Intervals depend on which readings count: recomputed from the readings, then the
+    // rollups and site totals follow (in the worker, from this queue row).
+    if commissioned_at != current.commissioned_at {
+        queue_commissioning(&mut tx, device, current.commissioned_at, commissioned_at).await?;
+    }
     let accounting_changed = measures != current.measures
         || panel_id != current.panel_id
         || circuit_id != current.circuit_id
@@ -587,4 +648,46 @@ pub async fn delete_site(pool: &PgPool, site: i64) -> Result<(), StructureError>
         return Err(StructureError::NotFound("site"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commissioning_dates_are_instants_or_local_dates_between_1990_and_tomorrow() {
+        let now: DateTime<Utc> = "2026-12-07T09:00:00Z".parse().unwrap();
+        let ok = |v: &str, zone: &str| parse_commissioned_at(v, zone, now).unwrap().to_rfc3339();
+        assert_eq!(
+            ok("2026-03-01T00:00:00+01:00", "UTC"),
+            "2026-02-28T23:00:00+00:00"
+        );
+        assert_eq!(
+            ok("2026-07-01", "Europe/Ljubljana"),
+            "2026-06-30T22:00:00+00:00"
+        );
+        assert_eq!(ok(" 1990-01-01 ", "UTC"), "1990-01-01T00:00:00+00:00");
+        assert_eq!(
+            ok("2026-12-08T08:59:59Z", "UTC"),
+            "2026-12-08T08:59:59+00:00"
+        );
+        for bad in [
+            "",
+            "soon",
+            "1989-12-31",
+            "1989-12-31T23:59:59Z",
+            "2026-12-08T09:00:01Z",
+            "2026-02-30",
+            "1900-01-01",
+            "9999-01-01",
+        ] {
+            assert!(
+                matches!(
+                    parse_commissioned_at(bad, "UTC", now),
+                    Err(StructureError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
+    }
 }

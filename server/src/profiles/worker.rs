@@ -22,7 +22,8 @@
 //! accounted once it is released: a hostile counter cannot turn each of its messages into a
 //! retry.
 //!
-//! Readings flagged [`BEYOND_HORIZON`](crate::ingest::clock::BEYOND_HORIZON) by ingest are
+//! Readings flagged [`BEYOND_HORIZON`](crate::ingest::clock::BEYOND_HORIZON) by ingest, and
+//! readings dated before their device's `commissioned_at` (see [`queue_commissioning`]), are
 //! never part of a window, and the engine interpolates across gaps of at most
 //! `energy.max_interpolation_gap_hours` (see [`headend_energy::engine::compute_bounded`]).
 
@@ -523,19 +524,27 @@ async fn recompute_intervals(
     let ids: Vec<i64> = spans.iter().map(|(id, _)| *id).collect();
     let froms: Vec<DateTime<Utc>> = spans.iter().map(|(_, s)| s.from).collect();
     let tos: Vec<DateTime<Utc>> = spans.iter().map(|(_, s)| s.to).collect();
+    // Readings dated before their device's commissioning (`devices.commissioned_at`, set by
+    // an admin) are not part of the series: `lo` is a second lower bound on the primary key's
+    // `ts`, so each part stays one index range scan of `(counter_id, ts)`.
     let rows: Vec<(i64, i16, DateTime<Utc>, i64)> = sqlx::query_as(
         "SELECT q.counter_id, w.part, w.ts, w.value_milli
          FROM UNNEST($1::int8[], $2::timestamptz[], $3::timestamptz[]) AS q(counter_id, f, t)
+         JOIN counters c ON c.id = q.counter_id
+         JOIN devices d ON d.id = c.device_id
+         CROSS JOIN LATERAL (
+             SELECT COALESCE(d.commissioned_at, '-infinity'::timestamptz) AS lo) b
          CROSS JOIN LATERAL (
              (SELECT 0::int2 AS part, ts, value_milli FROM counter_readings
-              WHERE counter_id = q.counter_id AND ts < q.f AND flags & $5 = 0
+              WHERE counter_id = q.counter_id AND ts < q.f AND ts >= b.lo AND flags & $5 = 0
               ORDER BY ts DESC LIMIT $4)
              UNION ALL
              (SELECT 1::int2, ts, value_milli FROM counter_readings
-              WHERE counter_id = q.counter_id AND ts >= q.f AND ts <= q.t AND flags & $5 = 0)
+              WHERE counter_id = q.counter_id AND ts >= q.f AND ts <= q.t AND ts >= b.lo
+                AND flags & $5 = 0)
              UNION ALL
              (SELECT 2::int2, ts, value_milli FROM counter_readings
-              WHERE counter_id = q.counter_id AND ts > q.t AND flags & $5 = 0
+              WHERE counter_id = q.counter_id AND ts > q.t AND ts >= b.lo AND flags & $5 = 0
               ORDER BY ts LIMIT $4)
          ) AS w",
     )
@@ -1083,6 +1092,36 @@ pub(crate) async fn site_placements(
             },
         )
         .collect())
+}
+
+/// Queues a recompute of the intervals (then the rollups) of every counter of `device` after
+/// its commissioning date changed from `old` to `new` (either `None`: unknown, no bound).
+///
+/// The span runs from the counter's first reading to the later of the two dates: the worker
+/// then finds no usable reading before the start of the span (those before commissioning are
+/// left out of its windows), so it rewrites every interval from the year 1 on, which deletes
+/// the intervals that now fall before commissioning and brings back those that no longer do.
+/// Counters without readings have no intervals and queue nothing.
+pub async fn queue_commissioning(
+    conn: &mut sqlx::PgConnection,
+    device: i64,
+    old: Option<DateTime<Utc>>,
+    new: Option<DateTime<Utc>>,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO energy_dirty (counter_id, from_ts, to_ts, readings)
+         SELECT c.id, f.first, GREATEST(f.first, $2, $3), true
+         FROM counters c
+         CROSS JOIN LATERAL (SELECT min(ts) AS first FROM counter_readings
+                             WHERE counter_id = c.id) f
+         WHERE c.device_id = $1 AND f.first IS NOT NULL",
+    )
+    .bind(device)
+    .bind(old)
+    .bind(new)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Queues a rebuild of the rollups (not the intervals) of every counter of a site, or of the

@@ -59,6 +59,9 @@ pub struct WebState {
     pub modbus: crate::modbus::ModbusHandle,
     /// The bearer token of Prometheus scrapers (`http.metrics_token`).
     pub metrics_token: Option<crate::config::Secret>,
+    /// The brute-force throttle of password logins (API and page): one per running app, never
+    /// a process-wide static that parallel apps in one test process would share.
+    pub login_throttle: Arc<crate::auth::throttle::Throttle>,
 }
 
 impl WebState {
@@ -72,7 +75,7 @@ impl WebState {
 
     /// The brute-force throttle of password logins (API and page), one per running app.
     pub fn login_throttle(&self) -> &crate::auth::throttle::Throttle {
-        self.keys.login_throttle()
+        &self.login_throttle
     }
 }
 

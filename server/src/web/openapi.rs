@@ -573,7 +573,7 @@ fn device_paths() -> Value {
     json!({
         "/devices/{serial}": { "patch": described(
             "Name a meter, place it on its site, set its usage and billing registers (admin)", "devices",
-            &format!("Every field is optional: an absent field stays unchanged, `null` clears it. `measures` is implied by `circuit_id` or `panel_id` when left out; the panel or circuit must belong to the site of the meter's gateway. A change of placement or registers rebuilds the site's consumption in the background. {METER_IDENTITY}"),
+            &format!("Every field is optional: an absent field stays unchanged, `null` clears it. `measures` is implied by `circuit_id` or `panel_id` when left out; the panel or circuit must belong to the site of the meter's gateway. A change of placement or registers rebuilds the site's consumption in the background; a change of `commissioned_at` recomputes the meter's intervals from its readings. {METER_IDENTITY}"),
             vec![serial(), device_param()], Some(r("DevicePatch")),
             ambiguous(changed("Changed", &["400", "401", "403", "404"])),
         )},
@@ -656,6 +656,7 @@ fn base_schemas() -> Value {
             "import_register": { "type": ["string", "null"], "description": "Counter of active import; null: counter1nr" },
             "export_register": { "type": ["string", "null"], "description": "Counter of active export; null: counter2nr" },
             "reactive_register": { "type": ["string", "null"], "description": "Counter of (inductive) reactive energy; null: counter3nr" },
+            "commissioned_at": { "type": ["string", "null"], "format": "date-time", "description": "When the meter was commissioned (set by an admin); counter readings dated before it are kept but not accounted. null: unknown" },
             "first_seen_at": { "type": "string", "format": "date-time" },
             "updated_at": { "type": "string", "format": "date-time" } } },
         "DevicePatch": { "type": "object", "additionalProperties": false,
@@ -668,7 +669,9 @@ fn base_schemas() -> Value {
                 "usage": { "enum": usage_or_null() },
                 "import_register": register_schema("active import", "counter1nr"),
                 "export_register": register_schema("active export", "counter2nr"),
-                "reactive_register": register_schema("reactive energy", "counter3nr") } },
+                "reactive_register": register_schema("reactive energy", "counter3nr"),
+                "commissioned_at": { "type": ["string", "null"],
+                    "description": "When the meter was commissioned: an RFC 3339 instant, or a date (2026-03-01) meaning local midnight in the meter's zone; between 1990-01-01 and a day after now (else 400). Counter readings dated before it are kept and listed as partial rejects but never turned into intervals. Changing it recomputes the meter's intervals, days and months in the background; null: unknown, no bound." } } },
         "Latest": { "type": "object", "properties": {
             "device": r("Device"), "ts": { "type": ["string", "null"], "format": "date-time" },
             "received_at": { "type": ["string", "null"], "format": "date-time" },
@@ -1009,6 +1012,9 @@ mod tests {
             alarms: crate::alarms::AlarmsHandle::default(),
             modbus: crate::modbus::ModbusHandle::detached(),
             metrics_token: None,
+            login_throttle: std::sync::Arc::new(crate::auth::throttle::Throttle::new(
+                crate::auth::throttle::Limits::LOGIN,
+            )),
         };
         let router = super::super::router(state, 1024);
         let doc = document();

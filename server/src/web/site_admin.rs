@@ -114,6 +114,8 @@ pub struct MeterRow {
     export_register: String,
     reactive_register: String,
     registers: String,
+    /// The commissioning date as a local date of the site (`YYYY-MM-DD`), or empty.
+    commissioned: String,
 }
 
 pub struct ContractRow {
@@ -181,10 +183,12 @@ pub async fn page(
             });
         }
     }
+    let commissioned = commissioned_dates(&state, id, &site.time_zone).await?;
     let meters = dashboard::meter_placements(&state.pool, id)
         .await?
         .into_iter()
         .map(|m| MeterRow {
+            commissioned: commissioned.get(&m.id).cloned().unwrap_or_default(),
             placement: match (m.measures.as_deref(), m.panel_id, m.circuit_id) {
                 (Some("site"), ..) => "site".into(),
                 (Some("panel"), Some(p), _) => format!("panel:{p}"),
@@ -444,6 +448,29 @@ pub struct PlacementForm {
     import_register: String,
     export_register: String,
     reactive_register: String,
+    /// A date (`YYYY-MM-DD`, local midnight of the site); empty clears it. Absent (an older
+    /// form): unchanged.
+    commissioned_at: Option<String>,
+}
+
+/// The commissioning dates of the site's meters, as local dates of the site.
+async fn commissioned_dates(
+    state: &WebState,
+    site: i64,
+    zone: &str,
+) -> Result<std::collections::HashMap<i64, String>, sqlx::Error> {
+    let tz: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
+    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT d.id, d.commissioned_at FROM devices d JOIN gateways g ON g.id = d.gateway_id
+         WHERE g.site_id = $1 AND d.kind = 'meter' AND d.commissioned_at IS NOT NULL",
+    )
+    .bind(site)
+    .fetch_all(&state.pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, at)| (id, at.with_timezone(&tz).format("%Y-%m-%d").to_string()))
+        .collect())
 }
 
 fn blank_is_none(s: &str) -> Option<String> {
@@ -490,7 +517,25 @@ pub async fn place_meter(
             ))
         }
     };
+    // The form shows a date: the same date again leaves a commissioning instant set through
+    // the API alone; another date is local midnight of the site; empty clears it.
+    let commissioned_at = match form.commissioned_at.as_deref().map(str::trim) {
+        None => None,
+        Some(date) => {
+            let zone: String = sqlx::query_scalar("SELECT time_zone FROM sites WHERE id = $1")
+                .bind(id)
+                .fetch_one(&state.pool)
+                .await?;
+            let shown = commissioned_dates(&state, id, &zone).await?;
+            match shown.get(&device) {
+                Some(current) if current == date => None,
+                None if date.is_empty() => None,
+                _ => Some(blank_is_none(date)),
+            }
+        }
+    };
     let patch = DevicePatch {
+        commissioned_at,
         name: Some(blank_is_none(&form.name)),
         measures: Some(measures),
         panel_id: Some(panel_id),

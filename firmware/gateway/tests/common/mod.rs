@@ -15,7 +15,7 @@ pub const SERIAL: &str = "SG000017";
 /// A fixture from `tests/fixtures/sg-mqtt`, as JSON.
 pub fn fixture(name: &str) -> serde_json::Value {
     let path = format!(
-        "{}/../../../tests/fixtures/sg-mqtt/{name}",
+        "{}/../../tests/fixtures/sg-mqtt/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -25,7 +25,7 @@ pub fn fixture(name: &str) -> serde_json::Value {
 /// `tests/fixtures/sg-mqtt/commands.txt`: each command line with its comment.
 pub fn command_lines() -> Vec<(String, String)> {
     let path = format!(
-        "{}/../../../tests/fixtures/sg-mqtt/commands.txt",
+        "{}/../../tests/fixtures/sg-mqtt/commands.txt",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
