@@ -174,8 +174,9 @@ impl Profile {
 fn solar(cell: i64) -> f64 {
     let days = cell.div_euclid(86_400) as f64;
     let hour = cell.rem_euclid(86_400) as f64 / 3600.0;
-    let season =
-        libm::sin(2.0 * core::f64::consts::PI * (days.rem_euclid(365.2425) - 80.0) / 365.2425);
+    // `f64::rem_euclid` needs std; libm keeps this `no_std`.
+    let year_day = libm::fmod(libm::fmod(days, 365.2425) + 365.2425, 365.2425);
+    let season = libm::sin(2.0 * core::f64::consts::PI * (year_day - 80.0) / 365.2425);
     let day_length = 12.0 + 3.6 * season;
     let noon = if season > 0.0 { 13.2 } else { 12.2 };
     let x = (hour - (noon - day_length / 2.0)) / day_length;
