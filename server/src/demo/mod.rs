@@ -334,10 +334,12 @@ async fn upsert_device(
 ) -> anyhow::Result<i64> {
     let id = sqlx::query_scalar(
         "INSERT INTO devices AS d (gateway_id, kind, port, slot, serial, model, modbus_addr, phases,
-                                   description, location, sg_description, first_seen_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'Basement', $9, $10)
+                                   description, location, sg_description, first_seen_at,
+                                   commissioned_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'Basement', $9, $10, $10)
          ON CONFLICT (gateway_id, kind, port, slot) DO UPDATE
-             SET serial = EXCLUDED.serial, first_seen_at = LEAST(d.first_seen_at, EXCLUDED.first_seen_at)
+             SET serial = EXCLUDED.serial, first_seen_at = LEAST(d.first_seen_at, EXCLUDED.first_seen_at),
+                 commissioned_at = LEAST(d.commissioned_at, EXCLUDED.commissioned_at)
          RETURNING id",
     )
     .bind(gateway)
