@@ -431,6 +431,24 @@ async fn demo_prints_a_working_login_and_its_simulated_gateways_report() {
         "{}",
         outbox.body
     );
+    // The site page's default view (this month by day) totals the cost of the days so far:
+    // the days still to come have no data and do not make it unknown.
+    let site_page = headend_e2e::raw_request(
+        http,
+        "GET",
+        &format!("/sites/{}", ljubljana.0),
+        &[("Cookie", &cookie)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(site_page.status, 200, "{}", site_page.body);
+    assert!(
+        site_page.body.contains("<th>Cost</th><td class=\"num\">")
+            && !site_page.body.contains("<th>Cost</th><td class=\"num\">–"),
+        "{}",
+        site_page.body
+    );
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(demo.id() as i32),

@@ -581,7 +581,17 @@ pub async fn site_page(
     );
     let totals = &compared.current.periods;
     let total_kwh = totals.iter().map(|p| p.total.import_wh).sum::<f64>() / 1000.0;
-    let total_cost = totals.iter().map(|p| p.total.cost).sum::<Option<f64>>();
+    // Periods without any data (the days of this month still to come) have no cost and do not
+    // make the total unknown; a period with data but no cost does.
+    let with_data: Vec<_> = totals
+        .iter()
+        .filter(|p| p.total.completeness.measured + p.total.completeness.estimated > 0)
+        .collect();
+    let total_cost = if with_data.is_empty() {
+        None
+    } else {
+        with_data.iter().map(|p| p.total.cost).sum::<Option<f64>>()
+    };
     let previous_kwh = compared
         .previous
         .periods
