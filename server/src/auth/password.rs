@@ -34,7 +34,7 @@ const ARGON2_BYTES: u64 = 19 * 1024 * 1024;
 /// checks over the blocking pool's many threads grew memory by an arena per thread (seen:
 /// 475 MiB after 200 bad logins). With dedicated threads at most `size` arenas hold one.
 struct HashPool {
-    running: Semaphore,
+    running: std::sync::Arc<Semaphore>,
     waiting: AtomicUsize,
     max_waiting: usize,
     max_wait: Duration,
@@ -88,7 +88,7 @@ fn pool() -> &'static HashPool {
     POOL.get_or_init(|| {
         let size = pool_size();
         HashPool {
-            running: Semaphore::new(size),
+            running: std::sync::Arc::new(Semaphore::new(size)),
             waiting: AtomicUsize::new(0),
             // A short queue absorbs a legitimate burst (a fleet reconnecting); beyond it a
             // caller would wait longer than a client's own timeout, so it is shed at once.
@@ -103,23 +103,42 @@ fn pool() -> &'static HashPool {
 /// full or no room came within the wait bound.
 async fn bounded<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, Busy> {
     let pool = pool();
-    if pool.waiting.fetch_add(1, Ordering::AcqRel) >= pool.max_waiting {
-        pool.waiting.fetch_sub(1, Ordering::AcqRel);
+    // Counted down on drop: a caller cancelled while it waits (a client that hung up) must not
+    // leave the queue looking fuller than it is.
+    let waiting = Waiting::enter(pool).ok_or(Busy)?;
+    let permit = tokio::time::timeout(pool.max_wait, pool.running.clone().acquire_owned()).await;
+    drop(waiting);
+    let Ok(Ok(permit)) = permit else {
         return Err(Busy);
-    }
-    let permit = tokio::time::timeout(pool.max_wait, pool.running.acquire()).await;
-    pool.waiting.fetch_sub(1, Ordering::AcqRel);
-    let _permit = match permit {
-        Ok(Ok(permit)) => permit,
-        _ => return Err(Busy),
     };
     let (done, answer) = tokio::sync::oneshot::channel();
+    // The permit travels with the job and is released when the computation ends, even if the
+    // caller is gone by then: the queue never holds more jobs than there are threads.
     let job: Job = Box::new(move || {
         let _ = done.send(work());
+        drop(permit);
     });
-    // The permit bounds the jobs in the queue to the number of threads.
     pool.jobs.send(job).map_err(|_| Busy)?;
     answer.await.map_err(|_| Busy)
+}
+
+/// One caller in the hashing pool's queue, for as long as it lives.
+struct Waiting(&'static HashPool);
+
+impl Waiting {
+    fn enter(pool: &'static HashPool) -> Option<Self> {
+        if pool.waiting.fetch_add(1, Ordering::AcqRel) >= pool.max_waiting {
+            pool.waiting.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(pool))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Hashes on a blocking thread through the bounded pool.

@@ -327,29 +327,7 @@ fn with_conflicts(rows: &Rows, conflicts: Vec<Conflict>, notes: Vec<Note>) -> Co
              stored)",
             whats.join("; ")
         );
-        if let Some(existing) = rejects.iter_mut().find(|r| r.seq == seq) {
-            existing.reason =
-                super::normalize::truncate(&format!("{}; {reason}", existing.reason), 4096);
-            existing.partial &= partial;
-        } else if let Some(record) = rows.records.get(&seq) {
-            tracing::warn!(
-                topic = %record.topic,
-                client = %record.client,
-                %reason,
-                "ingest reject"
-            );
-            rejects.push(RejectRow {
-                received_at: record.received_at,
-                source: record.source.clone(),
-                topic: record.topic.clone(),
-                client: record.client.clone(),
-                gateway_id: Some(gateway_id),
-                reason: super::normalize::truncate(&reason, 4096),
-                partial,
-                payload: record.payload.clone(),
-                seq,
-            });
-        }
+        add_reject(&mut rejects, rows, seq, gateway_id, &reason, partial);
     }
     let mut by_seq: BTreeMap<i64, (i64, Vec<String>)> = BTreeMap::new();
     for n in notes {
@@ -361,31 +339,44 @@ fn with_conflicts(rows: &Rows, conflicts: Vec<Conflict>, notes: Vec<Note>) -> Co
         }
     }
     for (seq, (gateway_id, whats)) in by_seq {
-        let reason = whats.join("; ");
-        if let Some(existing) = rejects.iter_mut().find(|r| r.seq == seq) {
-            existing.reason =
-                super::normalize::truncate(&format!("{}; {reason}", existing.reason), 4096);
-        } else if let Some(record) = rows.records.get(&seq) {
-            tracing::warn!(
-                topic = %record.topic,
-                client = %record.client,
-                %reason,
-                "ingest reject"
-            );
-            rejects.push(RejectRow {
-                received_at: record.received_at,
-                source: record.source.clone(),
-                topic: record.topic.clone(),
-                client: record.client.clone(),
-                gateway_id: Some(gateway_id),
-                reason: super::normalize::truncate(&reason, 4096),
-                partial: true,
-                payload: record.payload.clone(),
-                seq,
-            });
-        }
+        add_reject(&mut rejects, rows, seq, gateway_id, &whats.join("; "), true);
     }
     Cow::Owned(rejects)
+}
+
+/// Adds `reason` to message `seq`'s reject: appended to the one it has (a partial reject stays
+/// partial only if this one is too), else a new reject carrying the message's record.
+fn add_reject(
+    rejects: &mut Vec<RejectRow>,
+    rows: &Rows,
+    seq: i64,
+    gateway_id: i64,
+    reason: &str,
+    partial: bool,
+) {
+    if let Some(existing) = rejects.iter_mut().find(|r| r.seq == seq) {
+        existing.reason =
+            super::normalize::truncate(&format!("{}; {reason}", existing.reason), 4096);
+        existing.partial &= partial;
+    } else if let Some(record) = rows.records.get(&seq) {
+        tracing::warn!(
+            topic = %record.topic,
+            client = %record.client,
+            %reason,
+            "ingest reject"
+        );
+        rejects.push(RejectRow {
+            received_at: record.received_at,
+            source: record.source.clone(),
+            topic: record.topic.clone(),
+            client: record.client.clone(),
+            gateway_id: Some(gateway_id),
+            reason: super::normalize::truncate(reason, 4096),
+            partial,
+            payload: record.payload.clone(),
+            seq,
+        });
+    }
 }
 
 fn device_name(key: &DeviceKey) -> String {
