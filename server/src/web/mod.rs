@@ -1,20 +1,16 @@
 //! HTTP: the JSON API, `/metrics`, `/healthz`. The only module that knows axum.
 
-pub mod alarm_pages;
 pub mod alarms;
 pub mod api;
-pub mod converter_pages;
 pub mod converters;
 pub mod energy;
 pub mod error;
 pub mod export;
 pub mod openapi;
-pub mod outbox_page;
 pub mod pages;
 pub mod quarantine;
 pub mod relays;
 pub mod session;
-pub mod site_admin;
 pub mod urls;
 pub mod xml_push;
 
@@ -294,69 +290,75 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .route("/openapi.json", get(openapi::serve))
         .fallback(|| async { error::ApiError::NotFound("route") });
     let pages = Router::new()
-        .route("/login", get(pages::login_form).post(pages::login))
-        .route("/logout", post(pages::logout))
-        .route("/", get(pages::sites_page))
-        .route("/sites/{id}", get(pages::site_page))
-        .route("/meters/{serial}", get(pages::meter_page))
-        .route("/relays", get(pages::relays_page))
-        .route("/relays/{id}", get(pages::relay_page))
-        .route("/relays/{id}/confirm", get(pages::relay_confirm))
-        .route("/relays/{id}/command", post(pages::relay_command))
-        .route("/commands/{id}", get(pages::command_page))
-        .route("/commands/{id}/{action}", post(pages::command_action))
-        .route("/alarms", get(alarm_pages::alarms_page))
-        .route("/alarms/{id}", get(alarm_pages::alarm_page))
-        .route("/alarms/{id}/{action}", post(alarm_pages::alarm_action))
+        .route(
+            "/login",
+            get(pages::login::login_form).post(pages::login::login),
+        )
+        .route("/logout", post(pages::login::logout))
+        .route("/", get(pages::sites::sites_page))
+        .route("/sites/{id}", get(pages::site::site_page))
+        .route("/meters/{serial}", get(pages::meter::meter_page))
+        .route("/relays", get(pages::relays::relays_page))
+        .route("/relays/{id}", get(pages::relays::relay_page))
+        .route("/relays/{id}/confirm", get(pages::relays::relay_confirm))
+        .route("/relays/{id}/command", post(pages::relays::relay_command))
+        .route("/commands/{id}", get(pages::relays::command_page))
+        .route(
+            "/commands/{id}/{action}",
+            post(pages::relays::command_action),
+        )
+        .route("/alarms", get(pages::alarms::alarms_page))
+        .route("/alarms/{id}", get(pages::alarms::alarm_page))
+        .route("/alarms/{id}/{action}", post(pages::alarms::alarm_action))
         .route(
             "/alarm-rules",
-            get(alarm_pages::rules_page).post(alarm_pages::create_rule),
+            get(pages::alarms::rules_page).post(pages::alarms::create_rule),
         )
         .route(
             "/alarm-rules/{id}",
-            get(alarm_pages::rule_page).post(alarm_pages::update_rule),
+            get(pages::alarms::rule_page).post(pages::alarms::update_rule),
         )
-        .route("/alarm-rules/{id}/delete", post(alarm_pages::delete_rule))
-        .route("/gateways", get(pages::gateways_page))
+        .route("/alarm-rules/{id}/delete", post(pages::alarms::delete_rule))
+        .route("/gateways", get(pages::gateways::gateways_page))
         .route(
             "/converters",
-            get(converter_pages::converters_page).post(converter_pages::create_converter),
+            get(pages::converters::converters_page).post(pages::converters::create_converter),
         )
         .route(
             "/converters/{id}/devices",
-            post(converter_pages::add_device),
+            post(pages::converters::add_device),
         )
         .route(
             "/converters/{id}/devices/{unit}/remove",
-            post(converter_pages::remove_device),
+            post(pages::converters::remove_device),
         )
         .route(
             "/converters/{id}/enabled",
-            post(converter_pages::set_enabled),
+            post(pages::converters::set_enabled),
         )
-        .route("/admin", get(pages::admin_page))
-        .route("/admin/outbox", get(outbox_page::outbox_page))
-        .route("/admin/sites", post(pages::admin_create_site))
-        .route("/admin/users", post(pages::admin_create_user))
-        .route("/admin/grants", post(pages::admin_grant_site))
-        .route("/admin/revocations", post(pages::admin_revoke_site))
+        .route("/admin", get(pages::admin::admin_page))
+        .route("/admin/outbox", get(pages::outbox::outbox_page))
+        .route("/admin/sites", post(pages::admin::admin_create_site))
+        .route("/admin/users", post(pages::admin::admin_create_user))
+        .route("/admin/grants", post(pages::admin::admin_grant_site))
+        .route("/admin/revocations", post(pages::admin::admin_revoke_site))
         .route(
             "/admin/users/{id}/disabled",
-            post(pages::admin_user_disabled),
+            post(pages::admin::admin_user_disabled),
         )
         .route(
             "/admin/users/{id}/password",
-            post(pages::admin_user_password),
+            post(pages::admin::admin_user_password),
         )
         .route(
             "/admin/gateways/{serial}/password",
-            post(pages::admin_gateway_password),
+            post(pages::admin::admin_gateway_password),
         )
-        .route("/admin/gateways", post(pages::admin_create_gateway))
+        .route("/admin/gateways", post(pages::admin::admin_create_gateway))
         .route("/static/app.css", get(pages::css))
         .route("/static/live.js", get(pages::live_js))
-        .route("/circuits/{id}", get(pages::circuit_page))
-        .merge(site_admin::routes());
+        .route("/circuits/{id}", get(pages::circuit::circuit_page))
+        .merge(pages::site_admin::routes());
     let router = Router::new()
         .nest("/api/v1", api)
         .merge(pages)

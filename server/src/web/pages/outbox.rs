@@ -8,8 +8,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 
-use super::pages::{nav, render, require_admin, Nav, PageResult, PageUser};
-use super::WebState;
+use super::{nav, render, require_admin, Nav, PageResult, PageUser};
+use crate::web::WebState;
 
 /// Rows shown, newest first.
 const LIMIT: i64 = 200;

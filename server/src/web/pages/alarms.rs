@@ -10,12 +10,12 @@ use axum::Form;
 use chrono::{Duration, NaiveTime, Utc};
 use serde::Deserialize;
 
-use super::pages::{check_csrf, nav, render, Nav, PageError, PageResult, PageUser};
-use super::WebState;
+use super::{check_csrf, nav, render, Nav, PageError, PageResult, PageUser};
 use crate::alarms::rules::{ActiveHours, Compare, Condition};
 use crate::alarms::store::{self, AlarmFilter, AlarmView, EventView, RuleInput, RuleView};
 use crate::alarms::{lifecycle, Actions, AlarmError, Severity, Watch};
 use crate::sites;
+use crate::web::WebState;
 
 impl From<AlarmError> for PageError {
     fn from(e: AlarmError) -> Self {
@@ -599,7 +599,7 @@ async fn save_rule(
     form: RuleForm,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    super::pages::require_admin(&p)?;
+    super::require_admin(&p)?;
     let input = form.input()?;
     let id = match id {
         Some(id) => {
@@ -628,7 +628,7 @@ pub async fn delete_rule(
     Form(form): Form<CsrfOnly>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
-    super::pages::require_admin(&p)?;
+    super::require_admin(&p)?;
     store::delete_rule(&state.pool, &p.scope, id).await?;
     state
         .alarms

@@ -16,14 +16,14 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::pages::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
-use super::urls::filters;
-use super::WebState;
+use super::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
 use crate::auth::Scope;
 use crate::dashboard;
 use crate::profiles::contracts;
 use crate::profiles::structure::{self, CircuitInput, DevicePatch, PanelInput, StructureError};
 use crate::sites;
+use crate::web::urls::filters;
+use crate::web::WebState;
 
 /// Rows of the contract form: enough for the tariffs published in practice.
 const BANDS: usize = 6;
@@ -77,7 +77,7 @@ fn back(site: i64, section: &str, result: Result<String, String>) -> Response {
     };
     Redirect::to(&format!(
         "/admin/sites/{site}?section={section}&{key}={}#{section}",
-        super::urls::query_value(&text)
+        crate::web::urls::query_value(&text)
     ))
     .into_response()
 }
@@ -483,7 +483,7 @@ pub async fn place_meter(
     PageUser(p): PageUser,
     headers: HeaderMap,
     Path((id, serial)): Path<(i64, String)>,
-    Query(q): Query<super::api::DeviceParam>,
+    Query(q): Query<crate::web::api::DeviceParam>,
     Form(form): Form<PlacementForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
@@ -580,13 +580,13 @@ pub async fn assign_gateway(
         "" => None,
         s => match s.parse::<i64>() {
             Ok(id) => Some(id),
-            Err(_) => return Ok(super::pages::back_to_admin(Err("choose a site".into()))),
+            Err(_) => return Ok(super::admin::back_to_admin(Err("choose a site".into()))),
         },
     };
     let result = structure::assign_gateway(&state.pool, gateway.id, site).await;
     state.gateways_changed();
     state.energy_changed();
-    Ok(super::pages::back_to_admin(match result {
+    Ok(super::admin::back_to_admin(match result {
         Ok(()) => Ok(format!(
             "Gateway {serial} moved; place its meters on the site's administration page."
         )),

@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Redirect};
 use axum::Form;
 use serde::Deserialize;
 
-use super::pages::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
-use super::WebState;
+use super::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
 use crate::auth::Principal;
 use crate::modbus::store::{self, ConverterPatch, ConverterView, NewConverter, NewPolledDevice};
 use crate::modbus::ModbusError;
 use crate::sites;
+use crate::web::WebState;
 
 #[derive(Template)]
 #[template(path = "converters.html")]
@@ -71,7 +71,7 @@ fn back(result: Result<String, String>) -> axum::response::Response {
     let mut url = String::from("/converters?");
     url.push_str(key);
     url.push('=');
-    url.push_str(&super::urls::query_value(
+    url.push_str(&crate::web::urls::query_value(
         &text.chars().take(400).collect::<String>(),
     ));
     Redirect::to(&url).into_response()
