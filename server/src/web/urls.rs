@@ -98,6 +98,21 @@ pub mod filters {
     ) -> askama::Result<String> {
         Ok(super::device_api(&serial.to_string(), *id, rest))
     }
+
+    /// `{{ total_kwh|kwh }}`: energy given in kWh, in a readable unit (`12.3 MWh`).
+    pub fn kwh(value: &f64, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(crate::dashboard::units::energy_kwh(*value).to_string())
+    }
+
+    /// `{{ peak_kw|kw }}`: power given in kW, in a readable unit (`4.20 W`, `1.50 MW`).
+    pub fn kw(value: &f64, _: &dyn askama::Values) -> askama::Result<String> {
+        Ok(crate::dashboard::units::power_kw(*value).to_string())
+    }
+
+    /// `{{ amount|money(currency) }}`: two decimals, grouped thousands, the currency code.
+    pub fn money(value: &f64, _: &dyn askama::Values, currency: &str) -> askama::Result<String> {
+        Ok(crate::dashboard::units::money(*value, currency))
+    }
 }
 
 #[cfg(test)]
