@@ -26,6 +26,11 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 pub use fantoccini;
 
+/// A phone's viewport (CSS pixels), for [`Browser::resize`].
+pub const PHONE: (u32, u32) = (390, 844);
+/// The default desktop viewport.
+pub const DESKTOP: (u32, u32) = (1280, 1024);
+
 /// How long one attempt to start chromedriver and Chromium may take. Generous: on a loaded
 /// 2-core machine with several tests starting browsers at once a start can take seconds.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -257,6 +262,16 @@ impl Browser {
     /// Opens `url` and waits for the page to load.
     pub async fn goto(&self, url: &str) -> anyhow::Result<()> {
         command(format!("open {url}"), self.client().goto(url)).await
+    }
+
+    /// Resizes the window, which headless Chromium makes the viewport: [`PHONE`] or
+    /// [`DESKTOP`]. Media queries follow at once.
+    pub async fn resize(&self, (width, height): (u32, u32)) -> anyhow::Result<()> {
+        command(
+            format!("resize to {width}x{height}"),
+            self.client().set_window_size(width, height),
+        )
+        .await
     }
 
     /// The page's URL.
