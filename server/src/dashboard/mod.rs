@@ -2,6 +2,8 @@
 //! Every number comes from the same queries as the API, so page, API and CSV agree.
 
 pub mod charts;
+pub mod counters;
+pub mod power;
 pub mod units;
 
 use std::collections::HashSet;

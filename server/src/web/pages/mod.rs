@@ -8,6 +8,7 @@ pub mod admin;
 pub mod alarms;
 pub mod circuit;
 pub mod converters;
+pub mod form;
 pub mod gateways;
 pub mod login;
 pub mod meter;

@@ -1,0 +1,1 @@
+//! What a meter's counter registers measure, in words people understand.
