@@ -28,7 +28,7 @@ use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use headend::config::Secret;
 use headend::Config;
-use headend_e2e::bench::{cpus, env_or, Machine};
+use headend_e2e::bench::{cpus, env_or, CpuSample, Machine};
 use headend_e2e::{http_request, start_cluster, MqttClient, TestApp};
 use rumqttc::{AsyncClient, Packet, QoS};
 use serde_json::{json, Value};
@@ -63,8 +63,6 @@ const USAGES: [&str; 8] = [
 /// How long a wait may go without progress before the run is declared stuck (one worker
 /// step may hold a whole month of 600 counters).
 const STALL: Duration = Duration::from_secs(900);
-/// `/proc` CPU times are in `USER_HZ`, which Linux fixes at 100 for user space.
-const TICKS_PER_SECOND: f64 = 100.0;
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
@@ -503,98 +501,20 @@ const PROFILE_COUNTERS: &str = "headend_profile_counters_total";
 const PROFILE_INTERVALS: &str = "headend_profile_intervals_total";
 const INGESTED_READINGS: &str = "headend_ingest_counter_readings_total";
 
-/// CPU time counters from `/proc`, in clock ticks.
-struct CpuSample {
-    at: Instant,
-    /// Whole machine: busy ticks, over all CPUs.
-    busy: u64,
-    /// This process (Headend, the clients and the harness).
-    process: u64,
-    /// The client runtime's threads.
-    clients: u64,
-    /// PostgreSQL: the postmaster's own and reaped children's ticks, plus live children's.
-    postgres: u64,
-}
-
-impl CpuSample {
-    fn now(postmaster: u32) -> anyhow::Result<Self> {
-        let stat = std::fs::read_to_string("/proc/stat")?;
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("cpu "))
-            .context("/proc/stat")?
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        // user nice system idle iowait irq softirq steal ...
-        let busy: u64 = fields[..8].iter().sum::<u64>() - fields[3] - fields[4];
-        let mut clients = 0;
-        for task in std::fs::read_dir("/proc/self/task")? {
-            let task = task?.path();
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            if comm.starts_with(CLIENT_THREAD) {
-                clients += proc_ticks(&task).map_or(0, |t| t.own);
-            }
-        }
-        let mut postgres = 0;
-        for entry in std::fs::read_dir("/proc")? {
-            let path = entry?.path();
-            let pid: Option<u32> = path.file_name().and_then(|n| n.to_str()?.parse().ok());
-            // Processes come and go while we read.
-            if let (Some(pid), Ok(t)) = (pid, proc_ticks(&path)) {
-                if pid == postmaster {
-                    postgres += t.own + t.children;
-                } else if t.parent == postmaster {
-                    postgres += t.own;
-                }
-            }
-        }
-        Ok(Self {
-            at: Instant::now(),
-            busy,
-            process: proc_ticks("/proc/self".as_ref())?.own,
-            clients,
-            postgres,
-        })
+/// CPU seconds between two samples: Headend (this process less the client threads), the
+/// clients, PostgreSQL (the postmaster and its backends) and everything else.
+fn cpu_use(before: &CpuSample, after: &CpuSample, postmaster: u32) -> CpuUse {
+    let span = after.since(before);
+    let process = span.this_process();
+    let clients = span.threads(CLIENT_THREAD);
+    let postgres = span.tree(postmaster);
+    CpuUse {
+        wall: span.wall(),
+        headend: (process - clients).max(0.0),
+        clients,
+        postgres,
+        other: span.other(process + postgres),
     }
-
-    fn since(&self, before: &Self) -> CpuUse {
-        let s = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
-        let process = self.process.saturating_sub(before.process);
-        let clients = self.clients.saturating_sub(before.clients);
-        let postgres = self.postgres.saturating_sub(before.postgres);
-        let busy = self.busy.saturating_sub(before.busy);
-        CpuUse {
-            wall: (self.at - before.at).as_secs_f64(),
-            headend: s(process.saturating_sub(clients)),
-            clients: s(clients),
-            postgres: s(postgres),
-            other: s(busy.saturating_sub(process + postgres)),
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct ProcTicks {
-    parent: u32,
-    own: u64,
-    children: u64,
-}
-
-/// CPU ticks of `/proc/<pid>` or `/proc/<pid>/task/<tid>`.
-fn proc_ticks(dir: &std::path::Path) -> anyhow::Result<ProcTicks> {
-    let stat = std::fs::read_to_string(dir.join("stat"))?;
-    // The command name may contain spaces; the fields after it (from `state`) are plain.
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field =
-        |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n).context("stat field")?.parse()?) };
-    Ok(ProcTicks {
-        parent: u32::try_from(field(1)?)?,
-        own: field(11)? + field(12)?,
-        children: field(13)? + field(14)?,
-    })
 }
 
 /// CPU seconds used over a wall-clock span.
@@ -1155,7 +1075,7 @@ impl Bench<'_> {
         let copy = copying.elapsed();
 
         let metrics = Scrape::take(self.app.http).await?;
-        let cpu = CpuSample::now(self.postmaster)?;
+        let cpu = CpuSample::now()?;
         let queued = Instant::now();
         sqlx::query(
             "INSERT INTO energy_dirty (counter_id, from_ts, to_ts, readings)
@@ -1169,7 +1089,7 @@ impl Bench<'_> {
         self.wake_worker().await?;
         self.drained().await?;
         let drain = queued.elapsed();
-        let cpu = CpuSample::now(self.postmaster)?.since(&cpu);
+        let cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
         let after = Scrape::take(self.app.http).await?;
         let segment = Segment {
             label: label.to_owned(),
@@ -1495,13 +1415,13 @@ impl Bench<'_> {
         let plan = self.plan(first, p1);
         let readings1 = 2 * plan.docs;
         let m0 = Scrape::take(self.app.http).await?;
-        let c0 = CpuSample::now(self.postmaster)?;
+        let c0 = CpuSample::now()?;
         let late1 = self.publish_live(plan).await?;
         self.committed(m0.get(INGESTED_READINGS) + readings1 as f64)
             .await?;
-        let c1 = CpuSample::now(self.postmaster)?;
+        let c1 = CpuSample::now()?;
         let m1 = Scrape::take(self.app.http).await?;
-        let ingest_only = c1.since(&c0);
+        let ingest_only = cpu_use(&c0, &c1, self.postmaster);
         let backlog1 = self.dirty().await?;
         ensure!(
             m1.since(&m0, PROFILE_COUNTERS) == 0.0,
@@ -1513,9 +1433,9 @@ impl Bench<'_> {
         self.hold_worker(false).await?;
         self.wake_worker().await?;
         self.drained().await?;
-        let c2 = CpuSample::now(self.postmaster)?;
+        let c2 = CpuSample::now()?;
         let m2 = Scrape::take(self.app.http).await?;
-        let worker_only = c2.since(&c1);
+        let worker_only = cpu_use(&c1, &c2, self.postmaster);
         self.release_hold().await?;
 
         // Phase 2: both.
@@ -1524,23 +1444,23 @@ impl Bench<'_> {
         let readings2 = 2 * plan.docs;
         let stop = tokio_util::sync::CancellationToken::new();
         let m3 = Scrape::take(self.app.http).await?;
-        let c3 = CpuSample::now(self.postmaster)?;
+        let c3 = CpuSample::now()?;
         let sampler = self.sample(stop.clone());
         let late2 = self.publish_live(plan).await?;
-        let published = c3.at.elapsed();
+        let published = c3.at().elapsed();
         let backlog_at_end = self.dirty().await?;
         self.committed(m3.get(INGESTED_READINGS) + readings2 as f64)
             .await?;
-        let c4 = CpuSample::now(self.postmaster)?;
+        let c4 = CpuSample::now()?;
         let m4 = Scrape::take(self.app.http).await?;
         self.drained().await?;
-        let c5 = CpuSample::now(self.postmaster)?;
+        let c5 = CpuSample::now()?;
         let m5 = Scrape::take(self.app.http).await?;
         stop.cancel();
         let samples = sampler.await?;
-        let both = c5.since(&c3);
-        let ingest_window = c4.since(&c3);
-        let lag = c5.at - c4.at;
+        let both = cpu_use(&c3, &c5, self.postmaster);
+        let ingest_window = cpu_use(&c3, &c4, self.postmaster);
+        let lag = c5.at() - c4.at();
 
         let per_s = |n: f64, s: f64| thousands(n / s.max(1e-9));
         let (h1, p1k) = ingest_only.per_1000(readings1);
@@ -1893,9 +1813,9 @@ impl Bench<'_> {
         // What the answers say, once, before timing.
         let sanity = self.sanity(&year).await?;
         eprintln!("latency: {} requests of {} kinds", requests, probes.len());
-        let cpu = CpuSample::now(self.postmaster)?;
+        let cpu = CpuSample::now()?;
         let results = self.probe(probes).await?;
-        let cpu = CpuSample::now(self.postmaster)?.since(&cpu);
+        let cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
         let p = |i: usize, q: f64| percentile(&results[i].0, q);
         let health = (p(0, 0.5), p(0, 0.99));
         let sql_of = |i: usize| match i {

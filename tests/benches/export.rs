@@ -34,7 +34,7 @@ use chrono_tz::Tz;
 use futures::StreamExt;
 use headend::config::Secret;
 use headend::Config;
-use headend_e2e::bench::{cpus, env_or, Machine};
+use headend_e2e::bench::{cpus, env_or, CpuSample, Machine};
 use headend_e2e::{http_request, start_cluster, MqttClient, TestApp};
 use rumqttc::QoS;
 use serde_json::{json, Value};
@@ -53,8 +53,6 @@ const METERS_PER_GATEWAY: usize = 17;
 const QUARTER_MS: i64 = 900_000;
 /// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
 const PG_EPOCH_US: i64 = 946_684_800_000_000;
-/// `/proc` CPU times are in `USER_HZ`, which Linux fixes at 100 for user space.
-const TICKS_PER_SECOND: f64 = 100.0;
 /// The HTTP client's read buffer.
 const READ_BUFFER: usize = 256 * 1024;
 
@@ -160,98 +158,20 @@ fn copy_rows(buf: &mut BytesMut, meter: usize, counter: i64, from_ms: i64, quart
 // ---------------------------------------------------------------------------------------
 // CPU and memory.
 
-/// CPU time counters from `/proc`, in clock ticks.
-struct CpuSample {
-    at: Instant,
-    /// Whole machine: busy ticks, over all CPUs.
-    busy: u64,
-    /// This process (Headend, the clients and the harness).
-    process: u64,
-    /// The client runtime's threads.
-    clients: u64,
-    /// PostgreSQL: the postmaster's own and reaped children's ticks, plus live children's.
-    postgres: u64,
-}
-
-impl CpuSample {
-    fn now(postmaster: u32) -> anyhow::Result<Self> {
-        let stat = std::fs::read_to_string("/proc/stat")?;
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("cpu "))
-            .context("/proc/stat")?
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        // user nice system idle iowait irq softirq steal ...
-        let busy: u64 = fields[..8].iter().sum::<u64>() - fields[3] - fields[4];
-        let mut clients = 0;
-        for task in std::fs::read_dir("/proc/self/task")? {
-            let task = task?.path();
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            if comm.starts_with(CLIENT_THREAD) {
-                clients += proc_ticks(&task).map_or(0, |t| t.own);
-            }
-        }
-        let mut postgres = 0;
-        for entry in std::fs::read_dir("/proc")? {
-            let path = entry?.path();
-            let pid: Option<u32> = path.file_name().and_then(|n| n.to_str()?.parse().ok());
-            // Processes come and go while we read.
-            if let (Some(pid), Ok(t)) = (pid, proc_ticks(&path)) {
-                if pid == postmaster {
-                    postgres += t.own + t.children;
-                } else if t.parent == postmaster {
-                    postgres += t.own;
-                }
-            }
-        }
-        Ok(Self {
-            at: Instant::now(),
-            busy,
-            process: proc_ticks("/proc/self".as_ref())?.own,
-            clients,
-            postgres,
-        })
+/// CPU seconds between two samples: Headend (this process less the client threads), the
+/// clients, PostgreSQL (the postmaster and its backends) and everything else.
+fn cpu_use(before: &CpuSample, after: &CpuSample, postmaster: u32) -> CpuUse {
+    let span = after.since(before);
+    let process = span.this_process();
+    let clients = span.threads(CLIENT_THREAD);
+    let postgres = span.tree(postmaster);
+    CpuUse {
+        wall: span.wall(),
+        headend: (process - clients).max(0.0),
+        clients,
+        postgres,
+        other: span.other(process + postgres),
     }
-
-    fn since(&self, before: &Self) -> CpuUse {
-        let s = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
-        let process = self.process.saturating_sub(before.process);
-        let clients = self.clients.saturating_sub(before.clients);
-        let postgres = self.postgres.saturating_sub(before.postgres);
-        let busy = self.busy.saturating_sub(before.busy);
-        CpuUse {
-            wall: (self.at - before.at).as_secs_f64(),
-            headend: s(process.saturating_sub(clients)),
-            clients: s(clients),
-            postgres: s(postgres),
-            other: s(busy.saturating_sub(process + postgres)),
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct ProcTicks {
-    parent: u32,
-    own: u64,
-    children: u64,
-}
-
-/// CPU ticks of `/proc/<pid>` or `/proc/<pid>/task/<tid>`.
-fn proc_ticks(dir: &std::path::Path) -> anyhow::Result<ProcTicks> {
-    let stat = std::fs::read_to_string(dir.join("stat"))?;
-    // The command name may contain spaces; the fields after it (from `state`) are plain.
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field =
-        |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n).context("stat field")?.parse()?) };
-    Ok(ProcTicks {
-        parent: u32::try_from(field(1)?)?,
-        own: field(11)? + field(12)?,
-        children: field(13)? + field(14)?,
-    })
 }
 
 /// CPU seconds used over a wall-clock span.
@@ -972,7 +892,7 @@ impl Bench<'_> {
         let mut conn = self.pool.acquire().await?;
         conn.execute(format!("SET TIME ZONE '{}'", ZONE.name()).as_str())
             .await?;
-        let cpu = CpuSample::now(self.postmaster)?;
+        let cpu = CpuSample::now()?;
         let started = Instant::now();
         let mut stream = conn.copy_out_raw(&sql).await?;
         let mut lines = Lines::new(started);
@@ -984,7 +904,7 @@ impl Bench<'_> {
             lines.feed(&chunk);
         }
         let total = started.elapsed();
-        let cpu = CpuSample::now(self.postmaster)?.since(&cpu);
+        let cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
         drop(stream);
         conn.execute("RESET TIME ZONE").await?;
         let rows = lines.count.saturating_sub(1);
@@ -1013,14 +933,14 @@ impl Bench<'_> {
         let (lines, buf) = (Lines::new(Instant::now()), vec![1u8; READ_BUFFER]);
         let baseline = rss_kib();
         let watch = RssWatch::start();
-        let cpu = CpuSample::now(self.postmaster)?;
+        let cpu = CpuSample::now()?;
         let started = Instant::now();
         let (first_byte, lines, bytes) = self
             .clients
             .spawn(async move { download(addr, &path, &token, lines, buf).await })
             .await??;
         let total = started.elapsed();
-        let cpu = CpuSample::now(self.postmaster)?.since(&cpu);
+        let cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
         let peak = watch.finish();
         let rows = lines.count.saturating_sub(1);
         ensure!(rows == self.rows(), "the export wrote {rows} rows");

@@ -24,7 +24,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, ensure, Context};
 use chrono::NaiveDateTime;
-use headend_e2e::bench::{cpus, env_or, mosquitto_binary, Machine};
+use headend_e2e::bench::{cpus, env_or, mosquitto_binary, CpuSample, Machine};
 use headend_e2e::eventually;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use tokio::task::JoinHandle;
@@ -216,13 +216,13 @@ async fn run(spec: RunSpec, window: u32, binary: &Path) -> anyhow::Result<Figure
         cycles * spec.interval
     );
     let (fleet_pid, broker_pid) = (fleet.process.pid(), broker.process.pid());
-    let before = CpuSample::now(fleet_pid, broker_pid)?;
+    let before = CpuSample::now()?;
     let start = Instant::now();
     subscriber.tally().window = Some(Window::default());
     tokio::time::sleep(Duration::from_secs(u64::from(cycles * spec.interval))).await;
     let counted = subscriber.tally().window.take().context("window open")?;
     let took = start.elapsed();
-    let cpu = CpuSample::now(fleet_pid, broker_pid)?.since(&before);
+    let cpu = cpu_use(&before, &CpuSample::now()?, fleet_pid, broker_pid);
     ensure!(
         fleet.process.running()?,
         "the fleet exited during the window:\n{}",
@@ -554,62 +554,16 @@ async fn receive(mut events: EventLoop, tally: Arc<Mutex<Tally>>) -> anyhow::Res
     }
 }
 
-/// CPU time counters from `/proc`, in clock ticks (`USER_HZ`).
-struct CpuSample {
-    /// Whole machine: busy and total (busy + idle + iowait), over all CPUs.
-    busy: u64,
-    total: u64,
-    fleet: u64,
-    broker: u64,
-    /// This process: the subscriber.
-    bench: u64,
-}
-
-impl CpuSample {
-    fn now(fleet: u32, broker: u32) -> anyhow::Result<Self> {
-        let stat = std::fs::read_to_string("/proc/stat")?;
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("cpu "))
-            .context("/proc/stat")?
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        // user nice system idle iowait irq softirq steal ...
-        let idle = fields[3] + fields[4];
-        let busy: u64 = fields[..8].iter().sum::<u64>() - idle;
-        Ok(Self {
-            busy,
-            total: busy + idle,
-            fleet: proc_ticks(&fleet.to_string())?,
-            broker: proc_ticks(&broker.to_string())?,
-            bench: proc_ticks("self")?,
-        })
+/// Cores kept busy between two samples by the fleet, the broker and this process (the
+/// subscriber), and by the whole machine.
+fn cpu_use(before: &CpuSample, after: &CpuSample, fleet: u32, broker: u32) -> CpuUse {
+    let span = after.since(before);
+    CpuUse {
+        machine: span.cores(span.machine()),
+        fleet: span.cores(span.process(fleet)),
+        broker: span.cores(span.process(broker)),
+        bench: span.cores(span.this_process()),
     }
-
-    fn since(&self, before: &Self) -> CpuUse {
-        // Wall time in ticks of one CPU.
-        let wall = (self.total - before.total) as f64 / cpus() as f64;
-        let cores = |ticks: u64| ticks as f64 / wall.max(1.0);
-        CpuUse {
-            machine: cores(self.busy - before.busy),
-            fleet: cores(self.fleet - before.fleet),
-            broker: cores(self.broker - before.broker),
-            bench: cores(self.bench - before.bench),
-        }
-    }
-}
-
-/// User and system ticks of `/proc/<pid>`, every thread included.
-fn proc_ticks(pid: &str) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name may contain spaces; the fields after it (from `state`) are plain.
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field =
-        |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n).context("stat field")?.parse()?) };
-    Ok(field(11)? + field(12)?)
 }
 
 /// Cores kept busy, on average.

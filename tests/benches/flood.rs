@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
-use headend_e2e::bench::{env_or, CpuSample, Machine};
+use headend_e2e::bench::{env_or, CpuSample, CpuUse, Machine};
 use headend_e2e::{eventually, raw_request, MqttClient, TestApp};
 use rumqttc::{ConnectReturnCode, Event, MqttOptions, Packet};
 use tokio::sync::Semaphore;
@@ -254,7 +254,8 @@ async fn phase(
     let (healthz, failed) = prober.await?;
     result.peak_rss_kib = sampler.await?;
     result.seconds = start.elapsed().as_secs_f64();
-    let cpu = CpuSample::now()?.since(&cpu_before);
+    let cpu_after = CpuSample::now()?;
+    let cpu = CpuUse::of(&cpu_after.since(&cpu_before));
     result.other_cores = cpu.other;
     result.cpu = cpu.to_string();
     result.healthz = healthz;

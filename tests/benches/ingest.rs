@@ -29,7 +29,7 @@ use chrono::NaiveDateTime;
 use futures::{StreamExt, TryStreamExt};
 use headend::config::Secret;
 use headend::Config;
-use headend_e2e::bench::{cpus, env_or, Machine};
+use headend_e2e::bench::{cpus, env_or, CpuSample, Machine};
 use headend_e2e::{fixture, start_cluster, MqttClient, TestApp};
 use rumqttc::{AsyncClient, Packet, QoS};
 use serde_json::Value;
@@ -339,6 +339,8 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     config.database.max_connections = 8;
     config.mqtt.max_connections = params.gateways as usize + 16;
     config.log.filter = "warn".into();
+    // `app.metric` scrapes /metrics, which answers 401 without the scraper token.
+    config.http.metrics_token = Some(Secret::new(headend_e2e::METRICS_TOKEN));
     let ingest = format!(
         "{} ingest writers, batches of up to {} messages",
         config.ingest.writers, config.ingest.batch_max_messages
@@ -494,7 +496,7 @@ impl Bench<'_> {
         let all_acked = start.elapsed();
         let last_seq = self.wait_committed().await?;
         let committed = start.elapsed();
-        let cpu = CpuSample::now()?.since(&cpu, self.postmaster);
+        let cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
 
         let measurements = app.count("SELECT count(*) FROM measurements").await as u64;
         let readings = app.count("SELECT count(*) FROM counter_readings").await as u64;
@@ -599,7 +601,7 @@ impl Bench<'_> {
         eprintln!("reference: COPY of the same rows");
         let cpu = CpuSample::now()?;
         let copy = copy_reference(&self.url).await?;
-        let cpu = CpuSample::now()?.since(&cpu, self.postmaster);
+        let cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
         let rows = copy.measurements + copy.readings;
         let copy_rate = self.params.messages() as f64 / copy.took.as_secs_f64();
         writeln!(
@@ -707,7 +709,7 @@ impl Bench<'_> {
         let publishing = last - first;
         let acked = self.acks_after(acks_before, total).await?;
         self.wait_committed().await?;
-        let cpu = CpuSample::now()?.since(&cpu, self.postmaster);
+        let cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
         // The notifications of the last commits are on their way; give them a moment.
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.cancel();
@@ -954,114 +956,20 @@ fn table(out: &mut String, rows: &[(&str, String)]) -> std::fmt::Result {
     writeln!(out)
 }
 
-/// CPU time counters from `/proc`, in clock ticks (`USER_HZ`).
-struct CpuSample {
-    /// Whole machine: busy and total (busy + idle + iowait), over all CPUs.
-    busy: u64,
-    total: u64,
-    /// This process (Headend, the clients and the harness).
-    process: u64,
-    /// The client runtime's threads.
-    clients: u64,
-    /// Every process, by pid: (parent, own ticks, ticks of waited-for children).
-    procs: HashMap<u32, ProcTicks>,
-}
-
-#[derive(Clone, Copy)]
-struct ProcTicks {
-    parent: u32,
-    own: u64,
-    children: u64,
-}
-
-impl CpuSample {
-    fn now() -> anyhow::Result<Self> {
-        let stat = std::fs::read_to_string("/proc/stat")?;
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()
-            .and_then(|l| l.strip_prefix("cpu "))
-            .context("/proc/stat")?
-            .split_whitespace()
-            .map(str::parse)
-            .collect::<Result<_, _>>()?;
-        // user nice system idle iowait irq softirq steal ...
-        let idle = fields[3] + fields[4];
-        let busy: u64 = fields[..8].iter().sum::<u64>() - idle;
-        let mut clients = 0;
-        for task in std::fs::read_dir("/proc/self/task")? {
-            let task = task?.path();
-            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-            if comm.starts_with(CLIENT_THREAD) {
-                clients += proc_ticks(&task).map_or(0, |t| t.own);
-            }
-        }
-        let mut procs = HashMap::new();
-        for entry in std::fs::read_dir("/proc")? {
-            let path = entry?.path();
-            let pid = path.file_name().and_then(|n| n.to_str()?.parse().ok());
-            // Processes come and go while we read.
-            if let (Some(pid), Ok(ticks)) = (pid, proc_ticks(&path)) {
-                procs.insert(pid, ticks);
-            }
-        }
-        Ok(Self {
-            busy,
-            total: busy + idle,
-            process: proc_ticks("/proc/self".as_ref())?.own,
-            clients,
-            procs,
-        })
+/// Cores kept busy between two samples: Headend (this process less the client threads), the
+/// clients, PostgreSQL (the postmaster and its backends) and everything else.
+fn cpu_use(before: &CpuSample, after: &CpuSample, postmaster: u32) -> CpuUse {
+    let span = after.since(before);
+    let process = span.this_process();
+    let clients = span.threads(CLIENT_THREAD);
+    let postgres = span.tree(postmaster);
+    CpuUse {
+        machine: span.cores(span.machine()),
+        headend: span.cores((process - clients).max(0.0)),
+        clients: span.cores(clients),
+        postgres: span.cores(postgres),
+        other: span.cores(span.other(process + postgres)),
     }
-
-    /// CPU time of `postmaster` and its children: live ones, and those it reaped.
-    fn postgres(&self, postmaster: u32) -> u64 {
-        let root = self
-            .procs
-            .get(&postmaster)
-            .map_or(0, |t| t.own + t.children);
-        let children: u64 = self
-            .procs
-            .values()
-            .filter(|t| t.parent == postmaster)
-            .map(|t| t.own)
-            .sum();
-        root + children
-    }
-
-    fn since(&self, before: &Self, postmaster: u32) -> CpuUse {
-        // Wall time in ticks of one CPU.
-        let wall = (self.total - before.total) as f64 / cpus() as f64;
-        let cores = |ticks: u64| ticks as f64 / wall.max(1.0);
-        let busy = self.busy - before.busy;
-        let process = self.process - before.process;
-        let clients = self.clients - before.clients;
-        let postgres = self
-            .postgres(postmaster)
-            .saturating_sub(before.postgres(postmaster));
-        CpuUse {
-            machine: cores(busy),
-            headend: cores(process.saturating_sub(clients)),
-            clients: cores(clients),
-            postgres: cores(postgres),
-            other: cores(busy.saturating_sub(process + postgres)),
-        }
-    }
-}
-
-/// CPU ticks of `/proc/<pid>` or `/proc/<pid>/task/<tid>`.
-fn proc_ticks(dir: &std::path::Path) -> anyhow::Result<ProcTicks> {
-    let stat = std::fs::read_to_string(dir.join("stat"))?;
-    // The command name may contain spaces; the fields after it (from `state`) are plain.
-    let after = stat.rsplit_once(')').context("stat format")?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let field =
-        |n: usize| -> anyhow::Result<u64> { Ok(fields.get(n).context("stat field")?.parse()?) };
-    Ok(ProcTicks {
-        parent: u32::try_from(field(1)?)?,
-        own: field(11)? + field(12)?,
-        children: field(13)? + field(14)?,
-    })
 }
 
 /// Cores kept busy, on average.

@@ -1,0 +1,82 @@
+//! Helpers shared by the benchmarks in `tests/benches`.
+
+pub mod cpu;
+
+pub use cpu::{CpuSample, CpuSpan, CpuUse};
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// A benchmark parameter from the environment, or its default.
+pub fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(v) => v.parse().map_err(|e| anyhow::anyhow!("{name}={v:?}: {e}")),
+        Err(_) => Ok(default),
+    }
+}
+
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Debian's Mosquitto, installed by `deploy/install-deps.sh`.
+pub fn mosquitto_binary() -> anyhow::Result<PathBuf> {
+    [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .ok_or_else(|| anyhow::anyhow!("mosquitto is not installed: run deploy/install-deps.sh"))
+}
+
+/// Facts about the machine the figures come from.
+pub struct Machine {
+    cpus: usize,
+    model: String,
+    memory_gib: f64,
+}
+
+impl Machine {
+    pub fn probe() -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let field = |text: &str, name: &str| {
+            text.lines()
+                .find_map(|l| {
+                    let (key, value) = l.split_once(':')?;
+                    (key.trim() == name).then(|| value.trim().to_owned())
+                })
+                .unwrap_or_default()
+        };
+        let mhz = field(&cpuinfo, "cpu MHz");
+        let memory_kib: f64 = field(&meminfo, "MemTotal")
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .unwrap_or(0.0);
+        Self {
+            cpus: cpus(),
+            model: format!("{} ({mhz} MHz)", field(&cpuinfo, "model name")),
+            memory_gib: memory_kib / (1024.0 * 1024.0),
+        }
+    }
+
+    /// One line for a report; `sharing` says what runs on the machine besides the kernel.
+    pub fn describe(&self, sharing: &str) -> String {
+        format!(
+            "Machine: {} × {}, {:.0} GiB RAM, kernel {}. {sharing}",
+            self.cpus,
+            self.model,
+            self.memory_gib,
+            std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+        )
+    }
+}
