@@ -282,6 +282,104 @@ pub async fn counters(pool: &PgPool, device_id: i64) -> Result<Vec<CounterLatest
     .await
 }
 
+/// One hour of a register's 15-minute energy (UTC-aligned hours), for long power graphs.
+#[derive(Debug, sqlx::FromRow)]
+pub struct HourEnergy {
+    pub start: DateTime<Utc>,
+    /// Sum of the hour's intervals, mWh (or the register's milli-unit).
+    pub energy_milli: i64,
+    /// How many of its quarter-hours have an interval (measured or estimated).
+    pub quarters: i64,
+    pub estimated: bool,
+}
+
+/// The hourly sums of register `register` of device `device_id` over `[from, to)`; hours
+/// without any interval have no row.
+pub async fn hourly_energy(
+    pool: &PgPool,
+    device_id: i64,
+    register: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<Vec<HourEnergy>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT date_bin('1 hour', e.start, 'epoch') AS start,
+                sum(e.energy_milli)::int8 AS energy_milli, count(*) AS quarters,
+                bool_or(e.quality = 1) AS estimated
+         FROM energy_intervals e JOIN counters c ON c.id = e.counter_id
+         WHERE c.device_id = $1 AND c.name = $2 AND e.start >= $3 AND e.start < $4
+         GROUP BY 1 ORDER BY 1",
+    )
+    .bind(device_id)
+    .bind(register)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// One local day of a register (its `energy_days` rollup).
+#[derive(Debug, sqlx::FromRow)]
+pub struct DayEnergy {
+    pub day: chrono::NaiveDate,
+    pub energy_milli: i64,
+    pub measured: i32,
+    pub estimated: i32,
+    /// Quarter-hours in the day (92, 96 or 100).
+    pub quarters: i32,
+}
+
+/// The daily rollups of register `register` of device `device_id`, local days `[from, to)`.
+pub async fn daily_energy(
+    pool: &PgPool,
+    device_id: i64,
+    register: &str,
+    from: chrono::NaiveDate,
+    to: chrono::NaiveDate,
+) -> Result<Vec<DayEnergy>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT e.day, e.energy_milli, e.measured, e.estimated, e.quarters
+         FROM energy_days e JOIN counters c ON c.id = e.counter_id
+         WHERE c.device_id = $1 AND c.name = $2 AND e.day >= $3 AND e.day < $4
+         ORDER BY e.day",
+    )
+    .bind(device_id)
+    .bind(register)
+    .bind(from)
+    .bind(to)
+    .fetch_all(pool)
+    .await
+}
+
+/// What helps a person tell candidates apart: the meter's name and when it last reported.
+#[derive(Debug, sqlx::FromRow)]
+pub struct CandidateDetail {
+    pub id: i64,
+    /// The placement name, else the SG description.
+    pub name: Option<String>,
+    /// The newest measurement or counter reading (measured time).
+    pub last_reading: Option<DateTime<Utc>>,
+}
+
+/// [`CandidateDetail`] of the devices `ids` (callers pass ids already resolved in scope).
+pub async fn candidate_details(
+    pool: &PgPool,
+    ids: &[i64],
+) -> Result<Vec<CandidateDetail>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT d.id, COALESCE(d.name, NULLIF(d.description, ''), NULLIF(d.sg_description, '')) AS name,
+                GREATEST(
+                    (SELECT max(m.ts) FROM measurements m WHERE m.device_id = d.id),
+                    (SELECT max(r.ts) FROM counters c JOIN counter_readings r ON r.counter_id = c.id
+                     WHERE c.device_id = d.id)
+                ) AS last_reading
+         FROM devices d WHERE d.id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

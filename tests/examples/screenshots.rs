@@ -56,7 +56,12 @@ async fn shoot(
     browser.wait_for_path("/").await?;
 
     let site = first_href(browser, &format!("{base}/"), "a[href^='/sites/']").await?;
-    let meter = first_href(browser, &format!("{base}{site}"), "#tree a[href^='/meters/']").await?;
+    let meter = first_href(
+        browser,
+        &format!("{base}{site}"),
+        "#tree a[href^='/meters/']",
+    )
+    .await?;
 
     for (size_name, size) in [("desktop", DESKTOP), ("phone", PHONE)] {
         browser.resize(size).await?;

@@ -732,3 +732,71 @@ where
         Err(_) => bail!("{what}: no answer in {} s", COMMAND_DEADLINE.as_secs()),
     }
 }
+
+impl Browser {
+    /// Makes pages follow a dark system theme (`prefers-color-scheme: dark`) for the rest of
+    /// the session, through chromedriver's DevTools endpoint
+    /// (`POST /session/{id}/goog/cdp/execute`, `Emulation.setEmulatedMedia`).
+    pub async fn emulate_dark_mode(&self) -> anyhow::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let dir = self.dir.as_ref().context("browser closed")?;
+        // chromedriver listens on a port it picked (`--port=0`) and logs it.
+        let log = std::fs::read_to_string(dir.path().join("chromedriver.log"))
+            .context("chromedriver log")?;
+        let port: u16 = log
+            .lines()
+            .find_map(|l| {
+                let (_, p) = l.split_once("started successfully on port ")?;
+                p.trim().trim_end_matches('.').parse().ok()
+            })
+            .context("chromedriver's port in its log")?;
+        let session = command("session id", self.client().session_id())
+            .await?
+            .context("no WebDriver session")?;
+        let body = json!({
+            "cmd": "Emulation.setEmulatedMedia",
+            "params": { "features": [{ "name": "prefers-color-scheme", "value": "dark" }] },
+        })
+        .to_string();
+        let request = format!(
+            "POST /session/{session}/goog/cdp/execute HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let exchange = async {
+            let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            stream.write_all(request.as_bytes()).await?;
+            // chromedriver keeps the connection open: read the head, then Content-Length bytes.
+            let mut answer = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let n = stream.read(&mut chunk).await?;
+                answer.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&answer).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        return anyhow::Ok(text);
+                    }
+                }
+                if n == 0 {
+                    bail!("chromedriver closed the connection: {text}");
+                }
+            }
+        };
+        let answer = tokio::time::timeout(COMMAND_DEADLINE, exchange)
+            .await
+            .map_err(|_| anyhow!("dark mode: no answer in {} s", COMMAND_DEADLINE.as_secs()))??;
+        if answer.split_whitespace().nth(1) != Some("200") {
+            bail!("chromedriver refused the dark mode emulation: {answer}");
+        }
+        Ok(())
+    }
+}

@@ -623,7 +623,7 @@ async fn meter_live_values_refresh() {
         .goto(&format!("{base}/meters/X0000124"))
         .await
         .unwrap();
-    assert_eq!(browser.text("td[data-key=u1]").await.unwrap(), "229.5");
+    assert_eq!(browser.text("td[data-key=u1]").await.unwrap(), "229.5 V");
     assert_eq!(browser.text("td[data-key=tariff]").await.unwrap(), "T1");
     // A marker that a reload would lose: the values must change in this very page.
     browser
@@ -638,7 +638,7 @@ async fn meter_live_values_refresh() {
         .await;
     app.wait_count("SELECT count(*) FROM measurements", 2).await;
     browser
-        .wait_for_text("td[data-key=u1]", "231.7")
+        .wait_for_text("td[data-key=u1]", "231.7 V")
         .await
         .unwrap();
     browser

@@ -1082,12 +1082,10 @@ async fn converters_from_the_config_file_are_applied_and_polled() {
     let added = headend_e2e::raw_request(app.http, "POST", &path, &form_headers, &with_token)
         .await
         .unwrap();
-    assert!(
-        matches!(added.status, 302 | 303),
-        "{} {}",
-        added.status,
-        added.body
-    );
+    // Refused beside the serial field (422), what was typed shown escaped.
+    assert_eq!(added.status, 422, "{}", added.body);
+    assert!(added.body.contains("id=\"serial-error\""), "{}", added.body);
+    assert!(!added.body.contains("<script>x"));
     let page =
         headend_e2e::raw_request(app.http, "GET", "/converters", &[("Cookie", &session)], "")
             .await

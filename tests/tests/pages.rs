@@ -73,6 +73,21 @@ impl<'a> Client<'a> {
         r
     }
 
+    /// What a refused form shows: the page it redirects to (303), or the form itself
+    /// re-rendered with its errors (4xx), as the forms do now.
+    async fn shown(&mut self, r: HttpResponse) -> HttpResponse {
+        match r.header("location") {
+            Some(location) if r.status == 303 => {
+                let location = location.to_owned();
+                self.get(&location).await
+            }
+            _ => {
+                assert!((400..500).contains(&r.status), "{}: {}", r.status, r.body);
+                r
+            }
+        }
+    }
+
     fn csrf(page: &HttpResponse) -> String {
         let at = page
             .body
@@ -752,7 +767,7 @@ async fn admin_forms_build_panels_circuits_placement_and_contract() {
             &[("csrf", &csrf), ("name", "Main <b>board</b>")],
         )
         .await;
-    let shown = c.get(r.header("location").unwrap()).await;
+    let shown = c.shown(r).await;
     assert!(shown.body.contains("class=\"error\""), "{}", shown.body);
     assert!(shown.body.contains("already has a panel"));
     assert!(!shown.body.contains("<b>board"));
@@ -792,7 +807,7 @@ async fn admin_forms_build_panels_circuits_placement_and_contract() {
             ],
         )
         .await;
-    let shown = c.get(bad.header("location").unwrap()).await;
+    let shown = c.shown(bad).await;
     assert!(shown.body.contains("is not one of"), "{}", shown.body);
     let circuit: i64 = sqlx::query_scalar("SELECT id FROM circuits")
         .fetch_one(&app.pool)
@@ -839,7 +854,7 @@ async fn admin_forms_build_panels_circuits_placement_and_contract() {
     let r = c
         .post(&format!("{base}/meters/X0000124"), &form(&csrf, &fields))
         .await;
-    let shown = c.get(r.header("location").unwrap()).await;
+    let shown = c.shown(r).await;
     assert!(
         shown.body.contains("is not a counter name"),
         "{}",
@@ -1031,8 +1046,7 @@ async fn converter_forms_add_disable_and_remove() {
             ],
         )
         .await;
-    assert_eq!(r.status, 303);
-    let shown = admin.get(r.header("location").unwrap()).await;
+    let shown = admin.shown(r).await;
     assert!(shown.body.contains("class=\"error\"") || shown.body.contains("error"));
     assert_eq!(app.count("SELECT count(*) FROM converters").await, 0);
 
@@ -1061,7 +1075,7 @@ async fn converter_forms_add_disable_and_remove() {
             &[("csrf", &csrf), ("unit", "6"), ("model", "no-such-meter")],
         )
         .await;
-    let shown = admin.get(r.header("location").unwrap()).await;
+    let shown = admin.shown(r).await;
     assert!(shown.body.contains("legrand-046-77"), "{}", shown.body);
     let r = admin
         .post(
@@ -1204,5 +1218,157 @@ async fn admin_revokes_disables_and_resets_credentials() {
     assert!(admin.get("/admin").await.body.contains("disabled"));
     let gone = op.get("/").await;
     assert_ne!(gone.status, 200, "a disabled user's session ends at once");
+    app.stop().await;
+}
+
+/// The overview and site pages explain what is missing: no site (an admin is offered to create
+/// one, anyone else is told to ask), no meter placed, no readings, no contract; the quick
+/// ranges are plain links, the active one marked for assistive technology.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_states_explain_and_quick_ranges_are_marked() {
+    let app = TestApp::spawn().await;
+    user(&app, "root@example.com", "admin", &[]).await;
+    user(&app, "nobody@example.com", "viewer", &[]).await;
+    let mut admin = Client::new(&app);
+    admin.login("root@example.com").await;
+    let home = admin.get("/").await;
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("id=\"no-sites\""), "{}", home.body);
+    assert!(home.body.contains("href=\"/admin\">Create the first site"));
+    let mut nobody = Client::new(&app);
+    nobody.login("nobody@example.com").await;
+    let home = nobody.get("/").await;
+    assert!(home.body.contains("ask an admin to grant you a site"));
+    assert!(!home.body.contains("Create the first site"));
+
+    let site = app.site("Empty plant", "Europe/Ljubljana").await;
+    app.gateway("SG000017", Some(site), None).await;
+    user(&app, "viewer@example.com", "viewer", &[site]).await;
+    let home = admin.get("/").await;
+    assert!(home.body.contains(&format!("id=\"site-{site}-no-meters\"")));
+    assert!(home.body.contains("No meter on this site yet"));
+    assert!(home
+        .body
+        .contains(&format!("href=\"/admin/sites/{site}\">place its meters")));
+    assert!(home.body.contains("the gateway has never reported"));
+
+    let page = admin.get(&format!("/sites/{site}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    for (needle, why) in [
+        ("No meter is placed on this site yet", "no meter"),
+        (
+            &format!("href=\"/admin/sites/{site}#meters\">place one") as &str,
+            "admin link to place one",
+        ),
+        ("No readings in this period", "no readings"),
+        ("No reading has arrived from this site yet", "never"),
+        ("No contract: costs need a supply contract", "no contract"),
+        (
+            &format!("href=\"/admin/sites/{site}/contract\"") as &str,
+            "admin link to the contract",
+        ),
+    ] {
+        assert!(page.body.contains(needle), "{why}: {}", page.body);
+    }
+    // A viewer gets the explanation without the admin links.
+    let mut viewer = Client::new(&app);
+    viewer.login("viewer@example.com").await;
+    let page = viewer.get(&format!("/sites/{site}")).await;
+    assert!(page.body.contains("No meter is placed on this site yet"));
+    assert!(!page.body.contains(&format!("/admin/sites/{site}")));
+
+    // Each quick range: its link, marked active (and only it), its heading.
+    for (key, heading) in [
+        ("today", "Today, "),
+        ("yesterday", "Yesterday, "),
+        ("7d", "Last 7 days, "),
+        ("30d", "Last 30 days, "),
+        ("month", "This month, "),
+        ("year", "This year, "),
+    ] {
+        let page = viewer.get(&format!("/sites/{site}?range={key}")).await;
+        assert_eq!(page.status, 200, "{key}: {}", page.body);
+        assert!(
+            page.body.contains(&format!(
+                "id=\"range-{key}\" href=\"/sites/{site}?range={key}\" class=\"active\" aria-current=\"page\""
+            )),
+            "{key} marked: {}",
+            page.body
+        );
+        // The range, and Sites in the navigation.
+        assert_eq!(
+            page.body.matches("aria-current=\"page\"").count(),
+            2,
+            "{key}: only the range and the section are current"
+        );
+        assert!(
+            page.body
+                .contains(&format!("<h2 id=\"period-label\">{heading}")),
+            "{key}"
+        );
+        assert!(page.body.contains("id=\"total-energy\">0.00 kWh<"), "{key}");
+    }
+    // Earlier from a day is the day before; a range that is not one is refused with the list.
+    let day = viewer
+        .get(&format!("/sites/{site}?range=day&date=2026-03-29"))
+        .await;
+    assert!(day.body.contains("Sun 29 Mar 2026"), "{}", day.body);
+    assert!(day.body.contains("date=2026-03-28\" rel=\"prev\""));
+    assert!(
+        day.body.contains("data-bars=\"92\""),
+        "a spring-forward day has 92 quarters"
+    );
+    // The circuit page: its quick ranges, and why it shows nothing.
+    use headend::profiles::structure;
+    let panel = structure::create_panel(
+        &app.pool,
+        site,
+        &structure::PanelInput {
+            name: Some("Main board".into()),
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let circuit = structure::create_circuit(
+        &app.pool,
+        panel,
+        &structure::CircuitInput {
+            name: Some("Lights".into()),
+            usage: Some("lighting".into()),
+            description: None,
+        },
+    )
+    .await
+    .unwrap();
+    let page = admin.get(&format!("/circuits/{circuit}")).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("id=\"range-month\""));
+    assert!(page
+        .body
+        .contains("class=\"active\" aria-current=\"page\">This month"));
+    assert!(page.body.contains("No meter is placed on this circuit"));
+    assert!(page
+        .body
+        .contains(&format!("href=\"/admin/sites/{site}#meters\"")));
+    for (key, bars) in [("7d", 7), ("30d", 30), ("year", 12)] {
+        let page = viewer
+            .get(&format!("/circuits/{circuit}?range={key}"))
+            .await;
+        assert_eq!(page.status, 200, "{key}: {}", page.body);
+        assert!(
+            page.body.contains(&format!("id=\"range-{key}\" href=\"/circuits/{circuit}?range={key}\" class=\"active\" aria-current=\"page\"")),
+            "{key}: {}",
+            page.body
+        );
+        assert!(
+            page.body.contains(&format!("data-bars=\"{bars}\"")),
+            "{key}"
+        );
+        assert!(page.body.contains("id=\"total-energy\">0.00 kWh<"), "{key}");
+    }
+    let bad = viewer.get(&format!("/sites/{site}?range=week")).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.body.contains("7d, 30d"), "{}", bad.body);
     app.stop().await;
 }

@@ -3,20 +3,22 @@
 
 pub mod charts;
 pub mod counters;
+pub mod overview;
 pub mod power;
+pub mod spark;
 pub mod units;
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use headend_energy::calendar::{self, Period};
 use sqlx::PgPool;
 
 use crate::auth::Scope;
+use crate::devices;
 use crate::profiles::query::{self, Consumption, Group};
 use crate::profiles::{structure, topology, worker};
-use crate::{devices, sites};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
@@ -26,26 +28,6 @@ pub enum DashboardError {
     Db(#[from] sqlx::Error),
     #[error(transparent)]
     Worker(#[from] worker::WorkerError),
-}
-
-/// One row of the sites overview.
-#[derive(Debug)]
-pub struct SiteSummary {
-    pub id: i64,
-    pub name: String,
-    pub time_zone: String,
-    pub power_kw: Option<f64>,
-    pub today_kwh: f64,
-    pub today_cost: Option<f64>,
-    pub month_kwh: f64,
-    pub month_cost: Option<f64>,
-    pub currency: String,
-    pub gateways_online: i64,
-    pub gateways_offline: i64,
-    /// Alarms active now (shelved ones included: they are silenced, not gone), and how many
-    /// of them are critical.
-    pub alarms_active: i64,
-    pub alarms_critical: i64,
 }
 
 pub fn zone(name: &str) -> Tz {
@@ -70,74 +52,6 @@ pub async fn site_power_w(pool: &PgPool, site: i64) -> Result<Option<f64>, Dashb
     .await?;
     let values: Vec<f64> = rows.iter().filter_map(|(_, p)| p.map(f64::from)).collect();
     Ok((!values.is_empty()).then(|| values.iter().sum()))
-}
-
-pub async fn sites_overview(
-    pool: &PgPool,
-    scope: &Scope,
-    now: DateTime<Utc>,
-) -> Result<Vec<SiteSummary>, DashboardError> {
-    let mut out = Vec::new();
-    for site in sites::list(pool, scope).await? {
-        let tz = zone(&site.time_zone);
-        let today = calendar::local_date(now, tz);
-        let (day_start, day_end) = calendar::period_bounds(tz, today, Period::Day);
-        let (month_start, month_end) = calendar::period_bounds(tz, today, Period::Month);
-        let day = query::consumption(
-            pool,
-            site.id,
-            tz,
-            day_start,
-            day_end,
-            Period::Day,
-            None,
-            now,
-        )
-        .await?;
-        let month = query::consumption(
-            pool,
-            site.id,
-            tz,
-            month_start,
-            month_end,
-            Period::Month,
-            None,
-            now,
-        )
-        .await?;
-        let (online, offline): (i64, i64) = sqlx::query_as(
-            "SELECT count(*) FILTER (WHERE online), count(*) FILTER (WHERE NOT online)
-             FROM gateways WHERE site_id = $1",
-        )
-        .bind(site.id)
-        .fetch_one(pool)
-        .await?;
-        let (alarms_active, alarms_critical): (i64, i64) = sqlx::query_as(
-            "SELECT count(*), count(*) FILTER (WHERE severity = 'critical')
-             FROM alarms WHERE site_id = $1 AND active",
-        )
-        .bind(site.id)
-        .fetch_one(pool)
-        .await?;
-        let d = day.periods.first();
-        let m = month.periods.first();
-        out.push(SiteSummary {
-            id: site.id,
-            name: site.name,
-            time_zone: site.time_zone,
-            power_kw: site_power_w(pool, site.id).await?.map(|w| w / 1000.0),
-            today_kwh: d.map_or(0.0, |p| p.total.import_wh / 1000.0),
-            today_cost: d.and_then(|p| p.total.cost),
-            month_kwh: m.map_or(0.0, |p| p.total.import_wh / 1000.0),
-            month_cost: m.and_then(|p| p.total.cost),
-            currency: month.currency.or(day.currency).unwrap_or_default(),
-            gateways_online: online,
-            gateways_offline: offline,
-            alarms_active,
-            alarms_critical,
-        });
-    }
-    Ok(out)
 }
 
 /// The meters of a site as a tree: panels with their meters and circuits, site meters, and
@@ -245,46 +159,52 @@ pub struct Compared {
     pub previous: Consumption,
 }
 
-/// The periods a site page shows for `by`, around the local date `anchor`: the days of its
-/// month, the months of its year, or the last five years.
-pub async fn site_consumption(
+/// The consumption of the local dates `[first, end)` in `by` buckets beside that of
+/// `[prev_first, prev_end)` (the period before, or the same period a year earlier).
+#[allow(clippy::too_many_arguments)]
+pub async fn site_range(
     pool: &PgPool,
     site: i64,
     tz: Tz,
     by: Period,
-    anchor: NaiveDate,
+    (first, end): (NaiveDate, NaiveDate),
+    (prev_first, prev_end): (NaiveDate, NaiveDate),
     group: Option<Group>,
     now: DateTime<Utc>,
 ) -> Result<Compared, DashboardError> {
-    let (first, last, prev_first, prev_last) = match by {
-        Period::Day => {
-            let first = calendar::period_start(anchor, Period::Month);
-            let next = first
-                .checked_add_months(chrono::Months::new(1))
-                .unwrap_or(first);
-            let prev = first
-                .checked_sub_months(chrono::Months::new(1))
-                .unwrap_or(first);
-            (first, next, prev, first)
-        }
-        Period::Month => {
-            let first = calendar::period_start(anchor, Period::Year);
-            let next = NaiveDate::from_ymd_opt(first.year() + 1, 1, 1).unwrap_or(first);
-            let prev = NaiveDate::from_ymd_opt(first.year() - 1, 1, 1).unwrap_or(first);
-            (first, next, prev, first)
-        }
-        Period::Year => {
-            let next = NaiveDate::from_ymd_opt(anchor.year() + 1, 1, 1).unwrap_or(anchor);
-            let first = NaiveDate::from_ymd_opt(anchor.year() - 4, 1, 1).unwrap_or(anchor);
-            let prev = NaiveDate::from_ymd_opt(anchor.year() - 9, 1, 1).unwrap_or(anchor);
-            (first, next, prev, first)
-        }
-    };
     let at = |d: NaiveDate| calendar::period_bounds(tz, d, Period::Day).0;
-    let current = query::consumption(pool, site, tz, at(first), at(last), by, group, now).await?;
+    let current = query::consumption(pool, site, tz, at(first), at(end), by, group, now).await?;
     let previous =
-        query::consumption(pool, site, tz, at(prev_first), at(prev_last), by, None, now).await?;
+        query::consumption(pool, site, tz, at(prev_first), at(prev_end), by, None, now).await?;
     Ok(Compared { current, previous })
+}
+
+/// When the newest counter reading of a site's meters was taken, if any (for "no readings in
+/// this period" messages). One index probe per counter.
+pub async fn last_reading(
+    pool: &PgPool,
+    site: i64,
+) -> Result<Option<DateTime<Utc>>, DashboardError> {
+    Ok(sqlx::query_scalar(
+        "SELECT max(r.ts) FROM counters c
+         JOIN devices d ON d.id = c.device_id JOIN gateways g ON g.id = d.gateway_id
+         CROSS JOIN LATERAL (SELECT max(ts) AS ts FROM counter_readings
+                             WHERE counter_id = c.id) r
+         WHERE g.site_id = $1",
+    )
+    .bind(site)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Whether a site has a supply contract (costs need one).
+pub async fn has_contract(pool: &PgPool, site: i64) -> Result<bool, DashboardError> {
+    Ok(
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM contracts WHERE site_id = $1)")
+            .bind(site)
+            .fetch_one(pool)
+            .await?,
+    )
 }
 
 /// A meter of a site as the placement form shows it.

@@ -2,6 +2,7 @@
 
 pub mod alarms;
 pub mod api;
+pub mod assets;
 pub mod converters;
 pub mod energy;
 pub mod error;
@@ -357,6 +358,12 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .route("/admin/gateways", post(pages::admin::admin_create_gateway))
         .route("/static/app.css", get(pages::css))
         .route("/static/live.js", get(pages::live_js))
+        .route(
+            "/static/vendor/uplot/uPlot.iife.min.js",
+            get(assets::uplot_js),
+        )
+        .route("/static/vendor/uplot/uPlot.min.css", get(assets::uplot_css))
+        .route("/static/charts.js", get(assets::charts_js))
         .route("/circuits/{id}", get(pages::circuit::circuit_page))
         .merge(pages::site_admin::routes());
     let router = Router::new()
@@ -384,6 +391,7 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
             state.clone(),
             secure_cookies,
         ))
+        .layer(middleware::map_request(pages::remember_path))
         .layer(TraceLayer::new_for_http());
     security_headers(router).with_state(state)
 }

@@ -1,1 +1,2 @@
-//! (being written)
+mod admin;
+mod operations;

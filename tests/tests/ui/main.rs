@@ -16,7 +16,10 @@ pub const PASSWORD: &str = "correct horse battery staple";
 pub async fn log_in(browser: &Browser, base: &str, email: &str) {
     browser.goto(&format!("{base}/login")).await.unwrap();
     browser.fill("input[name=email]", email).await.unwrap();
-    browser.fill("input[name=password]", PASSWORD).await.unwrap();
+    browser
+        .fill("input[name=password]", PASSWORD)
+        .await
+        .unwrap();
     browser.click("button[type=submit]").await.unwrap();
     browser.wait_for_path("/").await.unwrap();
 }

@@ -2,11 +2,13 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
 
+use super::form::Submitted;
+use super::site_admin::pickers::{zone_groups, ChoiceGroup};
 use super::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
 use crate::auth::{users, Role, Scope};
 use crate::web::urls::filters;
@@ -20,11 +22,52 @@ struct AdminPage {
     nav: Nav,
     message: Option<String>,
     error: Option<String>,
+    /// A refused form: its values and messages beside its fields.
+    s: Submitted,
+    /// Id, name, time zone, contracts.
     sites: Vec<(i64, String, String, i64)>,
     /// Id, e-mail, role, sites, disabled.
     users: Vec<(i64, String, String, String, bool)>,
     gateways: Vec<gateways::GatewayView>,
+    zones: Vec<ChoiceGroup>,
+    roles: [(&'static str, &'static str); 3],
 }
+
+impl AdminPage {
+    /// Whether the new-user form has `site` ticked (after a refusal).
+    fn site_ticked(&self, site: impl std::fmt::Display) -> bool {
+        self.s
+            .value("new-user-sites", "")
+            .split(',')
+            .any(|v| v.trim() == site.to_string())
+    }
+
+    fn site_name(&self, site: &Option<i64>) -> &str {
+        site.and_then(|id| self.sites.iter().find(|s| s.0 == id))
+            .map_or("", |s| s.1.as_str())
+    }
+}
+
+impl AdminPage {
+    /// Whether any user is a viewer or operator (admins see every site: nothing to grant).
+    fn grantable(&self) -> bool {
+        self.users.iter().any(|u| u.2 != "admin")
+    }
+
+    /// A gateway's site as the picker's value (empty: no site).
+    fn site_value(&self, site: &Option<i64>) -> String {
+        site.map(|id| id.to_string()).unwrap_or_default()
+    }
+}
+
+const ROLES: [(&str, &str); 3] = [
+    ("viewer", "Viewer: sees the sites granted to them"),
+    (
+        "operator",
+        "Operator: also switches relays and handles alarms",
+    ),
+    ("admin", "Admin: everything, on every site"),
+];
 
 #[derive(Deserialize, Default)]
 pub struct AdminParams {
@@ -39,7 +82,7 @@ pub async fn admin_page(
     Query(q): Query<AdminParams>,
 ) -> PageResult {
     require_admin(&p)?;
-    admin_view(&state, &p, &headers, q.message, q.error).await
+    admin_view(&state, &p, &headers, q.message, q.error, Submitted::new()).await
 }
 
 /// The admin page with a note: from a redirect's query, or (for a secret shown once) rendered
@@ -50,6 +93,7 @@ async fn admin_view(
     headers: &HeaderMap,
     message: Option<String>,
     error: Option<String>,
+    s: Submitted,
 ) -> PageResult {
     let sites: Vec<(i64, String, String, i64)> = sqlx::query_as(
         "SELECT s.id, s.name, s.time_zone, (SELECT count(*) FROM contracts c WHERE c.site_id = s.id)
@@ -65,7 +109,8 @@ async fn admin_view(
     )
     .fetch_all(&state.pool)
     .await?;
-    let gateways = gateways::list(&state.pool, &Scope::All).await?;
+    let mut gateways = gateways::list(&state.pool, &Scope::All).await?;
+    gateways.sort_by(|a, b| a.serial.cmp(&b.serial));
     let (nav, set) = nav(p, headers);
     // Shown as text, never as markup.
     render(
@@ -74,12 +119,27 @@ async fn admin_view(
             nav,
             message: message.map(|m| m.chars().take(300).collect()),
             error: error.map(|m| m.chars().take(300).collect()),
+            zones: zone_groups(s.value("new-site-time_zone", "Europe/Ljubljana")),
+            s,
             sites,
             users,
             gateways,
+            roles: ROLES,
         },
         set,
     )
+}
+
+/// The admin page again with a refused form's values and messages: 422.
+pub(crate) async fn refused(
+    state: &WebState,
+    p: &crate::auth::Principal,
+    headers: &HeaderMap,
+    s: Submitted,
+) -> PageResult {
+    let mut r = admin_view(state, p, headers, None, None, s).await?;
+    *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    Ok(r)
 }
 
 pub(crate) fn back_to_admin(result: Result<String, String>) -> Response {
@@ -117,51 +177,109 @@ pub async fn admin_create_site(
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
     require_admin(&p)?;
-    let result = sites::create(&state.pool, &form.name, &form.time_zone).await;
-    state.gateways_changed();
-    Ok(back_to_admin(match result {
-        Ok(id) => Ok(format!("Site {id} created.")),
-        Err(sites::SiteError::Db(e)) => return Err(e.into()),
-        Err(e) => Err(e.to_string()),
-    }))
+    let result = sites::create(&state.pool, &form.name, form.time_zone.trim()).await;
+    let mut s = Submitted::new();
+    s.keep("new-site-name", &form.name);
+    s.keep("new-site-time_zone", &form.time_zone);
+    match result {
+        Ok(id) => {
+            state.gateways_changed();
+            Ok(Redirect::to(&format!(
+                "/admin/sites/{id}?section=panels&message={}#panels",
+                percent("Site created: add its panels and circuits, then place its meters.")
+            ))
+            .into_response())
+        }
+        Err(sites::SiteError::Db(e)) => Err(e.into()),
+        Err(e @ sites::SiteError::Invalid(_)) if e.to_string().contains("time zone") => {
+            s.add(
+                "new-site-time_zone",
+                "choose the site's time zone from the list",
+            );
+            refused(&state, &p, &headers, s).await
+        }
+        Err(e) => {
+            s.add("new-site-name", e.to_string());
+            refused(&state, &p, &headers, s).await
+        }
+    }
 }
 
-#[derive(Deserialize)]
-pub struct NewUserForm {
-    csrf: String,
-    email: String,
-    role: String,
-    sites: Option<String>,
+/// Site ids from a form: ticked boxes (`sites` repeated) or a comma-separated list.
+fn site_ids(values: &[&str]) -> Result<Vec<i64>, ()> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| ()))
+        .collect()
 }
 
 pub async fn admin_create_user(
     State(state): State<WebState>,
     PageUser(p): PageUser,
     headers: HeaderMap,
-    Form(form): Form<NewUserForm>,
+    Form(pairs): Form<Vec<(String, String)>>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
-    let Ok(role) = form.role.parse::<Role>() else {
-        return Ok(back_to_admin(Err(
-            "role is admin, operator or viewer".into()
-        )));
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
     };
-    let site_ids: Result<Vec<i64>, _> = form
-        .sites
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::parse)
+    check_csrf(&headers, field("csrf"))?;
+    require_admin(&p)?;
+    if pairs.len() > 1000 || pairs.iter().any(|(_, v)| v.len() > 4000) {
+        return Err(PageError::Bad("the form is too large".into()));
+    }
+    let (email, role) = (field("email"), field("role"));
+    let ticked: Vec<&str> = pairs
+        .iter()
+        .filter(|(k, _)| k == "sites")
+        .map(|(_, v)| v.as_str())
         .collect();
-    let Ok(site_ids) = site_ids else {
-        return Ok(back_to_admin(Err(
-            "site ids are numbers separated by commas".into(),
-        )));
+    let mut s = Submitted::new();
+    s.keep("new-user-email", email);
+    s.keep("new-user-role", role);
+    s.keep("new-user-sites", &ticked.join(","));
+    let role = role.parse::<Role>();
+    if role.is_err() {
+        s.add("new-user-role", "choose a role from the list");
+    }
+    let site_ids = match site_ids(&ticked) {
+        Ok(ids) => {
+            let known: i64 = sqlx::query_scalar("SELECT count(*) FROM sites WHERE id = ANY($1)")
+                .bind(&ids)
+                .fetch_one(&state.pool)
+                .await?;
+            let mut unique = ids.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            if known != unique.len() as i64 {
+                s.add(
+                    "new-user-sites",
+                    "one of the sites no longer exists; tick them again",
+                );
+            }
+            unique
+        }
+        Err(()) => {
+            s.add("new-user-sites", "tick the sites from the list");
+            Vec::new()
+        }
+    };
+    if let Err(e) = users::validate_email(email) {
+        s.add("new-user-email", e.to_string());
+    }
+    let Ok(role) = role
+        .map_err(|_| ())
+        .and_then(|r| if s.is_empty() { Ok(r) } else { Err(()) })
+    else {
+        return refused(&state, &p, &headers, s).await;
     };
     let password = crate::auth::password::generate();
-    match users::create(&state.pool, &form.email, role, &password).await {
+    match users::create(&state.pool, email, role, &password).await {
         Ok(id) => {
             for site in site_ids {
                 users::grant_site(&state.pool, id, site).await?;
@@ -174,14 +292,20 @@ pub async fn admin_create_user(
                     &headers,
                     Some(format!(
                         "User {} created; password: {password}",
-                        form.email.trim()
+                        email.trim()
                     )),
                     None,
+                    Submitted::new(),
                 )
                 .await,
             )
         }
-        Err(e) => Ok(back_to_admin(Err(e.to_string()))),
+        Err(users::UserError::Db(e)) => Err(e.into()),
+        Err(users::UserError::Hash(e)) => Err(PageError::Internal(e.into())),
+        Err(e) => {
+            s.add("new-user-email", e.to_string());
+            refused(&state, &p, &headers, s).await
+        }
     }
 }
 
@@ -190,6 +314,37 @@ pub struct GrantForm {
     csrf: String,
     user_id: i64,
     site_id: i64,
+}
+
+/// The values of a grant or revoke form, kept for a refusal.
+fn grant_submitted(form: &str, f: &GrantForm) -> Submitted {
+    let mut s = Submitted::new();
+    s.keep(&format!("{form}-user_id"), &f.user_id.to_string());
+    s.keep(&format!("{form}-site_id"), &f.site_id.to_string());
+    s
+}
+
+/// Whether the user and the site of a grant form exist; refusals name the field.
+async fn grant_targets(
+    state: &WebState,
+    form: &str,
+    f: &GrantForm,
+    s: &mut Submitted,
+) -> Result<(), PageError> {
+    let (user, site): (bool, bool) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1), EXISTS (SELECT 1 FROM sites WHERE id = $2)",
+    )
+    .bind(f.user_id)
+    .bind(f.site_id)
+    .fetch_one(&state.pool)
+    .await?;
+    if !user {
+        s.add(&format!("{form}-user_id"), "choose a user from the list");
+    }
+    if !site {
+        s.add(&format!("{form}-site_id"), "choose a site from the list");
+    }
+    Ok(())
 }
 
 /// Lets a viewer or operator see one more site.
@@ -201,12 +356,15 @@ pub async fn admin_grant_site(
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
     require_admin(&p)?;
-    Ok(back_to_admin(
-        match users::grant_site(&state.pool, form.user_id, form.site_id).await? {
-            true => Ok("Access granted.".into()),
-            false => Err("that user already has that site, or one of them does not exist".into()),
-        },
-    ))
+    let mut s = grant_submitted("grant", &form);
+    grant_targets(&state, "grant", &form, &mut s).await?;
+    if s.is_empty() {
+        if users::grant_site(&state.pool, form.user_id, form.site_id).await? {
+            return Ok(back_to_admin(Ok("Access granted.".into())));
+        }
+        s.add("grant-site_id", "this user already sees that site");
+    }
+    refused(&state, &p, &headers, s).await
 }
 
 /// Takes a site away from a viewer or operator.
@@ -218,12 +376,15 @@ pub async fn admin_revoke_site(
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
     require_admin(&p)?;
-    Ok(back_to_admin(
-        match users::revoke_site(&state.pool, form.user_id, form.site_id).await? {
-            true => Ok("Access taken away.".into()),
-            false => Err("that user does not have that site".into()),
-        },
-    ))
+    let mut s = grant_submitted("revoke", &form);
+    grant_targets(&state, "revoke", &form, &mut s).await?;
+    if s.is_empty() {
+        if users::revoke_site(&state.pool, form.user_id, form.site_id).await? {
+            return Ok(back_to_admin(Ok("Access taken away.".into())));
+        }
+        s.add("revoke-site_id", "this user does not have that site");
+    }
+    refused(&state, &p, &headers, s).await
 }
 
 #[derive(Deserialize)]
@@ -244,17 +405,20 @@ pub async fn admin_user_disabled(
     require_admin(&p)?;
     let disabled = form.disabled == "1";
     if disabled && id == p.user_id {
-        return Ok(back_to_admin(Err(
-            "you cannot disable your own account".into()
-        )));
+        let mut s = Submitted::new();
+        s.add(
+            &format!("user-{id}-disabled"),
+            "you cannot disable your own account",
+        );
+        return refused(&state, &p, &headers, s).await;
     }
-    Ok(back_to_admin(
-        match users::set_disabled(&state.pool, id, disabled).await? {
-            true if disabled => Ok("Account disabled; its sessions ended.".into()),
-            true => Ok("Account enabled.".into()),
-            false => Err("no such user".into()),
-        },
-    ))
+    match users::set_disabled(&state.pool, id, disabled).await? {
+        true if disabled => Ok(back_to_admin(Ok(
+            "Account disabled; its sessions ended.".into()
+        ))),
+        true => Ok(back_to_admin(Ok("Account enabled.".into()))),
+        false => Err(PageError::NotFound),
+    }
 }
 
 #[derive(Deserialize)]
@@ -277,7 +441,7 @@ pub async fn admin_user_password(
         .fetch_optional(&state.pool)
         .await?;
     let Some(email) = email else {
-        return Ok(back_to_admin(Err("no such user".into())));
+        return Err(PageError::NotFound);
     };
     match users::reset_password(&state.pool, id).await {
         Ok(Some(password)) => secret_shown_once(
@@ -287,10 +451,11 @@ pub async fn admin_user_password(
                 &headers,
                 Some(format!("New password for {email}: {password}")),
                 None,
+                Submitted::new(),
             )
             .await,
         ),
-        Ok(None) => Ok(back_to_admin(Err("no such user".into()))),
+        Ok(None) => Err(PageError::NotFound),
         Err(users::UserError::Db(e)) => Err(e.into()),
         Err(e) => Err(PageError::Internal(e.into())),
     }
@@ -316,10 +481,11 @@ pub async fn admin_gateway_password(
                     "New MQTT password for gateway {serial} (shown once): {password}; sessions open now last until they reconnect"
                 )),
                 None,
+                Submitted::new(),
             )
             .await,
         ),
-        Ok(None) => Ok(back_to_admin(Err("no such gateway".into()))),
+        Ok(None) => Err(PageError::NotFound),
         Err(gateways::GatewayError::Db(e)) => Err(e.into()),
         Err(e) => Err(PageError::Internal(e.into())),
     }
@@ -340,44 +506,63 @@ pub async fn admin_create_gateway(
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
     require_admin(&p)?;
+    let mut s = Submitted::new();
+    s.keep("new-gateway-serial", &form.serial);
+    s.keep("new-gateway-site_id", form.site_id.as_deref().unwrap_or(""));
     let site_id = match form
         .site_id
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        Some(s) => match s.parse() {
+        Some(text) => match text.parse() {
             Ok(id) => Some(id),
-            Err(_) => return Ok(back_to_admin(Err("the site id is a number".into()))),
+            Err(_) => {
+                s.add("new-gateway-site_id", "choose a site from the list");
+                return refused(&state, &p, &headers, s).await;
+            }
         },
         None => None,
     };
     let created = gateways::create(
         &state.pool,
         gateways::NewGateway {
-            serial: form.serial,
+            serial: form.serial.clone(),
             site_id,
             ..Default::default()
         },
         &state.default_time_zone,
     )
     .await;
-    state.gateways_changed();
     match created {
-        Ok(g) => secret_shown_once(
-            admin_view(
-                &state,
-                &p,
-                &headers,
-                Some(format!(
-                    "Gateway {} registered; MQTT password (shown once): {}; publish base {}; command topic {}",
-                    g.serial, g.password, g.publish_base, g.command_topic
-                )),
-                None,
+        Ok(g) => {
+            state.gateways_changed();
+            secret_shown_once(
+                admin_view(
+                    &state,
+                    &p,
+                    &headers,
+                    Some(format!(
+                        "Gateway {} registered; MQTT password (shown once): {}; publish base {}; command topic {}",
+                        g.serial, g.password, g.publish_base, g.command_topic
+                    )),
+                    None,
+                    Submitted::new(),
+                )
+                .await,
             )
-            .await,
-        ),
-        Err(e) => Ok(back_to_admin(Err(e.to_string()))),
+        }
+        Err(gateways::GatewayError::Db(e)) => Err(e.into()),
+        Err(gateways::GatewayError::Hash(e)) => Err(PageError::Internal(e.into())),
+        Err(e) => {
+            let message = e.to_string();
+            if message.contains("site") {
+                s.add("new-gateway-site_id", message);
+            } else {
+                s.add("new-gateway-serial", message);
+            }
+            refused(&state, &p, &headers, s).await
+        }
     }
 }
 

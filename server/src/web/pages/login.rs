@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Redirect};
 use axum::Form;
 use serde::Deserialize;
 
-use super::{check_csrf, csrf, render, CsrfForm, Nav, PageError, PageResult};
+use super::{check_csrf, csrf, render, CsrfForm, Nav, PageError, PageResult, Section};
 use crate::web::session::{self, LoginCheck, Peer};
 use crate::web::WebState;
 
@@ -29,6 +29,7 @@ pub async fn login_form(headers: HeaderMap) -> PageResult {
                 admin: false,
                 operator: false,
                 csrf: token,
+                section: Section::None,
             },
             error: None,
         },
@@ -59,6 +60,7 @@ pub async fn login(
                 admin: false,
                 operator: false,
                 csrf: token,
+                section: Section::None,
             },
             error: Some(message.to_owned()),
         };

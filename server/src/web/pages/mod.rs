@@ -42,6 +42,74 @@ pub struct Nav {
     pub admin: bool,
     pub operator: bool,
     pub csrf: String,
+    /// The part of the product the page belongs to, marked in the navigation.
+    pub section: Section,
+}
+
+/// The navigation's sections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Section {
+    Sites,
+    Relays,
+    Alarms,
+    Gateways,
+    Converters,
+    Admin,
+    #[default]
+    None,
+}
+
+impl Section {
+    /// The section of a page by its path: a site's circuits and meters belong to Sites, a
+    /// command to Relays, alarm rules to Alarms, the outbox and site administration to Admin.
+    pub fn of_path(path: &str) -> Self {
+        let first = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        match first {
+            "" | "sites" | "circuits" | "meters" => Self::Sites,
+            "relays" | "commands" => Self::Relays,
+            "alarms" | "alarm-rules" => Self::Alarms,
+            "gateways" => Self::Gateways,
+            "converters" => Self::Converters,
+            "admin" => Self::Admin,
+            _ => Self::None,
+        }
+    }
+}
+
+impl Nav {
+    /// `{% if nav.is("relays") %}` in templates.
+    pub fn is(&self, name: &str) -> bool {
+        let s = match self.section {
+            Section::Sites => "sites",
+            Section::Relays => "relays",
+            Section::Alarms => "alarms",
+            Section::Gateways => "gateways",
+            Section::Converters => "converters",
+            Section::Admin => "admin",
+            Section::None => "",
+        };
+        s == name
+    }
+}
+
+/// An internal request header carrying the request's path to [`nav`], which gets the headers
+/// but not the URI. Set by [`remember_path`] on every request, replacing whatever a client sent.
+const PAGE_PATH: &str = "x-headend-page-path";
+
+/// Middleware: records the path for [`nav`] (a client-sent value is overwritten, so it can at
+/// most change which navigation link is highlighted on its own page).
+pub async fn remember_path(mut request: axum::extract::Request) -> axum::extract::Request {
+    let path = HeaderValue::from_str(request.uri().path()).ok();
+    let headers = request.headers_mut();
+    headers.remove(PAGE_PATH);
+    if let Some(path) = path {
+        headers.insert(PAGE_PATH, path);
+    }
+    request
 }
 
 /// The CSV export form of a site, circuit or meter page (`templates/export_form.html`).
@@ -218,6 +286,7 @@ impl IntoResponse for PageError {
                 admin: false,
                 operator: false,
                 csrf: String::new(),
+                section: Section::None,
             },
             message: self.to_string(),
         };
@@ -268,6 +337,10 @@ pub(crate) fn nav(p: &Principal, headers: &HeaderMap) -> (Nav, Option<String>) {
             admin: p.role == Role::Admin,
             operator: matches!(p.role, Role::Admin | Role::Operator),
             csrf: token,
+            section: headers
+                .get(PAGE_PATH)
+                .and_then(|v| v.to_str().ok())
+                .map_or(Section::None, Section::of_path),
         },
         set,
     )
@@ -318,4 +391,21 @@ fn label(by: Period, d: NaiveDate) -> String {
 #[derive(Deserialize)]
 pub struct CsrfForm {
     csrf: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Section;
+
+    #[test]
+    fn a_page_belongs_to_the_section_of_its_first_path_segment() {
+        assert_eq!(Section::of_path("/"), Section::Sites);
+        assert_eq!(Section::of_path("/meters/X1%2F2"), Section::Sites);
+        assert_eq!(Section::of_path("/circuits/3"), Section::Sites);
+        assert_eq!(Section::of_path("/commands/9"), Section::Relays);
+        assert_eq!(Section::of_path("/alarm-rules/2"), Section::Alarms);
+        assert_eq!(Section::of_path("/admin/outbox"), Section::Admin);
+        assert_eq!(Section::of_path("/gateways"), Section::Gateways);
+        assert_eq!(Section::of_path("/login"), Section::None);
+    }
 }

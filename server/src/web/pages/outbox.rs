@@ -14,8 +14,20 @@ use crate::web::WebState;
 /// Rows shown, newest first.
 const LIMIT: i64 = 200;
 
+/// A channel as people say it.
+fn channel_label(channel: &str) -> &'static str {
+    match channel {
+        "email" => "E-mail",
+        "webhook" => "Webhook",
+        "mqtt" => "MQTT message",
+        "relay" => "Relay switched",
+        _ => "Other",
+    }
+}
+
 /// One outbox row as shown.
 pub struct OutboxRow {
+    pub channel_label: &'static str,
     pub id: i64,
     pub created_at: String,
     pub alarm_id: Option<i64>,
@@ -103,6 +115,7 @@ pub async fn outbox_page(
                     created_at: when(created),
                     alarm_id,
                     rule: rule.unwrap_or_default(),
+                    channel_label: channel_label(&channel),
                     channel,
                     target: clip(target),
                     status,

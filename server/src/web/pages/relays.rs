@@ -147,8 +147,45 @@ struct ConfirmPage {
     id: i64,
     label: String,
     action: String,
+    /// "switch off", "switch on", "toggle".
+    verb: &'static str,
     state: &'static str,
+    critical: bool,
     idempotency_key: String,
+    reason: String,
+    /// Why the command was refused (shown beside the form, status 422).
+    error: Option<String>,
+}
+
+/// What an action does, in words.
+fn verb(action: &str) -> &'static str {
+    match action {
+        "on" => "switch on",
+        "off" => "switch off",
+        _ => "toggle",
+    }
+}
+
+/// A command status, in words (the status itself stays in `#status`).
+pub(crate) fn status_label(status: &str) -> &'static str {
+    match status {
+        "awaiting_approval" => "waiting for a second operator to approve",
+        "queued" => "waiting to be sent to the gateway",
+        "sent" => "sent; waiting for the relay to report its new state",
+        "confirmed" => "the relay reported the new state",
+        "failed" => "the relay did not switch",
+        "expired" => "not sent in time; nothing was switched",
+        "cancelled" => "cancelled before it was sent",
+        _ => "",
+    }
+}
+
+/// A fresh idempotency key: a double submit of the confirmation (a double click, a reload)
+/// makes one command.
+fn fresh_key() -> String {
+    (0..12)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
 }
 
 #[derive(Deserialize)]
@@ -175,19 +212,19 @@ pub async fn relay_confirm(
             .ok_or(PageError::NotFound)?,
     );
     let (nav, set) = nav(&p, &headers);
-    // A double submit of the confirmation (a double click, a reload) makes one command.
-    let key: String = (0..12)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
     render(
         &ConfirmPage {
             title: format!("Switch {}", relay.label),
             nav,
             id,
+            verb: verb(&q.action),
             label: relay.label,
             action: q.action,
             state: relay.state,
-            idempotency_key: key,
+            critical: relay.critical,
+            idempotency_key: fresh_key(),
+            reason: String::new(),
+            error: None,
         },
         set,
     )
@@ -210,6 +247,7 @@ pub async fn relay_command(
     Form(form): Form<CommandForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
+    let reason_typed = form.reason.clone().unwrap_or_default();
     let action = match form.action.as_str() {
         "on" => ledger::Action::On,
         "off" => ledger::Action::Off,
@@ -227,16 +265,43 @@ pub async fn relay_command(
             idempotency_key: form.idempotency_key.filter(|k| !k.is_empty()),
             expires_at: None,
             expires_in_s: None,
-            reason: form.reason.filter(|r| !r.trim().is_empty()),
+            reason: form.reason.clone().filter(|r| !r.trim().is_empty()),
         },
     )
-    .await
-    .map_err(|e| match e {
-        ledger::CommandError::NotFound(_) => PageError::NotFound,
-        ledger::CommandError::Forbidden(_) => PageError::Forbidden,
-        ledger::CommandError::Invalid(m) | ledger::CommandError::Refused(m) => PageError::Bad(m),
-        ledger::CommandError::Db(e) => PageError::from(e),
-    })?;
+    .await;
+    let created = match created {
+        Ok(c) => c,
+        Err(ledger::CommandError::NotFound(_)) => return Err(PageError::NotFound),
+        Err(ledger::CommandError::Forbidden(_)) => return Err(PageError::Forbidden),
+        Err(ledger::CommandError::Db(e)) => return Err(PageError::from(e)),
+        Err(ledger::CommandError::Invalid(m) | ledger::CommandError::Refused(m)) => {
+            // The confirmation again, with why and what was typed.
+            let relay = relay_row(
+                ledger::get_relay(&state.pool, &p.scope, id)
+                    .await?
+                    .ok_or(PageError::NotFound)?,
+            );
+            let (nav, set) = nav(&p, &headers);
+            let mut response = render(
+                &ConfirmPage {
+                    title: format!("Switch {}", relay.label),
+                    nav,
+                    id,
+                    verb: verb(&form.action),
+                    label: relay.label,
+                    action: form.action.clone(),
+                    state: relay.state,
+                    critical: relay.critical,
+                    idempotency_key: fresh_key(),
+                    reason: reason_typed,
+                    error: Some(m),
+                },
+                set,
+            )?;
+            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+            return Ok(response);
+        }
+    };
     state.commands_wake.notify_one();
     let command = match created {
         Created::New(c) | Created::Existing(c) => c,
@@ -251,6 +316,16 @@ struct CommandPage {
     nav: Nav,
     c: ledger::CommandView,
     done: bool,
+    explained: &'static str,
+    verb: &'static str,
+    /// Why an approval or cancellation was refused (status 422).
+    error: Option<String>,
+}
+
+impl CommandPage {
+    fn status_label(&self, status: &str) -> &'static str {
+        status_label(status)
+    }
 }
 
 pub async fn command_page(
@@ -271,8 +346,11 @@ pub async fn command_page(
         &CommandPage {
             title: format!("Command {id}"),
             nav,
+            explained: status_label(&c.status),
+            verb: verb(&c.action),
             c,
             done,
+            error: None,
         },
         set,
     )
@@ -291,12 +369,37 @@ pub async fn command_action(
         "cancel" => ledger::cancel(&state.pool, &p, id).await,
         _ => return Err(PageError::NotFound),
     };
-    result.map_err(|e| match e {
-        ledger::CommandError::NotFound(_) => PageError::NotFound,
-        ledger::CommandError::Forbidden(_) => PageError::Forbidden,
-        ledger::CommandError::Invalid(m) | ledger::CommandError::Refused(m) => PageError::Bad(m),
-        ledger::CommandError::Db(e) => PageError::from(e),
-    })?;
+    match result {
+        Ok(()) => {}
+        Err(ledger::CommandError::NotFound(_)) => return Err(PageError::NotFound),
+        Err(ledger::CommandError::Forbidden(_)) => return Err(PageError::Forbidden),
+        Err(ledger::CommandError::Db(e)) => return Err(PageError::from(e)),
+        Err(ledger::CommandError::Invalid(m) | ledger::CommandError::Refused(m)) => {
+            // The command page again, saying why.
+            let c = ledger::get_command(&state.pool, &p.scope, id)
+                .await?
+                .ok_or(PageError::NotFound)?;
+            let done = matches!(
+                c.status.as_str(),
+                "confirmed" | "failed" | "expired" | "cancelled"
+            );
+            let (nav, set) = nav(&p, &headers);
+            let mut response = render(
+                &CommandPage {
+                    title: format!("Command {id}"),
+                    nav,
+                    explained: status_label(&c.status),
+                    verb: verb(&c.action),
+                    c,
+                    done,
+                    error: Some(m),
+                },
+                set,
+            )?;
+            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
+            return Ok(response);
+        }
+    }
     state.commands_wake.notify_one();
     Ok(Redirect::to(&format!("/commands/{id}")).into_response())
 }
