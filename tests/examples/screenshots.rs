@@ -63,6 +63,8 @@ async fn shoot(
     )
     .await?;
 
+    accounted(browser, base, &site).await?;
+
     for (size_name, size) in [("desktop", DESKTOP), ("phone", PHONE)] {
         browser.resize(size).await?;
         for (stem, target) in &SHOTS {
@@ -79,6 +81,29 @@ async fn shoot(
         }
     }
     Ok(())
+}
+
+/// Waits until the demo has accounted its year of history (it does so in the background after
+/// it starts): last month's days of the site are complete.
+async fn accounted(browser: &Browser, base: &str, site: &str) -> anyhow::Result<()> {
+    use chrono::{Datelike, Months, Utc};
+    let last_month = (Utc::now().date_naive().with_day(1))
+        .and_then(|d| d.checked_sub_months(Months::new(1)))
+        .context("a date")?;
+    let page = format!("{base}{site}?by=day&date={last_month}");
+    let started = std::time::Instant::now();
+    loop {
+        browser.goto(&page).await?;
+        let complete = browser.text("#total-complete").await.unwrap_or_default();
+        if complete.starts_with("100.0") {
+            return Ok(());
+        }
+        if started.elapsed() > std::time::Duration::from_secs(600) {
+            bail!("the demo's history is not accounted after 10 minutes ({complete})");
+        }
+        // Polling a page that the demo fills in the background: nothing to wait on but time.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// The `href` of the first element matching `css` on `page`.

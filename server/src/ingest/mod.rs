@@ -225,6 +225,12 @@ impl Ingest {
                     shutdown.cancel();
                     result = Err(e);
                 }
+                // Aborted with its runtime (a test app dropped without a clean stop): not a
+                // fault of the writer, and nothing acknowledged is lost (the journal keeps it).
+                Err(e) if e.is_cancelled() => {
+                    tracing::debug!("ingest writer aborted with its runtime");
+                    shutdown.cancel();
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "ingest writer panicked");
                     shutdown.cancel();
