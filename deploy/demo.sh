@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Headend on its embedded defaults (own PostgreSQL cluster, embedded broker) in demo mode:
-# two sites with 13 months of history, three logins, an alarm rule, a critical relay and a
-# simulated fleet continuing the history (docs/demo.md).
+# two sites with 13 months of history, three logins, an alarm rule, a critical relay, a
+# simulated fleet, a simulated Modbus converter and an XML push gateway continuing the history
+# (docs/demo.md).
 #
 # HEADEND_DEMO_MEASURE=1 bash deploy/demo.sh measures instead: it starts the demo on a fresh
 # data directory (random ports), logs in as the admin, and prints the seconds from the start
@@ -60,9 +61,9 @@ drawn() {
     for site in $sites; do
         for page in "by=day&date=$last_month" "by=month&date=$today"; do
             curl -sf -b "$jar" "http://$http/sites/$site?$page" >"$work/page.html" || return 1
-            grep -q '<th>Cost</th><td class="num">[0-9]' "$work/page.html" || return 1
-            grep -q 'Complete</th><td class="num">100.0 %' "$work/page.html" || return 1
-            grep -q 'Previous period</th><td class="num"[^>]*>[1-9]' "$work/page.html" || return 1
+            grep -q 'id="total-cost">[0-9]' "$work/page.html" || return 1
+            grep -q 'id="total-complete">100.0 %' "$work/page.html" || return 1
+            grep -q 'id="total-previous"[^>]*>[1-9]' "$work/page.html" || return 1
             ! grep -q 'not placed yet' "$work/page.html" || return 1
         done
     done

@@ -246,7 +246,11 @@ fn print_gateway(created: &gateways::Created) {
     println!("  commands on:     {}", created.command_topic);
 }
 
-async fn serve(config: Config, demo: bool) -> anyhow::Result<ExitCode> {
+async fn serve(mut config: Config, demo: bool) -> anyhow::Result<ExitCode> {
+    if demo && config.xml_push.addr.is_none() {
+        // The demo's XML push gateway needs a listener: a free loopback port unless one is set.
+        config.xml_push.addr = Some(([127, 0, 0, 1], 0).into());
+    }
     let data_dir = config.data_dir.clone();
     let app = App::build(config).await?;
     // Dropped (and so killed) when `serve` returns.
@@ -367,7 +371,8 @@ fn demo_fleet(
         );
         return Ok(Vec::new());
     }
-    let children = crate::demo::start_fleet(&binary, demo, mqtt.port(), data_dir)?;
+    let children =
+        crate::demo::start_fleet(&binary, demo, mqtt.port(), app.xml_push_addr(), data_dir)?;
     println!(
         "Simulated gateways {p}000001..{p}000005 (companion firmware) push every 15 s, their \
          meters continuing the history: see /api/v1/gateways and /api/v1/devices.",

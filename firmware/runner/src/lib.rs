@@ -7,6 +7,7 @@
 //! - [`fault`]: faults on demand from outside the process (REST, `--fault-after`);
 //! - [`modbus`], [`rtu`] and [`source`]: real Iskra meters and Bicom relays over Modbus TCP or
 //!   Modbus RTU on the RS485 bus, next to simulated ones;
+//! - [`xml_push`]: an older gateway pushing MiSmart XML over TCP (`sg-gateway xml-push`);
 //! - [`runtime`]: one gateway's tasks; [`config`]: its settings file.
 
 pub mod config;
@@ -18,5 +19,6 @@ pub mod rtu;
 pub mod runtime;
 pub mod source;
 pub mod store;
+pub mod xml_push;
 
 pub use runtime::{RunningGateway, Stats};

@@ -30,6 +30,8 @@ struct Cli {
 enum Command {
     /// Runs N simulated gateways in one process, each with its own MQTT connection.
     Fleet(Box<FleetArgs>),
+    /// An older gateway pushing MiSmart XML documents over TCP (simulated meters).
+    XmlPush(XmlPushArgs),
     /// Prints the settings file with every setting.
     DefaultConfig {
         #[arg(long, default_value = "SG000017")]
@@ -206,6 +208,7 @@ fn main() -> anyhow::Result<()> {
     let result = runtime.block_on(async {
         match cli.command {
             Some(Command::Fleet(fleet)) => run_fleet(*fleet).await,
+            Some(Command::XmlPush(args)) => run_xml_push(args).await,
             Some(Command::DefaultConfig { .. }) => Ok(()),
             None => run_one(cli.one).await,
         }
@@ -214,6 +217,73 @@ fn main() -> anyhow::Result<()> {
         error!("{error:#}");
     }
     result
+}
+
+/// `sg-gateway xml-push`.
+#[derive(Args)]
+struct XmlPushArgs {
+    /// The push server (Headend's XML push listener), `host:port`.
+    #[arg(long)]
+    to: String,
+    /// A simulated meter: `SERIAL:WATTS` (mean power while open, 09-21 local time),
+    /// optionally `:E1nr:E2nr:E3nr` start registers in milli-units. Repeatable.
+    #[arg(long = "meter", value_name = "SERIAL:W[:E1:E2:E3]", required = true)]
+    meters: Vec<String>,
+    /// `deviceType` of the documents.
+    #[arg(long, default_value = "IE38MD")]
+    device_type: String,
+    /// Reactive per active energy.
+    #[arg(long, default_value_t = 0.4)]
+    tan_phi: f64,
+    /// Seconds between documents.
+    #[arg(long, default_value_t = 15)]
+    interval: u64,
+    /// Seconds before the first documents.
+    #[arg(long, default_value_t = 2)]
+    first_push_delay: u64,
+}
+
+fn xml_meter(text: &str, args: &XmlPushArgs) -> anyhow::Result<sg_gateway::xml_push::XmlMeter> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (serial, watts, start) = match parts.as_slice() {
+        [serial, watts] => (*serial, *watts, [0, 0, 0]),
+        [serial, watts, e1, e2, e3] => (*serial, *watts, [e1.parse()?, e2.parse()?, e3.parse()?]),
+        _ => bail!("--meter {text:?}: expected SERIAL:W or SERIAL:W:E1:E2:E3"),
+    };
+    Ok(sg_gateway::xml_push::XmlMeter {
+        serial: serial.to_owned(),
+        device_type: args.device_type.clone(),
+        power_w: watts
+            .parse()
+            .with_context(|| format!("--meter {text:?}: watts"))?,
+        tan_phi: args.tan_phi,
+        start,
+    })
+}
+
+async fn run_xml_push(args: XmlPushArgs) -> anyhow::Result<()> {
+    let meters = args
+        .meters
+        .iter()
+        .map(|m| xml_meter(m, &args))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        on_signal.cancel();
+    });
+    info!(to = %args.to, meters = meters.len(), "XML push gateway started");
+    sg_gateway::xml_push::run(
+        sg_gateway::xml_push::XmlPushSettings {
+            to: args.to.clone(),
+            interval: std::time::Duration::from_secs(args.interval.max(1)),
+            first_push_delay: std::time::Duration::from_secs(args.first_push_delay),
+            meters,
+        },
+        stop,
+    )
+    .await
 }
 
 /// A settings file, or the defaults for `serial`, with the command line applied on top.

@@ -13,10 +13,17 @@
 //!   notifications (the e-mail stays in the outbox: the demo has no SMTP server), and a
 //!   critical relay (switching it off needs a second operator).
 //!
+//! - a Legrand-style panel whose meters are polled over Modbus TCP from a simulated RS485/IP
+//!   converter ([`converter`], run in this process by [`modbus`]), and a meter on an older
+//!   gateway that pushes MiSmart XML, both continuing their backfilled history.
+//!
 //! [`start_fleet`] then starts the companion firmware's simulator (`sg-gateway fleet`), one
-//! process per zone, its meters continuing the backfilled counters.
+//! process per zone, its meters continuing the backfilled counters, and the XML push
+//! gateway (`sg-gateway xml-push`) when the XML push listener is on.
 
 pub mod backfill;
+pub mod converter;
+pub mod modbus;
 pub mod model;
 
 use std::collections::HashMap;
@@ -30,7 +37,7 @@ use crate::auth::{password, users, Role, Scope};
 use crate::profiles::{contracts, structure};
 use crate::{gateways, sites};
 use backfill::{CounterRef, Register};
-use model::{Place, SiteSpec, SITES};
+use model::{Place, SiteSpec, Source, SITES};
 
 /// Serial prefix of the simulated gateways: `SGF000001` …
 pub const FLEET_PREFIX: &str = "SGF";
@@ -61,6 +68,23 @@ pub struct Demo {
     pub start_counters: Vec<String>,
     pub readings: u64,
     pub history_from: NaiveDate,
+    /// The simulated RS485/IP converter: its address and (unit, model, meter name).
+    pub converter: Option<(std::net::SocketAddr, Vec<(u8, &'static str, &'static str)>)>,
+    /// The XML push gateway's meters, continuing the history.
+    pub xml_meters: Vec<XmlMeterStart>,
+}
+
+/// A meter of the simulated XML push gateway: `sg-gateway xml-push --meter` and its zone.
+#[derive(Debug, Clone)]
+pub struct XmlMeterStart {
+    pub serial: String,
+    pub name: &'static str,
+    /// Mean power while the shop is open, W.
+    pub power_w: f64,
+    pub tan_phi: f64,
+    /// `E1nr`, `E2nr`, `E3nr` at the end of the history, milli-units.
+    pub start: [i64; 3],
+    pub zone: &'static str,
 }
 
 fn site_zone_name(site: &SiteSpec) -> &'static str {
@@ -163,9 +187,21 @@ pub async fn setup(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Demo> {
 
     let mut readings = 0;
     let mut start_counters = Vec::new();
+    let mut converter = None;
+    let mut xml_meters = Vec::new();
     for spec in &SITES {
         let site = site_id(spec.name);
-        let (meters, counters) = devices(pool, spec, &gateway_ids, commissioned).await?;
+        let locations = locate(pool, spec, site, &gateway_ids).await?;
+        // The converter and the XML push gateway were installed before the history too.
+        sqlx::query(
+            "UPDATE gateways SET created_at = $2 WHERE serial = ANY($1) AND created_at > $2",
+        )
+        .bind(&[model::CONVERTER, model::XML_GATEWAY][..])
+        .bind(commissioned)
+        .execute(pool)
+        .await?;
+        let (meters, counters) =
+            devices(pool, spec, &locations, &gateway_ids, commissioned).await?;
         place(pool, spec, site, &meters).await?;
         if contracts::list(pool, site).await?.is_empty() {
             let contract = contracts::parse(contract_json(spec))
@@ -177,8 +213,56 @@ pub async fn setup(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Demo> {
         }
         let filled = backfill::fill(pool, spec, &meters, &counters, history_start, now).await?;
         readings += filled.readings;
+        let mut ends: HashMap<usize, [i64; 3]> = HashMap::new();
+        for c in &counters {
+            if let Some(&v) = filled.end_values.get(&c.id) {
+                let k = match c.register {
+                    Register::Import => 0,
+                    Register::Export => 1,
+                    Register::Reactive => 2,
+                };
+                ends.entry(c.meter).or_default()[k] = v;
+            }
+        }
+        if let Some(started) = modbus::start(spec, &ends, now)? {
+            let addr = started.handle.addr();
+            // The converter's address is new at every start: the same update as its page's.
+            let id = converter_id(pool).await?.unwrap_or_default();
+            crate::modbus::store::update(
+                pool,
+                id,
+                &crate::modbus::store::ConverterPatch {
+                    host: Some(addr.ip().to_string()),
+                    port: Some(addr.port()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo converter: {e}"))?;
+            converter = Some((addr, started.units));
+        }
+        for (i, meter) in spec.meters.iter().enumerate() {
+            if let Source::Xml { serial } = meter.source {
+                // The push simulator's shop day (open 09–21) at the model's level.
+                let profile_kw = match meter.load {
+                    model::Load::Retail(k) => k,
+                    _ => 2.0,
+                };
+                xml_meters.push(XmlMeterStart {
+                    serial: serial.to_owned(),
+                    name: meter.name,
+                    power_w: profile_kw * 1000.0 * 0.95,
+                    tan_phi: spec.tan_phi,
+                    start: ends.get(&i).copied().unwrap_or_default(),
+                    zone: site_zone_name(spec),
+                });
+            }
+        }
         let mut lines = String::new();
         for (i, meter) in spec.meters.iter().enumerate() {
+            if meter.source != Source::Fleet {
+                continue;
+            }
             let serial = meter.serial();
             for c in counters.iter().filter(|c| c.meter == i) {
                 if let Some(v) = filled.end_values.get(&c.id) {
@@ -201,7 +285,128 @@ pub async fn setup(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Demo> {
         start_counters,
         readings,
         history_from: history_start.date_naive(),
+        converter,
+        xml_meters,
     })
+}
+
+/// The demo converter's gateway id, if it exists.
+async fn converter_id(pool: &PgPool) -> anyhow::Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT g.id FROM gateways g JOIN converters c ON c.gateway_id = g.id WHERE g.serial = $1",
+    )
+    .bind(model::CONVERTER)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Where each of the site's meters is (gateway id, port, slot), in `spec.meters` order:
+/// the fleet's on their gateways; the Modbus meters on the demo converter, created (with
+/// its polled units) through the converters' own code path; the XML meters on the XML push
+/// gateway, registered with its source (loopback) and meter serials as the admin API does.
+async fn locate(
+    pool: &PgPool,
+    spec: &SiteSpec,
+    site: i64,
+    gateways: &HashMap<u32, i64>,
+) -> anyhow::Result<Vec<(i64, &'static str, i16)>> {
+    let modbus: Vec<_> = spec
+        .meters
+        .iter()
+        .filter_map(|m| match m.source {
+            Source::Modbus { unit, model } => Some((unit, model, m.serial())),
+            _ => None,
+        })
+        .collect();
+    let mut converter = 0;
+    if !modbus.is_empty() {
+        converter = match converter_id(pool).await? {
+            Some(id) => id,
+            None => crate::modbus::store::create(
+                pool,
+                &crate::modbus::Maps::builtin(),
+                &crate::modbus::config::ModbusConfig::default(),
+                crate::modbus::store::NewConverter {
+                    name: model::CONVERTER.into(),
+                    // The simulated converter's port is set once it listens.
+                    host: "127.0.0.1".into(),
+                    port: Some(502),
+                    site_id: Some(site),
+                    gap_ms: None,
+                    timeout_ms: None,
+                    retries: None,
+                    enabled: Some(true),
+                    devices: modbus
+                        .iter()
+                        .map(
+                            |(unit, model, serial)| crate::modbus::store::NewPolledDevice {
+                                unit: i64::from(*unit),
+                                model: (*model).into(),
+                                kind: Some("meter".into()),
+                                poll_interval_ms: Some(5_000),
+                                serial: Some(serial.clone()),
+                                enabled: Some(true),
+                            },
+                        )
+                        .collect(),
+                },
+                site_zone_name(spec),
+                "api",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo converter: {e}"))?,
+        };
+    }
+    let xml: Vec<String> = spec
+        .meters
+        .iter()
+        .filter_map(|m| match m.source {
+            Source::Xml { serial } => Some(serial.to_owned()),
+            _ => None,
+        })
+        .collect();
+    let mut xml_slots: HashMap<String, (i64, i16)> = HashMap::new();
+    if !xml.is_empty() {
+        // Its MQTT password is never used: it identifies by its source address.
+        demo_gateway(pool, model::XML_GATEWAY, site).await?;
+        let id: i64 = sqlx::query_scalar("SELECT id FROM gateways WHERE serial = $1")
+            .bind(model::XML_GATEWAY)
+            .fetch_one(pool)
+            .await?;
+        let view = crate::xml_push::registry::set(
+            pool,
+            &Scope::All,
+            model::XML_GATEWAY,
+            &crate::xml_push::registry::XmlPushSettings {
+                sources: vec!["127.0.0.1".into(), "::1".into()],
+                meters: xml,
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("demo XML push gateway: {e}"))?;
+        for m in view.meters {
+            xml_slots.insert(m.serial, (id, m.slot));
+        }
+    }
+    let mut out = Vec::new();
+    for meter in spec.meters {
+        out.push(match meter.source {
+            Source::Fleet => {
+                let gateway = gateways.get(&meter.gateway).copied().unwrap_or_default();
+                if meter.slot == 0 {
+                    (gateway, "ir", 0)
+                } else {
+                    (gateway, "rs485", i16::from(meter.slot))
+                }
+            }
+            Source::Modbus { unit, .. } => (converter, "modbus", i16::from(unit)),
+            Source::Xml { serial } => {
+                let (id, slot) = xml_slots.get(serial).copied().unwrap_or_default();
+                (id, "xml", slot)
+            }
+        });
+    }
+    Ok(out)
 }
 
 /// Registers a demo gateway on `site`, or gives an existing one a fresh password (demo data
@@ -237,18 +442,13 @@ pub async fn demo_gateway(pool: &PgPool, serial: &str, site: i64) -> anyhow::Res
 async fn devices(
     pool: &PgPool,
     spec: &SiteSpec,
+    locations: &[(i64, &'static str, i16)],
     gateways: &HashMap<u32, i64>,
     commissioned: DateTime<Utc>,
 ) -> anyhow::Result<(Vec<i64>, Vec<CounterRef>)> {
     let mut meters = Vec::new();
     let mut counters = Vec::new();
-    for (i, meter) in spec.meters.iter().enumerate() {
-        let gateway = gateways.get(&meter.gateway).copied().unwrap_or_default();
-        let (port, slot) = if meter.slot == 0 {
-            ("ir", 0_i16)
-        } else {
-            ("rs485", i16::from(meter.slot))
-        };
+    for (i, (meter, &(gateway, port, slot))) in spec.meters.iter().zip(locations).enumerate() {
         let (model, addr) = meter.model();
         let id = upsert_device(
             pool,
@@ -263,7 +463,10 @@ async fn devices(
         )
         .await?;
         meters.push(id);
-        let mut registers = vec![(Register::Import, 1_i16, "Wh"), (Register::Export, 2, "Wh")];
+        let mut registers = vec![(Register::Import, 1_i16, "Wh")];
+        if meter.has_export() {
+            registers.push((Register::Export, 2, "Wh"));
+        }
         if meter.has_reactive() {
             registers.push((Register::Reactive, 3, "varh"));
         }
@@ -547,6 +750,7 @@ pub fn start_fleet(
     binary: &Path,
     demo: &Demo,
     mqtt_port: u16,
+    xml_push: Option<std::net::SocketAddr>,
     data_dir: &Path,
 ) -> anyhow::Result<Vec<tokio::process::Child>> {
     use std::io::Write;
@@ -604,5 +808,69 @@ pub fn start_fleet(
             .spawn()?;
         children.push(child);
     }
+    if let Some((addr, units)) = &demo.converter {
+        let units: Vec<String> = units
+            .iter()
+            .map(|(unit, model, name)| format!("unit {unit} {model} ({name})"))
+            .collect();
+        println!(
+            "Simulated RS485/IP converter {name} (Modbus TCP) at {addr}: {units}; polled every \
+             5 s, continuing the history: see /converters.",
+            name = model::CONVERTER,
+            units = units.join(", ")
+        );
+    }
+    if !demo.xml_meters.is_empty() {
+        match xml_push.map(loopback) {
+            Some(to) => {
+                let mut command = tokio::process::Command::new(binary);
+                command.args(["xml-push", "--to", &to.to_string()]).args([
+                    "--interval",
+                    "15",
+                    "--first-push-delay",
+                    "2",
+                ]);
+                let mut zone = "UTC";
+                for m in &demo.xml_meters {
+                    command.arg("--meter").arg(format!(
+                        "{}:{:.0}:{}:{}:{}",
+                        m.serial, m.power_w, m.start[0], m.start[1], m.start[2]
+                    ));
+                    zone = m.zone;
+                    command.args(["--tan-phi", &format!("{}", m.tan_phi)]);
+                }
+                let child = command
+                    .env("RUST_LOG", "warn")
+                    .env("TZ", zone)
+                    .kill_on_drop(true)
+                    .spawn()?;
+                children.push(child);
+                let meters: Vec<String> = demo
+                    .xml_meters
+                    .iter()
+                    .map(|m| format!("{} ({})", m.serial, m.name))
+                    .collect();
+                println!(
+                    "Simulated XML push gateway {gateway} pushes MiSmart XML to {to} every 15 s: \
+                     meter {meters}, continuing the history.",
+                    gateway = model::XML_GATEWAY,
+                    meters = meters.join(", ")
+                );
+            }
+            None => println!(
+                "No XML push gateway: the XML push listener is off (set \
+                 HEADEND_XML_PUSH_ADDR=127.0.0.1:5100, as deploy/demo.sh does)."
+            ),
+        }
+    }
     Ok(children)
+}
+
+/// Where a local client reaches a listener bound to `addr` (an unspecified address is reached
+/// on loopback).
+fn loopback(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    addr
 }

@@ -46,10 +46,23 @@ pub enum Load {
     Pv(f64),
 }
 
+/// How a demo meter reaches Headend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A gateway of the simulated MQTT fleet (`gateway`, `slot`).
+    Fleet,
+    /// A unit behind the demo's simulated RS485/IP converter, polled over Modbus TCP, with
+    /// its register map.
+    Modbus { unit: u8, model: &'static str },
+    /// The simulated MiSmart XML push gateway, under this meter serial (`controlUnit`).
+    Xml { serial: &'static str },
+}
+
 /// One meter of the demo: which gateway and slot hold it, and what it measures.
 #[derive(Debug, Clone, Copy)]
 pub struct MeterSpec {
-    /// The fleet gateway's number: serial `SGF{gateway:06}`.
+    pub source: Source,
+    /// The fleet gateway's number: serial `SGF{gateway:06}` (0 for other sources).
     pub gateway: u32,
     /// 0 for the IR meter, else the RS485 slot (1 or 3, as in `sg-gateway`'s example
     /// gateway).
@@ -63,6 +76,14 @@ impl MeterSpec {
     /// The meter serial the simulated gateway reports: the gateway serial's digits and the
     /// device's position in the example device list (IR meter 01, RS485 slot 1 03, slot 3 05).
     pub fn serial(&self) -> String {
+        match self.source {
+            Source::Fleet => {}
+            Source::Modbus { unit, model } if model.starts_with("legrand") => {
+                return format!("LG{unit:06}")
+            }
+            Source::Modbus { unit, .. } => return format!("{:08}", 18_230_000 + u32::from(unit)),
+            Source::Xml { serial } => return serial.to_owned(),
+        }
         let position = match self.slot {
             0 => 1,
             n => u32::from(n) + 2,
@@ -71,7 +92,16 @@ impl MeterSpec {
     }
 
     pub fn phases(&self) -> i16 {
-        if self.slot == 1 {
+        if matches!(
+            self.source,
+            Source::Modbus {
+                model: "legrand-046-77",
+                ..
+            }
+        ) {
+            return 1;
+        }
+        if self.source == Source::Fleet && self.slot == 1 {
             1
         } else {
             3
@@ -80,6 +110,11 @@ impl MeterSpec {
 
     /// (model, Modbus address) as the example gateway's settings give them.
     pub fn model(&self) -> (&'static str, Option<i32>) {
+        match self.source {
+            Source::Fleet => {}
+            Source::Modbus { unit, model } => return (model, Some(i32::from(unit))),
+            Source::Xml { .. } => return ("IE38MD", None),
+        }
         match self.slot {
             0 => ("IE38MD", Some(33)),
             1 => ("WM1-6", Some(11)),
@@ -87,9 +122,26 @@ impl MeterSpec {
         }
     }
 
-    /// The IR meter's layout has reactive registers; the RS485 meters' has not.
+    /// The IR meter's layout has reactive registers; the RS485 meters' has not. Of the
+    /// others, the Iskra meter on Modbus and the XML push meter have them, the Legrand
+    /// 0 046 77 has only its active import register.
     pub fn has_reactive(&self) -> bool {
-        self.slot == 0
+        match self.source {
+            Source::Fleet => self.slot == 0,
+            Source::Modbus { model, .. } => model == "iskra-meter",
+            Source::Xml { .. } => true,
+        }
+    }
+
+    /// Whether the meter has an active export register (`counter2nr`).
+    pub fn has_export(&self) -> bool {
+        !matches!(
+            self.source,
+            Source::Modbus {
+                model: "legrand-046-77",
+                ..
+            }
+        )
     }
 }
 
@@ -109,6 +161,7 @@ pub struct SiteSpec {
 
 const fn meter(gateway: u32, slot: u8, name: &'static str, place: Place, load: Load) -> MeterSpec {
     MeterSpec {
+        source: Source::Fleet,
         gateway,
         slot,
         name,
@@ -116,6 +169,40 @@ const fn meter(gateway: u32, slot: u8, name: &'static str, place: Place, load: L
         load,
     }
 }
+
+/// A meter polled over Modbus TCP from the demo's converter.
+const fn modbus(
+    unit: u8,
+    model: &'static str,
+    name: &'static str,
+    place: Place,
+    load: Load,
+) -> MeterSpec {
+    MeterSpec {
+        source: Source::Modbus { unit, model },
+        gateway: 0,
+        slot: 0,
+        name,
+        place,
+        load,
+    }
+}
+
+/// A meter of the XML push gateway.
+const fn xml(serial: &'static str, name: &'static str, place: Place, load: Load) -> MeterSpec {
+    MeterSpec {
+        source: Source::Xml { serial },
+        gateway: 0,
+        slot: 0,
+        name,
+        place,
+        load,
+    }
+}
+
+/// The demo's RS485/IP converter (its gateway serial) and the XML push gateway.
+pub const CONVERTER: &str = "LJ-RS485-1";
+pub const XML_GATEWAY: &str = "SGX000006";
 
 const fn circuit(panel: &'static str, circuit: &'static str, usage: &'static str) -> Place {
     Place::Circuit {
@@ -132,6 +219,10 @@ pub const LJUBLJANA: SiteSpec = SiteSpec {
     panels: &[
         ("Main panel", "Ground floor, plant room and roof"),
         ("First floor", "Offices and server room"),
+        (
+            "Annex panel",
+            "Legrand panel of the annex: meters on RS485, read over Modbus TCP through a converter",
+        ),
     ],
     meters: &[
         meter(1, 0, "Main supply", Place::Site, Load::Sum),
@@ -191,6 +282,29 @@ pub const LJUBLJANA: SiteSpec = SiteSpec {
             circuit("First floor", "Ventilation", "ventilation"),
             Load::Ventilation(6.0),
         ),
+        // The annex's Legrand panel, behind the RS485/IP converter: an Iskra meter on the
+        // incomer, two Legrand 0 046 77 on circuits.
+        modbus(
+            10,
+            "iskra-meter",
+            "Annex incomer",
+            Place::Panel("Annex panel"),
+            Load::Sum,
+        ),
+        modbus(
+            5,
+            "legrand-046-77",
+            "Annex kitchen",
+            circuit("Annex panel", "Kitchen", "sockets"),
+            Load::Office(3.0),
+        ),
+        modbus(
+            6,
+            "legrand-046-77",
+            "Annex water heater",
+            circuit("Annex panel", "Water heater", "hot_water"),
+            Load::Office(2.0),
+        ),
     ],
     tan_phi: 0.3,
     seed: 0x4C4A_4E41,
@@ -240,6 +354,13 @@ pub const NEW_YORK: SiteSpec = SiteSpec {
             "Sockets and tills",
             circuit("Back of house", "Sockets and tills", "sockets"),
             Load::Retail(4.0),
+        ),
+        // On the older gateway that pushes MiSmart XML.
+        xml(
+            "X0000701",
+            "Bakery oven",
+            circuit("Back of house", "Bakery", "process"),
+            Load::Retail(5.0),
         ),
     ],
     tan_phi: 0.45,
