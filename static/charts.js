@@ -414,7 +414,8 @@
     ctx.save();
     ctx.fillStyle = color;
     for (var i = 0; i < cur.values.length; i++) {
-      if (cur.values[i] === null || cur.values[i] === undefined) {
+      var upcoming = cur.quality && cur.quality[i] === 'still to come';
+      if ((cur.values[i] === null || cur.values[i] === undefined) && !upcoming) {
         if (i < u.scales.x.min || i > u.scales.x.max) {
           continue;
         }

@@ -434,7 +434,6 @@ async fn wait_for_runtime(data: &DataDir) -> anyhow::Result<String> {
 }
 
 async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let addr = match url {
         Some(url) => url
             .trim_start_matches("http://")
@@ -445,36 +444,29 @@ async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<Exi
             .and_then(|d| d.running())
             .map_or_else(|| config.http.addr.to_string(), |r| r.http_addr),
     };
-    let check = async {
-        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
-        stream
-            .write_all(
-                format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await?;
-        anyhow::Ok(String::from_utf8_lossy(&response).into_owned())
-    };
-    match tokio::time::timeout(std::time::Duration::from_secs(5), check).await {
-        Ok(Ok(response)) if response.starts_with("HTTP/1.1 200") => {
+    let client = crate::alarms::net::http_client(
+        crate::alarms::net::tls_config(None).map_err(anyhow::Error::msg)?,
+        std::time::Duration::from_secs(5),
+    )
+    .map_err(anyhow::Error::msg)?;
+    match client.get(format!("http://{addr}/healthz")).send().await {
+        Ok(response) if response.status() == reqwest::StatusCode::OK => {
             println!("healthy ({addr})");
             Ok(ExitCode::SUCCESS)
         }
-        Ok(Ok(response)) => {
-            println!(
-                "unhealthy ({addr}): {}",
-                response.lines().next().unwrap_or("no status line")
-            );
+        Ok(response) => {
+            println!("unhealthy ({addr}): {}", response.status());
             Ok(ExitCode::FAILURE)
         }
-        Ok(Err(e)) => {
-            println!("unreachable ({addr}): {e}");
-            Ok(ExitCode::FAILURE)
-        }
-        Err(_) => {
+        Err(e) if e.is_timeout() => {
             println!("no answer within 5 s ({addr})");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            println!(
+                "unreachable ({addr}): {}",
+                crate::alarms::net::error_chain(&e)
+            );
             Ok(ExitCode::FAILURE)
         }
     }

@@ -1,9 +1,8 @@
 //! An HTTP/1.1 receiver for webhook tests: records every request (method, path, headers, body)
-//! and answers with a status the test chooses.
+//! and answers with a status (and optionally a body or a `Location`) the test chooses.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -24,10 +23,18 @@ impl Request {
     }
 }
 
+/// What later requests are answered.
+#[derive(Debug, Clone)]
+struct Answer {
+    status: u16,
+    body: String,
+    location: Option<String>,
+}
+
 pub struct HttpReceiver {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<Request>>>,
-    status: Arc<AtomicU16>,
+    answer: Arc<Mutex<Answer>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -38,15 +45,19 @@ impl HttpReceiver {
             .expect("HTTP receiver bind");
         let addr = listener.local_addr().expect("HTTP receiver addr");
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
-        let status = Arc::new(AtomicU16::new(200));
+        let answer = Arc::new(Mutex::new(Answer {
+            status: 200,
+            body: String::new(),
+            location: None,
+        }));
         let task = {
-            let (requests, status) = (requests.clone(), status.clone());
+            let (requests, answer) = (requests.clone(), answer.clone());
             tokio::spawn(async move {
                 loop {
                     let Ok((stream, _)) = listener.accept().await else {
                         continue;
                     };
-                    let (requests, status) = (requests.clone(), status.clone());
+                    let (requests, answer) = (requests.clone(), answer.clone());
                     tokio::spawn(async move {
                         let (read, mut write) = stream.into_split();
                         let mut read = BufReader::new(read);
@@ -80,7 +91,7 @@ impl HttpReceiver {
                         if read.read_exact(&mut body).await.is_err() {
                             return;
                         }
-                        let code = status.load(Ordering::Relaxed);
+                        let answer = answer.lock().unwrap().clone();
                         // Recorded before answering, so a test that sees the answer sees it.
                         requests.lock().unwrap().push(Request {
                             method,
@@ -88,10 +99,18 @@ impl HttpReceiver {
                             headers,
                             body,
                         });
+                        let location = answer
+                            .location
+                            .map(|l| format!("Location: {l}\r\n"))
+                            .unwrap_or_default();
                         let _ = write
                             .write_all(
                                 format!(
-                                    "HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                                    "HTTP/1.1 {} X\r\n{location}Content-Length: {}\r\n\
+                                     Connection: close\r\n\r\n{}",
+                                    answer.status,
+                                    answer.body.len(),
+                                    answer.body,
                                 )
                                 .as_bytes(),
                             )
@@ -103,7 +122,7 @@ impl HttpReceiver {
         Self {
             addr,
             requests,
-            status,
+            answer,
             task,
         }
     }
@@ -112,9 +131,18 @@ impl HttpReceiver {
         self.requests.lock().unwrap().clone()
     }
 
-    /// The status later requests get (e.g. 503 for an outage).
+    /// The status later requests get (e.g. 503 for an outage), with an empty body.
     pub fn respond_with(&self, code: u16) {
-        self.status.store(code, Ordering::Relaxed);
+        self.answer_with(code, "", None);
+    }
+
+    /// The status, body and `Location` later requests get.
+    pub fn answer_with(&self, code: u16, body: &str, location: Option<&str>) {
+        *self.answer.lock().unwrap() = Answer {
+            status: code,
+            body: body.to_owned(),
+            location: location.map(str::to_owned),
+        };
     }
 
     pub fn url(&self, path: &str) -> String {

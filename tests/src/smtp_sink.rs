@@ -2,8 +2,12 @@
 //! dot-unstuffing, RSET, NOOP, QUIT) to receive what a client sends, and records every accepted
 //! message. An outage: `set_available(false)` answers every connection with `421` and closes
 //! it, keeping the port (so no other test's sink can take it meanwhile); `stop` closes the
-//! listener.
+//! listener. Refusals: `refuse_next_data` answers the end of the next message with a reply of
+//! the test's choice (e.g. `451`) and keeps it in `refused`; `refuse_recipient` answers
+//! `RCPT TO` for one address (e.g. `550`). `Received` decodes what the client encoded
+//! (folded and RFC 2047 headers, quoted-printable or base64 bodies), so tests read text.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,23 +25,132 @@ pub struct Received {
 }
 
 impl Received {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    /// The header's value, unfolded, encoded words (RFC 2047, UTF-8) decoded.
+    pub fn header(&self, name: &str) -> Option<String> {
         let head = self.data.split("\r\n\r\n").next()?;
-        head.lines().find_map(|l| {
+        let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+        unfolded.split("\r\n").find_map(|l| {
             let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case(name).then(|| v.trim())
+            n.eq_ignore_ascii_case(name).then(|| decode_words(v.trim()))
         })
     }
 
-    pub fn body(&self) -> &str {
-        self.data.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+    /// The body as text, its `Content-Transfer-Encoding` undone.
+    pub fn body(&self) -> String {
+        let raw = self.data.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let encoding = self
+            .header("Content-Transfer-Encoding")
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        match encoding.as_str() {
+            "quoted-printable" => quoted_printable(raw),
+            "base64" => String::from_utf8_lossy(&base64(raw)).into_owned(),
+            _ => raw.to_owned(),
+        }
     }
+}
+
+/// `=?utf-8?b?...?=` and `=?utf-8?q?...?=` words decoded; whitespace between two encoded words
+/// dropped (RFC 2047 §6.2).
+fn decode_words(value: &str) -> String {
+    let mut out = String::new();
+    let mut rest = value;
+    let mut after_word = false;
+    while let Some(start) = rest.find("=?") {
+        let Some(word) = encoded_word(&rest[start..]) else {
+            out.push_str(&rest[..start + 2]);
+            rest = &rest[start + 2..];
+            after_word = false;
+            continue;
+        };
+        let between = &rest[..start];
+        if !(after_word && between.trim().is_empty()) {
+            out.push_str(between);
+        }
+        out.push_str(&word.0);
+        rest = &rest[start + word.1..];
+        after_word = true;
+    }
+    out.push_str(rest);
+    out
+}
+
+/// One encoded word at the start of `s`: its text and its length.
+fn encoded_word(s: &str) -> Option<(String, usize)> {
+    let inner = s.strip_prefix("=?")?;
+    let (charset, inner) = inner.split_once('?')?;
+    let (encoding, inner) = inner.split_once('?')?;
+    let (text, _) = inner.split_once("?=")?;
+    if !charset.eq_ignore_ascii_case("utf-8") || text.contains(' ') {
+        return None;
+    }
+    let bytes = match encoding {
+        "b" | "B" => base64(text),
+        "q" | "Q" => quoted_printable(&text.replace('_', " ")).into_bytes(),
+        _ => return None,
+    };
+    let len = 2 + charset.len() + 1 + encoding.len() + 1 + text.len() + 2;
+    Some((String::from_utf8_lossy(&bytes).into_owned(), len))
+}
+
+fn quoted_printable(text: &str) -> String {
+    let text = text.replace("=\r\n", "");
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'=', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn base64(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let Some(v) = ALPHABET.iter().position(|&a| a == c) else {
+            continue;
+        };
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+/// Replies the test chose, instead of the usual ones.
+#[derive(Default)]
+struct Script {
+    /// For the end of the next messages, in order (the message is then kept in `refused`).
+    data: VecDeque<String>,
+    /// For `RCPT TO` of these addresses, every time.
+    recipients: HashMap<String, String>,
+    refused: Vec<Received>,
 }
 
 pub struct SmtpSink {
     pub addr: SocketAddr,
     messages: Arc<Mutex<Vec<Received>>>,
     available: Arc<AtomicBool>,
+    script: Arc<Mutex<Script>>,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -55,8 +168,10 @@ impl SmtpSink {
         let addr = listener.local_addr().expect("SMTP sink addr");
         let stop = CancellationToken::new();
         let available = Arc::new(AtomicBool::new(true));
+        let script: Arc<Mutex<Script>> = Arc::default();
         let task = {
             let (messages, stop, available) = (messages.clone(), stop.clone(), available.clone());
+            let script = script.clone();
             tokio::spawn(async move {
                 let mut sessions = tokio::task::JoinSet::new();
                 loop {
@@ -65,7 +180,7 @@ impl SmtpSink {
                         accepted = listener.accept() => {
                             let Ok((stream, _)) = accepted else { continue };
                             let up = available.load(Ordering::SeqCst);
-                            sessions.spawn(session(stream, messages.clone(), up));
+                            sessions.spawn(session(stream, messages.clone(), script.clone(), up));
                         }
                     }
                 }
@@ -76,9 +191,30 @@ impl SmtpSink {
             addr,
             messages,
             available,
+            script,
             stop,
             task,
         }
+    }
+
+    /// The end of the next message is answered with `reply` (e.g. `451 4.3.0 try later`)
+    /// instead of `250`; the message is kept in [`Self::refused`]. Calls queue up.
+    pub fn refuse_next_data(&self, reply: &str) {
+        self.script.lock().unwrap().data.push_back(reply.to_owned());
+    }
+
+    /// `RCPT TO:<address>` is always answered with `reply` (e.g. `550 5.1.1 no such user`).
+    pub fn refuse_recipient(&self, address: &str, reply: &str) {
+        self.script
+            .lock()
+            .unwrap()
+            .recipients
+            .insert(address.to_owned(), reply.to_owned());
+    }
+
+    /// Messages received in full but refused by `refuse_next_data`.
+    pub fn refused(&self) -> Vec<Received> {
+        self.script.lock().unwrap().refused.clone()
     }
 
     /// `false`: every new connection gets `421` (service not available) and is closed.
@@ -103,7 +239,12 @@ impl SmtpSink {
     }
 }
 
-async fn session(stream: TcpStream, messages: Arc<Mutex<Vec<Received>>>, up: bool) {
+async fn session(
+    stream: TcpStream,
+    messages: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<Script>>,
+    up: bool,
+) {
     let (read, mut write) = stream.into_split();
     if !up {
         let _ = write
@@ -138,13 +279,18 @@ async fn session(stream: TcpStream, messages: Arc<Mutex<Vec<Received>>>, up: boo
             to.clear();
             "250 ok\r\n".into()
         } else if let Some(addr) = upper.strip_prefix("RCPT TO:") {
-            to.push(
-                cmd[cmd.len() - addr.len()..]
-                    .trim()
-                    .trim_matches(['<', '>'])
-                    .to_owned(),
-            );
-            "250 ok\r\n".into()
+            let addr = cmd[cmd.len() - addr.len()..]
+                .trim()
+                .trim_matches(['<', '>'])
+                .to_owned();
+            let refusal = script.lock().unwrap().recipients.get(&addr).cloned();
+            match refusal {
+                Some(reply) => format!("{reply}\r\n"),
+                None => {
+                    to.push(addr);
+                    "250 ok\r\n".into()
+                }
+            }
         } else if upper == "DATA" {
             if write.write_all(b"354 go ahead\r\n").await.is_err() {
                 return;
@@ -161,12 +307,22 @@ async fn session(stream: TcpStream, messages: Arc<Mutex<Vec<Received>>>, up: boo
                 }
                 data.push_str(line.strip_prefix('.').unwrap_or(&line));
             }
-            messages.lock().unwrap().push(Received {
+            let received = Received {
                 from: from.clone(),
                 to: std::mem::take(&mut to),
                 data,
-            });
-            "250 queued\r\n".into()
+            };
+            let mut script = script.lock().unwrap();
+            match script.data.pop_front() {
+                Some(reply) => {
+                    script.refused.push(received);
+                    format!("{reply}\r\n")
+                }
+                None => {
+                    messages.lock().unwrap().push(received);
+                    "250 queued\r\n".into()
+                }
+            }
         } else if upper == "RSET" {
             to.clear();
             "250 ok\r\n".into()

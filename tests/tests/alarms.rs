@@ -309,7 +309,10 @@ async fn threshold_delay_hysteresis_clear_and_acknowledge_notify_once_and_only_f
             .json(),
         json!([])
     );
-    assert!(sink.messages().iter().all(|m| !m.data.contains("SGB")));
+    assert!(sink
+        .messages()
+        .iter()
+        .all(|m| !m.body().contains("SGB") && !m.header("Subject").unwrap().contains("SGB")));
     assert_eq!(sink.messages().len(), 2);
     assert_eq!(hook.requests().len(), 2);
     assert_eq!(app.metric("headend_alarms_raised_total").await, Some(1.0));
@@ -1177,15 +1180,12 @@ async fn quarter_hour_mean_power_and_site_demand_rules() {
     }
 }
 
-/// A STARTTLS mail server that demands AUTH PLAIN after the handshake, with a certificate of
-/// a private CA (given to Headend as `alarms.tls_ca_file`). Returns the accepted messages.
-async fn starttls_sink(
-    dir: &std::path::Path,
-) -> (
-    std::net::SocketAddr,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
-) {
-    use std::sync::{Arc, Mutex};
+/// A TLS mail server (STARTTLS, or TLS from the first byte when `implicit`) that offers
+/// `mechanisms` (e.g. "PLAIN LOGIN") after the handshake and demands authentication as
+/// alarms / s3cret-pass, with a certificate of a private CA (given to Headend as
+/// `alarms.tls_ca_file`). Returns the accepted messages.
+async fn tls_sink(dir: &std::path::Path, implicit: bool, mechanisms: &'static str) -> TlsSink {
+    use std::sync::Arc;
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     use tokio_rustls::rustls;
 
@@ -1213,7 +1213,7 @@ async fn starttls_sink(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let got: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let got: TlsRecord = Arc::default();
     let record = got.clone();
     tokio::spawn(async move {
         loop {
@@ -1222,6 +1222,14 @@ async fn starttls_sink(
             };
             let (acceptor, record) = (acceptor.clone(), record.clone());
             tokio::spawn(async move {
+                if implicit {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut io = BufReader::new(tls);
+                    io.get_mut().write_all(b"220 tls-sink\r\n").await.unwrap();
+                    return authenticated_session(io, record, mechanisms).await;
+                }
                 let mut plain = BufReader::new(tcp);
                 let mut line = String::new();
                 plain
@@ -1257,99 +1265,339 @@ async fn starttls_sink(
                             .unwrap();
                     }
                 }
-                let tls = acceptor.accept(plain.into_inner()).await.unwrap();
-                let mut io = BufReader::new(tls);
-                let (mut authed, mut to, mut data) = (false, String::new(), String::new());
-                loop {
-                    line.clear();
-                    if io.read_line(&mut line).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let cmd = line.trim_end().to_owned();
-                    let reply: &[u8] = if cmd.to_ascii_uppercase().starts_with("EHLO") {
-                        b"250-tls-sink\r\n250 AUTH PLAIN LOGIN\r\n"
-                    } else if let Some(token) = cmd.strip_prefix("AUTH PLAIN ") {
-                        use base64::Engine as _;
-                        let decoded = base64::engine::general_purpose::STANDARD
-                            .decode(token)
-                            .unwrap();
-                        authed = decoded == b"\0alarms\0s3cret-pass";
-                        if authed {
-                            b"235 ok\r\n"
-                        } else {
-                            b"535 bad credentials\r\n"
-                        }
-                    } else if !authed {
-                        b"530 authentication required\r\n"
-                    } else if cmd.starts_with("MAIL FROM:") {
-                        b"250 ok\r\n"
-                    } else if let Some(rcpt) = cmd.strip_prefix("RCPT TO:") {
-                        to = rcpt.trim_matches(['<', '>']).to_owned();
-                        b"250 ok\r\n"
-                    } else if cmd == "DATA" {
-                        io.get_mut().write_all(b"354 go\r\n").await.unwrap();
-                        loop {
-                            line.clear();
-                            io.read_line(&mut line).await.unwrap();
-                            if line == ".\r\n" {
-                                break;
-                            }
-                            data.push_str(&line);
-                        }
-                        record
-                            .lock()
-                            .unwrap()
-                            .push((to.clone(), std::mem::take(&mut data)));
-                        b"250 queued\r\n"
-                    } else if cmd == "QUIT" {
-                        let _ = io.get_mut().write_all(b"221 bye\r\n").await;
-                        return;
-                    } else {
-                        b"502 no\r\n"
-                    };
-                    io.get_mut().write_all(reply).await.unwrap();
-                }
+                let Ok(tls) = acceptor.accept(plain.into_inner()).await else {
+                    return;
+                };
+                authenticated_session(BufReader::new(tls), record, mechanisms).await;
             });
         }
     });
     (addr, got)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn e_mail_goes_over_starttls_with_authentication() {
-    let pki = tempfile::tempdir().unwrap();
-    let (smtp, got) = starttls_sink(pki.path()).await;
-    let ca = pki.path().join("ca.pem");
-    let app = TestApp::spawn_with(|c| {
+/// (mechanism used, recipient, message as sent).
+type TlsRecord = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+type TlsSink = (std::net::SocketAddr, TlsRecord);
+
+/// The encrypted part of `tls_sink`'s session: AUTH (PLAIN with or without an initial
+/// response, LOGIN), then one message at a time.
+async fn authenticated_session<S>(
+    mut io: tokio::io::BufReader<S>,
+    record: TlsRecord,
+    mechanisms: &'static str,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use base64::Engine as _;
+    use tokio::io::AsyncWriteExt;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let offered = |m: &str| mechanisms.split(' ').any(|o| o == m);
+    let (mut authed, mut to, mut data) = (None::<String>, String::new(), String::new());
+    while let Some(cmd) = next_line(&mut io).await {
+        let upper = cmd.to_ascii_uppercase();
+        let reply: Vec<u8> = if upper.starts_with("EHLO") {
+            format!("250-tls-sink\r\n250 AUTH {mechanisms}\r\n").into_bytes()
+        } else if upper.starts_with("AUTH PLAIN") && offered("PLAIN") {
+            let token = match cmd.get("AUTH PLAIN ".len()..) {
+                Some(token) => token.to_owned(),
+                None => {
+                    io.get_mut().write_all(b"334 \r\n").await.unwrap();
+                    next_line(&mut io).await.unwrap_or_default()
+                }
+            };
+            let ok = b64.decode(token).ok().as_deref() == Some(b"\0alarms\0s3cret-pass");
+            authed = ok.then(|| "PLAIN".to_owned());
+            if ok {
+                b"235 ok\r\n".to_vec()
+            } else {
+                b"535 bad credentials\r\n".to_vec()
+            }
+        } else if upper == "AUTH LOGIN" && offered("LOGIN") {
+            io.get_mut()
+                .write_all(b"334 VXNlcm5hbWU6\r\n")
+                .await
+                .unwrap();
+            let user = next_line(&mut io).await.unwrap_or_default();
+            io.get_mut()
+                .write_all(b"334 UGFzc3dvcmQ6\r\n")
+                .await
+                .unwrap();
+            let pass = next_line(&mut io).await.unwrap_or_default();
+            let ok = b64.decode(user).ok().as_deref() == Some(b"alarms")
+                && b64.decode(pass).ok().as_deref() == Some(b"s3cret-pass");
+            authed = ok.then(|| "LOGIN".to_owned());
+            if ok {
+                b"235 ok\r\n".to_vec()
+            } else {
+                b"535 bad credentials\r\n".to_vec()
+            }
+        } else if upper.starts_with("AUTH") {
+            b"504 mechanism not offered\r\n".to_vec()
+        } else if authed.is_none() {
+            b"530 authentication required\r\n".to_vec()
+        } else if upper.starts_with("MAIL FROM:") {
+            b"250 ok\r\n".to_vec()
+        } else if let Some(rcpt) = cmd.strip_prefix("RCPT TO:") {
+            to = rcpt.trim_matches(['<', '>']).to_owned();
+            b"250 ok\r\n".to_vec()
+        } else if upper == "DATA" {
+            io.get_mut().write_all(b"354 go\r\n").await.unwrap();
+            while let Some(l) = next_line(&mut io).await {
+                if l == "." {
+                    break;
+                }
+                data.push_str(&l);
+                data.push_str("\r\n");
+            }
+            record.lock().unwrap().push((
+                authed.clone().unwrap_or_default(),
+                to.clone(),
+                std::mem::take(&mut data),
+            ));
+            b"250 queued\r\n".to_vec()
+        } else if upper == "QUIT" {
+            let _ = io.get_mut().write_all(b"221 bye\r\n").await;
+            return;
+        } else {
+            b"502 no\r\n".to_vec()
+        };
+        io.get_mut().write_all(&reply).await.unwrap();
+    }
+}
+
+async fn next_line<S: tokio::io::AsyncRead + Unpin>(
+    io: &mut tokio::io::BufReader<S>,
+) -> Option<String> {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    (io.read_line(&mut line).await.unwrap_or(0) > 0).then(|| line.trim_end().to_owned())
+}
+
+/// An app that sends e-mail to `smtp` over `tls` ("starttls" or "tls"), authenticating, and
+/// trusting the CA `tls_sink` wrote into `pki`.
+async fn tls_app(smtp: std::net::SocketAddr, tls: &str, pki: &std::path::Path) -> TestApp {
+    let ca = pki.join("ca.pem");
+    TestApp::spawn_with(|c| {
         c.alarms.smtp_host = Some("127.0.0.1".into());
         c.alarms.smtp_port = smtp.port();
-        c.alarms.smtp_tls = "starttls".into();
+        c.alarms.smtp_tls = tls.into();
         c.alarms.smtp_user = Some("alarms".into());
         c.alarms.smtp_password = Some(headend::config::Secret::new("s3cret-pass"));
         c.alarms.tls_ca_file = Some(ca);
         c.alarms.retry_base_secs = 1;
         c.alarms.timer_period_secs = 1;
     })
-    .await;
+    .await
+}
+
+/// A rule on an offline gateway (raised by the timer at once) that sends to `actions`.
+async fn offline_rule(app: &TestApp, serial: &str, actions: Value) -> i64 {
     let site = app.site("Plant", "UTC").await;
-    app.gateway("SGT", Some(site), None).await;
+    app.gateway(serial, Some(site), None).await;
     let admin = app.user_token("admin@example.com", "admin", &[]).await;
     create_rule(
-        &app,
+        app,
         &admin,
         json!({
             "site_id": site, "name": "Offline", "severity": "critical", "target": "site",
             "watch": {"kind": "gateway_offline"}, "condition": {"op": "above", "threshold": 0.5},
-            "actions": {"email": ["ops@example.com"]},
+            "actions": actions,
         }),
     )
-    .await;
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_goes_over_starttls_with_authentication() {
+    let pki = tempfile::tempdir().unwrap();
+    let (smtp, got) = tls_sink(pki.path(), false, "PLAIN LOGIN").await;
+    let app = tls_app(smtp, "starttls", pki.path()).await;
+    offline_rule(&app, "SGT", json!({"email": ["ops@example.com"]})).await;
     app.wait_count("SELECT count(*) FROM alarm_outbox WHERE status = 'sent'", 1)
         .await;
     let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
-    assert_eq!(got[0].0, "ops@example.com");
-    assert!(got[0].1.contains("Offline"), "{}", got[0].1);
+    assert_eq!(
+        (got[0].0.as_str(), got[0].1.as_str()),
+        ("PLAIN", "ops@example.com")
+    );
+    assert!(got[0].2.contains("Offline"), "{}", got[0].2);
+}
+
+/// A server over implicit TLS (port 465 style) that offers only AUTH LOGIN: negotiated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_goes_over_implicit_tls_with_auth_login() {
+    let pki = tempfile::tempdir().unwrap();
+    let (smtp, got) = tls_sink(pki.path(), true, "LOGIN").await;
+    let app = tls_app(smtp, "tls", pki.path()).await;
+    offline_rule(&app, "SGL", json!({"email": ["ops@example.com"]})).await;
+    app.wait_count("SELECT count(*) FROM alarm_outbox WHERE status = 'sent'", 1)
+        .await;
+    let got = got.lock().unwrap().clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (got[0].0.as_str(), got[0].1.as_str()),
+        ("LOGIN", "ops@example.com")
+    );
+}
+
+/// A server that offers no mechanism Headend knows: given up at once, never sent in clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_without_a_common_auth_mechanism_fails_for_good() {
+    let pki = tempfile::tempdir().unwrap();
+    let (smtp, got) = tls_sink(pki.path(), false, "CRAM-MD5").await;
+    let app = tls_app(smtp, "starttls", pki.path()).await;
+    offline_rule(&app, "SGC", json!({"email": ["ops@example.com"]})).await;
+    app.wait_count(
+        "SELECT count(*) FROM alarm_outbox WHERE status = 'failed' AND attempts = 1",
+        1,
+    )
+    .await;
+    assert!(got.lock().unwrap().is_empty());
+}
+
+/// A 451 after the data is retried and the message arrives once, with the Message-ID of the
+/// refused attempt; a 550 for a recipient is given up at once and written in the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn e_mail_is_retried_after_451_with_the_same_message_id_and_given_up_after_550() {
+    let sink = SmtpSink::start().await;
+    sink.refuse_next_data("451 4.3.0 try again later");
+    sink.refuse_recipient("nobody@example.com", "550 5.1.1 no such user");
+    let app = app(sink.addr.port()).await;
+    offline_rule(
+        &app,
+        "SGM",
+        json!({"email": ["ops@example.com", "nobody@example.com"]}),
+    )
+    .await;
+    app.wait_count("SELECT count(*) FROM alarm_outbox WHERE status = 'sent'", 1)
+        .await;
+    app.wait_count(
+        "SELECT count(*) FROM alarm_outbox WHERE status = 'failed'",
+        1,
+    )
+    .await;
+    let refused = sink.refused();
+    let delivered = sink.messages();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(delivered.len(), 1, "exactly one message delivered");
+    assert_eq!(
+        (&refused[0].to, &delivered[0].to),
+        (
+            &vec!["ops@example.com".to_owned()],
+            &vec!["ops@example.com".to_owned()]
+        )
+    );
+    let id = delivered[0].header("Message-ID").unwrap();
+    assert!(id.starts_with('<') && id.ends_with("@headend>"), "{id}");
+    assert_eq!(refused[0].header("Message-ID").unwrap(), id);
+    let rows: Vec<(String, String, i32, Option<String>)> = sqlx::query_as(
+        "SELECT target, status, attempts, last_error FROM alarm_outbox ORDER BY target",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (rows[0].0.as_str(), rows[0].1.as_str(), rows[0].2),
+        ("nobody@example.com", "failed", 1)
+    );
+    assert!(rows[0].3.as_deref().unwrap().contains("550"), "{rows:?}");
+    assert_eq!(
+        (rows[1].0.as_str(), rows[1].1.as_str(), rows[1].2),
+        ("ops@example.com", "sent", 2)
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM alarm_events WHERE kind = 'action_failed'")
+            .await,
+        1
+    );
+}
+
+/// 5xx answers are retried until delivered, with the same Idempotency-Key; a 4xx fails for
+/// good at once; a redirect is not followed (it would bounce the signed request elsewhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_retry_5xx_give_up_on_4xx_and_follow_no_redirect() {
+    let flaky = HttpReceiver::start().await;
+    flaky.respond_with(500);
+    let refusing = HttpReceiver::start().await;
+    refusing.answer_with(400, "bad signature", None);
+    let inner = HttpReceiver::start().await;
+    let bouncing = HttpReceiver::start().await;
+    bouncing.answer_with(307, "", Some(&inner.url("/internal")));
+    let app = app(1).await;
+    let site = app.site("Plant", "UTC").await;
+    app.gateway("SGW", Some(site), None).await;
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    for (name, url) in [
+        ("flaky", flaky.url("/h")),
+        ("refusing", refusing.url("/h")),
+        ("bouncing", bouncing.url("/h")),
+    ] {
+        create_rule(
+            &app,
+            &admin,
+            json!({
+                "site_id": site, "name": name, "severity": "warning", "target": "site",
+                "watch": {"kind": "gateway_offline"},
+                "condition": {"op": "above", "threshold": 0.5},
+                "actions": {"webhook_url": url},
+            }),
+        )
+        .await;
+    }
+    let row = |url: String| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i32, Option<String>)>(
+                "SELECT status, attempts, last_error FROM alarm_outbox WHERE target = $1",
+            )
+            .bind(url)
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    wait_for("the 500 retried", || async {
+        row(flaky.url("/h"))
+            .await
+            .filter(|r| r.0 == "pending" && r.1 >= 2)
+    })
+    .await;
+    flaky.respond_with(200);
+    let sent = wait_for("the retried webhook delivered", || async {
+        row(flaky.url("/h")).await.filter(|r| r.0 == "sent")
+    })
+    .await;
+    let requests = flaky.requests();
+    assert_eq!(requests.len(), sent.1 as usize, "one request per attempt");
+    assert!(requests.len() >= 3);
+    let keys: Vec<_> = requests
+        .iter()
+        .map(|r| r.headers["idempotency-key"].clone())
+        .collect();
+    assert!(keys.iter().all(|k| *k == keys[0]), "{keys:?}");
+    requests.iter().for_each(verify_signature);
+
+    let refused = wait_for("the 400 given up", || async {
+        row(refusing.url("/h")).await.filter(|r| r.0 == "failed")
+    })
+    .await;
+    assert_eq!(refused.1, 1, "{refused:?}");
+    let error = refused.2.unwrap();
+    assert!(
+        error.contains("400") && error.contains("bad signature"),
+        "{error}"
+    );
+    assert_eq!(refusing.requests().len(), 1);
+
+    let bounced = wait_for("the redirect given up", || async {
+        row(bouncing.url("/h")).await.filter(|r| r.0 == "failed")
+    })
+    .await;
+    assert_eq!(bounced.1, 1, "{bounced:?}");
+    assert!(bounced.2.unwrap().contains("307"));
+    assert_eq!(bouncing.requests().len(), 1);
+    assert!(inner.requests().is_empty(), "the redirect was not followed");
 }
 
 /// Rules are often written before the gateways are commissioned: a meter that appears after its

@@ -926,3 +926,88 @@ async fn broken_stream_is_a_truncated_download() {
     drop(client);
     app.stop().await;
 }
+
+/// Nothing is dropped silently: a stored contract made invalid behind the API's back (direct
+/// SQL) refuses an interval export of a period it is in force in, with a 409 that names it
+/// and says why, instead of costing those days with the contract before it. Periods it does
+/// not cover, and exports without costs, go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_stored_contract_is_reported_not_dropped() {
+    let app = TestApp::spawn().await;
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    let site = app.site("Works", "Europe/Ljubljana").await;
+    app.gateway(GW, Some(site), None).await;
+    let viewer = app.user_token("v@example.com", "viewer", &[site]).await;
+    let contract = json!({
+        "currency": "EUR",
+        "bands": [{ "name": "flat", "import_price": "0.15" }],
+        "default_band": "flat",
+        "schedule": [],
+        "holidays": []
+    });
+    let mut ids = Vec::new();
+    for from in ["2026-01-01", "2026-06-01"] {
+        let created = api(
+            &app,
+            &admin,
+            "POST",
+            &format!("/api/v1/sites/{site}/contracts"),
+            json!({ "valid_from": from, "contract": contract }),
+        )
+        .await;
+        ids.push(created["id"].as_i64().unwrap());
+    }
+    sqlx::query("UPDATE contracts SET body = '{\"currency\": \"euro\"}' WHERE id = $1")
+        .bind(ids[1])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    let refused = export(
+        &app,
+        &viewer,
+        &format!("kind=intervals&site={site}&from=2026-05-31&to=2026-06-02"),
+    )
+    .await;
+    assert_eq!(refused.status, 409, "{}", refused.body);
+    assert!(
+        refused.body.contains(&format!(
+            "contract {} of site {site} (valid from 2026-06-01) is not valid",
+            ids[1]
+        )),
+        "{}",
+        refused.body
+    );
+    assert!(refused.body.contains("contract JSON"), "{}", refused.body);
+
+    // Before the bad contract starts, and without costs, the export goes on.
+    export_ok(
+        &app,
+        &viewer,
+        &format!("kind=intervals&site={site}&from=2026-05-01&to=2026-05-02"),
+    )
+    .await;
+    export_ok(
+        &app,
+        &viewer,
+        &format!("kind=daily&site={site}&from=2026-06-01&to=2026-06-02"),
+    )
+    .await;
+
+    // Fixed through the API, the period exports again.
+    api(
+        &app,
+        &admin,
+        "PUT",
+        &format!("/api/v1/contracts/{}", ids[1]),
+        json!({ "contract": contract }),
+    )
+    .await;
+    export_ok(
+        &app,
+        &viewer,
+        &format!("kind=intervals&site={site}&from=2026-05-31&to=2026-06-02"),
+    )
+    .await;
+    app.stop().await;
+}

@@ -37,8 +37,8 @@ use chrono::{
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-/// Length of a stored interval in seconds.
-pub const QUARTER_SECS: i64 = 900;
+/// Length of a stored interval in seconds ([`crate::engine::QUARTER_MS`]).
+pub const QUARTER_SECS: i64 = crate::engine::QUARTER_MS / 1000;
 
 /// Quarter-hours in a day without a DST change.
 pub const QUARTERS_PER_DAY: u32 = 96;
@@ -260,13 +260,14 @@ fn ceil_quarter_index(secs: i64) -> i64 {
 
 /// Whether an instant starts a stored interval (whole seconds, multiple of 900 s since epoch).
 pub fn is_quarter_aligned(ts: DateTime<Utc>) -> bool {
-    ts.timestamp_subsec_nanos() == 0 && ts.timestamp().rem_euclid(QUARTER_SECS) == 0
+    floor_quarter(ts) == ts
 }
 
-/// The start of the stored interval containing `ts`.
+/// The start of the stored interval containing `ts`: [`crate::engine::floor_quarter`], the
+/// one quarter-hour floor, for a `DateTime`.
 pub fn floor_quarter(ts: DateTime<Utc>) -> DateTime<Utc> {
-    let secs = ts.timestamp().div_euclid(QUARTER_SECS) * QUARTER_SECS;
-    DateTime::from_timestamp(secs, 0).expect("within range")
+    DateTime::from_timestamp_millis(crate::engine::floor_quarter(ts.timestamp_millis()))
+        .expect("within range")
 }
 
 /// The starts of the quarter-hours whose start lies in `[start, end)`, in order.

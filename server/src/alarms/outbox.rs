@@ -15,10 +15,9 @@ use chrono::Utc;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::Notify;
-use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
 
-use super::smtp::{self, Mail, SmtpSettings};
+use super::smtp::{self, Mail, Mailer, SmtpSettings};
 use super::webhook::{self, Target};
 use crate::auth::{Principal, Role, Scope};
 use crate::commands::ledger::{self, Action, CommandError, NewCommand};
@@ -27,13 +26,13 @@ use crate::mqtt::CommandSender;
 
 #[derive(Clone)]
 pub struct OutboxSettings {
-    pub smtp: Option<SmtpSettings>,
+    pub smtp: Option<Mailer>,
     pub webhook_secret: Option<Secret>,
-    pub connector: TlsConnector,
+    /// Follows no redirect; times out after `alarms.send_timeout_secs`.
+    pub http: reqwest::Client,
     pub retry_base: Duration,
     pub retry_max: Duration,
     pub max_attempts: i32,
-    pub http_timeout: Duration,
 }
 
 pub struct OutboxSender {
@@ -61,28 +60,34 @@ type Row = (i64, Option<i64>, String, String, Value, String, i32);
 
 /// The sender's settings from `[alarms]`; fails on a CA file that cannot be used.
 pub fn settings(config: &crate::config::AlarmsConfig) -> Result<OutboxSettings, String> {
-    let connector = super::net::connector(config.tls_ca_file.as_deref())?;
+    let ca_pem = super::net::ca_pem(config.tls_ca_file.as_deref())?;
     let timeout = Duration::from_secs(config.send_timeout_secs.max(1));
-    let smtp = config.smtp_host.as_ref().map(|host| SmtpSettings {
-        host: host.clone(),
-        port: config.smtp_port,
-        tls: smtp::TlsMode::parse(&config.smtp_tls).unwrap_or(smtp::TlsMode::StartTls),
-        user: config.smtp_user.clone(),
-        password: config.smtp_password.clone(),
-        from: config.smtp_from.clone(),
-        timeout,
-        connector: connector.clone(),
-    });
+    let smtp = config
+        .smtp_host
+        .as_ref()
+        .map(|host| {
+            Mailer::new(&SmtpSettings {
+                host: host.clone(),
+                port: config.smtp_port,
+                tls: smtp::TlsMode::parse(&config.smtp_tls).unwrap_or(smtp::TlsMode::StartTls),
+                user: config.smtp_user.clone(),
+                password: config.smtp_password.clone(),
+                from: config.smtp_from.clone(),
+                timeout,
+                ca_pem: ca_pem.clone(),
+            })
+        })
+        .transpose()?;
+    let http = super::net::http_client(super::net::tls_config(ca_pem.as_deref())?, timeout)?;
     Ok(OutboxSettings {
         smtp,
         webhook_secret: config.webhook_secret.clone(),
-        connector,
+        http,
         retry_base: Duration::from_secs(config.retry_base_secs.max(1)),
         retry_max: Duration::from_secs(config.retry_max_secs.max(1)),
         max_attempts: i32::try_from(config.max_attempts)
             .unwrap_or(i32::MAX)
             .max(1),
-        http_timeout: timeout,
     })
 }
 
@@ -221,15 +226,12 @@ impl OutboxSender {
                 })?;
                 let text = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or("");
                 let message_id = format!("{key}@headend");
-                smtp::send(
-                    smtp,
-                    &Mail {
-                        to: target,
-                        subject: text("subject"),
-                        text: text("text"),
-                        message_id: &message_id,
-                    },
-                )
+                smtp.send(&Mail {
+                    to: target,
+                    subject: text("subject"),
+                    text: text("text"),
+                    message_id: &message_id,
+                })
                 .await
                 .map_err(|e| match e {
                     smtp::SmtpError::Transient(m) => Failure::Transient(m),
@@ -245,12 +247,11 @@ impl OutboxSender {
                 let target = Target::parse(target).map_err(Failure::Permanent)?;
                 let body = serde_json::to_vec(payload).unwrap_or_default();
                 webhook::post(
+                    &self.settings.http,
                     &target,
-                    &self.settings.connector,
                     secret.expose().as_bytes(),
-                    &body,
+                    body,
                     key,
-                    self.settings.http_timeout,
                 )
                 .await
                 .map_err(|e| match e {

@@ -1,16 +1,20 @@
-//! A small SMTP client (RFC 5321): EHLO, STARTTLS or implicit TLS, AUTH PLAIN, one message to
-//! one recipient per session. Replies 4xx are transient (retried by the outbox), 5xx permanent.
-//! Credentials are never sent over a connection that is not encrypted.
+//! E-mail through `lettre` (RFC 5321/5322: STARTTLS or implicit TLS with rustls, AUTH PLAIN or
+//! LOGIN, 8BITMIME and SMTPUTF8 checks, header encoding and folding, body transfer encoding),
+//! one message to one recipient per session. Replies 4xx and connection failures are transient
+//! (retried by the outbox); 5xx replies, and a server that lacks what the settings demand
+//! (STARTTLS, a common AUTH mechanism), are permanent. Credentials are never sent over a
+//! connection that is not encrypted.
 
+use std::str::FromStr;
 use std::time::Duration;
 
-use base64::Engine as _;
-use chrono::Utc;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, SinglePart};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use super::net::{self, Io};
 use crate::config::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +46,10 @@ pub struct SmtpSettings {
     pub user: Option<String>,
     pub password: Option<Secret>,
     pub from: String,
+    /// Of one whole session (and of each command within it).
     pub timeout: Duration,
-    pub connector: TlsConnector,
+    /// Extra trusted CA certificates (PEM) beside the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
 }
 
 pub struct Mail<'a> {
@@ -62,270 +68,137 @@ pub enum SmtpError {
     Permanent(String),
 }
 
-impl SmtpError {
-    fn io(what: &str, e: impl std::fmt::Display) -> Self {
-        Self::Transient(format!("{what}: {e}"))
-    }
+/// The configured SMTP server; built once at start, so bad TLS settings are reported then.
+#[derive(Clone)]
+pub struct Mailer {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: String,
+    server: String,
+    timeout: Duration,
 }
 
-struct Conn<S> {
-    io: BufReader<S>,
-}
-
-/// Longest reply line and reply accepted from the server.
-const MAX_LINE: usize = 4096;
-const MAX_LINES: usize = 100;
-
-impl<S: Io> Conn<S> {
-    async fn reply(&mut self) -> Result<(u16, String), SmtpError> {
-        let mut text = String::new();
-        for _ in 0..MAX_LINES {
-            let mut line = Vec::new();
-            let n = (&mut self.io)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut line)
-                .await
-                .map_err(|e| SmtpError::io("reading the SMTP reply", e))?;
-            if n == 0 {
-                return Err(SmtpError::Transient(
-                    "the SMTP server closed the connection".into(),
-                ));
+impl Mailer {
+    pub fn new(settings: &SmtpSettings) -> Result<Self, String> {
+        let tls = match settings.tls {
+            TlsMode::None => Tls::None,
+            mode => {
+                let mut params = TlsParameters::builder(settings.host.clone());
+                if let Some(pem) = &settings.ca_pem {
+                    params = params.add_root_certificate(
+                        Certificate::from_pem(pem)
+                            .map_err(|e| format!("alarms.tls_ca_file: {e}"))?,
+                    );
+                }
+                let params = params
+                    .build_rustls()
+                    .map_err(|e| format!("SMTP TLS settings: {e}"))?;
+                if mode == TlsMode::Implicit {
+                    Tls::Wrapper(params)
+                } else {
+                    Tls::Required(params)
+                }
             }
-            let line = String::from_utf8_lossy(&line);
-            let line = line.trim_end();
-            let code = line
-                .get(..3)
-                .and_then(|c| c.parse::<u16>().ok())
-                .ok_or_else(|| SmtpError::Transient(format!("bad SMTP reply {line:?}")))?;
-            text.push_str(line.get(4..).unwrap_or(""));
-            text.push('\n');
-            if line.as_bytes().get(3) != Some(&b'-') {
-                return Ok((code, text));
+        };
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&settings.host)
+            .port(settings.port)
+            .tls(tls)
+            .hello_name(ClientId::Domain(ehlo_name(&settings.from).to_owned()))
+            .timeout(Some(settings.timeout));
+        if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
+            if settings.tls == TlsMode::None {
+                return Err(
+                    "refusing to send SMTP credentials without TLS; set alarms.smtp_tls".into(),
+                );
             }
+            builder = builder
+                .credentials(Credentials::new(user.clone(), password.expose().to_owned()))
+                .authentication(vec![Mechanism::Plain, Mechanism::Login]);
         }
-        Err(SmtpError::Transient("SMTP reply too long".into()))
+        Ok(Self {
+            transport: builder.build(),
+            from: settings.from.clone(),
+            server: format!("{}:{}", settings.host, settings.port),
+            timeout: settings.timeout,
+        })
     }
 
-    async fn send(&mut self, line: &str) -> Result<(), SmtpError> {
-        let io = self.io.get_mut();
-        io.write_all(line.as_bytes())
-            .await
-            .map_err(|e| SmtpError::io("writing to the SMTP server", e))?;
-        io.write_all(b"\r\n")
-            .await
-            .map_err(|e| SmtpError::io("writing to the SMTP server", e))?;
-        io.flush()
-            .await
-            .map_err(|e| SmtpError::io("writing to the SMTP server", e))
-    }
-
-    /// Sends a command and expects a reply in `ok`.
-    async fn command(&mut self, line: &str, ok: &[u16], what: &str) -> Result<String, SmtpError> {
-        self.send(line).await?;
-        self.expect(ok, what).await
-    }
-
-    async fn expect(&mut self, ok: &[u16], what: &str) -> Result<String, SmtpError> {
-        let (code, text) = self.reply().await?;
-        if ok.contains(&code) {
-            Ok(text)
-        } else {
-            let message = format!("{what}: {code} {}", text.trim());
-            Err(if (500..600).contains(&code) {
-                SmtpError::Permanent(message)
-            } else {
-                SmtpError::Transient(message)
-            })
-        }
-    }
-}
-
-/// Sends one message; resolves when the server accepted it (250 after the data).
-pub async fn send(settings: &SmtpSettings, mail: &Mail<'_>) -> Result<(), SmtpError> {
-    match tokio::time::timeout(settings.timeout, send_inner(settings, mail)).await {
-        Ok(result) => result,
-        Err(_) => Err(SmtpError::Transient(format!(
-            "SMTP session with {}:{} timed out",
-            settings.host, settings.port
-        ))),
-    }
-}
-
-async fn send_inner(settings: &SmtpSettings, mail: &Mail<'_>) -> Result<(), SmtpError> {
-    let tcp = TcpStream::connect((settings.host.as_str(), settings.port))
-        .await
-        .map_err(|e| {
-            SmtpError::io(
-                &format!("connecting to {}:{}", settings.host, settings.port),
-                e,
-            )
-        })?;
-    let name = net::server_name(&settings.host).map_err(SmtpError::Permanent)?;
-    match settings.tls {
-        TlsMode::Implicit => {
-            let tls = settings
-                .connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| SmtpError::io("TLS with the SMTP server", e))?;
-            let mut conn = Conn {
-                io: BufReader::new(tls),
-            };
-            conn.expect(&[220], "greeting").await?;
-            let ext = ehlo(&mut conn, &settings.from).await?;
-            transact(&mut conn, settings, mail, &ext, true).await
-        }
-        TlsMode::StartTls => {
-            let mut conn = Conn {
-                io: BufReader::new(tcp),
-            };
-            conn.expect(&[220], "greeting").await?;
-            let ext = ehlo(&mut conn, &settings.from).await?;
-            if !ext.lines().any(|l| l.eq_ignore_ascii_case("STARTTLS")) {
-                return Err(SmtpError::Permanent(
-                    "the SMTP server does not offer STARTTLS (alarms.smtp_tls = \"starttls\")"
-                        .into(),
-                ));
+    /// Sends one message; resolves when the server accepted it (250 after the data).
+    pub async fn send(&self, mail: &Mail<'_>) -> Result<(), SmtpError> {
+        let message = message(&self.from, mail)?;
+        match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                let text = format!("SMTP {}: {}", self.server, super::net::error_chain(&e));
+                // 5xx, or the server lacks what is required (STARTTLS, an AUTH mechanism,
+                // 8BITMIME): retrying changes nothing.
+                if e.is_permanent() || e.is_client() {
+                    Err(SmtpError::Permanent(text))
+                } else {
+                    Err(SmtpError::Transient(text))
+                }
             }
-            conn.command("STARTTLS", &[220], "STARTTLS").await?;
-            // Anything the server sent before the handshake would be an injection attempt.
-            if !conn.io.buffer().is_empty() {
-                return Err(SmtpError::Transient(
-                    "SMTP server sent data before the TLS handshake".into(),
-                ));
-            }
-            let tls = settings
-                .connector
-                .connect(name, conn.io.into_inner())
-                .await
-                .map_err(|e| SmtpError::io("TLS with the SMTP server", e))?;
-            let mut conn = Conn {
-                io: BufReader::new(tls),
-            };
-            let ext = ehlo(&mut conn, &settings.from).await?;
-            transact(&mut conn, settings, mail, &ext, true).await
-        }
-        TlsMode::None => {
-            let mut conn = Conn {
-                io: BufReader::new(tcp),
-            };
-            conn.expect(&[220], "greeting").await?;
-            let ext = ehlo(&mut conn, &settings.from).await?;
-            transact(&mut conn, settings, mail, &ext, false).await
+            Err(_) => Err(SmtpError::Transient(format!(
+                "SMTP session with {} timed out",
+                self.server
+            ))),
         }
     }
 }
 
 /// EHLO names the domain of the sender address (Headend rarely knows its own public name).
-async fn ehlo<S: Io>(conn: &mut Conn<S>, from: &str) -> Result<String, SmtpError> {
-    let host = from
-        .rsplit_once('@')
-        .map(|(_, d)| d)
+fn ehlo_name(from: &str) -> &str {
+    from.rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>'))
         .filter(|d| {
             !d.is_empty()
                 && d.chars()
                     .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         })
-        .unwrap_or("localhost");
-    conn.command(&format!("EHLO {host}"), &[250], "EHLO").await
+        .unwrap_or("localhost")
 }
 
-async fn transact<S: Io>(
-    conn: &mut Conn<S>,
-    settings: &SmtpSettings,
-    mail: &Mail<'_>,
-    extensions: &str,
-    encrypted: bool,
-) -> Result<(), SmtpError> {
-    if let (Some(user), Some(password)) = (&settings.user, &settings.password) {
-        if !encrypted {
-            return Err(SmtpError::Permanent(
-                "refusing to send SMTP credentials without TLS; set alarms.smtp_tls".into(),
-            ));
-        }
-        let offers_plain = extensions.lines().any(|l| {
-            let l = l.to_ascii_uppercase();
-            l.starts_with("AUTH") && l.split([' ', '=']).any(|m| m == "PLAIN")
-        });
-        if !offers_plain {
-            return Err(SmtpError::Permanent(
-                "the SMTP server does not offer AUTH PLAIN".into(),
-            ));
-        }
-        let token = base64::engine::general_purpose::STANDARD
-            .encode(format!("\0{user}\0{}", password.expose()));
-        conn.command(&format!("AUTH PLAIN {token}"), &[235], "authentication")
-            .await?;
-    }
-    conn.command(
-        &format!("MAIL FROM:<{}>", settings.from),
-        &[250],
-        "MAIL FROM",
-    )
-    .await?;
-    conn.command(&format!("RCPT TO:<{}>", mail.to), &[250, 251], "RCPT TO")
-        .await?;
-    conn.command("DATA", &[354], "DATA").await?;
-    let message = format_message(&settings.from, mail);
-    let io = conn.io.get_mut();
-    io.write_all(message.as_bytes())
-        .await
-        .map_err(|e| SmtpError::io("sending the message", e))?;
-    io.write_all(b".\r\n")
-        .await
-        .map_err(|e| SmtpError::io("sending the message", e))?;
-    io.flush()
-        .await
-        .map_err(|e| SmtpError::io("sending the message", e))?;
-    conn.expect(&[250], "message").await?;
-    // The message is accepted; a failed QUIT changes nothing.
-    let _ = conn.command("QUIT", &[221], "QUIT").await;
-    Ok(())
-}
-
-/// Header values never carry a line break (no header injection), long text is folded by
-/// nothing here: subjects are short; the body is dot-stuffed with CRLF line ends.
-pub fn format_message(from: &str, mail: &Mail<'_>) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
-    };
-    let subject = clean(mail.subject);
-    let subject = if subject.is_ascii() {
-        subject
-    } else {
-        format!(
-            "=?UTF-8?B?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(subject.as_bytes())
-        )
-    };
-    let mut out = format!(
-        "From: <{}>\r\nTo: <{}>\r\nSubject: {subject}\r\nDate: {}\r\nMessage-ID: <{}>\r\n\
-         MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
-         Content-Transfer-Encoding: 8bit\r\nAuto-Submitted: auto-generated\r\n\r\n",
-        clean(from),
-        clean(mail.to),
-        Utc::now().to_rfc2822(),
-        clean(mail.message_id),
-    );
-    for line in mail.text.replace("\r\n", "\n").split('\n') {
-        if line.starts_with('.') {
-            out.push('.');
-        }
-        out.push_str(line);
-        out.push_str("\r\n");
-    }
-    out
+/// The message: headers encoded and folded by lettre, control characters in the subject
+/// replaced (no header injection whatever the rule's name), the body transfer-encoded as
+/// its content needs, the `Message-ID` given (stable across retries).
+pub fn message(from: &str, mail: &Mail<'_>) -> Result<Message, SmtpError> {
+    let from = Mailbox::from_str(from)
+        .map_err(|e| SmtpError::Permanent(format!("alarms.smtp_from {from:?}: {e}")))?;
+    let to = Mailbox::from_str(mail.to)
+        .map_err(|e| SmtpError::Permanent(format!("recipient {:?}: {e}", mail.to)))?;
+    let subject: String = mail
+        .subject
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let message_id: String = mail
+        .message_id
+        .chars()
+        .filter(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>'))
+        .collect();
+    Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .message_id(Some(format!("<{message_id}>")))
+        .raw_header(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Auto-Submitted"),
+            "auto-generated".to_owned(),
+        ))
+        .singlepart(SinglePart::plain(mail.text.to_owned()))
+        .map_err(|e| SmtpError::Permanent(format!("building the message: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn formatted(from: &str, mail: &Mail<'_>) -> String {
+        String::from_utf8(message(from, mail).unwrap().formatted()).unwrap()
+    }
+
     #[test]
-    fn messages_are_dot_stuffed_and_headers_cannot_be_injected() {
-        let m = format_message(
+    fn headers_cannot_be_injected_and_the_message_id_is_the_given_one() {
+        let m = formatted(
             "headend@example.com",
             &Mail {
                 to: "ops@example.com",
@@ -334,19 +207,59 @@ mod tests {
                 message_id: "k1@headend",
             },
         );
-        assert!(m.contains("Subject: Hi  Bcc: evil@example.com\r\n"));
-        assert!(!m.contains("\r\nBcc:"));
-        assert!(m.ends_with("line one\r\n..hidden\r\nlast\r\n"));
-        assert!(m.contains("Message-ID: <k1@headend>\r\n"));
-        let m = format_message(
+        assert!(!m.contains("\r\nBcc:"), "{m}");
+        assert!(m.contains("Message-ID: <k1@headend>\r\n"), "{m}");
+        assert!(m.contains("Auto-Submitted: auto-generated\r\n"), "{m}");
+        assert!(m.contains("MIME-Version: 1.0\r\n"), "{m}");
+        assert!(m.contains("line one\r\n.hidden\r\nlast"), "{m}");
+    }
+
+    #[test]
+    fn non_ascii_subjects_and_bodies_are_encoded_and_long_subjects_folded() {
+        let subject = format!("Napetost 253 V – alarm {}", "dolg ".repeat(30));
+        let m = formatted(
             "a@b.c",
             &Mail {
                 to: "d@e.f",
-                subject: "Napetost 253 V – alarm",
-                text: "",
-                message_id: "x",
+                subject: &subject,
+                text: "Števec na lokaciji Čakovec – 253 V",
+                message_id: "x@headend",
             },
         );
-        assert!(m.contains("Subject: =?UTF-8?B?"));
+        assert!(m.is_ascii(), "{m}");
+        assert!(
+            m.contains("Subject: Napetost 253 V =?utf-8?b?4oCT?= alarm"),
+            "{m}"
+        );
+        let head = m.split("\r\n\r\n").next().unwrap();
+        assert!(head.lines().all(|l| l.len() <= 78), "folded: {m}");
+        assert!(head.contains("\r\n dolg"), "folded: {m}");
+        assert!(
+            m.contains("Content-Transfer-Encoding: quoted-printable")
+                || m.contains("Content-Transfer-Encoding: base64"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn bad_addresses_fail_for_good() {
+        let mail = Mail {
+            to: "not an address",
+            subject: "s",
+            text: "t",
+            message_id: "x@headend",
+        };
+        assert!(matches!(
+            message("a@b.c", &mail),
+            Err(SmtpError::Permanent(_))
+        ));
+    }
+
+    #[test]
+    fn ehlo_names_the_sender_domain() {
+        assert_eq!(ehlo_name("headend@example.com"), "example.com");
+        assert_eq!(ehlo_name("Headend <headend@example.com>"), "example.com");
+        assert_eq!(ehlo_name("headend"), "localhost");
+        assert_eq!(ehlo_name("a@b c"), "localhost");
     }
 }

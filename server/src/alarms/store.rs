@@ -452,55 +452,76 @@ pub async fn history(
     .await
 }
 
-/// RFC 4180 field: quoted when it holds a separator, a quote or a line break; a leading
-/// `=`, `+`, `-` or `@` is prefixed with `'` so spreadsheets do not run it as a formula.
-pub fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) {
-        format!("'{s}")
-    } else {
-        s.to_owned()
-    };
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s
-    }
-}
-
+/// The history as CSV, through the export's writer ([`crate::export::csv::Csv`]): RFC 4180
+/// quoting and the same formula defusing (names, comments and messages come from users and
+/// gateways); `value` is a number and is never prefixed.
 pub fn history_csv(rows: &[HistoryRow]) -> String {
-    let mut out = String::from(
-        "at,alarm_id,site,rule,subject,severity,event,actor,comment,value,message\r\n",
-    );
-    for r in rows {
-        let fields = [
-            r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            r.alarm_id.to_string(),
-            csv_field(&r.site),
-            csv_field(&r.rule_name),
-            csv_field(&r.subject),
-            r.severity.clone(),
-            r.kind.clone(),
-            csv_field(r.actor.as_deref().unwrap_or("")),
-            csv_field(r.comment.as_deref().unwrap_or("")),
-            r.value.map(|v| v.to_string()).unwrap_or_default(),
-            csv_field(&r.message),
-        ];
-        out.push_str(&fields.join(","));
-        out.push_str("\r\n");
+    use crate::export::csv::{Csv, Format};
+    let mut csv = Csv::new(Format::default(), 256 * (rows.len() + 1));
+    for name in [
+        "at", "alarm_id", "site", "rule", "subject", "severity", "event", "actor", "comment",
+        "value", "message",
+    ] {
+        csv.plain(name);
     }
-    out
+    csv.end_row();
+    for r in rows {
+        csv.plain(&r.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        csv.integer(r.alarm_id);
+        csv.text(&r.site);
+        csv.text(&r.rule_name);
+        csv.text(&r.subject);
+        csv.text(&r.severity);
+        csv.text(&r.kind);
+        csv.text(r.actor.as_deref().unwrap_or(""));
+        csv.text(r.comment.as_deref().unwrap_or(""));
+        match r.value {
+            Some(v) => csv.float64(v),
+            None => csv.empty(),
+        }
+        csv.text(&r.message);
+        csv.end_row();
+    }
+    // The writer writes UTF-8 only (text fields are `str`, the rest ASCII).
+    String::from_utf8(csv.take().to_vec()).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn row(comment: &str, value: Option<f64>) -> HistoryRow {
+        HistoryRow {
+            at: DateTime::from_timestamp(1_790_000_000, 0).unwrap(),
+            alarm_id: 7,
+            site: "Plant, north".into(),
+            rule_name: "=HYPERLINK(\"http://x\")".into(),
+            subject: "meter X1".into(),
+            severity: "warning".into(),
+            kind: "acknowledged".into(),
+            actor: Some("op@example.com".into()),
+            comment: Some(comment.into()),
+            value,
+            message: "@SUM(1)".into(),
+        }
+    }
+
+    /// The alarm history goes through the export's writer: quoting and the defusing rule
+    /// (tab and CR included) are the export's, values stay numbers.
     #[test]
-    fn csv_fields_are_quoted_and_formula_safe() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=SUM(A1)"), "'=SUM(A1)");
-        assert_eq!(csv_field("line\nbreak"), "\"line\nbreak\"");
+    fn history_csv_is_quoted_and_formula_safe() {
+        let csv = history_csv(&[row("-checked\tok", Some(-12.5)), row("\tx", None)]);
+        let lines: Vec<&str> = csv.split("\r\n").collect();
+        assert_eq!(
+            lines[0],
+            "at,alarm_id,site,rule,subject,severity,event,actor,comment,value,message"
+        );
+        assert_eq!(
+            lines[1],
+            "2026-09-21T14:13:20.000Z,7,\"Plant, north\",\"'=HYPERLINK(\"\"http://x\"\")\",\
+             meter X1,warning,acknowledged,op@example.com,'-checked\tok,-12.5,'@SUM(1)"
+        );
+        assert!(lines[2].contains(",'\tx,,'@SUM(1)"), "{}", lines[2]);
+        assert_eq!(lines[3], "");
     }
 }

@@ -70,10 +70,12 @@ impl Timers {
             }
         };
         let offline: Vec<(i64, i64, Option<f64>)> = sqlx::query_as(&format!(
-            "SELECT r.id, g.id, CASE WHEN g.online THEN 0
-                 ELSE EXTRACT(EPOCH FROM (now() - COALESCE(g.online_changed_at, g.created_at)))
+            "SELECT r.id, g.id, CASE WHEN {online} THEN 0
+                 ELSE EXTRACT(EPOCH FROM (now() - COALESCE(g.online_changed_at,
+                     g.last_seen_at + interval '15 minutes', g.created_at)))
                  END::float8
-             FROM alarm_rules r {GATEWAYS_OF_RULE}"
+             FROM alarm_rules r {GATEWAYS_OF_RULE}",
+            online = crate::gateways::ONLINE_SQL
         ))
         .bind("gateway_offline")
         .fetch_all(&self.pool)

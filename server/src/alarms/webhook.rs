@@ -1,89 +1,36 @@
-//! Webhooks: a JSON POST over HTTP/1.1 (TLS for `https://`), signed with HMAC-SHA256.
+//! Webhooks: a JSON POST through reqwest (rustls for `https://`), signed with HMAC-SHA256.
 //!
 //! The receiver checks `X-Headend-Signature: sha256=<hex of HMAC(secret, "<timestamp>.<body>")>`
 //! with `X-Headend-Timestamp` (Unix seconds, to refuse replays) and may drop a repeated
-//! `Idempotency-Key`. 2xx is delivered; 408, 429 and 5xx are retried; other 4xx fail for good.
-
-use std::time::Duration;
+//! `Idempotency-Key`. 2xx is delivered; 408, 429, 5xx and connection failures are retried; other
+//! answers (4xx, and 3xx: redirects are never followed) fail for good.
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
 
-use super::net::{self, Io};
+use super::net;
 
+/// A webhook URL: `http://` or `https://`, a host, no credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Target {
-    pub https: bool,
-    pub host: String,
-    pub port: u16,
-    /// Path and query, starting with `/`.
-    pub path: String,
-}
+pub struct Target(reqwest::Url);
 
 impl Target {
     pub fn parse(url: &str) -> Result<Self, String> {
-        let (https, rest) = if let Some(r) = url.strip_prefix("https://") {
-            (true, r)
-        } else if let Some(r) = url.strip_prefix("http://") {
-            (false, r)
-        } else {
+        let parsed = reqwest::Url::parse(url).map_err(|e| format!("bad URL: {e}"))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
             return Err("the URL must start with http:// or https://".into());
-        };
-        let (authority, path) = match rest.find(['/', '?']) {
-            Some(i) if rest.as_bytes()[i] == b'/' => (&rest[..i], rest[i..].to_owned()),
-            Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-            None => (rest, "/".to_owned()),
-        };
-        if authority.contains('@') {
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
             return Err("credentials in the URL are not supported".into());
         }
-        let default_port = if https { 443 } else { 80 };
-        let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or("bad IPv6 address")?;
-            let port = match after.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| "bad port")?,
-                None if after.is_empty() => default_port,
-                None => return Err("bad authority".into()),
-            };
-            (host.to_owned(), port)
-        } else {
-            match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| "bad port")?),
-                None => (authority.to_owned(), default_port),
-            }
-        };
-        if host.is_empty()
-            || !host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '_'))
-        {
+        if parsed.host_str().is_none_or(str::is_empty) {
             return Err("bad host".into());
         }
-        if path.chars().any(|c| !c.is_ascii_graphic()) {
-            return Err("bad path".into());
-        }
-        Ok(Self {
-            https,
-            host,
-            port,
-            path,
-        })
+        Ok(Self(parsed))
     }
 
-    fn host_header(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        if self.port == if self.https { 443 } else { 80 } {
-            host
-        } else {
-            format!("{host}:{}", self.port)
-        }
+    pub fn url(&self) -> &reqwest::Url {
+        &self.0
     }
 }
 
@@ -109,80 +56,69 @@ pub fn signature(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     out
 }
 
+/// How much of a refusal's body is read (for the error text); the rest is never read.
+const MAX_ERROR_BODY: usize = 4096;
+
+/// Posts `body`; the client (`net::http_client`) bounds the time and follows no redirect.
 pub async fn post(
+    client: &reqwest::Client,
     target: &Target,
-    connector: &TlsConnector,
     secret: &[u8],
-    body: &[u8],
+    body: Vec<u8>,
     idempotency_key: &str,
-    timeout: Duration,
 ) -> Result<(), WebhookError> {
-    match tokio::time::timeout(
-        timeout,
-        post_inner(target, connector, secret, body, idempotency_key),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(WebhookError::Transient(format!(
-            "webhook {}:{} timed out",
-            target.host, target.port
-        ))),
-    }
-}
-
-async fn post_inner(
-    target: &Target,
-    connector: &TlsConnector,
-    secret: &[u8],
-    body: &[u8],
-    key: &str,
-) -> Result<(), WebhookError> {
-    let io_err = |what: &str, e: std::io::Error| WebhookError::Transient(format!("{what}: {e}"));
-    let tcp = TcpStream::connect((target.host.as_str(), target.port))
-        .await
-        .map_err(|e| io_err(&format!("connecting to {}:{}", target.host, target.port), e))?;
     let timestamp = chrono::Utc::now().timestamp();
-    let head = format!(
-        "POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: headend/{}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\nX-Headend-Timestamp: {timestamp}\r\nX-Headend-Signature: {}\r\n\
-         Idempotency-Key: {key}\r\nConnection: close\r\n\r\n",
-        target.path,
-        target.host_header(),
-        env!("CARGO_PKG_VERSION"),
-        body.len(),
-        signature(secret, timestamp, body),
-    );
-    if target.https {
-        let name = net::server_name(&target.host).map_err(WebhookError::Permanent)?;
-        let tls = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| io_err("TLS with the webhook receiver", e))?;
-        exchange(tls, head.as_bytes(), body).await
+    let signature = signature(secret, timestamp, &body);
+    let response = client
+        .post(target.url().clone())
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .header("X-Headend-Timestamp", timestamp)
+        .header("X-Headend-Signature", signature)
+        .header("Idempotency-Key", idempotency_key)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| {
+            let text = format!("webhook: {}", net::error_chain(&e));
+            if e.is_builder() {
+                WebhookError::Permanent(text)
+            } else {
+                WebhookError::Transient(text)
+            }
+        })?;
+    let code = response.status().as_u16();
+    if response.status().is_success() {
+        return Ok(());
+    }
+    let detail = error_body(response).await;
+    let text = if detail.is_empty() {
+        format!("webhook answered {code}")
     } else {
-        exchange(tcp, head.as_bytes(), body).await
+        format!("webhook answered {code}: {detail}")
+    };
+    match code {
+        408 | 429 | 500..=599 => Err(WebhookError::Transient(text)),
+        _ => Err(WebhookError::Permanent(text)),
     }
 }
 
-async fn exchange<S: Io>(mut io: S, head: &[u8], body: &[u8]) -> Result<(), WebhookError> {
-    let io_err = |e: std::io::Error| WebhookError::Transient(format!("webhook: {e}"));
-    io.write_all(head).await.map_err(io_err)?;
-    io.write_all(body).await.map_err(io_err)?;
-    io.flush().await.map_err(io_err)?;
-    let mut reader = BufReader::new(io.take(64 * 1024));
-    let mut status = String::new();
-    reader.read_line(&mut status).await.map_err(io_err)?;
-    let code: u16 = status
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| WebhookError::Transient(format!("bad HTTP status line {status:?}")))?;
-    match code {
-        200..=299 => Ok(()),
-        408 | 429 | 500..=599 => Err(WebhookError::Transient(format!("webhook answered {code}"))),
-        _ => Err(WebhookError::Permanent(format!("webhook answered {code}"))),
+/// The start of a refusal's body as one line of text, read at most `MAX_ERROR_BODY` bytes.
+async fn error_body(mut response: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < MAX_ERROR_BODY {
+        match response.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
     }
+    bytes.truncate(MAX_ERROR_BODY);
+    String::from_utf8_lossy(&bytes)
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 #[cfg(test)]
@@ -192,22 +128,37 @@ mod tests {
     #[test]
     fn urls_parse_into_host_port_and_path() {
         let t = Target::parse("https://hooks.example.com/a/b?x=1").unwrap();
+        let u = t.url();
         assert_eq!(
-            (t.https, t.host.as_str(), t.port, t.path.as_str()),
-            (true, "hooks.example.com", 443, "/a/b?x=1")
+            (
+                u.scheme(),
+                u.host_str(),
+                u.port_or_known_default(),
+                u.path(),
+                u.query()
+            ),
+            (
+                "https",
+                Some("hooks.example.com"),
+                Some(443),
+                "/a/b",
+                Some("x=1")
+            )
         );
         let t = Target::parse("http://127.0.0.1:8088").unwrap();
-        assert_eq!((t.port, t.path.as_str()), (8088, "/"));
-        assert_eq!(t.host_header(), "127.0.0.1:8088");
+        assert_eq!((t.url().port(), t.url().path()), (Some(8088), "/"));
         let t = Target::parse("http://[::1]:9000/hook").unwrap();
-        assert_eq!((t.host.as_str(), t.port), ("::1", 9000));
-        assert_eq!(t.host_header(), "[::1]:9000");
+        assert_eq!(
+            (t.url().host_str(), t.url().port()),
+            (Some("[::1]"), Some(9000))
+        );
         for bad in [
             "ftp://x/",
             "http://user:pw@x/",
             "http://x:port/",
             "http:///",
             "http://a b/",
+            "file:///etc/passwd",
         ] {
             assert!(Target::parse(bad).is_err(), "{bad}");
         }

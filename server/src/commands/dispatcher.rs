@@ -21,7 +21,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::ledger::transition;
+use super::ledger::{transition, Status};
 use super::Timing;
 use crate::mqtt::CommandSender;
 
@@ -41,7 +41,7 @@ pub struct Dispatcher {
 struct Open {
     id: i64,
     device_id: i64,
-    status: String,
+    status: Status,
     target: Option<i16>,
     sent_at: Option<DateTime<Utc>>,
     confirm_deadline: Option<DateTime<Utc>>,
@@ -99,7 +99,7 @@ impl Dispatcher {
         .fetch_all(&self.pool)
         .await?;
         for command in open {
-            let result = if command.status == "sent" {
+            let result = if command.status == Status::Sent {
                 self.settle(&command).await
             } else if command.online {
                 self.dispatch(&command).await
@@ -129,7 +129,7 @@ impl Dispatcher {
         .fetch_all(&mut *tx)
         .await?;
         for (id, detail) in &expired {
-            transition(&mut tx, *id, "expired", Some(detail)).await?;
+            transition(&mut tx, *id, Status::Expired, Some(detail)).await?;
             tracing::info!(command = id, %detail, "relay command expired");
         }
         tx.commit().await
@@ -219,12 +219,12 @@ impl Dispatcher {
         };
         let mut tx = self.pool.begin().await?;
         // Still queued (not cancelled, expired or superseded since the tick began)?
-        let still: Option<String> =
+        let still: Option<Status> =
             sqlx::query_scalar("SELECT status FROM relay_commands WHERE id = $1 FOR UPDATE")
                 .bind(command.id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        if still.as_deref() != Some("queued") {
+        if still != Some(Status::Queued) {
             return Ok(());
         }
         let before: Option<i16> = sqlx::query_scalar(
@@ -263,7 +263,7 @@ impl Dispatcher {
         transition(
             &mut tx,
             command.id,
-            "sent",
+            Status::Sent,
             Some(if target == 1 { "bicom on" } else { "bicom off" }),
         )
         .await?;
@@ -285,11 +285,12 @@ impl Dispatcher {
         let reported = self.state_since(command.device_id, sent_at).await?;
         let past_deadline = command.confirm_deadline.is_some_and(|d| Utc::now() > d);
         let outcome = match reported {
-            Some(state) if state == target => {
-                Some(("confirmed", format!("relay reported {}", on_off(state))))
-            }
+            Some(state) if state == target => Some((
+                Status::Confirmed,
+                format!("relay reported {}", on_off(state)),
+            )),
             Some(state) if past_deadline => Some((
-                "failed",
+                Status::Failed,
                 format!(
                     "relay still reports {} after the confirmation deadline",
                     on_off(state)
@@ -314,7 +315,7 @@ impl Dispatcher {
         .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 1 {
-            if status == "confirmed" {
+            if status == Status::Confirmed {
                 // A switching counts toward wear when the state really changed.
                 sqlx::query(
                     "UPDATE devices d SET operations = operations + 1 FROM relay_commands c
@@ -327,7 +328,7 @@ impl Dispatcher {
             transition(&mut tx, command.id, status, Some(&detail)).await?;
         }
         tx.commit().await?;
-        tracing::info!(command = command.id, status, %detail, "relay command settled");
+        tracing::info!(command = command.id, %status, %detail, "relay command settled");
         Ok(())
     }
 }

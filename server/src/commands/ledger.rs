@@ -40,6 +40,77 @@ impl Action {
     }
 }
 
+/// Where a command is in its life. Stored as the same words in `relay_commands.status` (and
+/// in each `relay_command_transitions` row) and written so in JSON.
+///
+/// `awaiting_approval` → `queued` → `sent` → `confirmed` | `failed` | `expired`; a command
+/// not yet sent may also be `cancelled` (or superseded, which cancels it) or `expired`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case", no_pg_array)]
+pub enum Status {
+    /// A critical relay switched off: waits for a second operator.
+    AwaitingApproval,
+    /// Waits for its gateway to be online.
+    Queued,
+    /// Sent; waits for the relay to report the target state.
+    Sent,
+    Confirmed,
+    Failed,
+    Expired,
+    Cancelled,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Queued => "queued",
+            Self::Sent => "sent",
+            Self::Confirmed => "confirmed",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Not sent yet: it can still be cancelled (or superseded).
+    pub fn is_unsent(self) -> bool {
+        matches!(self, Self::AwaitingApproval | Self::Queued)
+    }
+
+    pub fn awaits_approval(self) -> bool {
+        self == Self::AwaitingApproval
+    }
+
+    /// Settled: nothing will happen to it any more.
+    pub fn is_finished(self) -> bool {
+        matches!(
+            self,
+            Self::Confirmed | Self::Failed | Self::Expired | Self::Cancelled
+        )
+    }
+
+    /// What the status means, in words (for the pages).
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::AwaitingApproval => "waiting for a second operator to approve",
+            Self::Queued => "waiting to be sent to the gateway",
+            Self::Sent => "sent; waiting for the relay to report its new state",
+            Self::Confirmed => "the relay reported the new state",
+            Self::Failed => "the relay did not switch",
+            Self::Expired => "not sent in time; nothing was switched",
+            Self::Cancelled => "cancelled before it was sent",
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewCommand {
@@ -76,7 +147,7 @@ pub struct RelayView {
     pub wear_pct: f64,
     pub min_switch_interval_s: i32,
     pub command_in_flight: Option<i64>,
-    pub command_status: Option<String>,
+    pub command_status: Option<Status>,
     pub command_action: Option<String>,
 }
 
@@ -174,7 +245,7 @@ pub struct CommandView {
     pub relay_id: i64,
     pub action: String,
     pub target: Option<i16>,
-    pub status: String,
+    pub status: Status,
     pub idempotency_key: Option<String>,
     pub requested_by: Option<i64>,
     pub requested_email: String,
@@ -196,7 +267,7 @@ pub struct CommandView {
 #[derive(Debug, Serialize, sqlx::FromRow)]
 pub struct Transition {
     pub at: DateTime<Utc>,
-    pub status: String,
+    pub status: Status,
     pub detail: Option<String>,
 }
 
@@ -212,7 +283,7 @@ async fn with_transitions(
     mut commands: Vec<CommandView>,
 ) -> Result<Vec<CommandView>, sqlx::Error> {
     let ids: Vec<i64> = commands.iter().map(|c| c.id).collect();
-    let rows: Vec<(i64, DateTime<Utc>, String, Option<String>)> = sqlx::query_as(
+    let rows: Vec<(i64, DateTime<Utc>, Status, Option<String>)> = sqlx::query_as(
         "SELECT command_id, at, status, detail FROM relay_command_transitions
          WHERE command_id = ANY($1) ORDER BY at, status",
     )
@@ -264,7 +335,7 @@ pub async fn history(
 pub(crate) async fn transition(
     tx: &mut Transaction<'_, Postgres>,
     id: i64,
-    status: &str,
+    status: Status,
     detail: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -399,9 +470,9 @@ pub async fn create(
 
     let needs_approval = critical && matches!(input.action, Action::Off | Action::Toggle);
     let status = if needs_approval {
-        "awaiting_approval"
+        Status::AwaitingApproval
     } else {
-        "queued"
+        Status::Queued
     };
     let target: Option<i16> = match input.action {
         Action::On => Some(1),
@@ -453,13 +524,13 @@ pub async fn create(
         transition(
             &mut tx,
             old,
-            "cancelled",
+            Status::Cancelled,
             Some(&format!("superseded by command {id}")),
         )
         .await?;
     }
     tx.commit().await?;
-    tracing::info!(command = id, relay, action = input.action.as_str(), user = %who.email, status, "relay command");
+    tracing::info!(command = id, relay, action = input.action.as_str(), user = %who.email, %status, "relay command");
     Ok(Created::New(id))
 }
 
@@ -468,8 +539,8 @@ async fn command_relay(
     tx: &mut Transaction<'_, Postgres>,
     scope: &Scope,
     id: i64,
-) -> Result<(String, Option<i64>, Option<DateTime<Utc>>), CommandError> {
-    let row: Option<(String, Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(
+) -> Result<(Status, Option<i64>, Option<DateTime<Utc>>), CommandError> {
+    let row: Option<(Status, Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT c.status, c.requested_by, c.approval_deadline FROM relay_commands c
          JOIN devices d ON d.id = c.device_id JOIN gateways g ON g.id = d.gateway_id
          WHERE c.id = $1 AND ($2::int8[] IS NULL OR g.site_id = ANY($2)) FOR UPDATE OF c",
@@ -486,7 +557,7 @@ pub async fn cancel(pool: &PgPool, who: &Principal, id: i64) -> Result<(), Comma
     may_operate(who)?;
     let mut tx = pool.begin().await?;
     let (status, ..) = command_relay(&mut tx, &who.scope, id).await?;
-    if !matches!(status.as_str(), "awaiting_approval" | "queued") {
+    if !status.is_unsent() {
         return Err(CommandError::Refused(format!(
             "command {id} is {status}; only a command not yet sent can be cancelled"
         )));
@@ -500,7 +571,7 @@ pub async fn cancel(pool: &PgPool, who: &Principal, id: i64) -> Result<(), Comma
     .bind(&detail)
     .execute(&mut *tx)
     .await?;
-    transition(&mut tx, id, "cancelled", Some(&detail)).await?;
+    transition(&mut tx, id, Status::Cancelled, Some(&detail)).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -510,7 +581,7 @@ pub async fn approve(pool: &PgPool, who: &Principal, id: i64) -> Result<(), Comm
     may_operate(who)?;
     let mut tx = pool.begin().await?;
     let (status, requested_by, deadline) = command_relay(&mut tx, &who.scope, id).await?;
-    if status != "awaiting_approval" {
+    if !status.awaits_approval() {
         return Err(CommandError::Refused(format!(
             "command {id} is {status}, not awaiting approval"
         )));
@@ -535,7 +606,7 @@ pub async fn approve(pool: &PgPool, who: &Principal, id: i64) -> Result<(), Comm
     .bind(&who.email)
     .execute(&mut *tx)
     .await?;
-    transition(&mut tx, id, "queued", Some(&detail)).await?;
+    transition(&mut tx, id, Status::Queued, Some(&detail)).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -67,6 +67,8 @@ pub enum Quality {
     Incomplete,
     /// No value.
     Missing,
+    /// No value yet: the period has not begun (the rest of this month, of this year).
+    Upcoming,
 }
 
 impl Quality {
@@ -76,6 +78,7 @@ impl Quality {
             Quality::Estimated => "estimated",
             Quality::Incomplete => "incomplete",
             Quality::Missing => "missing",
+            Quality::Upcoming => "still to come",
         }
     }
 }
@@ -163,6 +166,7 @@ impl Bar {
 
     fn quality_of_value(&self) -> Quality {
         match (self.value, self.quality) {
+            (None, Some(Quality::Upcoming)) => Quality::Upcoming,
             (None, _) => Quality::Missing,
             (Some(_), Some(q)) => q,
             (Some(_), None) if self.incomplete => Quality::Incomplete,
@@ -330,6 +334,8 @@ pub fn bar_chart(id: &str, title: &str, unit: &str, bars: &[Bar]) -> String {
                     b.quality_of_value().text()
                 );
             }
+            // A period still to come is left blank, not marked as missing.
+            None if b.quality_of_value() == Quality::Upcoming => {}
             None => {
                 let _ = write!(
                     out,
@@ -396,6 +402,14 @@ pub struct PowerPoint {
 impl PowerPoint {
     fn quality_of_value(&self) -> Quality {
         match (self.power_w, self.quality) {
+            // A quarter-hour that has not ended yet (the rest of today).
+            (None, _)
+                if self
+                    .start
+                    .is_some_and(|s| s + chrono::Duration::minutes(15) > chrono::Utc::now()) =>
+            {
+                Quality::Upcoming
+            }
             (None, _) => Quality::Missing,
             (Some(_), Some(q)) => q,
             (Some(_), None) if self.estimated => Quality::Estimated,

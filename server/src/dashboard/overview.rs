@@ -319,8 +319,12 @@ pub async fn overview(
     .fetch_all(pool)
     .await?;
     let gateways: Vec<(i64, String, bool, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT site_id, serial, online, last_seen_at FROM gateways
-         WHERE site_id = ANY($1) ORDER BY serial",
+        "SELECT g.site_id, g.serial,
+                COALESCE(g.online OR (g.online_changed_at IS NULL
+                              AND g.last_seen_at > now() - interval '15 minutes'), false),
+                g.last_seen_at
+         FROM gateways g
+         WHERE g.site_id = ANY($1) ORDER BY g.serial",
     )
     .bind(&ids)
     .fetch_all(pool)

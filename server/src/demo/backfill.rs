@@ -141,7 +141,7 @@ pub async fn fill(
         .into_iter()
         .map(|(id, ts, v)| (id, (ts.timestamp_millis(), v)))
         .collect();
-    let start_ms = start.timestamp_millis().div_euclid(QUARTER_MS) * QUARTER_MS;
+    let start_ms = headend_energy::engine::floor_quarter(start.timestamp_millis());
     let now_ms = now.timestamp_millis().div_euclid(1000) * 1000;
     let mut copy = BinaryCopy::new();
     let mut cursors: Vec<Cursor> = counters

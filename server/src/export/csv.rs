@@ -1,5 +1,6 @@
-//! CSV encoding for the export: RFC 4180 fields, exact decimals from integers, RFC 3339
-//! timestamps, written straight into a byte buffer (the export's hot loop; no `format!`).
+//! The CSV writer (the export's, and the alarm history's): RFC 4180 fields, formula
+//! defusing, exact decimals from integers, RFC 3339 timestamps, written straight into a byte
+//! buffer (the export's hot loop; no `format!`).
 
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Offset, SecondsFormat, TimeZone, Utc};
@@ -132,10 +133,7 @@ impl Csv {
     pub fn text(&mut self, s: &str) {
         self.start_field();
         let bytes = s.as_bytes();
-        let formula = matches!(
-            bytes.first(),
-            Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
-        );
+        let formula = is_formula(bytes);
         if !needs_quotes(bytes, self.sep) {
             if formula {
                 self.buf.extend_from_slice(b"'");
@@ -171,7 +169,17 @@ impl Csv {
 
     /// A float4 measurement as its shortest round-trip decimal (what PostgreSQL prints).
     pub fn float(&mut self, value: f32) {
-        let text = value.to_string();
+        self.float_text(&value.to_string());
+    }
+
+    /// A float8 as its shortest round-trip decimal.
+    pub fn float64(&mut self, value: f64) {
+        self.float_text(&value.to_string());
+    }
+
+    /// A float's `Display` text, with the file's decimal mark. A number, negative ones
+    /// included, is never taken for a formula: only [`Csv::text`] is defused.
+    fn float_text(&mut self, text: &str) {
         if self.decimal == b'.' {
             self.number(text.as_bytes());
         } else {
@@ -229,6 +237,15 @@ pub fn offset_at(tz: Tz, ts: DateTime<Utc>) -> i32 {
     tz.offset_from_utc_datetime(&ts.naive_utc())
         .fix()
         .local_minus_utc()
+}
+
+/// Whether a spreadsheet would read text as a formula: OWASP's list of leading characters
+/// (`=`, `+`, `-`, `@`, tab, carriage return).
+fn is_formula(bytes: &[u8]) -> bool {
+    matches!(
+        bytes.first(),
+        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
+    )
 }
 
 fn needs_quotes(bytes: &[u8], sep: u8) -> bool {
@@ -442,6 +459,29 @@ mod tests {
             c.text("a=b");
         });
         assert_eq!(row, "'=1+1,\"'@SUM(A1),x\",a=b");
+    }
+
+    /// OWASP "CSV injection": every leading character a spreadsheet takes for a formula gets a
+    /// `'`, quoted or not; text that merely contains one does not; numbers stay numbers.
+    #[test]
+    fn the_defusing_rule() {
+        let text = |s: &str| one(Format::default(), |c| c.text(s));
+        assert_eq!(text("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(text("+1"), "'+1");
+        assert_eq!(text("-1"), "'-1");
+        assert_eq!(text("@cmd"), "'@cmd");
+        assert_eq!(text("\tx"), "'\tx");
+        assert_eq!(text("\rx"), "\"'\rx\"");
+        assert_eq!(text("x-1"), "x-1");
+        assert_eq!(text("'quoted"), "'quoted");
+        assert_eq!(text(""), "");
+        assert_eq!(one(europe(), |c| c.text("-a;b")), "\"'-a;b\"");
+        // A negative number is a number, not text: never prefixed.
+        assert_eq!(one(Format::default(), |c| c.decimal(-1_500, 3)), "-1.5");
+        assert_eq!(one(Format::default(), |c| c.integer(-7)), "-7");
+        assert_eq!(one(Format::default(), |c| c.float(-0.5)), "-0.5");
+        assert_eq!(one(Format::default(), |c| c.float64(-230.25)), "-230.25");
+        assert_eq!(one(europe(), |c| c.float64(-230.25)), "-230,25");
     }
 
     #[test]

@@ -27,13 +27,16 @@
 //! - `band`, `cost`, `currency`: for import and export registers of a site with a contract in
 //!   force. Interval cost is exact (1e-12, computed with `headend_energy::tariff` as the
 //!   profile does); days and months are the stored daily costs (1e-9). An export register's
-//!   cost is its credit, positive, as in the API.
+//!   cost is its credit, positive, as in the API. A stored contract in force during the
+//!   period that is not valid any more refuses an interval export before the first byte
+//!   ([`ExportError::BadContracts`], naming it and why): no day is costed with the wrong one.
 //!
 //! Rows are ordered by meter (serial), register, then time. Text fields are quoted as RFC 4180
-//! says; text starting with `=`, `+`, `-` or `@` gets a leading `'` so that a spreadsheet does
-//! not run it as a formula (names come from gateways and users).
+//! says; text starting with `=`, `+`, `-`, `@`, tab or CR gets a leading `'` so that a
+//! spreadsheet does not run it as a formula (names come from gateways and users). [`csv`] is
+//! the one CSV writer of Headend: the alarm history is written with it too.
 
-mod csv;
+pub mod csv;
 mod produce;
 
 use std::collections::HashMap;
@@ -45,13 +48,13 @@ use bytes::Bytes;
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use futures::Stream;
-use headend_energy::tariff::Contract;
 use headend_energy::{calendar, engine};
 use sqlx::PgPool;
 
 pub use self::csv::{DecimalMark, Format, Separator};
 use crate::auth::Scope;
 use crate::ingest::normalize::MEASUREMENT_COLUMNS;
+use crate::profiles::contracts::{self, BadContract, SiteContracts};
 use crate::profiles::roles::{self, Role};
 use crate::{devices, sites};
 
@@ -142,9 +145,25 @@ pub enum ExportError {
     NotFound(&'static str),
     #[error("export query failed: {0}")]
     Db(#[from] sqlx::Error),
+    /// A stored contract in force during the period is not valid: its costs cannot be
+    /// written, and leaving them out (or costing the days with another contract) would be a
+    /// silent lie. Refused before the first byte, naming each contract and why.
+    #[error(
+        "{}; an admin must correct or replace it (PUT /api/v1/contracts/{{id}}) before this \
+         period can be exported",
+        joined(.0)
+    )]
+    BadContracts(Vec<BadContract>),
     /// The file stopped before its end (after the first byte; the log says why).
     #[error("the export stopped before its end")]
     Truncated,
+}
+
+fn joined(bad: &[BadContract]) -> String {
+    bad.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 #[derive(Debug, Clone)]
@@ -319,7 +338,7 @@ pub struct Export {
     counters: Vec<Counter>,
     /// Measurements: the quantities to write.
     quantities: Vec<&'static str>,
-    contracts: Vec<(NaiveDate, Contract)>,
+    contracts: SiteContracts,
     /// `[from, to)`: quarter-hours for intervals, readings and measurements (exact instants),
     /// local day bounds for days and months.
     from: DateTime<Utc>,
@@ -451,7 +470,17 @@ impl Export {
             }
         }
         let contracts = match (kind, &site) {
-            (Kind::Intervals, Some((id, _))) => load_contracts(pool, *id).await?,
+            (Kind::Intervals, Some((id, _))) => {
+                let mut loaded = contracts::load(pool, &[*id]).await?;
+                loaded.warn_bad("export");
+                let bad = loaded.bad_within(*id, first_day, last_day);
+                if !bad.is_empty() {
+                    return Err(ExportError::BadContracts(
+                        bad.into_iter().cloned().collect(),
+                    ));
+                }
+                loaded.take_site(*id)
+            }
             _ => Vec::new(),
         };
         let filename = format!(
@@ -523,23 +552,6 @@ fn next_month(day: NaiveDate) -> Option<NaiveDate> {
         (day.year(), day.month() + 1)
     };
     NaiveDate::from_ymd_opt(y, m, 1)
-}
-
-/// The site's contracts, oldest first (what `profiles::query` loads for a profile).
-async fn load_contracts(
-    pool: &PgPool,
-    site: i64,
-) -> Result<Vec<(NaiveDate, Contract)>, sqlx::Error> {
-    let rows: Vec<(NaiveDate, sqlx::types::Json<serde_json::Value>)> = sqlx::query_as(
-        "SELECT valid_from, body FROM contracts WHERE site_id = $1 ORDER BY valid_from",
-    )
-    .bind(site)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(d, b)| serde_json::from_value(b.0).ok().map(|c| (d, c)))
-        .collect())
 }
 
 /// Letters, digits, `-` and `_` only: safe in a quoted `Content-Disposition` file name.

@@ -2,10 +2,12 @@
 //! next one; creating, changing or deleting one queues a rebuild of the site's rollups, so
 //! costs always follow the contract in force on each day.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 use headend_energy::tariff::Contract;
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 
 use super::structure::StructureError;
 use super::worker::queue_rollups;
@@ -45,6 +47,143 @@ pub fn parse(body: serde_json::Value) -> Result<Contract, StructureError> {
         .validate()
         .map_err(|e| StructureError::Invalid(format!("contract: {e}")))?;
     Ok(contract)
+}
+
+/// One site's contracts, oldest first: a contract is in force from its `valid_from` until
+/// the next one's.
+pub type SiteContracts = Vec<(NaiveDate, Contract)>;
+
+/// The contract in force on a local date.
+pub fn in_force(contracts: &[(NaiveDate, Contract)], day: NaiveDate) -> Option<&Contract> {
+    contracts
+        .iter()
+        .rev()
+        .find(|(from, _)| *from <= day)
+        .map(|(_, c)| c)
+}
+
+/// A stored contract that no longer reads as a valid contract (edited in the database, or
+/// refused by a stricter validation than the one it was stored under). It stays in the table
+/// for an admin to fix; whoever loads contracts gets it here, with the reason, to report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BadContract {
+    pub id: i64,
+    pub site_id: i64,
+    pub valid_from: NaiveDate,
+    pub reason: String,
+}
+
+impl BadContract {
+    /// The one log line a loader writes for it; `during` names what was loading.
+    pub fn warn(&self, during: &'static str) {
+        tracing::warn!(
+            site = self.site_id,
+            contract = self.id,
+            valid_from = %self.valid_from,
+            reason = %self.reason,
+            during,
+            "stored contract is not valid; left out until it is fixed"
+        );
+    }
+}
+
+impl std::fmt::Display for BadContract {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "contract {} of site {} (valid from {}) is not valid: {}",
+            self.id, self.site_id, self.valid_from, self.reason
+        )
+    }
+}
+
+/// What [`load`] found: the valid contracts per site, and the stored ones that are not.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub sites: HashMap<i64, SiteContracts>,
+    pub bad: Vec<BadContract>,
+}
+
+impl Loaded {
+    /// Sorts rows of `contracts` (`id, site_id, valid_from, body`, ordered by site and
+    /// `valid_from`) into valid contracts and bad ones: nothing is dropped.
+    pub fn from_rows(
+        rows: impl IntoIterator<Item = (i64, i64, NaiveDate, serde_json::Value)>,
+    ) -> Self {
+        let mut out = Self::default();
+        for (id, site_id, valid_from, body) in rows {
+            match Contract::from_value(body) {
+                Ok(contract) => out
+                    .sites
+                    .entry(site_id)
+                    .or_default()
+                    .push((valid_from, contract)),
+                Err(e) => out.bad.push(BadContract {
+                    id,
+                    site_id,
+                    valid_from,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        out
+    }
+
+    /// Logs every bad contract (see [`BadContract::warn`]).
+    pub fn warn_bad(&self, during: &'static str) {
+        for bad in &self.bad {
+            bad.warn(during);
+        }
+    }
+
+    /// The bad contracts of `site` that would be in force on some local date of
+    /// `[first, last]` (each from its `valid_from` until the next stored contract's).
+    pub fn bad_within(&self, site: i64, first: NaiveDate, last: NaiveDate) -> Vec<&BadContract> {
+        let starts = self
+            .sites
+            .get(&site)
+            .into_iter()
+            .flatten()
+            .map(|(from, _)| *from)
+            .chain(
+                self.bad
+                    .iter()
+                    .filter(|b| b.site_id == site)
+                    .map(|b| b.valid_from),
+            );
+        let starts: Vec<NaiveDate> = starts.collect();
+        self.bad
+            .iter()
+            .filter(|b| b.site_id == site && b.valid_from <= last)
+            .filter(|b| {
+                let until = starts.iter().filter(|d| **d > b.valid_from).min();
+                until.is_none_or(|next| *next > first)
+            })
+            .collect()
+    }
+
+    /// One site's valid contracts, oldest first.
+    pub fn take_site(&mut self, site: i64) -> SiteContracts {
+        self.sites.remove(&site).unwrap_or_default()
+    }
+}
+
+/// The contracts of `sites`, oldest first per site, each parsed and validated as
+/// [`Contract::from_value`] does; the stored rows that fail are returned apart, with why.
+/// This is the one way contracts are read for accounting (the profile worker, the profile
+/// and consumption queries, the export).
+pub async fn load<'e>(db: impl PgExecutor<'e>, sites: &[i64]) -> Result<Loaded, sqlx::Error> {
+    let rows: Vec<(i64, i64, NaiveDate, sqlx::types::Json<serde_json::Value>)> = sqlx::query_as(
+        "SELECT id, site_id, valid_from, body FROM contracts WHERE site_id = ANY($1)
+         ORDER BY site_id, valid_from",
+    )
+    .bind(sites)
+    .fetch_all(db)
+    .await?;
+    Ok(Loaded::from_rows(
+        rows.into_iter()
+            .map(|(id, site, from, body)| (id, site, from, body.0)),
+    ))
 }
 
 pub async fn list(pool: &PgPool, site: i64) -> Result<Vec<ContractView>, sqlx::Error> {
@@ -151,4 +290,86 @@ pub async fn delete(pool: &PgPool, id: i64) -> Result<(), StructureError> {
     queue_rollups(&mut tx, Some(site), &[]).await?;
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn day(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    fn contract(currency: &str) -> serde_json::Value {
+        json!({
+            "currency": currency,
+            "bands": [{ "name": "day", "import_price": "0.2" }],
+            "default_band": "day",
+        })
+    }
+
+    /// A stored row that no longer parses or validates is reported with its id, site and
+    /// reason (the caller logs it, and the export refuses a period it covers); the valid
+    /// ones are kept in order.
+    #[test]
+    fn bad_contracts_are_reported_not_dropped() {
+        let mut loaded = Loaded::from_rows([
+            (1, 10, day("2025-01-01"), contract("EUR")),
+            (2, 10, day("2026-01-01"), contract("euro")),
+            (3, 10, day("2026-06-01"), json!({ "currency": "EUR" })),
+            (4, 10, day("2027-01-01"), contract("CHF")),
+            (5, 11, day("2026-01-01"), contract("EUR")),
+        ]);
+        assert_eq!(
+            loaded
+                .bad
+                .iter()
+                .map(|b| (b.id, b.site_id))
+                .collect::<Vec<_>>(),
+            [(2, 10), (3, 10)]
+        );
+        assert_eq!(loaded.bad[0].valid_from, day("2026-01-01"));
+        // Contract 2 is in force 2026-01-01..2026-05-31, contract 3 2026-06-01..2026-12-31.
+        let within = |a: &str, b: &str| {
+            loaded
+                .bad_within(10, day(a), day(b))
+                .iter()
+                .map(|b| b.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(within("2025-01-01", "2025-12-31"), [0i64; 0]);
+        assert_eq!(within("2025-12-31", "2026-01-01"), [2]);
+        assert_eq!(within("2026-05-31", "2026-06-01"), [2, 3]);
+        assert_eq!(within("2026-12-31", "2027-03-01"), [3]);
+        assert_eq!(within("2027-01-01", "2027-03-01"), [0i64; 0]);
+        assert!(loaded
+            .bad_within(11, day("2026-01-01"), day("2026-12-31"))
+            .is_empty());
+        assert!(
+            loaded.bad[0].reason.contains("currency"),
+            "{}",
+            loaded.bad[0].reason
+        );
+        assert!(
+            loaded.bad[1].reason.contains("contract JSON"),
+            "{}",
+            loaded.bad[1].reason
+        );
+        assert!(loaded.bad[0]
+            .to_string()
+            .starts_with("contract 2 of site 10 (valid from 2026-01-01) is not valid: "));
+        let site = loaded.take_site(10);
+        assert_eq!(
+            site.iter()
+                .map(|(d, c)| (*d, c.currency.as_str()))
+                .collect::<Vec<_>>(),
+            [(day("2025-01-01"), "EUR"), (day("2027-01-01"), "CHF")]
+        );
+        assert_eq!(in_force(&site, day("2024-12-31")), None);
+        assert_eq!(in_force(&site, day("2026-03-01")).unwrap().currency, "EUR");
+        assert_eq!(in_force(&site, day("2027-01-01")).unwrap().currency, "CHF");
+        assert_eq!(loaded.take_site(11).len(), 1);
+        assert!(loaded.take_site(12).is_empty());
+    }
 }

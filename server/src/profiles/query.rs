@@ -9,6 +9,7 @@ use headend_energy::engine::{Quality, QUARTER_MS};
 use serde::Serialize;
 use sqlx::PgPool;
 
+use super::contracts::{self, in_force, SiteContracts};
 use super::roles::{self, Role};
 use super::topology::{self, Placement};
 
@@ -275,7 +276,7 @@ pub async fn profile(
                         sum += e;
                     }
                     let priced = matches!(role, Role::Import | Role::Export)
-                        .then(|| contract_on(&contracts, calendar::local_date(*q, tz)))
+                        .then(|| in_force(&contracts, calendar::local_date(*q, tz)))
                         .flatten()
                         .map(|c| {
                             let band =
@@ -779,7 +780,7 @@ pub async fn consumption(
                 peak = Some((*p, *start));
             }
             if by != Period::Day {
-                if let Some(contract) = contract_on(&contracts, *bucket) {
+                if let Some(contract) = in_force(&contracts, *bucket) {
                     if contract.demand_charge.is_some() {
                         any_monthly = true;
                         // Mean power of a quarter-hour in W = 4 × its energy in Wh.
@@ -790,7 +791,7 @@ pub async fn consumption(
         }
         if by != Period::Day {
             for b in &buckets {
-                let Some(contract) = contract_on(&contracts, *b) else {
+                let Some(contract) = in_force(&contracts, *b) else {
                     continue;
                 };
                 if contract.reactive.is_none() {
@@ -814,10 +815,8 @@ pub async fn consumption(
                 reactive_charge += contract.reactive_cost(active_m, reactive_m).0 / 1000;
             }
         }
-        let has_contract = buckets
-            .iter()
-            .any(|b| contract_on(&contracts, *b).is_some())
-            || contract_on(&contracts, span.start_date).is_some();
+        let has_contract = buckets.iter().any(|b| in_force(&contracts, *b).is_some())
+            || in_force(&contracts, span.start_date).is_some();
         let energy_cost_v = (has_contract && priced).then(|| money(energy_cost));
         let demand_v = (by != Period::Day && any_monthly).then(|| money(demand));
         let reactive_v = (by != Period::Day && any_monthly).then(|| money(reactive_charge));
@@ -1098,30 +1097,12 @@ async fn site_meters(pool: &PgPool, site: i64) -> Result<Vec<Meter>, sqlx::Error
         .collect())
 }
 
-type SiteContracts = Vec<(NaiveDate, headend_energy::tariff::Contract)>;
-
+/// The site's valid contracts; a stored one that is not valid is logged (see
+/// [`super::contracts::load`]).
 async fn load_site_contracts(pool: &PgPool, site: i64) -> Result<SiteContracts, sqlx::Error> {
-    let rows: Vec<(NaiveDate, sqlx::types::Json<serde_json::Value>)> = sqlx::query_as(
-        "SELECT valid_from, body FROM contracts WHERE site_id = $1 ORDER BY valid_from",
-    )
-    .bind(site)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|(d, b)| serde_json::from_value(b.0).ok().map(|c| (d, c)))
-        .collect())
-}
-
-fn contract_on(
-    contracts: &SiteContracts,
-    day: NaiveDate,
-) -> Option<&headend_energy::tariff::Contract> {
-    contracts
-        .iter()
-        .rev()
-        .find(|(from, _)| *from <= day)
-        .map(|(_, c)| c)
+    let mut loaded = contracts::load(pool, &[site]).await?;
+    loaded.warn_bad("energy query");
+    Ok(loaded.take_site(site))
 }
 
 #[cfg(test)]

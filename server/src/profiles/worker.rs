@@ -40,6 +40,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::contracts::{self, SiteContracts};
 use super::roles::{self, Role};
 use super::topology::{self, Placement};
 use crate::metrics::Metrics;
@@ -731,8 +732,10 @@ async fn recompute_intervals(
 }
 
 /// The contracts of every site involved, oldest first.
-pub(crate) type Contracts = HashMap<i64, Vec<(NaiveDate, Arc<Contract>)>>;
+pub(crate) type Contracts = HashMap<i64, SiteContracts>;
 
+/// The valid contracts of the counters' sites; a stored contract that is not valid is logged
+/// (its site's days are then costed with the contract before it, as if it did not exist).
 async fn load_contracts(
     tx: &mut Transaction<'_, Postgres>,
     counters: &HashMap<i64, CounterInfo>,
@@ -743,27 +746,11 @@ async fn load_contracts(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let rows: Vec<(i64, NaiveDate, sqlx::types::Json<serde_json::Value>)> = sqlx::query_as(
-        "SELECT site_id, valid_from, body FROM contracts WHERE site_id = ANY($1) ORDER BY site_id, valid_from",
-    )
-    .bind(&sites)
-    .fetch_all(&mut **tx)
-    .await
-    .step("load contracts")?;
-    let mut out: Contracts = HashMap::new();
-    for (site, from, body) in rows {
-        match serde_json::from_value::<Contract>(body.0) {
-            Ok(contract) => out
-                .entry(site)
-                .or_default()
-                .push((from, Arc::new(contract))),
-            // Validated on the way in; a row that no longer parses is a bug, not input.
-            Err(e) => {
-                tracing::error!(site, valid_from = %from, error = %e, "stored contract does not parse; ignored")
-            }
-        }
-    }
-    Ok(out)
+    let loaded = contracts::load(&mut **tx, &sites)
+        .await
+        .step("load contracts")?;
+    loaded.warn_bad("profile worker");
+    Ok(loaded.sites)
 }
 
 /// The contract in force on a local date.
@@ -771,13 +758,8 @@ pub(crate) fn contract_on(
     contracts: &Contracts,
     site: Option<i64>,
     day: NaiveDate,
-) -> Option<&Arc<Contract>> {
-    contracts
-        .get(&site?)?
-        .iter()
-        .rev()
-        .find(|(from, _)| *from <= day)
-        .map(|(_, c)| c)
+) -> Option<&Contract> {
+    contracts::in_force(contracts.get(&site?)?, day)
 }
 
 /// Recomputes `energy_days` for every local day touched by the changed spans.
@@ -847,7 +829,7 @@ async fn rollup_days(
                 start,
                 energy,
                 quality,
-                contract.map(|c| (c.as_ref(), info.tz, tariff, info.role)),
+                contract.map(|c| (c, info.tz, tariff, info.role)),
             );
     }
 
@@ -885,7 +867,7 @@ async fn rollup_days(
                 .collect::<Vec<_>>()
                 .join(",")
         ));
-        cost.push(totals.cost_nano(info.role, contract.map(AsRef::as_ref)));
+        cost.push(totals.cost_nano(info.role, contract));
         currency.push(contract.map(|c| c.currency.clone()));
     }
     let (del_c, del_from, del_to): (Vec<i64>, Vec<NaiveDate>, Vec<NaiveDate>) =

@@ -28,6 +28,7 @@ impl From<ExportError> for ApiError {
         match e {
             ExportError::Invalid(m) => Self::BadRequest(m),
             ExportError::NotFound(what) => Self::NotFound(what),
+            e @ ExportError::BadContracts(_) => Self::Conflict(e.to_string()),
             ExportError::Db(e) => Self::internal(e),
             e @ ExportError::Truncated => Self::internal(e),
         }

@@ -410,11 +410,10 @@ mod tests {
 
     #[test]
     fn the_listener_is_off_unless_an_address_is_set() {
-        let mut config = crate::config::Config::default();
-        assert_eq!(config.xml_push.addr, None);
-        config
-            .apply_env(|k| (k == "HEADEND_XML_PUSH_ADDR").then(|| "0.0.0.0:5100".to_owned()))
-            .unwrap();
+        assert_eq!(crate::config::Config::default().xml_push.addr, None);
+        let mut config =
+            crate::config::Config::load_from(None, [("HEADEND_XML_PUSH_ADDR", "0.0.0.0:5100")])
+                .unwrap();
         assert_eq!(config.xml_push.addr, Some(([0, 0, 0, 0], 5100).into()));
         config.xml_push.tls_cert = Some("cert.pem".into());
         assert!(config.validate().is_err(), "a certificate without its key");

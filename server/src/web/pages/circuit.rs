@@ -136,6 +136,7 @@ pub async fn circuit_page(
                 .get(i)
                 .map(|p| charts::period_text(p.0, by))
                 .unwrap_or_default(),
+            quality: (*start > today).then_some(charts::Quality::Upcoming),
             ..Bar::default()
         })
         .collect();

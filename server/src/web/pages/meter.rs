@@ -533,8 +533,7 @@ pub async fn meter_page(
         )));
     }
     let (start, end, period_label) = if rolling {
-        let quarter = now.timestamp() - now.timestamp().rem_euclid(900);
-        let end = DateTime::from_timestamp(quarter + 900, 0).unwrap_or(now);
+        let end = calendar::floor_quarter(now) + Duration::seconds(calendar::QUARTER_SECS);
         (
             end - Duration::hours(24),
             end,

@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{check_csrf, nav, render, CsrfForm, Nav, PageError, PageResult, PageUser};
 use crate::auth::Role;
-use crate::commands::ledger::{self, Created, NewCommand};
+use crate::commands::ledger::{self, Created, NewCommand, Status};
 use crate::web::WebState;
 
 pub struct RelayRow {
@@ -20,7 +20,8 @@ pub struct RelayRow {
     state: &'static str,
     age: String,
     critical: bool,
-    in_flight: Option<(i64, String, String)>,
+    /// The command in flight: id, action, status.
+    in_flight: Option<(i64, String, Status)>,
     operations: i64,
     rated: i32,
     wear_pct: f64,
@@ -54,13 +55,10 @@ fn relay_row(r: ledger::RelayView) -> RelayRow {
             .state_age_s
             .map_or(String::new(), |s| format!("{} ago", human_age(s))),
         critical: r.critical,
-        in_flight: r.command_in_flight.map(|id| {
-            (
-                id,
-                r.command_action.unwrap_or_default(),
-                r.command_status.unwrap_or_default(),
-            )
-        }),
+        in_flight: r
+            .command_in_flight
+            .zip(r.command_status)
+            .map(|(id, status)| (id, r.command_action.unwrap_or_default(), status)),
         operations: r.operations,
         rated: r.rated_operations,
         wear_pct: r.wear_pct,
@@ -163,20 +161,6 @@ fn verb(action: &str) -> &'static str {
         "on" => "switch on",
         "off" => "switch off",
         _ => "toggle",
-    }
-}
-
-/// A command status, in words (the status itself stays in `#status`).
-pub(crate) fn status_label(status: &str) -> &'static str {
-    match status {
-        "awaiting_approval" => "waiting for a second operator to approve",
-        "queued" => "waiting to be sent to the gateway",
-        "sent" => "sent; waiting for the relay to report its new state",
-        "confirmed" => "the relay reported the new state",
-        "failed" => "the relay did not switch",
-        "expired" => "not sent in time; nothing was switched",
-        "cancelled" => "cancelled before it was sent",
-        _ => "",
     }
 }
 
@@ -314,18 +298,12 @@ pub async fn relay_command(
 struct CommandPage {
     title: String,
     nav: Nav,
+    /// Its status in words: `c.status.describe()` (the status itself stays in `#status`).
     c: ledger::CommandView,
     done: bool,
-    explained: &'static str,
     verb: &'static str,
     /// Why an approval or cancellation was refused (status 422).
     error: Option<String>,
-}
-
-impl CommandPage {
-    fn status_label(&self, status: &str) -> &'static str {
-        status_label(status)
-    }
 }
 
 pub async fn command_page(
@@ -337,16 +315,12 @@ pub async fn command_page(
     let c = ledger::get_command(&state.pool, &p.scope, id)
         .await?
         .ok_or(PageError::NotFound)?;
-    let done = matches!(
-        c.status.as_str(),
-        "confirmed" | "failed" | "expired" | "cancelled"
-    );
+    let done = c.status.is_finished();
     let (nav, set) = nav(&p, &headers);
     render(
         &CommandPage {
             title: format!("Command {id}"),
             nav,
-            explained: status_label(&c.status),
             verb: verb(&c.action),
             c,
             done,
@@ -379,16 +353,12 @@ pub async fn command_action(
             let c = ledger::get_command(&state.pool, &p.scope, id)
                 .await?
                 .ok_or(PageError::NotFound)?;
-            let done = matches!(
-                c.status.as_str(),
-                "confirmed" | "failed" | "expired" | "cancelled"
-            );
+            let done = c.status.is_finished();
             let (nav, set) = nav(&p, &headers);
             let mut response = render(
                 &CommandPage {
                     title: format!("Command {id}"),
                     nav,
-                    explained: status_label(&c.status),
                     verb: verb(&c.action),
                     c,
                     done,

@@ -326,6 +326,9 @@ fn day_chart(tz: Tz, cur: &[power::Quarter], prev: &[power::Quarter]) -> String 
                 previous_interval: p
                     .map(|p| charts::quarter_text(p.start, tz))
                     .unwrap_or_default(),
+                quality: (q.start + chrono::Duration::minutes(15) > chrono::Utc::now()
+                    && q.power_w.is_none())
+                .then_some(charts::Quality::Upcoming),
                 ..Bar::default()
             }
         })
@@ -449,6 +452,7 @@ pub async fn site_page(
                             previous_interval: p
                                 .map(|p| charts::period_text(p.start, by))
                                 .unwrap_or_default(),
+                            quality: (i >= begun).then_some(charts::Quality::Upcoming),
                             ..Bar::default()
                         }
                     })

@@ -1,14 +1,17 @@
-//! Configuration: built-in defaults, then a TOML file, then `HEADEND_*` environment variables.
+//! Configuration: built-in defaults, then a TOML file, then `HEADEND_*` environment variables
+//! (layered by figment in `load.rs`, which says what is done by hand there and why).
 //!
 //! Secrets (database URL with its password, external broker URL, JWT secret) have no working
 //! default and are redacted from `Debug` output, so a config can be logged safely.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+mod load;
 
 /// A string that must never be printed.
 #[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -412,133 +415,28 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid: {source}")]
-    Parse {
-        path: PathBuf,
-        source: Box<toml::de::Error>,
-    },
-    #[error("environment variable {name}={value:?} is not valid: {reason}")]
-    Env {
-        name: &'static str,
-        value: String,
+    /// A value that does not fit its key, an unknown key, or a file that is not TOML: `origin`
+    /// is where it was written (`config file <path>` or `environment variable <NAME>`), `key`
+    /// the dotted key (empty for a file that does not parse).
+    #[error("{origin} is not valid: {}{reason}", key_prefix(key))]
+    Value {
+        origin: String,
+        key: String,
         reason: String,
     },
     #[error("{0}")]
     Invalid(String),
 }
 
+fn key_prefix(key: &str) -> String {
+    if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}: ")
+    }
+}
+
 impl Config {
-    /// Defaults, then the file (if any), then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
-        let env = |name: &str| std::env::var(name).ok();
-        let file = file
-            .map(Path::to_path_buf)
-            .or_else(|| env("HEADEND_CONFIG").map(PathBuf::from));
-        let mut config = match file {
-            Some(path) => Self::from_file(&path)?,
-            None => Self::default(),
-        };
-        config.apply_env(env)?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_path_buf(),
-            source: Box::new(source),
-        })
-    }
-
-    /// Applies `HEADEND_*` variables; `lookup` is injectable so tests need not touch the process env.
-    pub fn apply_env(
-        &mut self,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<(), ConfigError> {
-        fn parse<T: std::str::FromStr>(name: &'static str, value: String) -> Result<T, ConfigError>
-        where
-            T::Err: fmt::Display,
-        {
-            value.parse().map_err(|e: T::Err| ConfigError::Env {
-                name,
-                reason: e.to_string(),
-                value,
-            })
-        }
-        if let Some(v) = lookup("HEADEND_DATA_DIR") {
-            self.data_dir = PathBuf::from(v);
-        }
-        if let Some(v) = lookup("HEADEND_HTTP_ADDR") {
-            self.http.addr = parse("HEADEND_HTTP_ADDR", v)?;
-        }
-        if let Some(v) = lookup("HEADEND_METRICS_TOKEN") {
-            self.http.metrics_token = Some(Secret::new(v));
-        }
-        if let Some(v) = lookup("HEADEND_SECURE_COOKIES") {
-            self.http.secure_cookies = parse("HEADEND_SECURE_COOKIES", v)?;
-        }
-        if let Some(v) = lookup("HEADEND_MQTT_ADDR") {
-            self.mqtt.addr = parse("HEADEND_MQTT_ADDR", v)?;
-        }
-        if let Some(v) = lookup("HEADEND_MQTTS_ADDR") {
-            self.mqtt.tls_addr = parse("HEADEND_MQTTS_ADDR", v)?;
-        }
-        if let Some(v) = lookup("HEADEND_MQTT_TLS_CERT") {
-            self.mqtt.tls_cert = Some(v.into());
-        }
-        if let Some(v) = lookup("HEADEND_MQTT_TLS_KEY") {
-            self.mqtt.tls_key = Some(v.into());
-        }
-        if let Some(v) = lookup("HEADEND_MQTT_EXTERNAL_URL") {
-            self.mqtt.external_url = Some(Secret::new(v));
-        }
-        if let Some(v) = lookup("HEADEND_DATABASE_URL") {
-            self.database.url = Some(Secret::new(v));
-        }
-        if let Some(v) = lookup("HEADEND_PG_BINDIR") {
-            self.database.pg_bindir = Some(v.into());
-        }
-        if let Some(v) = lookup("HEADEND_JWT_SECRET") {
-            self.auth.jwt_secret = Some(Secret::new(v));
-        }
-        if let Some(v) = lookup("HEADEND_SMTP_PASSWORD") {
-            self.alarms.smtp_password = Some(Secret::new(v));
-        }
-        if let Some(v) = lookup("HEADEND_WEBHOOK_SECRET") {
-            self.alarms.webhook_secret = Some(Secret::new(v));
-        }
-        if let Some(v) = lookup("HEADEND_DEFAULT_TIME_ZONE") {
-            self.ingest.default_time_zone = v;
-        }
-        if let Some(v) = lookup("HEADEND_INGEST_WRITERS") {
-            self.ingest.writers = parse("HEADEND_INGEST_WRITERS", v)?;
-        }
-        if let Some(v) = lookup("HEADEND_ENERGY_TOLERANCE_SECS") {
-            self.energy.interval_tolerance_secs = parse("HEADEND_ENERGY_TOLERANCE_SECS", v)?;
-        }
-        if let Some(v) = lookup("HEADEND_ENERGY_BACKLOG_HORIZON_DAYS") {
-            self.energy.backlog_horizon_days = parse("HEADEND_ENERGY_BACKLOG_HORIZON_DAYS", v)?;
-        }
-        if let Some(v) = lookup("HEADEND_ENERGY_MAX_INTERPOLATION_GAP_HOURS") {
-            self.energy.max_interpolation_gap_hours =
-                parse("HEADEND_ENERGY_MAX_INTERPOLATION_GAP_HOURS", v)?;
-        }
-        if let Some(v) = lookup("HEADEND_LOG") {
-            self.log.filter = v;
-        }
-        if let Some(v) = lookup("HEADEND_LOG_JSON") {
-            self.log.json = parse("HEADEND_LOG_JSON", v)?;
-        }
-        if let Some(v) = lookup("HEADEND_XML_PUSH_ADDR") {
-            self.xml_push.addr = Some(parse("HEADEND_XML_PUSH_ADDR", v)?);
-        }
-        Ok(())
-    }
-
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.modbus.validate().map_err(ConfigError::Invalid)?;
         self.alarms.validate().map_err(ConfigError::Invalid)?;
@@ -594,20 +492,28 @@ impl Config {
     /// The annotated default configuration, printed by `headend default-config`.
     pub fn default_toml() -> String {
         let body = toml::to_string_pretty(&Self::default()).unwrap_or_default();
+        let mut names = String::new();
+        let mut line = String::from("#");
+        for (name, key) in load::NAMES {
+            let item = format!(" {name} ({key}),");
+            if line.len() + item.len() > 98 {
+                names.push_str(&line);
+                names.push('\n');
+                line = String::from("#");
+            }
+            line.push_str(&item);
+        }
+        names.push_str(line.trim_end_matches(','));
         format!(
             "# Headend configuration. Every value shown is the default.\n\
-             # Environment variables override the file: HEADEND_DATA_DIR, HEADEND_HTTP_ADDR,\n\
-             # HEADEND_MQTT_ADDR, HEADEND_MQTTS_ADDR, HEADEND_DATABASE_URL, HEADEND_MQTT_EXTERNAL_URL,\n\
-             # HEADEND_JWT_SECRET, HEADEND_DEFAULT_TIME_ZONE, HEADEND_INGEST_WRITERS,\n\
-             # HEADEND_ENERGY_TOLERANCE_SECS, HEADEND_ENERGY_BACKLOG_HORIZON_DAYS,\n\
-             # HEADEND_ENERGY_MAX_INTERPOLATION_GAP_HOURS, HEADEND_LOG, HEADEND_XML_PUSH_ADDR,\n\
-             # HEADEND_METRICS_TOKEN.\n\
+             # Environment variables override the file: HEADEND_<SECTION>__<KEY> sets any key\n\
+             # (HEADEND_ALARMS__SMTP_HOST sets alarms.smtp_host), and so do these names:\n\
+             {names}.\n\
              # Secrets have no defaults: database.url (unset = embedded PostgreSQL),\n\
              # mqtt.external_url (unset = embedded broker), auth.jwt_secret (unset = generated\n\
-             # into the data directory on first start), alarms.smtp_password\n\
-             # (HEADEND_SMTP_PASSWORD), alarms.webhook_secret (HEADEND_WEBHOOK_SECRET; unset =\n\
-             # webhooks wait in the outbox, never sent unsigned), http.metrics_token\n\
-             # (HEADEND_METRICS_TOKEN; unset = only admins read /metrics).\n\n{body}"
+             # into the data directory on first start), alarms.smtp_password, alarms.webhook_secret\n\
+             # (unset = webhooks wait in the outbox, never sent unsigned), http.metrics_token\n\
+             # (unset = only admins read /metrics).\n\n{body}"
         )
     }
 }
@@ -615,65 +521,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn env_overrides_file_and_defaults() {
-        let mut config = Config::default();
-        let vars = [
-            ("HEADEND_HTTP_ADDR", "127.0.0.1:9999"),
-            ("HEADEND_DATABASE_URL", "postgres://u:pw@db/headend"),
-        ];
-        config
-            .apply_env(|k| {
-                vars.iter()
-                    .find(|(name, _)| *name == k)
-                    .map(|(_, v)| v.to_string())
-            })
-            .unwrap();
-        assert_eq!(config.http.addr.port(), 9999);
-        let debug = format!("{config:?}");
-        assert!(
-            !debug.contains("pw@db"),
-            "secret leaked into Debug: {debug}"
-        );
-    }
-
-    #[test]
-    fn energy_limits_have_defaults_and_come_from_file_and_env() {
-        let config = Config::default();
-        assert_eq!(config.energy.backlog_horizon_days, 400);
-        assert_eq!(config.energy.max_interpolation_gap_hours, 744);
-        let mut config: Config = toml::from_str(
-            "[energy]\nbacklog_horizon_days = 30\nmax_interpolation_gap_hours = 48\n",
-        )
-        .unwrap();
-        assert_eq!(config.energy.backlog_horizon(), chrono::Duration::days(30));
-        assert_eq!(config.energy.max_interpolation_gap_ms(), 48 * 3_600_000);
-        config
-            .apply_env(|k| match k {
-                "HEADEND_ENERGY_BACKLOG_HORIZON_DAYS" => Some("10".into()),
-                "HEADEND_ENERGY_MAX_INTERPOLATION_GAP_HOURS" => Some("6".into()),
-                _ => None,
-            })
-            .unwrap();
-        assert_eq!(config.energy.backlog_horizon_days, 10);
-        assert_eq!(config.energy.max_interpolation_gap_hours, 6);
-        let err = config
-            .apply_env(|k| (k == "HEADEND_ENERGY_BACKLOG_HORIZON_DAYS").then(|| "-1".to_string()))
-            .unwrap_err();
-        assert!(err
-            .to_string()
-            .contains("HEADEND_ENERGY_BACKLOG_HORIZON_DAYS"));
-    }
-
-    #[test]
-    fn bad_env_value_names_the_variable() {
-        let mut config = Config::default();
-        let err = config
-            .apply_env(|k| (k == "HEADEND_MQTT_ADDR").then(|| "not-an-addr".to_string()))
-            .unwrap_err();
-        assert!(err.to_string().contains("HEADEND_MQTT_ADDR"));
-    }
 
     #[test]
     fn default_config_round_trips() {
@@ -684,7 +531,7 @@ mod tests {
 
     #[test]
     fn the_sample_deployment_config_is_valid() {
-        let config: Config = toml::from_str(include_str!("../../deploy/headend.toml")).unwrap();
+        let config: Config = toml::from_str(include_str!("../../../deploy/headend.toml")).unwrap();
         config.validate().unwrap();
         assert!(config.http.secure_cookies);
         assert_eq!(config.ingest.default_time_zone, "Europe/Ljubljana");
