@@ -10,7 +10,7 @@ use headend_e2e::browser::{Browser, DESKTOP, PHONE};
 use headend_e2e::TestApp;
 use serde_json::Value;
 
-use crate::log_in;
+use crate::ui::log_in;
 
 /// Counter documents of `serial` every quarter-hour from `start` for `quarters` quarters,
 /// `first_kwh` at the start and 1 kWh more each quarter, without the readings at `skip`.

@@ -6,7 +6,7 @@ use headend_e2e::browser::{Browser, DESKTOP, PHONE};
 use headend_e2e::{MqttClient, TestApp};
 use serde_json::{json, Value};
 
-use crate::log_in;
+use crate::ui::log_in;
 
 /// A small site with what every page of the navigation shows: a gateway with a meter and a
 /// relay, an alarm rule and its alarm, a panel with a circuit, a converter. Returns the pages

@@ -1,5 +1,5 @@
-//! The pages in a real headless browser, at desktop and phone sizes: one test binary, one
-//! module per part of the product (links are slow on this machine; one binary links once).
+//! The pages in a real headless browser, at desktop and phone sizes: one module per part of
+//! the product.
 
 mod charts;
 mod forms;

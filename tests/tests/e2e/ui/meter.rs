@@ -7,7 +7,7 @@ use headend_e2e::browser::{Browser, DESKTOP, PHONE};
 use headend_e2e::TestApp;
 use serde_json::{json, Value};
 
-use crate::log_in;
+use crate::ui::log_in;
 
 /// A measurements document of the IR meter `X0000124`, measured `ago_s` seconds ago.
 fn measurement(ago_s: i64, changes: &[(&str, Value)]) -> String {

@@ -8,7 +8,7 @@ use headend_e2e::browser::{Browser, DESKTOP, PHONE};
 use headend_e2e::TestApp;
 use serde_json::json;
 
-use crate::log_in;
+use crate::ui::log_in;
 
 /// Ids of what [`seed`] creates.
 struct Seeded {

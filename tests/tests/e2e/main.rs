@@ -1,0 +1,28 @@
+//! Headend end to end, against real parts (PostgreSQL, the broker and MQTT clients, Modbus
+//! converters, Chromium, an SMTP sink): one test binary with a module per capability, so the
+//! suite links once. Run one part with e.g. `cargo test -p headend-e2e --test e2e pages::`.
+
+mod alarms;
+mod api_auth;
+mod attack_ingest;
+mod attack_mqtt;
+mod attack_pages;
+mod attack_web;
+mod bad_input;
+mod browser;
+mod commissioning;
+mod converter_sim;
+mod durability;
+mod energy;
+mod export;
+mod external_broker;
+mod firmware;
+mod firmware_faults;
+mod ingest_fixtures;
+mod modbus;
+mod mqtts;
+mod pages;
+mod process;
+mod relays;
+mod xml_push;
+mod ui;
