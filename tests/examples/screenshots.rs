@@ -74,6 +74,9 @@ async fn shoot(
                 Target::FirstMeter => meter.clone(),
             };
             browser.goto(&format!("{base}{path}")).await?;
+            if *stem == "alarms" {
+                alarm_raised(browser, &format!("{base}{path}")).await?;
+            }
             settle(browser).await?;
             let file = out.join(format!("{stem}-{size_name}.png"));
             browser.screenshot(&file).await?;
@@ -104,6 +107,21 @@ async fn accounted(browser: &Browser, base: &str, site: &str) -> anyhow::Result<
         // Polling a page that the demo fills in the background: nothing to wait on but time.
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     }
+}
+
+/// Waits until the demo's alarm rule has raised its alarm (within a minute or two of the first
+/// live readings), so the alarms picture shows one.
+async fn alarm_raised(browser: &Browser, page: &str) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    while browser.count("#alarms tr").await.unwrap_or(0) < 2 {
+        if started.elapsed() > std::time::Duration::from_secs(300) {
+            bail!("no alarm raised on {page} after 5 minutes");
+        }
+        // The alarm comes from live data: nothing to wait on but time.
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        browser.goto(page).await?;
+    }
+    Ok(())
 }
 
 /// The `href` of the first element matching `css` on `page`.

@@ -24,5 +24,5 @@ mod mqtts;
 mod pages;
 mod process;
 mod relays;
-mod xml_push;
 mod ui;
+mod xml_push;
