@@ -779,3 +779,50 @@ async fn hostile_serials_and_descriptions_are_data_not_code() {
         0
     );
 }
+
+/// A gateway that never held an MQTT session (an XML push gateway) is online while it pushes:
+/// within 15 minutes of its last document; one that has had a session goes by that session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_xml_push_gateway_is_online_while_it_pushes() {
+    let app = TestApp::spawn().await;
+    app.gateway("SGXON1", None, None).await;
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    let cases = [
+        ("never seen", "NULL", "NULL", false),
+        (
+            "pushed 5 minutes ago",
+            "now() - interval '5 minutes'",
+            "NULL",
+            true,
+        ),
+        (
+            "pushed an hour ago",
+            "now() - interval '1 hour'",
+            "NULL",
+            false,
+        ),
+        (
+            "seen just now but its MQTT session ended",
+            "now()",
+            "now() - interval '1 minute'",
+            false,
+        ),
+    ];
+    for (what, seen, changed, expected) in cases {
+        sqlx::query(&format!(
+            "UPDATE gateways SET online = false, last_seen_at = {seen},
+                    online_changed_at = {changed} WHERE serial = 'SGXON1'"
+        ))
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        let list = app.get("/api/v1/gateways", &admin).await.json();
+        let gateway = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["serial"] == "SGXON1")
+            .unwrap_or_else(|| panic!("{list}"));
+        assert_eq!(gateway["online"], expected, "{what}: {gateway}");
+    }
+}

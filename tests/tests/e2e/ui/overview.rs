@@ -160,7 +160,9 @@ async fn seed() -> Seeded {
     .await
     .unwrap();
     sqlx::query(
+        // MQTT gateways (their session state is known: `online_changed_at` set), one online.
         "UPDATE gateways SET online = (serial = 'SGA00001'),
+                online_changed_at = now() - interval '1 hour',
                 last_seen_at = CASE serial WHEN 'SGC00001' THEN now() - interval '3 days'
                                            ELSE now() END",
     )

@@ -1,161 +1,31 @@
 //! A meter: counters, measurements, live values and its power graph.
 //!
-//! Numbers are shown as people read them: counters in kWh or MWh (kvarh or Mvarh), power in
-//! kW or MW, voltage in V... ([`measurement_text`], mirrored by `static/live.js`, which must
-//! produce the same text for the same number). The API and the CSV keep the exact values.
+//! This module owns the handler and the pages (the meter page, and the chooser when several
+//! meters report the serial). Parts: `text` (numbers and times as people read them), `range`
+//! (the period shown: quick ranges, and the power graph's points aggregated to suit its length).
+
+mod range;
+mod text;
+
+pub use range::MAX_GRAPH_DAYS;
+pub use text::{measured_text, measurement_text};
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
-use chrono_tz::Tz;
+use chrono::{Duration, NaiveDate, Utc};
 use headend_energy::calendar::{self, Period};
 use serde::Deserialize;
 
+use self::range::{days_text, graph, range_days, RANGES};
+use self::text::local;
 use super::{nav, render, supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
-use crate::dashboard::charts::{self, PowerPoint};
+use crate::dashboard;
+use crate::dashboard::charts;
 use crate::dashboard::counters::{self as names, Meter, Register};
-use crate::dashboard::{self, DashboardError};
 use crate::devices;
-use crate::profiles::query::{self};
 use crate::web::urls::{self, filters};
 use crate::web::WebState;
-
-// ---- numbers ---------------------------------------------------------------------------
-
-/// `x` with `decimals` decimals, rounded half up on the magnitude, never `-0`. Written with
-/// integer steps so that `static/live.js` (`fixed`) gives the very same text.
-fn fixed(x: f64, decimals: usize) -> String {
-    const SCALE: [f64; 4] = [1.0, 10.0, 100.0, 1000.0];
-    if !x.is_finite() {
-        return "–".to_owned();
-    }
-    let decimals = decimals.min(3);
-    let n = (x.abs() * SCALE[decimals]).round();
-    let mut digits = format!("{n:.0}");
-    while digits.len() < decimals + 1 {
-        digits.insert(0, '0');
-    }
-    let (int, frac) = digits.split_at(digits.len() - decimals);
-    let sign = if x < 0.0 && n != 0.0 { "-" } else { "" };
-    if decimals == 0 {
-        format!("{sign}{int}")
-    } else {
-        format!("{sign}{int}.{frac}")
-    }
-}
-
-/// Three significant digits (four from 1000 to 9999), as `dashboard::units::digits`.
-fn sig(x: f64) -> String {
-    let a = x.abs();
-    let decimals = if a >= 100.0 {
-        0
-    } else if a >= 10.0 {
-        1
-    } else if a >= 1.0 || a == 0.0 {
-        2
-    } else {
-        3
-    };
-    fixed(x, decimals)
-}
-
-/// A value in a base unit given in thousands (kW from W): kilo, or mega from 10 000 kilo.
-fn kilo(x: f64, unit: &str) -> String {
-    let k = x / 1000.0;
-    if k.abs() >= 10_000.0 {
-        format!("{} M{unit}", sig(k / 1000.0))
-    } else {
-        format!("{} k{unit}", sig(k))
-    }
-}
-
-/// A measurement (`measurements` column `key`, SI value) as the page shows it:
-/// `229.5 V`, `5.23 A`, `1.20 kW`, `0.950`, `50.01 Hz`, `41.5 °C`, `2.1 %`.
-pub fn measurement_text(key: &str, value: Option<f64>) -> String {
-    let Some(v) = value.filter(|v| v.is_finite()) else {
-        return "–".to_owned();
-    };
-    match key.trim_end_matches(|c: char| c.is_ascii_digit()) {
-        "u" if v.abs() >= 10_000.0 => format!("{} kV", sig(v / 1000.0)),
-        "u" => format!("{} V", fixed(v, 1)),
-        "i" | "i_n" if v.abs() >= 10_000.0 => format!("{} kA", sig(v / 1000.0)),
-        "i" | "i_n" if v.abs() >= 100.0 => format!("{} A", fixed(v, 1)),
-        "i" | "i_n" => format!("{} A", fixed(v, 2)),
-        "p" => kilo(v, "W"),
-        "q" => kilo(v, "var"),
-        "s" => kilo(v, "VA"),
-        "pf" => fixed(v, 3),
-        "pa" => format!("{}°", fixed(v, 1)),
-        "frequency" => format!("{} Hz", fixed(v, 2)),
-        "temperature" => format!("{} °C", fixed(v, 1)),
-        "thd_u" | "thd_i" => format!("{} %", fixed(v, 1)),
-        _ => sig(v),
-    }
-}
-
-fn local(ts: DateTime<Utc>, tz: Tz) -> String {
-    ts.with_timezone(&tz).format("%-d %b %Y %H:%M").to_string()
-}
-
-/// When the shown measurements were measured, in the site's zone; `static/live.js` writes the
-/// same text when it refreshes them.
-pub fn measured_text(ts: DateTime<Utc>, tz: Tz) -> String {
-    ts.with_timezone(&tz)
-        .format("measured %-d %b %Y %H:%M:%S")
-        .to_string()
-}
-
-fn day(d: NaiveDate) -> String {
-    d.format("%-d %b %Y").to_string()
-}
-
-/// `from` to `to` (not included) as people say it: "7 Dec 2026", "1 Dec 2026 – 7 Dec 2026".
-fn days_text(from: NaiveDate, to: NaiveDate) -> String {
-    let last = to.pred_opt().unwrap_or(to);
-    if last <= from {
-        day(from)
-    } else {
-        format!("{} – {}", day(from), day(last))
-    }
-}
-
-// ---- ranges ----------------------------------------------------------------------------
-
-/// The quick ranges of the power graph: `?range=<key>`.
-const RANGES: [(&str, &str); 7] = [
-    ("24h", "Last 24 hours"),
-    ("today", "Today"),
-    ("yesterday", "Yesterday"),
-    ("7d", "7 days"),
-    ("30d", "30 days"),
-    ("month", "This month"),
-    ("year", "This year"),
-];
-
-/// The local days of a quick range on `today` (`None`: the rolling last 24 hours).
-fn range_days(key: &str, today: NaiveDate) -> Option<(NaiveDate, NaiveDate)> {
-    let tomorrow = today.succ_opt().unwrap_or(today);
-    let back = |n: i64| today - Duration::days(n);
-    match key {
-        "today" => Some((today, tomorrow)),
-        "yesterday" => Some((back(1), today)),
-        "7d" => Some((back(6), tomorrow)),
-        "30d" => Some((back(29), tomorrow)),
-        "month" => Some((today.with_day(1).unwrap_or(today), tomorrow)),
-        "year" => Some((
-            NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap_or(today),
-            tomorrow,
-        )),
-        _ => None,
-    }
-}
-
-/// The longest period the power graph shows (a leap year).
-pub const MAX_GRAPH_DAYS: i64 = 366;
-/// Up to this many days the graph shows quarter-hours; up to [`query::MAX_PROFILE_DAYS`]
-/// hourly means; beyond, daily means.
-const QUARTER_DAYS: i64 = 3;
 
 pub struct QuickRange {
     pub label: &'static str,
@@ -261,176 +131,6 @@ fn port_text(port: &str, slot: i16) -> String {
         "modbus" => format!("Modbus unit {slot}"),
         other => format!("{other} {slot}"),
     }
-}
-
-/// The power graph's points over `[start, end)` and how they were made.
-struct Graph {
-    points: Vec<PowerPoint>,
-    title: &'static str,
-    note: String,
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn graph(
-    state: &WebState,
-    device: &devices::DeviceView,
-    zone_name: &str,
-    tz: Tz,
-    (start, end): (DateTime<Utc>, DateTime<Utc>),
-    (from, to): (NaiveDate, NaiveDate),
-    import: &str,
-) -> Result<Graph, PageError> {
-    let days = (end - start).num_hours().div_euclid(24);
-    if days <= QUARTER_DAYS {
-        let profile = query::profile(
-            &state.pool,
-            device.site_id,
-            device.id,
-            &device.serial,
-            tz,
-            start,
-            end,
-            Some(import),
-        )
-        .await
-        .or_else(|e| match e {
-            // A meter without that register still shows its live values.
-            query::QueryError::Invalid(_) => Ok(query::Profile {
-                device: device.serial.clone(),
-                time_zone: zone_name.to_owned(),
-                from: start,
-                to: end,
-                registers: Vec::new(),
-                power: Vec::new(),
-            }),
-            other => Err(other),
-        })
-        .map_err(DashboardError::from)?;
-        let points = match profile.registers.first() {
-            Some(r) => r
-                .intervals
-                .iter()
-                .map(|i| PowerPoint {
-                    label: i.start_local.get(11..16).unwrap_or("").to_owned(),
-                    power_w: i.energy.map(|wh| wh * 4.0),
-                    estimated: i.quality == headend_energy::engine::Quality::Estimated,
-                    start: Some(i.start),
-                    interval: charts::quarter_text(i.start, tz),
-                    ..PowerPoint::default()
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        return Ok(Graph {
-            points,
-            title: "Power, 15-minute means",
-            note: String::new(),
-        });
-    }
-    let quality = |estimated: bool, complete: bool| {
-        Some(if estimated {
-            charts::Quality::Estimated
-        } else if complete {
-            charts::Quality::Measured
-        } else {
-            charts::Quality::Incomplete
-        })
-    };
-    if days <= query::MAX_PROFILE_DAYS {
-        let hours = devices::hourly_energy(&state.pool, device.id, import, start, end).await?;
-        let mut by_hour = hours.into_iter().peekable();
-        let first = start.timestamp() - start.timestamp().rem_euclid(3600);
-        let mut points = Vec::new();
-        let mut t = first;
-        while t < end.timestamp() {
-            let Some(at) = DateTime::from_timestamp(t, 0) else {
-                break;
-            };
-            let mut found = None;
-            while let Some(h) = by_hour.peek() {
-                if h.start < at {
-                    by_hour.next();
-                } else {
-                    if h.start == at {
-                        found = by_hour.next();
-                    }
-                    break;
-                }
-            }
-            let lt = at.with_timezone(&tz);
-            let next = (at + Duration::hours(1)).with_timezone(&tz);
-            points.push(PowerPoint {
-                label: lt.format("%-d %b %Hh").to_string(),
-                power_w: found
-                    .as_ref()
-                    .filter(|h| h.quarters > 0)
-                    .map(|h| h.energy_milli as f64 * 4.0 / 1000.0 / h.quarters as f64),
-                estimated: found.as_ref().is_some_and(|h| h.estimated),
-                start: Some(at),
-                interval: format!(
-                    "{}–{} {}",
-                    lt.format("%a %-d %b %Y %H:%M"),
-                    next.format("%H:%M"),
-                    next.format("%Z")
-                ),
-                quality: found
-                    .as_ref()
-                    .and_then(|h| quality(h.estimated, h.quarters >= 4)),
-            });
-            t += 3600;
-        }
-        return Ok(Graph {
-            points,
-            title: "Power, hourly means",
-            note: format!(
-                "hourly means of the 15-minute energy, so that {} days stay readable",
-                (to - from).num_days()
-            ),
-        });
-    }
-    let days_found = devices::daily_energy(&state.pool, device.id, import, from, to).await?;
-    let mut by_day = days_found.into_iter().peekable();
-    let mut points = Vec::new();
-    let mut d = from;
-    while d < to {
-        let mut found = None;
-        while let Some(x) = by_day.peek() {
-            if x.day < d {
-                by_day.next();
-            } else {
-                if x.day == d {
-                    found = by_day.next();
-                }
-                break;
-            }
-        }
-        let covered = found.as_ref().map_or(0, |x| x.measured + x.estimated);
-        points.push(PowerPoint {
-            label: d.format("%-d %b").to_string(),
-            power_w: found
-                .as_ref()
-                .filter(|_| covered > 0)
-                .map(|x| x.energy_milli as f64 * 4.0 / 1000.0 / f64::from(covered)),
-            estimated: found.as_ref().is_some_and(|x| x.estimated > 0),
-            start: Some(calendar::period_bounds(tz, d, Period::Day).0),
-            interval: charts::period_text(d, Period::Day),
-            quality: found
-                .as_ref()
-                .and_then(|x| quality(x.estimated > 0, covered >= x.quarters)),
-        });
-        d = match d.succ_opt() {
-            Some(n) => n,
-            None => break,
-        };
-    }
-    Ok(Graph {
-        points,
-        title: "Power, daily means",
-        note: format!(
-            "daily means of the 15-minute energy, so that {} days stay readable",
-            (to - from).num_days()
-        ),
-    })
 }
 
 pub async fn meter_page(
@@ -743,82 +443,4 @@ pub async fn meter_page(
         },
         set,
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn measurements_read_in_their_units() {
-        let t = |k: &str, v: f64| measurement_text(k, Some(v));
-        assert_eq!(t("u1", 229.5), "229.5 V");
-        assert_eq!(t("u2", 231.25), "231.3 V");
-        assert_eq!(t("u1", 20_500.0), "20.5 kV");
-        assert_eq!(t("i1", 5.234), "5.23 A");
-        assert_eq!(t("i_n", 0.0), "0.00 A");
-        assert_eq!(t("i2", 123.45), "123.5 A");
-        assert_eq!(t("p", 1200.0), "1.20 kW");
-        assert_eq!(t("p1", 800.0), "0.800 kW");
-        assert_eq!(t("p", -2815.0), "-2.82 kW");
-        assert_eq!(t("p", 12_345_000.0), "12.3 MW");
-        assert_eq!(t("p", 9_999_000.0), "9999 kW");
-        assert_eq!(t("q", 450.0), "0.450 kvar");
-        assert_eq!(t("s3", 3_000.0), "3.00 kVA");
-        assert_eq!(t("pf", 0.95), "0.950");
-        assert_eq!(t("pf1", -0.0004), "0.000");
-        assert_eq!(t("pa1", 12.34), "12.3°");
-        assert_eq!(t("frequency", 50.01), "50.01 Hz");
-        assert_eq!(t("temperature", 41.5), "41.5 °C");
-        assert_eq!(t("thd_u1", 2.1), "2.1 %");
-        assert_eq!(measurement_text("u1", None), "–");
-        assert_eq!(measurement_text("u1", Some(f64::NAN)), "–");
-    }
-
-    #[test]
-    fn rounding_is_half_up_on_the_magnitude() {
-        assert_eq!(fixed(0.125, 2), "0.13");
-        assert_eq!(fixed(-0.125, 2), "-0.13");
-        assert_eq!(fixed(2.5, 0), "3");
-        assert_eq!(fixed(0.05, 1), "0.1");
-        assert_eq!(fixed(-0.04, 1), "0.0");
-        assert_eq!(fixed(1234.5678, 3), "1234.568");
-        assert_eq!(sig(0.0), "0.00");
-    }
-
-    #[test]
-    fn quick_ranges_are_local_days() {
-        let d = |s: &str| s.parse::<NaiveDate>().unwrap();
-        let today = d("2026-12-07");
-        assert_eq!(range_days("24h", today), None);
-        assert_eq!(
-            range_days("today", today),
-            Some((d("2026-12-07"), d("2026-12-08")))
-        );
-        assert_eq!(
-            range_days("yesterday", today),
-            Some((d("2026-12-06"), d("2026-12-07")))
-        );
-        assert_eq!(
-            range_days("7d", today),
-            Some((d("2026-12-01"), d("2026-12-08")))
-        );
-        assert_eq!(
-            range_days("30d", today),
-            Some((d("2026-11-08"), d("2026-12-08")))
-        );
-        assert_eq!(
-            range_days("month", today),
-            Some((d("2026-12-01"), d("2026-12-08")))
-        );
-        assert_eq!(
-            range_days("year", today),
-            Some((d("2026-01-01"), d("2026-12-08")))
-        );
-        assert_eq!(days_text(d("2026-12-07"), d("2026-12-08")), "7 Dec 2026");
-        assert_eq!(
-            days_text(d("2026-12-01"), d("2026-12-08")),
-            "1 Dec 2026 – 7 Dec 2026"
-        );
-    }
 }
