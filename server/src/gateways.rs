@@ -196,25 +196,27 @@ pub struct GatewayView {
 
 /// Whether gateway `g` is online, as SQL: an MQTT gateway by its session (its `status` and last
 /// will), a gateway that never held an MQTT session (an XML push gateway: `online_changed_at`
-/// never set) by having pushed within the last 15 minutes. Written out in the queries that
-/// need it (`VIEW_SQL`, the overview, the offline-gateway alarm timer); keep them in step.
+/// never set) by having pushed within the last 15 minutes. Used by the gateway list, the
+/// overview and the offline-gateway alarm timer.
 pub const ONLINE_SQL: &str =
     "COALESCE(g.online OR (g.online_changed_at IS NULL AND g.last_seen_at > now() - interval '15 minutes'), false)";
 
-const VIEW_SQL: &str =
-    "SELECT g.id, g.serial, g.site_id, COALESCE(s.time_zone, g.time_zone) AS time_zone,
+/// The gateway view's query, up to its `WHERE` (callers add conditions and an order).
+fn view_sql() -> String {
+    format!(
+        "SELECT g.id, g.serial, g.site_id, COALESCE(s.time_zone, g.time_zone) AS time_zone,
         g.topic_root || '/' || g.topic_pub AS publish_base,
         g.topic_root || '/' || g.topic_sub AS command_topic,
-        g.model, g.firmware_version, g.hardware_version,
-        COALESCE(g.online OR (g.online_changed_at IS NULL AND g.last_seen_at > now() - interval '15 minutes'), false) AS online,
-        g.last_hello_at,
+        g.model, g.firmware_version, g.hardware_version, {ONLINE_SQL} AS online, g.last_hello_at,
         g.last_seen_at, g.clock_skew_s, g.clock_faults,
         (SELECT count(*) FROM ingest_rejects r WHERE r.gateway_id = g.id) AS rejected_messages
  FROM gateways g LEFT JOIN sites s ON s.id = g.site_id
- WHERE ($1::int8[] IS NULL OR g.site_id = ANY($1))";
+ WHERE ($1::int8[] IS NULL OR g.site_id = ANY($1))"
+    )
+}
 
 pub async fn list(pool: &PgPool, scope: &Scope) -> Result<Vec<GatewayView>, sqlx::Error> {
-    sqlx::query_as(&format!("{VIEW_SQL} ORDER BY g.serial"))
+    sqlx::query_as(&format!("{} ORDER BY g.serial", view_sql()))
         .bind(scope.site_ids())
         .fetch_all(pool)
         .await
@@ -225,7 +227,7 @@ pub async fn get(
     scope: &Scope,
     serial: &str,
 ) -> Result<Option<GatewayView>, sqlx::Error> {
-    sqlx::query_as(&format!("{VIEW_SQL} AND g.serial = $2"))
+    sqlx::query_as(&format!("{} AND g.serial = $2", view_sql()))
         .bind(scope.site_ids())
         .bind(serial)
         .fetch_optional(pool)

@@ -318,14 +318,11 @@ pub async fn overview(
     .bind(&ids)
     .fetch_all(pool)
     .await?;
-    let gateways: Vec<(i64, String, bool, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT g.site_id, g.serial,
-                COALESCE(g.online OR (g.online_changed_at IS NULL
-                              AND g.last_seen_at > now() - interval '15 minutes'), false),
-                g.last_seen_at
-         FROM gateways g
-         WHERE g.site_id = ANY($1) ORDER BY g.serial",
-    )
+    let gateways: Vec<(i64, String, bool, Option<DateTime<Utc>>)> = sqlx::query_as(&format!(
+        "SELECT g.site_id, g.serial, {}, g.last_seen_at FROM gateways g
+             WHERE g.site_id = ANY($1) ORDER BY g.serial",
+        crate::gateways::ONLINE_SQL
+    ))
     .bind(&ids)
     .fetch_all(pool)
     .await?;

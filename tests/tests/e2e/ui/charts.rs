@@ -10,7 +10,7 @@ use headend_e2e::browser::{Browser, DESKTOP, PHONE};
 use headend_e2e::TestApp;
 use serde_json::Value;
 
-use crate::ui::log_in;
+use crate::ui::{fits, log_in};
 
 /// Counter documents of `serial` every quarter-hour from `start` for `quarters` quarters,
 /// `first_kwh` at the start and 1 kWh more each quarter, without the readings at `skip`.
@@ -181,19 +181,6 @@ async fn all_live(browser: &Browser) {
     )
     .await;
     assert!(kinds.as_array().is_some_and(|k| !k.is_empty()), "{kinds}");
-}
-
-/// No part of the page is wider than the window.
-async fn fits(browser: &Browser, what: &str) {
-    let looks = browser
-        .execute("return [document.documentElement.scrollWidth, window.innerWidth]")
-        .await
-        .unwrap();
-    let (page, screen) = (looks[0].as_i64().unwrap(), looks[1].as_i64().unwrap());
-    assert!(
-        page <= screen,
-        "{what}: {page} px wide on a {screen} px window"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use headend_e2e::browser::{Browser, DESKTOP, PHONE};
 use headend_e2e::TestApp;
 use serde_json::{json, Value};
 
-use crate::ui::log_in;
+use crate::ui::{fits, log_in};
 
 /// A measurements document of the IR meter `X0000124`, measured `ago_s` seconds ago.
 fn measurement(ago_s: i64, changes: &[(&str, Value)]) -> String {
@@ -31,19 +31,6 @@ fn counters(at: chrono::DateTime<Utc>, counters: Value, settings: Value) -> Stri
         "settings": settings,
     })
     .to_string()
-}
-
-/// No part of the page is wider than the window.
-async fn fits(browser: &Browser, what: &str) {
-    let looks = browser
-        .execute("return [document.documentElement.scrollWidth, window.innerWidth]")
-        .await
-        .unwrap();
-    let (page, screen) = (looks[0].as_i64().unwrap(), looks[1].as_i64().unwrap());
-    assert!(
-        page <= screen,
-        "{what}: {page} px wide on a {screen} px window"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

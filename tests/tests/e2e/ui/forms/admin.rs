@@ -7,7 +7,7 @@ use headend_e2e::browser::{Browser, DESKTOP, PHONE};
 use headend_e2e::TestApp;
 use serde_json::json;
 
-use crate::ui::log_in;
+use crate::ui::{log_in, status, texts, value};
 
 /// Ids of what [`seed`] creates.
 struct Seeded {
@@ -78,42 +78,6 @@ async fn seed(app: &TestApp) -> Seeded {
         panel,
         meter,
     }
-}
-
-/// The trimmed texts of the elements matching `css`.
-async fn texts(browser: &Browser, css: &str) -> Vec<String> {
-    let found = browser
-        .execute_with(
-            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent.trim())",
-            vec![json!(css)],
-        )
-        .await
-        .unwrap();
-    serde_json::from_value(found).unwrap()
-}
-
-/// The HTTP status of the page now shown (Chromium reports it on the navigation entry).
-async fn status(browser: &Browser) -> i64 {
-    browser
-        .execute("return performance.getEntriesByType('navigation')[0].responseStatus")
-        .await
-        .unwrap()
-        .as_i64()
-        .unwrap_or_default()
-}
-
-/// The current value of a form control.
-async fn value(browser: &Browser, css: &str) -> String {
-    browser
-        .execute_with(
-            "return document.querySelector(arguments[0]).value",
-            vec![json!(css)],
-        )
-        .await
-        .unwrap()
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
 }
 
 /// The field `id` is marked invalid and described by its message, which contains `needle`.

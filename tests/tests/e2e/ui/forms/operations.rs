@@ -8,7 +8,7 @@ use headend_e2e::browser::{Browser, DESKTOP, PHONE};
 use headend_e2e::TestApp;
 use serde_json::json;
 
-use crate::ui::log_in;
+use crate::ui::{log_in, status, texts, value};
 
 /// Ids of what [`seed`] creates.
 struct Seeded {
@@ -67,43 +67,6 @@ async fn seed(app: &TestApp) -> Seeded {
         meter,
         relay,
     }
-}
-
-/// The texts of the elements matching `css`.
-async fn texts(browser: &Browser, css: &str) -> Vec<String> {
-    let found = browser
-        .execute_with(
-            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.textContent.trim())",
-            vec![json!(css)],
-        )
-        .await
-        .unwrap();
-    serde_json::from_value(found).unwrap()
-}
-
-/// The current value of a form control (a select's chosen option).
-async fn value(browser: &Browser, css: &str) -> String {
-    browser.wait_for(css).await.unwrap();
-    browser
-        .execute_with(
-            "return document.querySelector(arguments[0]).value",
-            vec![json!(css)],
-        )
-        .await
-        .unwrap()
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
-}
-
-/// The HTTP status of the page now shown (Chromium reports it on the navigation entry).
-async fn status(browser: &Browser) -> i64 {
-    browser
-        .execute("return performance.getEntriesByType('navigation')[0].responseStatus")
-        .await
-        .unwrap()
-        .as_i64()
-        .unwrap_or_default()
 }
 
 /// Every `label.check` shows its box beside its text, not over it, and fits the window.
