@@ -10,20 +10,20 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
-use crate::datadir::{DataDir, Runtime, ServeLock};
-use crate::db::Database;
+use crate::infra::datadir::{DataDir, Runtime, ServeLock};
+use crate::infra::db::Database;
 use crate::ingest::{Ingest, IngestSettings};
-use crate::metrics::{Gauges, Metrics};
+use crate::infra::metrics::{Gauges, Metrics};
 use crate::mqtt::{EmbeddedMqtt, GatewayPolicy, JournalTap};
-use crate::profiles::worker::ProfileWorker;
-use crate::{gateways, web};
+use crate::accounting::worker::ProfileWorker;
+use crate::{fleet::gateways, web};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error(transparent)]
-    DataDir(#[from] crate::datadir::DataDirError),
+    DataDir(#[from] crate::infra::datadir::DataDirError),
     #[error(transparent)]
-    Db(#[from] crate::db::DbError),
+    Db(#[from] crate::infra::db::DbError),
     #[error("{0}")]
     Journal(#[from] headend_journal::JournalError),
     #[error(transparent)]
@@ -328,7 +328,7 @@ impl App {
             });
         }
         {
-            let dispatcher = crate::commands::dispatcher::Dispatcher::new(
+            let dispatcher = crate::relays::dispatcher::Dispatcher::new(
                 db.pool.clone(),
                 commands.clone(),
                 config.commands.timing(),

@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 
 use crate::auth::{password, users, Role};
 use crate::config::Config;
-use crate::datadir::DataDir;
-use crate::db::Database;
-use crate::{gateways, sites, App};
+use crate::infra::datadir::DataDir;
+use crate::infra::db::Database;
+use crate::{fleet::gateways, sites, App};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -121,7 +121,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(&config.log.filter, config.log.json);
+    crate::infra::telemetry::init(&config.log.filter, config.log.json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -405,7 +405,7 @@ where
             drop(lock);
             result
         }
-        Err(crate::datadir::DataDirError::Busy { .. }) => {
+        Err(crate::infra::datadir::DataDirError::Busy { .. }) => {
             let url = wait_for_runtime(&data).await?;
             let db = Database::attach(&url).await?;
             let result = f(db.pool.clone()).await;
@@ -444,8 +444,8 @@ async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<Exi
             .and_then(|d| d.running())
             .map_or_else(|| config.http.addr.to_string(), |r| r.http_addr),
     };
-    let client = crate::alarms::net::http_client(
-        crate::alarms::net::tls_config(None).map_err(anyhow::Error::msg)?,
+    let client = crate::infra::http::http_client(
+        crate::infra::http::tls_config(None).map_err(anyhow::Error::msg)?,
         std::time::Duration::from_secs(5),
     )
     .map_err(anyhow::Error::msg)?;
@@ -465,7 +465,7 @@ async fn healthcheck(config: &Config, url: Option<String>) -> anyhow::Result<Exi
         Err(e) => {
             println!(
                 "unreachable ({addr}): {}",
-                crate::alarms::net::error_chain(&e)
+                crate::infra::http::error_chain(&e)
             );
             Ok(ExitCode::FAILURE)
         }

@@ -3,26 +3,22 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the bird's-eye view.
 
+pub mod accounting;
 pub mod alarms;
 pub mod app;
 pub mod auth;
 pub mod cli;
-pub mod commands;
 pub mod config;
 pub mod dashboard;
-pub mod datadir;
-pub mod db;
 pub mod demo;
-pub mod devices;
 pub mod export;
-pub mod gateways;
+pub mod fleet;
+pub mod infra;
 pub mod ingest;
-pub mod metrics;
 pub mod modbus;
 pub mod mqtt;
-pub mod profiles;
+pub mod relays;
 pub mod sites;
-pub mod telemetry;
 pub mod web;
 pub mod xml_push;
 

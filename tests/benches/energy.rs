@@ -630,7 +630,7 @@ struct Bench<'a> {
 }
 
 async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
-    headend::telemetry::init("warn", false);
+    headend::infra::telemetry::init("warn", false);
     // A dedicated cluster with fsync on, as in production and in the ingest benchmark.
     // PostgreSQL runs as `postgres` when we are root, so the directory above its data
     // directory must be traversable.
@@ -1602,10 +1602,10 @@ impl Probe {
     }
 }
 
-/// The profile's intervals query, as `profiles::query::profile` runs it.
+/// The profile's intervals query, as `accounting::query::profile` runs it.
 const SQL_PROFILE: &str = "SELECT counter_id, start, energy_milli, quality FROM energy_intervals
      WHERE counter_id = ANY($1) AND start >= $2 AND start < $3 ORDER BY counter_id, start";
-/// The consumption query, as `profiles::query::consumption` runs it for `by=day`.
+/// The consumption query, as `accounting::query::consumption` runs it for `by=day`.
 const SQL_YEAR_BY_DAY: &str = "SELECT counter_id, date_trunc('day', day)::date AS bucket,
         sum(energy_milli)::int8, sum(measured)::int8, sum(estimated)::int8,
         sum(cost_nano)::int8, count(cost_nano), count(*), max(currency)

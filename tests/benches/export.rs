@@ -521,7 +521,7 @@ struct Bench<'a> {
 }
 
 async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
-    headend::telemetry::init("warn", false);
+    headend::infra::telemetry::init("warn", false);
     // A dedicated cluster with production settings. PostgreSQL runs as `postgres` when we are
     // root, so the directory above its data directory must be traversable.
     let pg_dir = tempfile::Builder::new().prefix("hebench-pg").tempdir()?;

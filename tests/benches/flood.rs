@@ -82,7 +82,7 @@ struct Phase {
 
 async fn run(params: Params) -> anyhow::Result<()> {
     // Each refused attempt is logged as a warning: thousands of lines would hide the report.
-    headend::telemetry::init("error", false);
+    headend::infra::telemetry::init("error", false);
     let app = TestApp::spawn_with(|config| config.log.filter = "error".into()).await;
     let site = app.site("Flood", "UTC").await;
     let password = app.gateway(SERIAL, Some(site), Some("UTC")).await;

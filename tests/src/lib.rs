@@ -172,7 +172,7 @@ impl TestApp {
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
         // `HEADEND_TEST_LOG` (an EnvFilter, e.g. `headend=debug`) to see more of a failing test.
         let filter = std::env::var("HEADEND_TEST_LOG").unwrap_or_else(|_| "warn".into());
-        headend::telemetry::init(&filter, false);
+        headend::infra::telemetry::init(&filter, false);
         let data_dir = tempfile::Builder::new()
             .prefix("he")
             .tempdir()
@@ -247,9 +247,9 @@ impl TestApp {
 
     /// Registers a gateway directly in the database, returning its password.
     pub async fn gateway(&self, serial: &str, site: Option<i64>, zone: Option<&str>) -> String {
-        let created = headend::gateways::create(
+        let created = headend::fleet::gateways::create(
             &self.pool,
-            headend::gateways::NewGateway {
+            headend::fleet::gateways::NewGateway {
                 serial: serial.into(),
                 site_id: site,
                 time_zone: zone.map(Into::into),

@@ -24,7 +24,7 @@ use super::lifecycle::{self, RuleInfo, Subject};
 use super::rules::{self, Change, Condition, RuleState};
 use super::{measurement_column, Actions, AlarmsHandle, Severity, Watch};
 use crate::ingest::normalize::{DeviceKey, MeasurementRow, MEASUREMENT_COLUMNS};
-use crate::profiles::worker::EnergyChanged;
+use crate::accounting::worker::EnergyChanged;
 
 /// How far back a recomputed span is judged: a backfill of months is judged on its last week
 /// (older quarter-hours are history, not news; the CSV and the API still show them).
@@ -117,7 +117,7 @@ pub struct Engine {
     pool: PgPool,
     rx: mpsc::Receiver<Input>,
     handle: AlarmsHandle,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::infra::metrics::Metrics>,
     wants_measurements: Arc<AtomicBool>,
     index: Index,
     states: HashMap<(i64, String), RuleState>,
@@ -131,7 +131,7 @@ const RELOAD_EVERY: Duration = Duration::from_secs(30);
 pub fn channel(
     pool: PgPool,
     handle: AlarmsHandle,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::infra::metrics::Metrics>,
 ) -> (AlarmFeed, Engine) {
     let (tx, rx) = mpsc::channel(64);
     let wants = Arc::new(AtomicBool::new(false));
@@ -399,7 +399,7 @@ impl Engine {
                       AND q.start >= ch.lo - interval '15 minutes' AND q.start < ch.hi
                  WHERE r.enabled AND r.watch->>'kind' IN ('energy_15min', 'mean_power_15min')
                  ORDER BY q.start",
-                import = crate::profiles::roles::DEFAULT_IMPORT,
+                import = crate::accounting::roles::DEFAULT_IMPORT,
             ))
             .bind(&ids)
             .bind(&los)

@@ -19,7 +19,6 @@
 
 pub mod engine;
 pub mod lifecycle;
-pub mod net;
 pub mod outbox;
 pub mod rules;
 pub mod smtp;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use super::smtp::{self, Mail, Mailer, SmtpSettings};
 use super::webhook::{self, Target};
 use crate::auth::{Principal, Role, Scope};
-use crate::commands::ledger::{self, Action, CommandError, NewCommand};
+use crate::relays::ledger::{self, Action, CommandError, NewCommand};
 use crate::config::Secret;
 use crate::mqtt::CommandSender;
 
@@ -39,10 +39,10 @@ pub struct OutboxSender {
     pub pool: PgPool,
     pub settings: OutboxSettings,
     pub mqtt: CommandSender,
-    pub timing: crate::commands::Timing,
+    pub timing: crate::relays::Timing,
     pub wake: Arc<Notify>,
     pub commands_wake: Arc<Notify>,
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub metrics: Arc<crate::infra::metrics::Metrics>,
 }
 
 enum Outcome {
@@ -60,7 +60,7 @@ type Row = (i64, Option<i64>, String, String, Value, String, i32);
 
 /// The sender's settings from `[alarms]`; fails on a CA file that cannot be used.
 pub fn settings(config: &crate::config::AlarmsConfig) -> Result<OutboxSettings, String> {
-    let ca_pem = super::net::ca_pem(config.tls_ca_file.as_deref())?;
+    let ca_pem = crate::infra::http::ca_pem(config.tls_ca_file.as_deref())?;
     let timeout = Duration::from_secs(config.send_timeout_secs.max(1));
     let smtp = config
         .smtp_host
@@ -78,7 +78,7 @@ pub fn settings(config: &crate::config::AlarmsConfig) -> Result<OutboxSettings, 
             })
         })
         .transpose()?;
-    let http = super::net::http_client(super::net::tls_config(ca_pem.as_deref())?, timeout)?;
+    let http = crate::infra::http::http_client(crate::infra::http::tls_config(ca_pem.as_deref())?, timeout)?;
     Ok(OutboxSettings {
         smtp,
         webhook_secret: config.webhook_secret.clone(),

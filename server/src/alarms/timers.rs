@@ -75,7 +75,7 @@ impl Timers {
                      g.last_seen_at + interval '15 minutes', g.created_at)))
                  END::float8
              FROM alarm_rules r {GATEWAYS_OF_RULE}",
-            online = crate::gateways::ONLINE_SQL
+            online = crate::fleet::gateways::ONLINE_SQL
         ))
         .bind("gateway_offline")
         .fetch_all(&self.pool)

@@ -8,7 +8,7 @@
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use super::net;
+use crate::infra::http as net;
 
 /// A webhook URL: `http://` or `https://`, a host, no credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -104,9 +104,9 @@ impl Default for CommandsConfig {
 }
 
 impl CommandsConfig {
-    pub fn timing(&self) -> crate::commands::Timing {
+    pub fn timing(&self) -> crate::relays::Timing {
         use std::time::Duration as D;
-        crate::commands::Timing {
+        crate::relays::Timing {
             default_expiry: D::from_secs(self.default_expiry_secs.max(1)),
             confirm_timeout: D::from_secs(self.confirm_timeout_secs.max(1)),
             approval_timeout: D::from_secs(self.approval_timeout_secs.max(1)),
@@ -120,7 +120,7 @@ impl Default for EnergyConfig {
         Self {
             interval_tolerance_secs: 120,
             backlog_horizon_days: crate::ingest::normalize::DEFAULT_BACKLOG_HORIZON_DAYS,
-            max_interpolation_gap_hours: crate::profiles::worker::DEFAULT_MAX_GAP_HOURS,
+            max_interpolation_gap_hours: crate::accounting::worker::DEFAULT_MAX_GAP_HOURS,
         }
     }
 }

@@ -5,7 +5,7 @@
 //! `settings.phaseN` (which phase: `"Total"`, `"L1"`...) and `settings.tariffN` (the tariffs
 //! it accumulates in, e.g. `"1 2 3 4 "`) are all there is. Headend adds what the device is
 //! configured with (its import, export and reactive registers, see
-//! [`crate::profiles::roles`]). From that:
+//! [`crate::accounting::roles`]). From that:
 //!
 //! - the register's role names it: "Active energy import", "Active energy export",
 //!   "Reactive energy import (inductive)"; `counter4nr` in varh is "Reactive energy export
@@ -17,7 +17,7 @@
 //! - a resettable counter says so (", resettable");
 //! - anything else keeps a neutral name ("Counter 7").
 
-use crate::profiles::roles::{self, Role};
+use crate::accounting::roles::{self, Role};
 
 /// A counter register as Headend stores it (`counters` row).
 #[derive(Debug, Clone, Copy)]

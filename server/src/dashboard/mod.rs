@@ -16,9 +16,9 @@ use headend_energy::calendar::{self, Period};
 use sqlx::PgPool;
 
 use crate::auth::Scope;
-use crate::devices;
-use crate::profiles::query::{self, Consumption, Group};
-use crate::profiles::{structure, topology, worker};
+use crate::fleet::devices;
+use crate::accounting::query::{self, Consumption, Group};
+use crate::accounting::{structure, topology, worker};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
@@ -247,7 +247,7 @@ pub async fn meter_placements(
 }
 
 /// The meter `serial` on a gateway of `site`, resolved by the rule of
-/// [`crate::devices::Resolved`] with the site as the scope: `device` picks one, and without it
+/// [`crate::fleet::devices::Resolved`] with the site as the scope: `device` picks one, and without it
 /// a serial that two meters of the site report is ambiguous.
 pub async fn site_meter(
     pool: &PgPool,

@@ -19,8 +19,8 @@ use sqlx::PgPool;
 
 use super::{power, spark, zone, DashboardError};
 use crate::auth::Scope;
-use crate::profiles::roles::{self, Role};
-use crate::profiles::topology::{self, Placement};
+use crate::accounting::roles::{self, Role};
+use crate::accounting::topology::{self, Placement};
 use crate::sites;
 
 /// A figure of this period beside the same period a year earlier.
@@ -321,7 +321,7 @@ pub async fn overview(
     let gateways: Vec<(i64, String, bool, Option<DateTime<Utc>>)> = sqlx::query_as(&format!(
         "SELECT g.site_id, g.serial, {}, g.last_seen_at FROM gateways g
              WHERE g.site_id = ANY($1) ORDER BY g.serial",
-        crate::gateways::ONLINE_SQL
+        crate::fleet::gateways::ONLINE_SQL
     ))
     .bind(&ids)
     .fetch_all(pool)

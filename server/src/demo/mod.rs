@@ -34,8 +34,8 @@ use serde_json::json;
 use sqlx::PgPool;
 
 use crate::auth::{password, users, Role, Scope};
-use crate::profiles::{contracts, structure};
-use crate::{gateways, sites};
+use crate::accounting::{contracts, structure};
+use crate::{fleet::gateways, sites};
 use backfill::{CounterRef, Register};
 use model::{Place, SiteSpec, Source, SITES};
 

@@ -54,9 +54,9 @@ use sqlx::PgPool;
 pub use self::csv::{DecimalMark, Format, Separator};
 use crate::auth::Scope;
 use crate::ingest::normalize::MEASUREMENT_COLUMNS;
-use crate::profiles::contracts::{self, BadContract, SiteContracts};
-use crate::profiles::roles::{self, Role};
-use crate::{devices, sites};
+use crate::accounting::contracts::{self, BadContract, SiteContracts};
+use crate::accounting::roles::{self, Role};
+use crate::{fleet::devices, sites};
 
 /// Rows are sent in chunks of about this size.
 pub const CHUNK: usize = 64 * 1024;
@@ -286,7 +286,7 @@ impl Selection {
                 })
             }
             Target::Circuit(id) => {
-                let circuit = crate::profiles::structure::get_circuit(pool, *id)
+                let circuit = crate::accounting::structure::get_circuit(pool, *id)
                     .await?
                     .ok_or(ExportError::NotFound("circuit"))?;
                 let site = sites::get(pool, scope, circuit.site_id)

@@ -26,8 +26,8 @@ use sqlx::PgPool;
 use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
-use crate::gateways;
-use crate::metrics::Metrics;
+use crate::fleet::gateways;
+use crate::infra::metrics::Metrics;
 use normalize::{Directory, Normalizer, Rows};
 use record::IngestRecord;
 

@@ -32,7 +32,7 @@ use super::{BusRequest, Maps};
 use crate::ingest::normalize_polled::{CommError, PolledCounter, Snapshot};
 use crate::ingest::record::{IngestRecord, RecordKind};
 use crate::ingest::IngestSink;
-use crate::metrics::Metrics;
+use crate::infra::metrics::Metrics;
 
 /// `IngestRecord::source` of polled records.
 pub const SOURCE: &str = "modbus";

@@ -177,7 +177,7 @@ pub struct ModbusService {
     pool: PgPool,
     sink: IngestSink,
     handle: ModbusHandle,
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<crate::infra::metrics::Metrics>,
 }
 
 struct Running {
@@ -195,7 +195,7 @@ impl ModbusService {
         pool: PgPool,
         sink: IngestSink,
         handle: ModbusHandle,
-        metrics: Arc<crate::metrics::Metrics>,
+        metrics: Arc<crate::infra::metrics::Metrics>,
     ) -> Self {
         Self {
             pool,

@@ -9,7 +9,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use super::config::ModbusConfig;
 use super::{Maps, ModbusError};
 use crate::auth::Scope;
-use crate::gateways;
+use crate::fleet::gateways;
 
 /// An unusable password hash: not a PHC string, so no password ever verifies against it.
 const NO_PASSWORD: &str = "!modbus-converter";

@@ -11,7 +11,7 @@ use super::error::{ApiError, ApiResult};
 use super::session::{self, Admin, Auth, LoginCheck, Peer};
 use super::WebState;
 use crate::auth::{password, users, Role};
-use crate::{devices, gateways, ingest, sites};
+use crate::{fleet::devices, fleet::gateways, ingest, sites};
 
 #[derive(Deserialize)]
 pub struct Login {

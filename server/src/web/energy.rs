@@ -14,9 +14,9 @@ use super::error::{ApiError, ApiResult};
 use super::session::{Admin, Auth};
 use super::WebState;
 use crate::auth::{Principal, Scope};
-use crate::profiles::structure::{self, StructureError};
-use crate::profiles::{contracts, query};
-use crate::{gateways, sites};
+use crate::accounting::structure::{self, StructureError};
+use crate::accounting::{contracts, query};
+use crate::{fleet::gateways, sites};
 
 impl From<StructureError> for ApiError {
     fn from(e: StructureError) -> Self {
@@ -79,7 +79,7 @@ pub struct ProfileParams {
     from: String,
     to: String,
     register: Option<String>,
-    /// Picks one of the meters reporting the serial (see [`crate::devices::Resolved`]).
+    /// Picks one of the meters reporting the serial (see [`crate::fleet::devices::Resolved`]).
     device: Option<i64>,
 }
 

@@ -4,7 +4,7 @@
 //! `site=ID`, `meter=SERIAL`, `circuit=ID`, `from` and `to` (RFC 3339 instants or local dates
 //! of the site), optional `register`, `sep=comma|semicolon`, `decimal=point|comma`,
 //! `bom=true|false`. Viewers and up; the caller's site scope applies (other sites are 404).
-//! A meter is resolved like everywhere else ([`crate::devices::Resolved`]): `device=ID`
+//! A meter is resolved like everywhere else ([`crate::fleet::devices::Resolved`]): `device=ID`
 //! picks one of the meters reporting the serial, and an ambiguous serial is a 409 listing
 //! them.
 
@@ -75,7 +75,7 @@ pub async fn csv(
         if let Some(site) = meter.site_id {
             scope = crate::auth::Scope::Sites(vec![site]);
         }
-        if crate::devices::candidates(&state.pool, &scope, &meter.serial)
+        if crate::fleet::devices::candidates(&state.pool, &scope, &meter.serial)
             .await?
             .len()
             > 1

@@ -30,7 +30,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::token::TokenKeys;
-use crate::metrics::{Gauges, Metrics};
+use crate::infra::metrics::{Gauges, Metrics};
 
 /// Everything a handler may use.
 #[derive(Clone)]
@@ -49,7 +49,7 @@ pub struct WebState {
     pub energy_wake: Arc<tokio::sync::Notify>,
     /// Wakes the relay command dispatcher after a new or approved command.
     pub commands_wake: Arc<tokio::sync::Notify>,
-    pub command_timing: crate::commands::Timing,
+    pub command_timing: crate::relays::Timing,
     /// Tells the alarm tasks about rule changes and new outbox rows.
     pub alarms: crate::alarms::AlarmsHandle,
     /// Modbus converters: register maps, settings, the running buses.

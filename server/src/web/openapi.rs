@@ -6,7 +6,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use crate::profiles::structure::USAGES;
+use crate::accounting::structure::USAGES;
 
 pub async fn serve() -> impl IntoResponse {
     Json(document())
@@ -1002,13 +1002,13 @@ mod tests {
                 .unwrap(),
             keys: crate::auth::token::TokenKeys::new(&[1; 32], 60),
             metrics: std::sync::Arc::default(),
-            gauges: std::sync::Arc::new(crate::metrics::Gauges::default),
+            gauges: std::sync::Arc::new(crate::infra::metrics::Gauges::default),
             default_time_zone: "UTC".into(),
             secure_cookies: false,
             on_gateways_changed: std::sync::Arc::new(|| {}),
             energy_wake: std::sync::Arc::default(),
             commands_wake: std::sync::Arc::default(),
-            command_timing: crate::commands::Timing::default(),
+            command_timing: crate::relays::Timing::default(),
             alarms: crate::alarms::AlarmsHandle::default(),
             modbus: crate::modbus::ModbusHandle::detached(),
             metrics_token: None,

@@ -1,5 +1,5 @@
 //! `/api/v1/energy/quarantine`: the energy counters the profile worker set aside because
-//! recomputing them failed on their own (see `profiles::worker`), for admins.
+//! recomputing them failed on their own (see `accounting::worker`), for admins.
 //!
 //! - `GET /energy/quarantine`: every counter ever quarantined, active ones first, with the
 //!   reason, since when, how many times, and where the counter is (device, gateway, site).

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiResult};
 use super::session::{Admin, Auth};
 use super::WebState;
-use crate::commands::ledger::{self, CommandError, Created};
+use crate::relays::ledger::{self, CommandError, Created};
 
 impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {

@@ -12,7 +12,7 @@
 //! segments too, so the values `.` and `..` (and the empty string) cannot be carried in a path
 //! segment at all. Links to a device therefore always carry its id (`?device=<id>`), and for
 //! those values the path segment is [`ANY_SERIAL`], which the resolver
-//! ([`crate::devices::resolve_meter`]) accepts only together with a device id.
+//! ([`crate::fleet::devices::resolve_meter`]) accepts only together with a device id.
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
@@ -21,7 +21,7 @@ pub const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remov
 
 /// The path segment standing for "the serial of the device named by `?device=`", used where
 /// the serial itself cannot be a path segment (`""`, `"."`, `".."`).
-pub use crate::devices::ANY_SERIAL;
+pub use crate::fleet::devices::ANY_SERIAL;
 
 /// `text` as one path segment: percent-encoded UTF-8, nothing but `A-Z a-z 0-9 - _ ~ %`.
 ///

@@ -18,15 +18,15 @@ use tower_http::trace::TraceLayer;
 use super::error::{ApiError, ApiResult};
 use super::session::{Admin, Auth};
 use super::WebState;
-use crate::gateways::{GatewayAuthError, GatewayAuthenticator};
-use crate::metrics::Metrics;
+use crate::fleet::gateways::{GatewayAuthError, GatewayAuthenticator};
+use crate::infra::metrics::Metrics;
 use crate::xml_push::registry::{self, RegistryError, XmlPushSettings};
 use crate::xml_push::{Ack, RejectCode, Sender, XmlPush, HTTP_SOURCE};
 
 /// Largest request body: a few documents of the largest size the parser takes.
 pub const MAX_BODY_BYTES: usize = 4 * sg_wire::mismart::MAX_DOCUMENT_BYTES;
 
-/// `auth_throttled` channel of the HTTP push ([`crate::metrics::THROTTLE_CHANNELS`]).
+/// `auth_throttled` channel of the HTTP push ([`crate::infra::metrics::THROTTLE_CHANNELS`]).
 const XML_PUSH_CHANNEL: usize = 2;
 
 #[derive(Clone)]

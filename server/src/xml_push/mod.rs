@@ -24,7 +24,7 @@ use sqlx::PgPool;
 
 use crate::ingest::record::{IngestRecord, RecordKind};
 use crate::ingest::IngestSink;
-use crate::metrics::Metrics;
+use crate::infra::metrics::Metrics;
 pub use registry::Target;
 
 /// `IngestRecord::source` of documents received over TCP (or TLS).

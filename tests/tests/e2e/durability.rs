@@ -101,9 +101,9 @@ async fn headend_killed_mid_stream_commits_everything_it_acknowledged() {
     let mut child = spawn();
     let mqtt = wait_runtime().await;
     let pool = sqlx::PgPool::connect(&db).await.unwrap();
-    let created = headend::gateways::create(
+    let created = headend::fleet::gateways::create(
         &pool,
-        headend::gateways::NewGateway {
+        headend::fleet::gateways::NewGateway {
             serial: "SG2".into(),
             ..Default::default()
         },

@@ -485,7 +485,7 @@ async fn users_of_one_site_see_nothing_of_another_anywhere() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    use headend::profiles::{contracts, structure};
+    use headend::accounting::{contracts, structure};
     let panel_b = structure::create_panel(
         &app.pool,
         b,
@@ -1319,7 +1319,7 @@ async fn empty_states_explain_and_quick_ranges_are_marked() {
         "a spring-forward day has 92 quarters"
     );
     // The circuit page: its quick ranges, and why it shows nothing.
-    use headend::profiles::structure;
+    use headend::accounting::structure;
     let panel = structure::create_panel(
         &app.pool,
         site,

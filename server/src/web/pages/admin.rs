@@ -13,7 +13,7 @@ use super::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, 
 use crate::auth::{users, Role, Scope};
 use crate::web::urls::filters;
 use crate::web::WebState;
-use crate::{gateways, sites};
+use crate::{fleet::gateways, sites};
 
 #[derive(Template)]
 #[template(path = "admin.html")]

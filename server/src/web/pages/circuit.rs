@@ -12,7 +12,7 @@ use super::site::{local_text, View};
 use super::{label, nav, render, supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
 use crate::dashboard::charts::{self, Bar};
 use crate::dashboard::{self, overview, DashboardError};
-use crate::profiles::query::{self, Group};
+use crate::accounting::query::{self, Group};
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;
@@ -69,7 +69,7 @@ pub async fn circuit_page(
     Path(id): Path<i64>,
     Query(q): Query<CircuitParams>,
 ) -> PageResult {
-    let circuit = crate::profiles::structure::get_circuit(&state.pool, id)
+    let circuit = crate::accounting::structure::get_circuit(&state.pool, id)
         .await?
         .ok_or(PageError::NotFound)?;
     // The circuit exists for this user only if its site does.
@@ -169,7 +169,7 @@ pub async fn circuit_page(
         };
         (arrow, text, class)
     });
-    let panel = crate::profiles::structure::get_panel(&state.pool, circuit.panel_id)
+    let panel = crate::accounting::structure::get_panel(&state.pool, circuit.panel_id)
         .await?
         .map(|p| p.name)
         .unwrap_or_default();

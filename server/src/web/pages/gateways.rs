@@ -8,7 +8,7 @@ use axum::http::{header, HeaderMap};
 use chrono::{DateTime, Utc};
 
 use super::{nav, render, Nav, PageResult, PageUser};
-use crate::gateways;
+use crate::fleet::gateways;
 use crate::web::WebState;
 
 #[derive(Template)]

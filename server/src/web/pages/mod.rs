@@ -30,7 +30,7 @@ use serde::Deserialize;
 use crate::auth::{Principal, Role};
 use crate::dashboard::DashboardError;
 use crate::export::Kind;
-use crate::profiles::query::{self};
+use crate::accounting::query::{self};
 use crate::web::session::{self, COOKIE};
 use crate::web::WebState;
 

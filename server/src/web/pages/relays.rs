@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::{check_csrf, nav, render, CsrfForm, Nav, PageError, PageResult, PageUser};
 use crate::auth::Role;
-use crate::commands::ledger::{self, Created, NewCommand, Status};
+use crate::relays::ledger::{self, Created, NewCommand, Status};
 use crate::web::WebState;
 
 pub struct RelayRow {

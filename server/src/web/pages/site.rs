@@ -13,7 +13,7 @@ use serde::Deserialize;
 use super::{label, nav, render, supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
 use crate::dashboard::charts::{self, Bar};
 use crate::dashboard::{self, power, units, DashboardError};
-use crate::profiles::query::{self, Group};
+use crate::accounting::query::{self, Group};
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;

@@ -23,7 +23,7 @@ use super::{nav, render, supported_date, ExportForm, Nav, PageError, PageResult,
 use crate::dashboard;
 use crate::dashboard::charts;
 use crate::dashboard::counters::{self as names, Meter, Register};
-use crate::devices;
+use crate::fleet::devices;
 use crate::web::urls::{self, filters};
 use crate::web::WebState;
 
@@ -272,7 +272,7 @@ pub async fn meter_page(
     let import = device
         .import_register
         .clone()
-        .unwrap_or_else(|| crate::profiles::roles::DEFAULT_IMPORT.into());
+        .unwrap_or_else(|| crate::accounting::roles::DEFAULT_IMPORT.into());
     let graph = graph(
         &state,
         &device,

@@ -8,8 +8,8 @@ use headend_energy::calendar::{self, Period};
 
 use crate::dashboard::charts::{self, PowerPoint};
 use crate::dashboard::DashboardError;
-use crate::devices;
-use crate::profiles::query::{self};
+use crate::fleet::devices;
+use crate::accounting::query::{self};
 use crate::web::pages::PageError;
 use crate::web::WebState;
 

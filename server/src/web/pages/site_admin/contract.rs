@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::contract_fields::{ContractFields, DAYS};
 use super::pickers::{self, Choice};
 use super::{back, site, CsrfOnly};
-use crate::profiles::contracts;
-use crate::profiles::structure::StructureError;
+use crate::accounting::contracts;
+use crate::accounting::structure::StructureError;
 use crate::sites;
 use crate::web::pages::form::FieldErrors;
 use crate::web::pages::{

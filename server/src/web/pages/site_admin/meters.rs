@@ -12,7 +12,7 @@ use super::pickers::Choice;
 use super::{back, finish, refuse, Ctx};
 use crate::auth::Scope;
 use crate::dashboard;
-use crate::profiles::structure::{self, DevicePatch, StructureError};
+use crate::accounting::structure::{self, DevicePatch, StructureError};
 use crate::web::pages::form::Submitted;
 use crate::web::pages::{check_csrf, require_admin, PageError, PageResult, PageUser};
 use crate::web::WebState;
@@ -243,9 +243,9 @@ pub async fn place_meter(
     require_admin(&p)?;
     // The form names the device (`?device=`); a bare serial must be unique on the site.
     let (device, serial) = match dashboard::site_meter(&state.pool, id, &serial, q.device).await? {
-        crate::devices::Resolved::Found(d) => (d.id, d.serial),
-        crate::devices::Resolved::NotFound => return Err(PageError::NotFound),
-        crate::devices::Resolved::Ambiguous(c) => {
+        crate::fleet::devices::Resolved::Found(d) => (d.id, d.serial),
+        crate::fleet::devices::Resolved::NotFound => return Err(PageError::NotFound),
+        crate::fleet::devices::Resolved::Ambiguous(c) => {
             return Ok(back(
                 id,
                 "meters",
@@ -381,7 +381,7 @@ pub async fn assign_gateway(
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
     require_admin(&p)?;
-    let gateway = crate::gateways::get(&state.pool, &Scope::All, &serial)
+    let gateway = crate::fleet::gateways::get(&state.pool, &Scope::All, &serial)
         .await?
         .ok_or(PageError::NotFound)?;
     let key = format!("move-{}-site_id", gateway.id);

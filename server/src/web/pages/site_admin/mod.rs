@@ -27,7 +27,7 @@ use serde::Deserialize;
 use super::form::Submitted;
 use super::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
 use crate::auth::Scope;
-use crate::profiles::structure::{self, StructureError};
+use crate::accounting::structure::{self, StructureError};
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;

@@ -6,7 +6,7 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::{back, finish, refuse, site, CsrfOnly, Ctx};
-use crate::profiles::structure::{self, CircuitInput, PanelInput};
+use crate::accounting::structure::{self, CircuitInput, PanelInput};
 use crate::web::pages::form::Submitted;
 use crate::web::pages::{check_csrf, require_admin, PageError, PageResult, PageUser};
 use crate::web::WebState;

@@ -131,7 +131,7 @@ pub fn currencies(current: &str) -> Vec<Choice> {
 
 /// The usage categories of circuits and meters (`structure::USAGES`) with readable labels.
 pub fn usages() -> Vec<Choice> {
-    crate::profiles::structure::USAGES
+    crate::accounting::structure::USAGES
         .iter()
         .map(|u| Choice {
             value: (*u).to_owned(),
@@ -180,6 +180,6 @@ mod tests {
         assert_eq!(legacy.last().unwrap().choices[0].value, "US/Eastern");
         assert_eq!(currencies("XAF").last().unwrap().value, "XAF");
         assert_eq!(currencies("EUR").len(), CURRENCIES.len());
-        assert_eq!(usages().len(), crate::profiles::structure::USAGES.len());
+        assert_eq!(usages().len(), crate::accounting::structure::USAGES.len());
     }
 }

@@ -23,7 +23,7 @@ pub struct DeviceView {
     pub description: Option<String>,
     pub location: Option<String>,
     pub sg_description: Option<String>,
-    /// Placement for energy accounting (see `profiles::structure`).
+    /// Placement for energy accounting (see `accounting::structure`).
     pub name: Option<String>,
     pub measures: Option<String>,
     pub panel_id: Option<i64>,

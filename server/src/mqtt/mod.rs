@@ -18,10 +18,10 @@ use headend_mqtt_gate::{
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
-use crate::gateways::{GatewayAuthError, GatewayAuthenticator, MqttGrant};
+use crate::fleet::gateways::{GatewayAuthError, GatewayAuthenticator, MqttGrant};
 use crate::ingest::record::{IngestRecord, RecordKind};
 use crate::ingest::IngestSink;
-use crate::metrics::Metrics;
+use crate::infra::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
@@ -82,7 +82,7 @@ pub struct GatewayPolicy {
     pub metrics: Arc<Metrics>,
 }
 
-/// `auth_throttled` channel of MQTT CONNECTs ([`crate::metrics::THROTTLE_CHANNELS`]).
+/// `auth_throttled` channel of MQTT CONNECTs ([`crate::infra::metrics::THROTTLE_CHANNELS`]).
 const MQTT_CHANNEL: usize = 1;
 
 impl Policy for GatewayPolicy {
@@ -146,7 +146,7 @@ fn decide(
 /// immutable database id (`g<id>:<client id>`), so no other principal can reach them.
 fn principal(grant: MqttGrant) -> Principal {
     Principal {
-        client_ids: Some(crate::gateways::mqtt_client_ids(&grant.serial)),
+        client_ids: Some(crate::fleet::gateways::mqtt_client_ids(&grant.serial)),
         session_key: Some(format!("g{}", grant.id)),
         name: grant.serial,
         publish_prefixes: vec![grant.publish_base],

@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use super::contracts::{self, SiteContracts};
 use super::roles::{self, Role};
 use super::topology::{self, Placement};
-use crate::metrics::Metrics;
+use crate::infra::metrics::Metrics;
 
 /// Counters taken per transaction: large enough to amortise round trips, small enough that a
 /// transaction stays short.

@@ -8,7 +8,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use crate::config::Config;
-use crate::datadir::DataDir;
+use crate::infra::datadir::DataDir;
 
 /// Name of Headend's database inside the embedded cluster.
 pub const EMBEDDED_DATABASE: &str = "headend";
