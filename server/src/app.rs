@@ -8,14 +8,14 @@ use headend_journal::{Journal, JournalOptions};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::accounting::worker::ProfileWorker;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
 use crate::infra::datadir::{DataDir, Runtime, ServeLock};
 use crate::infra::db::Database;
-use crate::ingest::{Ingest, IngestSettings};
 use crate::infra::metrics::{Gauges, Metrics};
+use crate::ingest::{Ingest, IngestSettings};
 use crate::mqtt::{EmbeddedMqtt, GatewayPolicy, JournalTap};
-use crate::accounting::worker::ProfileWorker;
 use crate::{fleet::gateways, web};
 
 #[derive(Debug, thiserror::Error)]

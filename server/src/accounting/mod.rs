@@ -5,6 +5,7 @@
 //! keeps them current as data arrives ([`worker`]) and answers queries ([`query`]).
 
 pub mod contracts;
+pub mod quarantine;
 pub mod query;
 pub mod roles;
 pub mod structure;

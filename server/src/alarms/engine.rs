@@ -23,8 +23,8 @@ use tokio_util::sync::CancellationToken;
 use super::lifecycle::{self, RuleInfo, Subject};
 use super::rules::{self, Change, Condition, RuleState};
 use super::{measurement_column, Actions, AlarmsHandle, Severity, Watch};
-use crate::ingest::normalize::{DeviceKey, MeasurementRow, MEASUREMENT_COLUMNS};
 use crate::accounting::worker::EnergyChanged;
+use crate::ingest::normalize::{DeviceKey, MeasurementRow, MEASUREMENT_COLUMNS};
 
 /// How far back a recomputed span is judged: a backfill of months is judged on its last week
 /// (older quarter-hours are history, not news; the CSV and the API still show them).

@@ -20,9 +20,9 @@ use tokio_util::sync::CancellationToken;
 use super::smtp::{self, Mail, Mailer, SmtpSettings};
 use super::webhook::{self, Target};
 use crate::auth::{Principal, Role, Scope};
-use crate::relays::ledger::{self, Action, CommandError, NewCommand};
 use crate::config::Secret;
 use crate::mqtt::CommandSender;
+use crate::relays::ledger::{self, Action, CommandError, NewCommand};
 
 #[derive(Clone)]
 pub struct OutboxSettings {
@@ -78,7 +78,10 @@ pub fn settings(config: &crate::config::AlarmsConfig) -> Result<OutboxSettings, 
             })
         })
         .transpose()?;
-    let http = crate::infra::http::http_client(crate::infra::http::tls_config(ca_pem.as_deref())?, timeout)?;
+    let http = crate::infra::http::http_client(
+        crate::infra::http::tls_config(ca_pem.as_deref())?,
+        timeout,
+    )?;
     Ok(OutboxSettings {
         smtp,
         webhook_secret: config.webhook_secret.clone(),

@@ -128,7 +128,11 @@ impl Mailer {
         match tokio::time::timeout(self.timeout, self.transport.send(message)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
-                let text = format!("SMTP {}: {}", self.server, crate::infra::http::error_chain(&e));
+                let text = format!(
+                    "SMTP {}: {}",
+                    self.server,
+                    crate::infra::http::error_chain(&e)
+                );
                 // 5xx, or the server lacks what is required (STARTTLS, an AUTH mechanism,
                 // 8BITMIME): retrying changes nothing.
                 if e.is_permanent() || e.is_client() {

@@ -15,10 +15,10 @@ use chrono_tz::Tz;
 use headend_energy::calendar::{self, Period};
 use sqlx::PgPool;
 
-use crate::auth::Scope;
-use crate::fleet::devices;
 use crate::accounting::query::{self, Consumption, Group};
 use crate::accounting::{structure, topology, worker};
+use crate::auth::Scope;
+use crate::fleet::devices;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {

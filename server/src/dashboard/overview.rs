@@ -18,9 +18,9 @@ use headend_energy::calendar::{self, Period};
 use sqlx::PgPool;
 
 use super::{power, spark, zone, DashboardError};
-use crate::auth::Scope;
 use crate::accounting::roles::{self, Role};
 use crate::accounting::topology::{self, Placement};
+use crate::auth::Scope;
 use crate::sites;
 
 /// A figure of this period beside the same period a year earlier.

@@ -33,8 +33,8 @@ use chrono::{DateTime, Duration, NaiveDate, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 
-use crate::auth::{password, users, Role, Scope};
 use crate::accounting::{contracts, structure};
+use crate::auth::{password, users, Role, Scope};
 use crate::{fleet::gateways, sites};
 use backfill::{CounterRef, Register};
 use model::{Place, SiteSpec, Source, SITES};

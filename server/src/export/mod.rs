@@ -52,10 +52,10 @@ use headend_energy::{calendar, engine};
 use sqlx::PgPool;
 
 pub use self::csv::{DecimalMark, Format, Separator};
-use crate::auth::Scope;
-use crate::ingest::normalize::MEASUREMENT_COLUMNS;
 use crate::accounting::contracts::{self, BadContract, SiteContracts};
 use crate::accounting::roles::{self, Role};
+use crate::auth::Scope;
+use crate::ingest::normalize::MEASUREMENT_COLUMNS;
 use crate::{fleet::devices, sites};
 
 /// Rows are sent in chunks of about this size.

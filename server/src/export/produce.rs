@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 
 use super::csv::{offset_at, Csv, BOM};
 use super::{next_month, Counter, Export, ExportError, Kind, Meter, CHUNK, TARIFF};
+use crate::accounting::roles::Role;
 use crate::fleet::devices::unit_of;
 use crate::ingest::clock::{CLOCK_FAULT, DST_AMBIGUOUS, DST_GAP};
-use crate::accounting::roles::Role;
 
 /// How long a client may read nothing before the export gives up on it.
 const CLIENT_STALL: StdDuration = StdDuration::from_secs(120);

@@ -29,10 +29,10 @@ use tokio_util::sync::CancellationToken;
 use super::config::ModbusConfig;
 use super::store::{self, BusConverter, BusDevice};
 use super::{BusRequest, Maps};
+use crate::infra::metrics::Metrics;
 use crate::ingest::normalize_polled::{CommError, PolledCounter, Snapshot};
 use crate::ingest::record::{IngestRecord, RecordKind};
 use crate::ingest::IngestSink;
-use crate::infra::metrics::Metrics;
 
 /// `IngestRecord::source` of polled records.
 pub const SOURCE: &str = "modbus";

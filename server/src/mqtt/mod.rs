@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::MqttConfig;
 use crate::fleet::gateways::{GatewayAuthError, GatewayAuthenticator, MqttGrant};
+use crate::infra::metrics::Metrics;
 use crate::ingest::record::{IngestRecord, RecordKind};
 use crate::ingest::IngestSink;
-use crate::infra::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {

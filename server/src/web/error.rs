@@ -26,8 +26,24 @@ pub enum ApiError {
     /// Throttled or shed: 429 with `Retry-After` (seconds).
     #[error("too many attempts; try again in {0} s")]
     TooManyRequests(u64),
+    /// An extractor refused the request (a body that is not JSON, a wrong content type, a path
+    /// or query parameter of the wrong type): its own status (400, 413, 415, 422) and message.
+    #[error("{message}")]
+    Rejected { status: StatusCode, message: String },
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
+}
+
+/// The body of every error answer.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong; for a 5xx only "internal error" (the log has the rest).
+    pub error: String,
+    /// With a 409 for an ambiguous meter serial: the meters in the caller's scope that report
+    /// it (at most 50); pass one's `id` as `device`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub candidates: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -43,6 +59,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) | Self::Ambiguous { .. } => StatusCode::CONFLICT,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Rejected { status, .. } => *status,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -71,11 +88,12 @@ impl IntoResponse for ApiError {
             // The body stays opaque; the log has the chain.
             tracing::error!(error = ?e, "request failed");
         }
-        let body = match &self {
-            Self::Ambiguous { candidates, .. } => {
-                serde_json::json!({ "error": self.to_string(), "candidates": candidates })
-            }
-            _ => serde_json::json!({ "error": self.to_string() }),
+        let body = ErrorBody {
+            error: self.to_string(),
+            candidates: match &self {
+                Self::Ambiguous { candidates, .. } => Some(candidates.clone()),
+                _ => None,
+            },
         };
         let mut response = (status, Json(body)).into_response();
         if let Self::TooManyRequests(secs) = &self {

@@ -1,16 +1,16 @@
 //! HTTP: the JSON API, `/metrics`, `/healthz`. The only module that knows axum.
 
-pub mod alarms;
 pub mod api;
 pub mod assets;
-pub mod converters;
-pub mod energy;
 pub mod error;
-pub mod export;
-pub mod openapi;
+pub mod legacy_alarms;
+pub mod legacy_api;
+pub mod legacy_converters;
+pub mod legacy_energy;
+pub mod legacy_export;
+pub mod legacy_relays;
+pub mod ops;
 pub mod pages;
-pub mod quarantine;
-pub mod relays;
 pub mod session;
 pub mod urls;
 pub mod xml_push;
@@ -18,12 +18,12 @@ pub mod xml_push;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, patch, post, put};
-use axum::{Json, Router};
+use axum::routing::{get, post};
+use axum::Router;
 use sqlx::PgPool;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -165,131 +165,7 @@ fn mark_cookies_secure(headers: &mut HeaderMap) {
 }
 
 pub fn router(state: WebState, max_body_bytes: usize) -> Router {
-    let api = Router::new()
-        .route("/auth/login", post(api::login))
-        .route("/auth/logout", post(api::logout))
-        .route("/me", get(api::me))
-        .route("/sites", get(api::list_sites).post(api::create_site))
-        .route(
-            "/sites/{id}",
-            get(energy::get_site)
-                .patch(energy::patch_site)
-                .delete(energy::delete_site),
-        )
-        .route("/sites/{id}/consumption", get(energy::site_consumption))
-        .route(
-            "/sites/{id}/panels",
-            get(energy::list_panels).post(energy::create_panel),
-        )
-        .route("/sites/{id}/circuits", get(energy::list_site_circuits))
-        .route(
-            "/sites/{id}/contracts",
-            get(energy::list_contracts).post(energy::create_contract),
-        )
-        .route(
-            "/panels/{id}",
-            get(energy::get_panel)
-                .patch(energy::patch_panel)
-                .delete(energy::delete_panel),
-        )
-        .route(
-            "/panels/{id}/circuits",
-            get(energy::list_circuits).post(energy::create_circuit),
-        )
-        .route(
-            "/circuits/{id}",
-            get(energy::get_circuit)
-                .patch(energy::patch_circuit)
-                .delete(energy::delete_circuit),
-        )
-        .route("/contracts/example", get(energy::example_contract))
-        .route(
-            "/contracts/{id}",
-            get(energy::get_contract)
-                .put(energy::put_contract)
-                .delete(energy::delete_contract),
-        )
-        .route("/users", get(api::list_users).post(api::create_user))
-        .route("/users/{user_id}", patch(api::patch_user))
-        .route(
-            "/users/{user_id}/sites/{site_id}",
-            put(api::grant_site).delete(api::revoke_site),
-        )
-        .route(
-            "/gateways/{serial}/password",
-            post(api::rotate_gateway_password),
-        )
-        .route(
-            "/gateways",
-            get(api::list_gateways).post(api::create_gateway),
-        )
-        .route(
-            "/gateways/{serial}",
-            get(api::get_gateway).patch(energy::patch_gateway),
-        )
-        .route(
-            "/gateways/{serial}/xml-push",
-            get(xml_push::get_settings).put(xml_push::put_settings),
-        )
-        .route("/export.csv", get(export::csv))
-        .route("/devices", get(api::list_devices))
-        .route("/devices/{serial}", patch(energy::patch_device))
-        .route("/devices/{serial}/latest", get(api::device_latest))
-        .route("/devices/{serial}/profile", get(energy::device_profile))
-        .route("/devices/{serial}/counters", get(api::device_counters))
-        .route(
-            "/devices/{serial}/counters/{name}/reset",
-            post(converters::reset_counter),
-        )
-        .route(
-            "/converters",
-            get(converters::list).post(converters::create),
-        )
-        .route("/converters/models", get(converters::models))
-        .route(
-            "/converters/{id}",
-            get(converters::get)
-                .patch(converters::patch)
-                .delete(converters::delete),
-        )
-        .route("/converters/{id}/devices", post(converters::add_device))
-        .route(
-            "/converters/{id}/devices/{unit}",
-            patch(converters::patch_device).delete(converters::delete_device),
-        )
-        .route("/ingest/rejects", get(api::list_rejects))
-        .route("/energy/quarantine", get(quarantine::list))
-        .route(
-            "/energy/quarantine/{counter_id}/retry",
-            post(quarantine::retry),
-        )
-        .route("/relays", get(relays::list))
-        .route("/relays/{id}", get(relays::get).patch(relays::patch))
-        .route(
-            "/relays/{id}/commands",
-            get(relays::history).post(relays::create_command),
-        )
-        .route("/commands/{id}", get(relays::get_command))
-        .route("/commands/{id}/cancel", post(relays::cancel))
-        .route("/commands/{id}/approve", post(relays::approve))
-        .route("/alarms", get(alarms::list).post(alarms::bulk))
-        .route("/alarms/history.csv", get(alarms::history_csv))
-        .route("/alarms/{id}", get(alarms::get))
-        .route("/alarms/{id}/acknowledge", post(alarms::acknowledge))
-        .route("/alarms/{id}/shelve", post(alarms::shelve))
-        .route("/alarms/{id}/unshelve", post(alarms::unshelve))
-        .route(
-            "/alarm-rules",
-            get(alarms::list_rules).post(alarms::create_rule),
-        )
-        .route(
-            "/alarm-rules/{id}",
-            get(alarms::get_rule)
-                .put(alarms::put_rule)
-                .delete(alarms::delete_rule),
-        )
-        .route("/openapi.json", get(openapi::serve))
-        .fallback(|| async { error::ApiError::NotFound("route") });
+    let (api, _) = api::router();
     let pages = Router::new()
         .route(
             "/login",
@@ -369,8 +245,8 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
     let router = Router::new()
         .nest("/api/v1", api)
         .merge(pages)
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
         // An explicit fallback, so that it keeps this router's layers (security headers) when
         // `app.rs` merges other routers into this one: axum keeps a custom fallback over a
         // default one, but of two defaults it keeps the other router's, unlayered.
@@ -380,7 +256,7 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            count_requests,
+            ops::count_requests,
         ))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
@@ -396,19 +272,6 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
     security_headers(router).with_state(state)
 }
 
-async fn not_found() -> StatusCode {
-    StatusCode::NOT_FOUND
-}
-
-async fn count_requests(State(state): State<WebState>, request: Request, next: Next) -> Response {
-    state.metrics.http_requests.inc();
-    let response = next.run(request).await;
-    if response.status().is_server_error() {
-        state.metrics.http_errors.inc();
-    }
-    response
-}
-
 fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     let message = panic
         .downcast_ref::<String>()
@@ -418,56 +281,8 @@ fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     error::ApiError::internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 
-/// Compares without an early exit, so the time taken says nothing about the token.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Liveness and readiness in one: 200 when the database answers, 503 otherwise.
-async fn healthz(State(state): State<WebState>) -> Response {
-    let db = tokio::time::timeout(
-        Duration::from_secs(2),
-        sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(&state.pool),
-    )
-    .await;
-    match db {
-        Ok(Ok(_)) => Json(serde_json::json!({ "status": "ok", "database": "ok" })).into_response(),
-        _ => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "status": "degraded", "database": "unreachable" })),
-        )
-            .into_response(),
-    }
-}
-
-/// Prometheus metrics: for the configured scraper token, or for an admin.
-async fn metrics(State(state): State<WebState>, request: Request) -> Response {
-    let (mut parts, _) = request.into_parts();
-    let presented = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    let scraper = match (&state.metrics_token, presented) {
-        (Some(token), Some(presented)) => constant_time_eq(token.expose(), presented),
-        _ => false,
-    };
-    if !scraper {
-        if let Err(refused) = session::Admin::from_request_parts(&mut parts, &state).await {
-            return refused.into_response();
-        }
-    }
-    let body = state.metrics.render(&(state.gauges)());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+async fn not_found() -> StatusCode {
+    StatusCode::NOT_FOUND
 }
 
 #[cfg(test)]

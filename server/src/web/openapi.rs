@@ -176,7 +176,7 @@ pub fn document() -> Value {
             { "name": "converters", "description": "Modbus TCP converters (RS485/IP) and the meters and relays polled behind them" },
             { "name": "meta", "description": "This document" }
         ],
-        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths(), relay_paths(), export_paths(), super::converters::openapi_paths(), super::alarms::openapi_paths(), super::quarantine::openapi_paths()]),
+        "paths": merged([base_paths(), site_paths(), structure_paths(), contract_paths(), device_paths(), relay_paths(), export_paths(), super::legacy_converters::openapi_paths(), super::legacy_alarms::openapi_paths(), super::quarantine::openapi_paths()]),
         "components": {
             "securitySchemes": {
                 "bearer": { "type": "http", "scheme": "bearer", "bearerFormat": "JWT" },
@@ -190,7 +190,7 @@ pub fn document() -> Value {
                 "Conflict": { "description": "Already exists (a name or date that must be unique is taken)", "content": { "application/json": { "schema": r("Error") } } },
                 "Ambiguous": { "description": "Several meters in the caller's scope report this serial: choose one with `device`", "content": { "application/json": { "schema": r("Ambiguous") } } }
             },
-            "schemas": merged([base_schemas(), identity_schemas(), structure_schemas(), contract_schemas(), profile_schemas(), consumption_schemas(), relay_schemas(), super::converters::openapi_schemas(), super::alarms::openapi_schemas()])
+            "schemas": merged([base_schemas(), identity_schemas(), structure_schemas(), contract_schemas(), profile_schemas(), consumption_schemas(), relay_schemas(), super::legacy_converters::openapi_schemas(), super::legacy_alarms::openapi_schemas()])
         }
     })
 }

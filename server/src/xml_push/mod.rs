@@ -22,9 +22,9 @@ use bytes::Bytes;
 use sg_wire::mismart::{parse_document, XmlErrorKind};
 use sqlx::PgPool;
 
+use crate::infra::metrics::Metrics;
 use crate::ingest::record::{IngestRecord, RecordKind};
 use crate::ingest::IngestSink;
-use crate::infra::metrics::Metrics;
 pub use registry::Target;
 
 /// `IngestRecord::source` of documents received over TCP (or TLS).

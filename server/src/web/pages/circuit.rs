@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::site::{local_text, View};
 use super::{label, nav, render, supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
+use crate::accounting::query::{self, Group};
 use crate::dashboard::charts::{self, Bar};
 use crate::dashboard::{self, overview, DashboardError};
-use crate::accounting::query::{self, Group};
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;

@@ -27,10 +27,10 @@ use chrono::NaiveDate;
 use headend_energy::calendar::{self, Period};
 use serde::Deserialize;
 
+use crate::accounting::query::{self};
 use crate::auth::{Principal, Role};
 use crate::dashboard::DashboardError;
 use crate::export::Kind;
-use crate::accounting::query::{self};
 use crate::web::session::{self, COOKIE};
 use crate::web::WebState;
 

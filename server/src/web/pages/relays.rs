@@ -226,7 +226,7 @@ pub async fn relay_command(
     State(state): State<WebState>,
     PageUser(p): PageUser,
     headers: HeaderMap,
-    crate::web::relays::ClientAddr(from): crate::web::relays::ClientAddr,
+    crate::web::legacy_relays::ClientAddr(from): crate::web::legacy_relays::ClientAddr,
     Path(id): Path<i64>,
     Form(form): Form<CommandForm>,
 ) -> PageResult {

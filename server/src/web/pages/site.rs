@@ -11,9 +11,9 @@ use headend_energy::calendar::{self, Period};
 use serde::Deserialize;
 
 use super::{label, nav, render, supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
+use crate::accounting::query::{self, Group};
 use crate::dashboard::charts::{self, Bar};
 use crate::dashboard::{self, power, units, DashboardError};
-use crate::accounting::query::{self, Group};
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;

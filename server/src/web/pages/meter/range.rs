@@ -6,10 +6,10 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use chrono_tz::Tz;
 use headend_energy::calendar::{self, Period};
 
+use crate::accounting::query::{self};
 use crate::dashboard::charts::{self, PowerPoint};
 use crate::dashboard::DashboardError;
 use crate::fleet::devices;
-use crate::accounting::query::{self};
 use crate::web::pages::PageError;
 use crate::web::WebState;
 

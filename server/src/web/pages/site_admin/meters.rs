@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use super::pickers::Choice;
 use super::{back, finish, refuse, Ctx};
+use crate::accounting::structure::{self, DevicePatch, StructureError};
 use crate::auth::Scope;
 use crate::dashboard;
-use crate::accounting::structure::{self, DevicePatch, StructureError};
 use crate::web::pages::form::Submitted;
 use crate::web::pages::{check_csrf, require_admin, PageError, PageResult, PageUser};
 use crate::web::WebState;
@@ -236,7 +236,7 @@ pub async fn place_meter(
     PageUser(p): PageUser,
     headers: HeaderMap,
     Path((id, serial)): Path<(i64, String)>,
-    Query(q): Query<crate::web::api::DeviceParam>,
+    Query(q): Query<crate::web::legacy_api::DeviceParam>,
     Form(form): Form<PlacementForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;

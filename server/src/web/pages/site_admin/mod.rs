@@ -26,8 +26,8 @@ use serde::Deserialize;
 
 use super::form::Submitted;
 use super::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
-use crate::auth::Scope;
 use crate::accounting::structure::{self, StructureError};
+use crate::auth::Scope;
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;

@@ -13,9 +13,9 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiResult};
 use super::session::{Admin, Auth};
 use super::WebState;
-use crate::auth::{Principal, Scope};
 use crate::accounting::structure::{self, StructureError};
 use crate::accounting::{contracts, query};
+use crate::auth::{Principal, Scope};
 use crate::{fleet::gateways, sites};
 
 impl From<StructureError> for ApiError {
@@ -89,7 +89,7 @@ pub async fn device_profile(
     Path(serial): Path<String>,
     Query(q): Query<ProfileParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let device = super::api::resolve_meter(&state, &p.scope, &serial, q.device).await?;
+    let device = super::legacy_api::resolve_meter(&state, &p.scope, &serial, q.device).await?;
     let tz: String = sqlx::query_scalar(
         "SELECT COALESCE(s.time_zone, g.time_zone) FROM devices d
          JOIN gateways g ON g.id = d.gateway_id LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
@@ -445,10 +445,10 @@ pub async fn patch_device(
     State(state): State<WebState>,
     Admin(_): Admin,
     Path(serial): Path<String>,
-    Query(q): Query<super::api::DeviceParam>,
+    Query(q): Query<super::legacy_api::DeviceParam>,
     Json(body): Json<structure::DevicePatch>,
 ) -> ApiResult<impl IntoResponse> {
-    let device = super::api::resolve_meter(&state, &Scope::All, &serial, q.device).await?;
+    let device = super::legacy_api::resolve_meter(&state, &Scope::All, &serial, q.device).await?;
     structure::patch_device(&state.pool, device.id, body).await?;
     state.energy_changed();
     Ok(StatusCode::NO_CONTENT)
