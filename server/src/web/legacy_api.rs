@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 use serde::Deserialize;
 
+use super::api::access::{resolve_meter, DeviceParam};
 use super::error::{ApiError, ApiResult};
 use super::session::{self, Admin, Auth, LoginCheck, Peer};
 use super::WebState;
@@ -319,34 +320,6 @@ pub async fn list_devices(
     Auth(p): Auth,
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(devices::list(&state.pool, &p.scope).await?))
-}
-
-/// `?device=<id>`: picks one of the meters reporting a serial (see [`devices::Resolved`]).
-#[derive(Deserialize)]
-pub struct DeviceParam {
-    pub device: Option<i64>,
-}
-
-/// The meter `serial` (and `device`) addresses for `scope`: 404 when there is none in scope,
-/// 409 with the candidates when several are and `device` does not choose (see
-/// [`devices::Resolved`]).
-pub(super) async fn resolve_meter(
-    state: &WebState,
-    scope: &crate::auth::Scope,
-    serial: &str,
-    device: Option<i64>,
-) -> ApiResult<devices::DeviceView> {
-    match devices::resolve_meter(&state.pool, scope, serial, device).await? {
-        devices::Resolved::Found(d) => Ok(*d),
-        devices::Resolved::NotFound => Err(ApiError::NotFound("meter")),
-        devices::Resolved::Ambiguous(candidates) => Err(ApiError::Ambiguous {
-            message: format!(
-                "several meters report serial {:?}; choose one of the candidates with ?device=<id>",
-                serial.chars().take(64).collect::<String>()
-            ),
-            candidates: serde_json::to_value(candidates).map_err(ApiError::internal)?,
-        }),
-    }
 }
 
 pub async fn device_latest(

@@ -5,74 +5,19 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use chrono_tz::Tz;
 use headend_energy::calendar::{self, Period};
 use serde::Deserialize;
 
+use super::api::access::{parse_instant, resolve_meter, visible_site, DeviceParam};
 use super::error::{ApiError, ApiResult};
 use super::session::{Admin, Auth};
 use super::WebState;
-use crate::accounting::structure::{self, StructureError};
+use crate::accounting::structure::{self};
 use crate::accounting::{contracts, query};
 use crate::auth::{Principal, Scope};
 use crate::{fleet::gateways, sites};
-
-impl From<StructureError> for ApiError {
-    fn from(e: StructureError) -> Self {
-        match e {
-            StructureError::Invalid(m) => Self::BadRequest(m),
-            StructureError::NotFound(what) => Self::NotFound(what),
-            StructureError::Conflict(m) => Self::Conflict(m),
-            StructureError::Db(e) => Self::internal(e),
-        }
-    }
-}
-
-impl From<query::QueryError> for ApiError {
-    fn from(e: query::QueryError) -> Self {
-        match e {
-            query::QueryError::Invalid(m) => Self::BadRequest(m),
-            query::QueryError::Db(e) => Self::internal(e),
-        }
-    }
-}
-
-/// The site's time zone, if the caller may see the site (otherwise "not found": the
-/// existence of other tenants' sites is not disclosed).
-async fn visible_site(state: &WebState, scope: &Scope, site: i64) -> ApiResult<Tz> {
-    let site = sites::get(&state.pool, scope, site)
-        .await?
-        .ok_or(ApiError::NotFound("site"))?;
-    Ok(site.time_zone.parse().unwrap_or(chrono_tz::UTC))
-}
-
-/// An instant as RFC 3339, or a plain date meaning local midnight of the site.
-pub(super) fn parse_instant(name: &str, value: &str, tz: Tz) -> ApiResult<DateTime<Utc>> {
-    let out_of_range = || {
-        ApiError::BadRequest(format!(
-            "`{name}` must lie in the years {} to {}",
-            calendar::MIN_YEAR,
-            calendar::MAX_YEAR
-        ))
-    };
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        let t = t.with_timezone(&Utc);
-        if !calendar::supported(t.date_naive()) {
-            return Err(out_of_range());
-        }
-        return Ok(t);
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-        if !calendar::supported(d) {
-            return Err(out_of_range());
-        }
-        return Ok(calendar::period_bounds(tz, d, Period::Day).0);
-    }
-    Err(ApiError::BadRequest(format!(
-        "`{name}` must be an RFC 3339 instant (2026-03-29T00:00:00+01:00) or a date (2026-03-29)"
-    )))
-}
 
 #[derive(Deserialize)]
 pub struct ProfileParams {
@@ -89,7 +34,7 @@ pub async fn device_profile(
     Path(serial): Path<String>,
     Query(q): Query<ProfileParams>,
 ) -> ApiResult<impl IntoResponse> {
-    let device = super::legacy_api::resolve_meter(&state, &p.scope, &serial, q.device).await?;
+    let device = resolve_meter(&state, &p.scope, &serial, q.device).await?;
     let tz: String = sqlx::query_scalar(
         "SELECT COALESCE(s.time_zone, g.time_zone) FROM devices d
          JOIN gateways g ON g.id = d.gateway_id LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
@@ -445,10 +390,10 @@ pub async fn patch_device(
     State(state): State<WebState>,
     Admin(_): Admin,
     Path(serial): Path<String>,
-    Query(q): Query<super::legacy_api::DeviceParam>,
+    Query(q): Query<DeviceParam>,
     Json(body): Json<structure::DevicePatch>,
 ) -> ApiResult<impl IntoResponse> {
-    let device = super::legacy_api::resolve_meter(&state, &Scope::All, &serial, q.device).await?;
+    let device = resolve_meter(&state, &Scope::All, &serial, q.device).await?;
     structure::patch_device(&state.pool, device.id, body).await?;
     state.energy_changed();
     Ok(StatusCode::NO_CONTENT)

@@ -69,7 +69,7 @@ pub async fn csv(
                     .map_err(|_| ApiError::BadRequest("`device` must be a numeric id".into()))?,
             ),
         };
-        let meter = super::legacy_api::resolve_meter(&state, &p.scope, serial, device).await?;
+        let meter = super::api::access::resolve_meter(&state, &p.scope, serial, device).await?;
         // The selection finds the meter by serial: narrowed to the meter's own site (a subset
         // of the caller's scope), the serial names that meter unless the site has two.
         if let Some(site) = meter.site_id {
@@ -100,8 +100,8 @@ pub async fn csv(
     let tz = selection.time_zone();
     let spec = Spec {
         kind,
-        from: super::legacy_energy::parse_instant("from", from, tz)?,
-        to: super::legacy_energy::parse_instant("to", to, tz)?,
+        from: super::api::access::parse_instant("from", from, tz)?,
+        to: super::api::access::parse_instant("to", to, tz)?,
         register,
         format,
     };

@@ -4,6 +4,7 @@
 //! handlers' typed requests and answers and from the router itself: there is no route list to
 //! keep in step.
 
+pub mod access;
 pub mod alarms;
 pub mod auth;
 pub mod contracts;

@@ -236,7 +236,7 @@ pub async fn place_meter(
     PageUser(p): PageUser,
     headers: HeaderMap,
     Path((id, serial)): Path<(i64, String)>,
-    Query(q): Query<crate::web::legacy_api::DeviceParam>,
+    Query(q): Query<crate::web::api::access::DeviceParam>,
     Form(form): Form<PlacementForm>,
 ) -> PageResult {
     check_csrf(&headers, &form.csrf)?;
