@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 # Nothing may read outside the repository (a clone alone must pass).
 bash .ci/self-contained.sh
 bash deploy/install-deps.sh
+bash deploy/install-python.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 # The gateway logic builds without std (the bare-metal target itself cannot be installed here:

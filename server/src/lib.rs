@@ -21,6 +21,7 @@ pub mod relays;
 pub mod sites;
 pub mod web;
 pub mod xml_push;
+pub mod zone;
 
 pub use app::App;
 pub use config::Config;

@@ -16,10 +16,12 @@ pub enum SiteError {
     Db(#[from] sqlx::Error),
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Site)]
 pub struct SiteView {
     pub id: i64,
     pub name: String,
+    /// IANA zone of the site's local days.
     pub time_zone: String,
     /// The same zone under the name the energy API uses.
     pub timezone: String,
@@ -75,4 +77,56 @@ pub async fn get(pool: &PgPool, scope: &Scope, id: i64) -> Result<Option<SiteVie
     .bind(id)
     .fetch_optional(pool)
     .await
+}
+
+/// A site as the administration page lists it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct SiteSummary {
+    pub id: i64,
+    pub name: String,
+    pub time_zone: String,
+    /// How many supply contracts it has.
+    pub contracts: i64,
+}
+
+/// Every site with its number of contracts, by name.
+pub async fn summaries(pool: &PgPool) -> Result<Vec<SiteSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT s.id, s.name, s.time_zone,
+                (SELECT count(*) FROM contracts c WHERE c.site_id = s.id) AS contracts
+         FROM sites s ORDER BY s.name",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The names of the sites `ids`, by id (unknown ids are left out).
+pub async fn names(
+    pool: &PgPool,
+    ids: &[i64],
+) -> Result<std::collections::HashMap<i64, String>, sqlx::Error> {
+    Ok(
+        sqlx::query_as::<_, (i64, String)>("SELECT id, name FROM sites WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect(),
+    )
+}
+
+/// How many of the sites `ids` exist.
+pub async fn count_existing(pool: &PgPool, ids: &[i64]) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM sites WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_one(pool)
+        .await
+}
+
+/// Whether the site exists.
+pub async fn exists(pool: &PgPool, id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM sites WHERE id = $1)")
+        .bind(id)
+        .fetch_one(pool)
+        .await
 }

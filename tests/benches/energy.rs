@@ -499,7 +499,7 @@ impl Scrape {
 const STEP_SECONDS: &str = "headend_profile_step_seconds";
 const PROFILE_COUNTERS: &str = "headend_profile_counters_total";
 const PROFILE_INTERVALS: &str = "headend_profile_intervals_total";
-const INGESTED_READINGS: &str = "headend_ingest_counter_readings_total";
+const INGESTED_READINGS: &str = "headend_ingest_register_readings_total";
 
 /// CPU seconds between two samples: Headend (this process less the client threads), the
 /// clients, PostgreSQL (the postmaster and its backends) and everything else.

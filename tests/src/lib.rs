@@ -1,5 +1,5 @@
 //! Test harness: a shared PostgreSQL cluster (one database per test), Headend started on port 0,
-//! a real MQTT client, and a minimal HTTP client.
+//! a real MQTT client, and an HTTP client ([`http`]).
 //!
 //! Waiting is always on a condition with a deadline (`eventually`), never a fixed sleep.
 
@@ -12,6 +12,7 @@ pub mod bench;
 pub mod browser;
 pub mod converter;
 pub mod firmware;
+pub mod http;
 pub mod http_receiver;
 pub mod smtp_sink;
 
@@ -20,9 +21,10 @@ use headend::{App, Config};
 use headend_pgembed::{Cluster, ClusterConfig, PgBinaries, RunAs, RunningCluster};
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS};
 use sqlx::PgPool;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
+
+pub use http::{http_request, raw_request, HttpResponse};
 
 /// The wire contracts and fixtures, kept in the repository (`tests/fixtures`, see its
 /// `ORIGIN.md`).
@@ -403,111 +405,6 @@ where
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_millis(100));
-    }
-}
-
-pub struct HttpResponse {
-    pub status: u16,
-    pub headers: String,
-    pub body: String,
-}
-
-impl HttpResponse {
-    /// The value of the first header `name` (case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.lines().find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
-        })
-    }
-
-    /// Every `Set-Cookie` value.
-    pub fn set_cookies(&self) -> Vec<&str> {
-        self.headers
-            .lines()
-            .filter_map(|line| {
-                let (n, v) = line.split_once(':')?;
-                n.trim()
-                    .eq_ignore_ascii_case("set-cookie")
-                    .then(|| v.trim())
-            })
-            .collect()
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
-    }
-}
-
-/// HTTP/1.1 with `Connection: close`: all these tests need, without a client stack.
-pub async fn http_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<serde_json::Value>,
-) -> anyhow::Result<HttpResponse> {
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers = Vec::new();
-    if let Some(auth) = &auth {
-        headers.push(("Authorization", auth.as_str()));
-    }
-    if !body.is_empty() {
-        headers.push(("Content-Type", "application/json"));
-    }
-    raw_request(addr, method, path, &headers, &body).await
-}
-
-/// An HTTP/1.1 request with any headers (cookies, form bodies), read to the end.
-pub async fn raw_request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> anyhow::Result<HttpResponse> {
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    stream.write_all(request.as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").context("no header end")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .context("no status")?
-        .parse()?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)?
-    } else {
-        body.to_owned()
-    };
-    Ok(HttpResponse {
-        status,
-        headers: head.to_owned(),
-        body,
-    })
-}
-
-fn dechunk(mut s: &str) -> anyhow::Result<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").context("chunk size")?;
-        let size = usize::from_str_radix(size.trim(), 16)?;
-        if size == 0 {
-            return Ok(out);
-        }
-        out.push_str(rest.get(..size).context("chunk body")?);
-        s = rest.get(size + 2..).context("chunk end")?;
     }
 }
 

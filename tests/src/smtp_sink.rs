@@ -44,7 +44,10 @@ impl Received {
             .to_ascii_lowercase();
         match encoding.as_str() {
             "quoted-printable" => quoted_printable(raw),
-            "base64" => String::from_utf8_lossy(&base64(raw)).into_owned(),
+            "base64" => String::from_utf8_lossy(
+                &base64(raw).unwrap_or_else(|| panic!("body is not base64: {raw}")),
+            )
+            .into_owned(),
             _ => raw.to_owned(),
         }
     }
@@ -85,7 +88,7 @@ fn encoded_word(s: &str) -> Option<(String, usize)> {
         return None;
     }
     let bytes = match encoding {
-        "b" | "B" => base64(text),
+        "b" | "B" => base64(text)?,
         "q" | "Q" => quoted_printable(&text.replace('_', " ")).into_bytes(),
         _ => return None,
     };
@@ -117,23 +120,16 @@ fn quoted_printable(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn base64(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes() {
-        let Some(v) = ALPHABET.iter().position(|&a| a == c) else {
-            continue;
-        };
-        acc = (acc << 6) | v as u32;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-            acc &= (1 << bits) - 1;
-        }
-    }
-    out
+/// Base64 as mail carries it: lines broken by CRLF, padding as the writer chose.
+fn base64(text: &str) -> Option<Vec<u8>> {
+    use ::base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+    use ::base64::Engine as _;
+    const MAIL: GeneralPurpose = GeneralPurpose::new(
+        &::base64::alphabet::STANDARD,
+        general_purpose::PAD.with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    let compact: String = text.split_ascii_whitespace().collect();
+    MAIL.decode(compact).ok()
 }
 
 /// Replies the test chose, instead of the usual ones.

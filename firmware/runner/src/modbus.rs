@@ -1,6 +1,7 @@
 //! Reading Iskra meters (WM, MC, IE series) and switching Bicom relays over Modbus, the way
 //! the SG does over IR or RS485: input registers (function 4) in the T5/T6/T7 formats of
-//! `tests/fixtures/modbus/README.md`, relays through holding register 40141 (function 6).
+//! `tests/fixtures/modbus/README.md` (decoded by the server's own decoder,
+//! [`headend_modbus_map::iskra`]), relays through holding register 40141 (function 6).
 //!
 //! The register maps are read through a [`Transport`]: Modbus TCP (tokio-modbus), or Modbus
 //! RTU on the gateway's RS485 bus ([`crate::rtu`]).
@@ -11,6 +12,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use headend_modbus_map::iskra;
 use tokio_modbus::client::{tcp, Context, Reader, Writer};
 use tokio_modbus::Slave;
 
@@ -63,44 +65,22 @@ pub struct Energy {
     pub tariff: u16,
 }
 
-/// Decodes T5: top byte a signed decimal exponent, low 24 bits an unsigned mantissa.
-#[must_use]
-pub fn decode_t5(hi: u16, lo: u16) -> f64 {
-    let raw = join(hi, lo);
-    let exponent = (raw >> 24) as u8 as i8;
-    let mantissa = raw & 0x00FF_FFFF;
-    f64::from(mantissa) * 10f64.powi(i32::from(exponent))
-}
-
-/// Decodes T6: as T5, but the 24-bit mantissa is two's complement.
-#[must_use]
-pub fn decode_t6(hi: u16, lo: u16) -> f64 {
-    let raw = join(hi, lo);
-    let exponent = (raw >> 24) as u8 as i8;
-    // Shift the 24-bit mantissa into the top of an i32 and back to sign-extend it.
-    let mantissa = ((raw << 8) as i32) >> 8;
-    f64::from(mantissa) * 10f64.powi(i32::from(exponent))
-}
-
-/// Decodes T7: top byte 00 import / FF export, next byte 00 inductive / FF capacitive, low
-/// 16 bits the power factor × 10000.
-#[must_use]
-pub fn decode_t7(hi: u16, lo: u16) -> PowerFactor {
-    PowerFactor {
-        value: f64::from(lo) / 10_000.0,
-        export: hi >> 8 == 0xFF,
-        capacitive: hi & 0xFF == 0xFF,
+impl From<iskra::T7> for PowerFactor {
+    /// As the meter sends it: any direction or kind byte other than FF reads as import,
+    /// inductive.
+    fn from(t7: iskra::T7) -> Self {
+        Self {
+            value: t7.value(),
+            capacitive: t7.capacitive(),
+            export: t7.export(),
+        }
     }
 }
 
 /// A big-endian (high word first) two's complement 32-bit value.
 #[must_use]
 pub fn decode_i32(hi: u16, lo: u16) -> i32 {
-    join(hi, lo) as i32
-}
-
-fn join(hi: u16, lo: u16) -> u32 {
-    (u32::from(hi) << 16) | u32::from(lo)
+    ((u32::from(hi) << 16) | u32::from(lo)) as i32
 }
 
 /// First register of the measurement block (30105, frequency) and its length up to the
@@ -130,15 +110,15 @@ pub fn decode_measurements(words: &[u16]) -> Result<Instant, ReadError> {
     let pair = |register: u16| (words[at(register)], words[at(register) + 1]);
     let t5 = |register| {
         let (hi, lo) = pair(register);
-        decode_t5(hi, lo)
+        iskra::decode_t5(hi, lo).to_f64()
     };
     let t6 = |register| {
         let (hi, lo) = pair(register);
-        decode_t6(hi, lo)
+        iskra::decode_t6(hi, lo).to_f64()
     };
     let t7 = |register| {
         let (hi, lo) = pair(register);
-        decode_t7(hi, lo)
+        PowerFactor::from(iskra::decode_t7(hi, lo))
     };
     let angle = |register| f64::from(words[at(register)] as i16) / 100.0;
     Ok(Instant {
@@ -473,32 +453,36 @@ mod tests {
         (a - b).abs() < 1e-9 * b.abs().max(1.0)
     }
 
+    /// The shared decoder's values, as the floats the gateway's SG documents carry.
     #[test]
     fn t5_is_mantissa_times_ten_to_the_exponent() {
         // FD 03 80 C4: exponent -3, mantissa 229572 → 229.572 (a voltage).
-        assert!(close(decode_t5(0xFD03, 0x80C4), 229.572));
+        assert!(close(iskra::decode_t5(0xFD03, 0x80C4).to_f64(), 229.572));
         // 02 00 00 07: 7 × 10² = 700.
-        assert!(close(decode_t5(0x0200, 0x0007), 700.0));
+        assert!(close(iskra::decode_t5(0x0200, 0x0007).to_f64(), 700.0));
         // The mantissa is unsigned in T5: FF FF FF ED is 16777197 × 10⁻¹.
-        assert!(close(decode_t5(0xFFFF, 0xFFED), 1_677_719.7));
+        assert!(close(
+            iskra::decode_t5(0xFFFF, 0xFFED).to_f64(),
+            1_677_719.7
+        ));
     }
 
     #[test]
     fn t6_mantissa_is_twos_complement() {
         // The README's FF FF FF ED, read as T6: exponent -1, mantissa -19 → -1.9.
-        assert!(close(decode_t6(0xFFFF, 0xFFED), -1.9));
+        assert!(close(iskra::decode_t6(0xFFFF, 0xFFED).to_f64(), -1.9));
         // 00 00 00 13: +19.
-        assert!(close(decode_t6(0x0000, 0x0013), 19.0));
+        assert!(close(iskra::decode_t6(0x0000, 0x0013).to_f64(), 19.0));
         // FE 00 03 E8: 1000 × 10⁻² = 10 (positive mantissa, negative exponent).
-        assert!(close(decode_t6(0xFE00, 0x03E8), 10.0));
+        assert!(close(iskra::decode_t6(0xFE00, 0x03E8).to_f64(), 10.0));
         // FD 80 00 00: the most negative mantissa.
-        assert!(close(decode_t6(0xFD80, 0x0000), -8_388.608));
+        assert!(close(iskra::decode_t6(0xFD80, 0x0000).to_f64(), -8_388.608));
     }
 
     #[test]
     fn t7_carries_direction_character_and_value() {
         // A power factor of 0.82 (the README's 00 52 is 82 hundredths; T7 is ten-thousandths).
-        let pf = decode_t7(0x0000, 8200);
+        let pf = PowerFactor::from(iskra::decode_t7(0x0000, 8200));
         assert_eq!(
             pf,
             PowerFactor {
@@ -507,9 +491,9 @@ mod tests {
                 export: false
             }
         );
-        let pf = decode_t7(0xFFFF, 2124);
+        let pf = PowerFactor::from(iskra::decode_t7(0xFFFF, 2124));
         assert!(pf.export && pf.capacitive && close(pf.value, 0.2124));
-        let pf = decode_t7(0x00FF, 10_000);
+        let pf = PowerFactor::from(iskra::decode_t7(0x00FF, 10_000));
         assert!(!pf.export && pf.capacitive && close(pf.value, 1.0));
     }
 

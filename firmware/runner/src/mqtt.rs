@@ -17,8 +17,10 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, MqttOptions, Outgoing as MqttOutgoing, Packet, QoS,
     TlsConfiguration, Transport,
 };
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::{mpsc, Notify};
-use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer, RootCertStore};
+use tokio_rustls::rustls::{self, RootCertStore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -145,8 +147,12 @@ pub fn client_tls(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ClientConfig>>
             let chain = read_certs(cert)?;
             let pem =
                 std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?;
-            let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut pem.as_slice())?
-                .with_context(|| format!("no private key in {}", key.display()))?;
+            let key = match PrivateKeyDer::from_pem_slice(&pem) {
+                Err(pem::Error::NoItemsFound) => {
+                    anyhow::bail!("no private key in {}", key.display())
+                }
+                other => other?,
+            };
             builder.with_client_auth_cert(chain, key)?
         }
         None => builder.with_no_client_auth(),
@@ -154,9 +160,9 @@ pub fn client_tls(files: &TlsFiles) -> anyhow::Result<Arc<rustls::ClientConfig>>
     Ok(Arc::new(config))
 }
 
-fn read_certs(path: &Path) -> anyhow::Result<Vec<rustls::pki_types::CertificateDer<'static>>> {
+fn read_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice()).collect::<Result<Vec<_>, _>>()?;
+    let certs = CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>()?;
     anyhow::ensure!(!certs.is_empty(), "no certificate in {}", path.display());
     Ok(certs)
 }

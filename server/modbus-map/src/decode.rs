@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::decimal::scale_pow10;
+use crate::iskra;
 use crate::map::{Field, ValueType, WordOrder};
 use crate::{BlockRead, CounterValue, DecodeIssue, Decoded, Function, RegisterMap};
 
@@ -83,19 +84,24 @@ fn raw(ty: ValueType, words: &[u16]) -> Result<Raw, String> {
             Raw::Float(f64::from(v))
         }
         ValueType::T5 | ValueType::T6 => {
-            let exponent = i32::from((bits >> 24) as u8 as i8);
-            let mantissa = (bits & 0x00FF_FFFF) as u32;
-            let value = if ty == ValueType::T6 && mantissa & 0x0080_0000 != 0 {
-                i128::from(mantissa) - (1 << 24)
+            let (hi, lo) = ((bits >> 16) as u16, bits as u16);
+            let scaled = if ty == ValueType::T5 {
+                iskra::decode_t5(hi, lo)
             } else {
-                i128::from(mantissa)
+                iskra::decode_t6(hi, lo)
             };
-            Raw::Exact { value, exponent }
+            Raw::Exact {
+                value: i128::from(scaled.mantissa),
+                exponent: i32::from(scaled.exponent),
+            }
         }
         ValueType::T7 => {
-            let direction = (bits >> 24) as u8;
-            let kind = (bits >> 16) as u8;
-            let pf = (bits & 0xFFFF) as u16;
+            let t7 = iskra::decode_t7((bits >> 16) as u16, bits as u16);
+            let iskra::T7 {
+                direction,
+                kind,
+                ten_thousandths: pf,
+            } = t7;
             if !matches!(direction, 0x00 | 0xFF) || !matches!(kind, 0x00 | 0xFF) {
                 return Err(format!(
                     "T7 flags {direction:02X} {kind:02X} are not 00/FF import/export, inductive/capacitive"
@@ -104,9 +110,12 @@ fn raw(ty: ValueType, words: &[u16]) -> Result<Raw, String> {
             if pf > 10_000 {
                 return Err(format!("T7 power factor {pf}/10000 is above 1"));
             }
-            let value = f64::from(pf) / 10_000.0;
             // Signed like the SG path: capacitive ("Cap") is negative.
-            Raw::PowerFactor(if kind == 0xFF { -value } else { value })
+            Raw::PowerFactor(if t7.capacitive() {
+                -t7.value()
+            } else {
+                t7.value()
+            })
         }
         ValueType::Ascii(_) => return Err("text is not a number".into()),
     })

@@ -8,7 +8,8 @@
 //!   counters (milli-units, integer arithmetic only), never panicking on hostile words;
 //! - [`RegisterMap::relay_write`] / [`RegisterMap::counter_reset`] give the writes a poller sends;
 //! - [`MapLibrary`] holds the shipped maps plus any dropped into a maps directory;
-//! - [`bus`] computes RS485 RTU frame times, so a poll cycle has a known lower bound.
+//! - [`bus`] computes RS485 RTU frame times, so a poll cycle has a known lower bound;
+//! - [`iskra`] decodes Iskra's T5/T6/T7 words (for the maps, and for the gateway runner).
 //!
 //! The format is documented in `docs/modbus-maps.md`.
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@ pub mod bus;
 mod decimal;
 mod decode;
 mod encode;
+pub mod iskra;
 mod map;
 mod plan;
 
@@ -88,7 +90,7 @@ pub const MAX_READ_WORDS: u16 = 125;
 /// Everything decoded from one poll of a device.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Decoded {
-    /// Headend measurement columns (`MEASUREMENT_COLUMNS` in the server) in SI units:
+    /// Headend measurement columns ([`COLUMNS`], the wire contract's) in SI units:
     /// V, A, W, var, VA, Hz, degC, %, degrees for angles; power factors in -1..1, negative
     /// when capacitive (as the SG path's "Cap").
     pub measurements: Vec<(&'static str, f32)>,

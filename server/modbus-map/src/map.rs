@@ -1,53 +1,17 @@
 //! The map file format (TOML) and its validation. See `docs/modbus-maps.md`.
 
 use serde::Deserialize;
+use sg_wire::message::MEASUREMENT_COLUMNS;
 
 use crate::decimal::Decimal;
 use crate::{CounterSpec, Function, MapError, RegisterMap, Write};
 
-/// Headend measurement columns a map may feed (the server's `MEASUREMENT_COLUMNS` without
-/// its reserved slot; this crate is pure, so it keeps a copy, and a server test checks that the
-/// two lists agree).
-pub const COLUMNS: [&str; 38] = [
-    "frequency",
-    "u1",
-    "u2",
-    "u3",
-    "u12",
-    "u23",
-    "u31",
-    "i1",
-    "i2",
-    "i3",
-    "i_n",
-    "p",
-    "p1",
-    "p2",
-    "p3",
-    "q",
-    "q1",
-    "q2",
-    "q3",
-    "s",
-    "s1",
-    "s2",
-    "s3",
-    "pf",
-    "pf1",
-    "pf2",
-    "pf3",
-    "pa",
-    "pa1",
-    "pa2",
-    "pa3",
-    "temperature",
-    "thd_i1",
-    "thd_i2",
-    "thd_i3",
-    "thd_u1",
-    "thd_u2",
-    "thd_u3",
-];
+/// Headend measurement columns a map may feed: the wire contract's
+/// [`MEASUREMENT_COLUMNS`] without its reserved last slot.
+pub const COLUMNS: &[&str] = match MEASUREMENT_COLUMNS.split_last() {
+    Some((_reserved, columns)) => columns,
+    None => &[],
+};
 
 /// How addresses are written in a map file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]

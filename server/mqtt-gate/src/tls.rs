@@ -1,12 +1,11 @@
 //! TLS termination: a rustls server configuration built from PEM files.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::crypto::ring;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
@@ -59,9 +58,8 @@ pub fn acceptor(config: &TlsConfig) -> Result<TlsAcceptor, GateError> {
 }
 
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, GateError> {
-    let mut reader = open(path)?;
-    let certs = rustls_pemfile::certs(&mut reader)
-        .collect::<Result<Vec<_>, _>>()
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| tls_error(path, e))?;
     if certs.is_empty() {
         return Err(tls_error(path, "no certificate found"));
@@ -70,15 +68,10 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, GateError> {
 }
 
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, GateError> {
-    rustls_pemfile::private_key(&mut open(path)?)
-        .map_err(|e| tls_error(path, e))?
-        .ok_or_else(|| tls_error(path, "no private key found"))
-}
-
-fn open(path: &Path) -> Result<BufReader<File>, GateError> {
-    File::open(path)
-        .map(BufReader::new)
-        .map_err(|e| tls_error(path, e))
+    PrivateKeyDer::from_pem_file(path).map_err(|e| match e {
+        pem::Error::NoItemsFound => tls_error(path, "no private key found"),
+        e => tls_error(path, e),
+    })
 }
 
 fn tls_error(path: &Path, cause: impl std::fmt::Display) -> GateError {

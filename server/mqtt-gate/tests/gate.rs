@@ -1023,7 +1023,9 @@ impl Pki {
     }
 
     fn client_transport(&self, with_cert: bool) -> Transport {
-        use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer, RootCertStore};
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio_rustls::rustls::{self, RootCertStore};
         let mut roots = RootCertStore::empty();
         roots.add(self.ca.der().clone()).unwrap();
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -1034,12 +1036,10 @@ impl Pki {
         .with_root_certificates(roots);
         let config = if with_cert {
             let (cert, key) = self.issue(&["SG1"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
-            let cert = rustls_pemfile::certs(&mut cert.as_bytes())
+            let cert = CertificateDer::pem_slice_iter(cert.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap();
-            let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.as_bytes())
-                .unwrap()
-                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
             builder.with_client_auth_cert(cert, key).unwrap()
         } else {
             builder.with_no_client_auth()

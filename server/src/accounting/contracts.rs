@@ -12,13 +12,128 @@ use sqlx::{PgExecutor, PgPool};
 use super::structure::StructureError;
 use super::worker::queue_rollups;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ContractRecord)]
 pub struct ContractView {
     pub id: i64,
     pub site_id: i64,
+    /// Applies from this local date until the next contract's.
     pub valid_from: NaiveDate,
+    #[schema(value_type = schema::ContractSchema)]
     pub contract: serde_json::Value,
     pub created_at: DateTime<Utc>,
+}
+
+/// The schema of a contract as the API reads and writes it. The contract types live in the
+/// pure `headend-energy` crate, which knows nothing of OpenAPI: these mirror their JSON.
+pub mod schema {
+    use std::collections::BTreeMap;
+
+    /// A supply contract, as an API user writes it. Prices are decimal strings (preferred: what
+    /// Headend writes back) or JSON numbers, at most 6 decimals, never negative: currency per
+    /// kWh (`import_price`, `export_price`), per kW of monthly peak (`demand_charge`), per
+    /// kvarh (`reactive.price`). `schedule` rules are tried in order and the first matching
+    /// rule wins (put exceptions first); when none matches, `default_band` applies. A rule
+    /// matches an instant by its local wall-clock time in the site's time zone: `months`
+    /// (optional, the season: 1..=12), `days` (`mon`..`sun`, `holiday`; a date in `holidays`
+    /// only matches rules listing `holiday`), and `[from, to)` as "HH:MM" (or "HH:MM:SS");
+    /// `to <= from` runs through midnight, `from == to` is the whole day, `to` may be "24:00".
+    /// Day and month apply to the date of the instant itself. `meter_tariff_bands`, when
+    /// present, maps the tariff the meter reported (T1..T6) to a band and wins over the
+    /// schedule; readings without a mapped tariff fall back to the schedule. `demand_charge`
+    /// applies to the highest 15-minute mean power of each month; `reactive` charges reactive
+    /// energy above `tan_phi_max` x active energy of the month. Unknown fields are rejected;
+    /// errors name the offending field (e.g. `bands[1].import_price`).
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = Contract, example = example)]
+    pub struct ContractSchema {
+        /// ISO 4217 code, e.g. EUR.
+        pub currency: String,
+        pub bands: Vec<BandSchema>,
+        /// First match wins; default none.
+        #[schema(default = json!([]))]
+        pub schedule: Option<Vec<RuleSchema>>,
+        /// The band when no rule matches.
+        pub default_band: String,
+        /// Local dates that count as `holiday` instead of their weekday; default none.
+        #[schema(default = json!([]))]
+        pub holidays: Option<Vec<chrono::NaiveDate>>,
+        /// Meter tariff number (1..6) to band name.
+        pub meter_tariff_bands: Option<BTreeMap<String, String>>,
+        /// Per kW per month of the month's highest 15-minute mean power.
+        pub demand_charge: Option<PriceSchema>,
+        pub reactive: Option<ReactiveSchema>,
+    }
+
+    /// Exact decimal, at most 6 decimals, not negative; written back as a string. Numbers are
+    /// read through their shortest decimal form (0.142 is exactly 0.142).
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = Price, example = "0.1420")]
+    pub struct PriceSchema(pub String);
+
+    /// A time-of-use band and its prices.
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = TariffBand)]
+    pub struct BandSchema {
+        /// Unique; referenced by rules, `default_band` and `meter_tariff_bands`.
+        pub name: String,
+        /// Per kWh imported.
+        pub import_price: PriceSchema,
+        /// Per kWh exported (credited); absent: export is not paid.
+        pub export_price: Option<PriceSchema>,
+    }
+
+    /// A schedule rule: when it matches, the instant is in `band`.
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = TariffRule)]
+    pub struct RuleSchema {
+        /// Free text.
+        pub name: Option<String>,
+        /// Name of a band.
+        pub band: String,
+        /// Local calendar months 1..12; absent: all year.
+        pub months: Option<Vec<u8>>,
+        /// mon, tue, wed, thu, fri, sat, sun or holiday; full weekday names (`monday`..) are
+        /// accepted too.
+        pub days: Vec<String>,
+        /// Local start time "HH:MM", inclusive.
+        pub from: String,
+        /// Local end time "HH:MM", exclusive; "24:00" is midnight.
+        pub to: String,
+    }
+
+    /// The reactive-energy charge.
+    #[derive(utoipa::ToSchema)]
+    #[schema(as = ReactiveCharge)]
+    pub struct ReactiveSchema {
+        /// Free reactive energy as a share of active energy (cos phi 0.95 is tan phi 0.329),
+        /// 0 to 100; used to 6 decimals.
+        pub tan_phi_max: f64,
+        /// Per kvarh above the limit.
+        pub price: PriceSchema,
+    }
+
+    /// The document's example contract (a unit test checks that it is valid).
+    pub fn example() -> serde_json::Value {
+        serde_json::json!({
+            "currency": "EUR",
+            "bands": [
+                { "name": "peak", "import_price": "0.1850" },
+                { "name": "day", "import_price": "0.142", "export_price": "0.06" },
+                { "name": "night", "import_price": "0.0950", "export_price": "0.06" }
+            ],
+            "schedule": [
+                { "name": "winter peak", "band": "peak", "months": [11, 12, 1, 2],
+                  "days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:00", "to": "14:00" },
+                { "band": "day", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "06:00", "to": "22:00" }
+            ],
+            "default_band": "night",
+            "holidays": ["2026-01-01", "2026-04-06", "2026-12-25"],
+            "meter_tariff_bands": { "1": "day", "2": "night" },
+            "demand_charge": "3.75",
+            "reactive": { "tan_phi_max": 0.33, "price": "0.015" }
+        })
+    }
 }
 
 type Row = (
@@ -307,6 +422,24 @@ mod tests {
             "bands": [{ "name": "day", "import_price": "0.2" }],
             "default_band": "day",
         })
+    }
+
+    /// The example of the API document is a valid contract, and names every field the
+    /// document describes.
+    #[test]
+    fn the_documented_example_is_a_valid_contract() {
+        use utoipa::PartialSchema;
+        let example = schema::example();
+        Contract::from_value(example.clone()).unwrap();
+        let schema = serde_json::to_value(schema::ContractSchema::schema()).unwrap();
+        let documented = schema["properties"].as_object().unwrap();
+        for key in example.as_object().unwrap().keys() {
+            assert!(documented.contains_key(key), "Contract schema lacks {key}");
+        }
+        let served = serde_json::to_value(Contract::example_eur()).unwrap();
+        for key in served.as_object().unwrap().keys() {
+            assert!(documented.contains_key(key), "Contract schema lacks {key}");
+        }
     }
 
     /// A stored row that no longer parses or validates is reported with its id, site and

@@ -7,8 +7,10 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// What the register means for billing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = RegisterRole)]
 pub enum Role {
     /// Active energy taken from the grid: consumption, cost, peak demand.
     Import,

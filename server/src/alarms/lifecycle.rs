@@ -194,16 +194,8 @@ pub async fn raise(
     let a = &rule.actions;
     enqueue_notifications(tx, id, ev, "raised", &a.email, a, at, value).await?;
     if let Some(relay) = a.shed_relay {
-        enqueue(
-            tx,
-            id,
-            ev,
-            "relay",
-            &relay.to_string(),
-            json!({"relay": relay, "action": "off", "rule_id": rule.id,
-                   "reason": format!("alarm rule {}: {message}", rule.id)}),
-        )
-        .await?;
+        let reason = format!("alarm rule {}: {message}", rule.id);
+        enqueue_relay(tx, id, ev, relay, "off", rule.id, &reason).await?;
     }
     tracing::info!(alarm = id, rule = rule.id, subject = %subject.key, value, "alarm raised");
     Ok(Some(id))
@@ -239,16 +231,8 @@ pub async fn clear(
         enqueue_notifications(tx, id, ev, "cleared", &a.email, a, at, value).await?;
     }
     if let (Some(relay), true) = (a.shed_relay, a.restore_on_clear) {
-        enqueue(
-            tx,
-            id,
-            ev,
-            "relay",
-            &relay.to_string(),
-            json!({"relay": relay, "action": "on", "rule_id": rule.id,
-                   "reason": format!("alarm rule {}: cleared, restoring", rule.id)}),
-        )
-        .await?;
+        let reason = format!("alarm rule {}: cleared, restoring", rule.id);
+        enqueue_relay(tx, id, ev, relay, "on", rule.id, &reason).await?;
     }
     tracing::info!(alarm = id, rule = rule.id, subject = %subject.key, value, "alarm cleared");
     Ok(Some(id))
@@ -275,6 +259,21 @@ async fn enqueue(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Switching the rule's shed relay (`action` on or off) through the command ledger, for one
+/// event.
+async fn enqueue_relay(
+    tx: &mut Tx<'_>,
+    alarm: i64,
+    ev: i64,
+    relay: i64,
+    action: &str,
+    rule: i64,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    let payload = json!({"relay": relay, "action": action, "rule_id": rule, "reason": reason});
+    enqueue(tx, alarm, ev, "relay", &relay.to_string(), payload).await
 }
 
 /// E-mails to `recipients`, and the webhook and MQTT documents, for one event.

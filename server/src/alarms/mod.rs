@@ -100,7 +100,7 @@ impl AlarmsHandle {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -129,7 +129,7 @@ impl Severity {
 
 /// What a rule watches. Timer kinds are evaluated every `alarms.timer_period_secs` with the
 /// value named below; every kind goes through the same condition (above, below, band).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Watch {
     /// An instantaneous quantity of a meter: a `measurements` column (u1, p, pf, thd_u1,
@@ -147,7 +147,10 @@ pub enum Watch {
     /// The gateway's clock skew in seconds, absolute.
     ClockSkew,
     /// Messages of the gateway rejected by ingest within the last `window_s` seconds.
-    Rejects { window_s: u32 },
+    Rejects {
+        #[schema(minimum = 60, maximum = 86400)]
+        window_s: u32,
+    },
     /// The meter's import energy in its newest quarter-hour, Wh (from the profile worker's
     /// intervals; each quarter-hour is judged once, at its end).
     #[serde(rename = "energy_15min")]
@@ -207,7 +210,7 @@ pub fn measurement_column(name: &str) -> Option<usize> {
 }
 
 /// What happens when an alarm of the rule is raised and cleared.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Actions {
     /// E-mail recipients, on raise (and on clear when `notify_clear`).

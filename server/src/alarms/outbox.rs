@@ -21,6 +21,7 @@ use super::smtp::{self, Mail, Mailer, SmtpSettings};
 use super::webhook::{self, Target};
 use crate::auth::{Principal, Role, Scope};
 use crate::config::Secret;
+use crate::infra::backoff;
 use crate::mqtt::CommandSender;
 use crate::relays::ledger::{self, Action, CommandError, NewCommand};
 
@@ -94,14 +95,6 @@ pub fn settings(config: &crate::config::AlarmsConfig) -> Result<OutboxSettings, 
     })
 }
 
-/// Delay before attempt `attempts + 1`: base × 2^(attempts − 1), capped.
-pub fn backoff(base: Duration, max: Duration, attempts: i32) -> Duration {
-    let exp = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(0)
-        .min(20);
-    base.saturating_mul(1 << exp).min(max)
-}
-
 impl OutboxSender {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
         loop {
@@ -156,8 +149,12 @@ impl OutboxSender {
                     Outcome::Sent
                 }
                 Err(Failure::Transient(e)) if attempts < self.settings.max_attempts => {
-                    let delay =
-                        backoff(self.settings.retry_base, self.settings.retry_max, attempts);
+                    // Attempts are counted from 1 (the row's column is never negative).
+                    let delay = backoff::delay(
+                        self.settings.retry_base,
+                        self.settings.retry_max,
+                        u32::try_from(attempts).unwrap_or(0),
+                    );
                     sqlx::query(
                         "UPDATE alarm_outbox SET attempts = $2, last_error = $3,
                              next_attempt_at = now() + make_interval(secs => $4) WHERE id = $1",
@@ -357,17 +354,46 @@ fn truncate(s: &str) -> String {
     s.chars().take(2000).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+// ---- read side (the outbox page) ------------------------------------------------------------
 
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let (b, m) = (Duration::from_secs(10), Duration::from_secs(900));
-        assert_eq!(backoff(b, m, 1), Duration::from_secs(10));
-        assert_eq!(backoff(b, m, 2), Duration::from_secs(20));
-        assert_eq!(backoff(b, m, 4), Duration::from_secs(80));
-        assert_eq!(backoff(b, m, 10), m);
-        assert_eq!(backoff(b, m, i32::MAX), m);
-    }
+/// One outbox row with its alarm's rule and the subject of its payload.
+#[derive(Debug, sqlx::FromRow)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub created_at: chrono::DateTime<Utc>,
+    pub alarm_id: Option<i64>,
+    pub rule: Option<String>,
+    pub channel: String,
+    pub target: String,
+    pub status: String,
+    pub attempts: i32,
+    pub sent_at: Option<chrono::DateTime<Utc>>,
+    pub last_error: Option<String>,
+    /// The payload's subject, message or event, whichever it has.
+    pub subject: Option<String>,
+}
+
+/// The newest `limit` outbox rows, newest first.
+pub async fn recent(pool: &PgPool, limit: i64) -> Result<Vec<OutboxEntry>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT o.id, o.created_at, o.alarm_id, a.rule_name AS rule, o.channel, o.target, o.status,
+                o.attempts, o.sent_at, o.last_error,
+                COALESCE(o.payload->>'subject', o.payload->>'message', o.payload->>'event') AS subject
+         FROM alarm_outbox o LEFT JOIN alarms a ON a.id = o.alarm_id
+         ORDER BY o.id DESC LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// How many outbox rows are pending, sent and failed.
+pub async fn status_counts(pool: &PgPool) -> Result<(i64, i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'sent'),
+                count(*) FILTER (WHERE status = 'failed')
+         FROM alarm_outbox",
+    )
+    .fetch_one(pool)
+    .await
 }

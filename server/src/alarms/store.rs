@@ -3,14 +3,17 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 
 use super::rules::Condition;
 use super::{Actions, AlarmError, Severity, Watch};
 use crate::auth::Scope;
 
-#[derive(Debug, Clone, Deserialize)]
+/// An alarm rule as written. The target (panel, circuit, meter) and the shed relay must belong
+/// to the rule's site.
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = AlarmRuleInput)]
 pub struct RuleInput {
     pub site_id: i64,
     pub name: String,
@@ -35,19 +38,25 @@ fn yes() -> bool {
     true
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = AlarmRule)]
 pub struct RuleView {
     pub id: i64,
     pub site_id: i64,
     pub name: String,
     pub enabled: bool,
+    #[schema(value_type = Severity)]
     pub severity: String,
+    /// `site`, `panel`, `circuit` or `meter`.
     pub target: String,
     pub panel_id: Option<i64>,
     pub circuit_id: Option<i64>,
     pub device_id: Option<i64>,
+    #[schema(value_type = Watch)]
     pub watch: Json<Watch>,
+    #[schema(value_type = Condition)]
     pub condition: Json<Condition>,
+    #[schema(value_type = Actions)]
     pub actions: Json<Actions>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -76,13 +85,25 @@ pub async fn get_rule(
     scope: &Scope,
     id: i64,
 ) -> Result<Option<RuleView>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{RULE_SQL} WHERE id = $2 AND ($1::int8[] IS NULL OR site_id = ANY($1))"
-    ))
-    .bind(scope.site_ids())
-    .bind(id)
-    .fetch_optional(pool)
-    .await
+    let sql = format!("{RULE_SQL} WHERE id = $2 AND ($1::int8[] IS NULL OR site_id = ANY($1))");
+    one_in_scope(pool, &sql, scope, id).await
+}
+
+/// The row `sql` selects with the scope's sites as `$1` and an id as `$2`.
+async fn one_in_scope<T>(
+    pool: &PgPool,
+    sql: &str,
+    scope: &Scope,
+    id: i64,
+) -> Result<Option<T>, sqlx::Error>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    sqlx::query_as(sql)
+        .bind(scope.site_ids())
+        .bind(id)
+        .fetch_optional(pool)
+        .await
 }
 
 /// Checks the document and that every object it names belongs to the rule's site.
@@ -169,28 +190,38 @@ pub async fn create_rule(
     input: &RuleInput,
 ) -> Result<i64, AlarmError> {
     validate(pool, scope, input).await?;
-    let id = sqlx::query_scalar(
+    let insert = sqlx::query(
         "INSERT INTO alarm_rules (site_id, name, enabled, severity, target, panel_id, circuit_id,
              device_id, watch, condition, actions, created_by)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
-    )
-    .bind(input.site_id)
-    .bind(input.name.trim())
-    .bind(input.enabled)
-    .bind(input.severity.as_str())
-    .bind(&input.target)
-    .bind(input.panel_id)
-    .bind(input.circuit_id)
-    .bind(input.device_id)
-    .bind(Json(&input.watch))
-    .bind(Json(&input.condition))
-    .bind(Json(&input.actions))
-    .bind(user)
-    .fetch_one(pool)
-    .await?;
+    );
+    let id: i64 = bind_rule(insert, input)
+        .bind(user)
+        .fetch_one(pool)
+        .await?
+        .try_get("id")?;
     tracing::info!(rule = id, site = input.site_id, "alarm rule created");
     Ok(id)
 }
+
+/// Binds the rule's columns as `$1` to `$11`: site_id, name, enabled, severity, target,
+/// panel_id, circuit_id, device_id, watch, condition, actions.
+fn bind_rule<'q>(query: PgQuery<'q>, input: &'q RuleInput) -> PgQuery<'q> {
+    query
+        .bind(input.site_id)
+        .bind(input.name.trim())
+        .bind(input.enabled)
+        .bind(input.severity.as_str())
+        .bind(&input.target)
+        .bind(input.panel_id)
+        .bind(input.circuit_id)
+        .bind(input.device_id)
+        .bind(Json(&input.watch))
+        .bind(Json(&input.condition))
+        .bind(Json(&input.actions))
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// Replaces a rule. Its evaluation state is kept when what it watches is unchanged (a new
 /// threshold applies to the next sample); otherwise the state is dropped and its open alarms
@@ -206,26 +237,13 @@ pub async fn update_rule(
         .ok_or(AlarmError::NotFound("alarm rule"))?;
     validate(pool, scope, input).await?;
     let mut tx = pool.begin().await?;
-    sqlx::query(
-        "UPDATE alarm_rules SET site_id = $2, name = $3, enabled = $4, severity = $5, target = $6,
-             panel_id = $7, circuit_id = $8, device_id = $9, watch = $10, condition = $11,
-             actions = $12, updated_at = now()
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(input.site_id)
-    .bind(input.name.trim())
-    .bind(input.enabled)
-    .bind(input.severity.as_str())
-    .bind(&input.target)
-    .bind(input.panel_id)
-    .bind(input.circuit_id)
-    .bind(input.device_id)
-    .bind(Json(&input.watch))
-    .bind(Json(&input.condition))
-    .bind(Json(&input.actions))
-    .execute(&mut *tx)
-    .await?;
+    let update = sqlx::query(
+        "UPDATE alarm_rules SET site_id = $1, name = $2, enabled = $3, severity = $4, target = $5,
+             panel_id = $6, circuit_id = $7, device_id = $8, watch = $9, condition = $10,
+             actions = $11, updated_at = now()
+         WHERE id = $12",
+    );
+    bind_rule(update, input).bind(id).execute(&mut *tx).await?;
     let reason = if !input.enabled {
         Some("rule disabled")
     } else if current.watch.0 != input.watch || current.site_id != input.site_id {
@@ -288,8 +306,9 @@ async fn close_active(
     Ok(())
 }
 
-/// An alarm as listed. `state`: active, active_acknowledged, cleared_unacknowledged, closed.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// An alarm as listed.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Alarm)]
 pub struct AlarmView {
     pub id: i64,
     pub rule_id: Option<i64>,
@@ -299,8 +318,10 @@ pub struct AlarmView {
     pub subject: String,
     pub device_id: Option<i64>,
     pub gateway_id: Option<i64>,
+    #[schema(value_type = Severity)]
     pub severity: String,
     pub message: String,
+    /// `active`, `active_acknowledged`, `cleared_unacknowledged` or `closed`.
     pub state: String,
     pub active: bool,
     pub raised_at: DateTime<Utc>,
@@ -327,13 +348,18 @@ const ALARM_SQL: &str = "SELECT a.id, a.rule_id, a.rule_name, a.site_id, s.name 
     COALESCE(a.shelved_until > now(), false) AS shelved, a.escalated_at
     FROM alarms a JOIN sites s ON s.id = a.site_id";
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AlarmFilter {
+    /// Only this site.
     pub site_id: Option<i64>,
+    /// `info`, `warning` or `critical`.
+    #[param(value_type = Option<Severity>)]
     pub severity: Option<String>,
     /// `open` (default: active or unacknowledged), `active`, or `all`.
     pub state: Option<String>,
+    /// At most this many (default 500, at most 5000).
     pub limit: Option<i64>,
 }
 
@@ -380,20 +406,19 @@ pub async fn get_alarm(
     scope: &Scope,
     id: i64,
 ) -> Result<Option<AlarmView>, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "{ALARM_SQL} WHERE a.id = $2 AND ($1::int8[] IS NULL OR a.site_id = ANY($1))"
-    ))
-    .bind(scope.site_ids())
-    .bind(id)
-    .fetch_optional(pool)
-    .await
+    let sql =
+        format!("{ALARM_SQL} WHERE a.id = $2 AND ($1::int8[] IS NULL OR a.site_id = ANY($1))");
+    one_in_scope(pool, &sql, scope, id).await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = AlarmEvent)]
 pub struct EventView {
     pub id: i64,
     pub alarm_id: i64,
     pub at: DateTime<Utc>,
+    /// `raised`, `reraised`, `cleared`, `acknowledged`, `shelved`, `unshelved`, `escalated`
+    /// or `action_failed`.
     pub kind: String,
     pub actor: Option<String>,
     pub comment: Option<String>,

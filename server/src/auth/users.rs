@@ -16,10 +16,12 @@ pub enum UserError {
     Db(#[from] sqlx::Error),
 }
 
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = User)]
 pub struct UserRow {
     pub id: i64,
     pub email: String,
+    /// admin, operator or viewer.
     pub role: String,
     pub disabled: bool,
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -225,6 +227,25 @@ pub async fn grant_site(pool: &PgPool, user_id: i64, site_id: i64) -> Result<boo
     Ok(done.rows_affected() > 0)
 }
 
+/// Whether the user has been granted the site.
+pub async fn has_site(pool: &PgPool, user_id: i64, site_id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM user_sites WHERE user_id = $1 AND site_id = $2)",
+    )
+    .bind(user_id)
+    .bind(site_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Whether the account is disabled; `None` when there is no such user.
+pub async fn is_disabled(pool: &PgPool, user_id: i64) -> Result<Option<bool>, sqlx::Error> {
+    sqlx::query_scalar("SELECT disabled FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
+}
+
 /// Takes a site away from a user; whether the user had it.
 pub async fn revoke_site(pool: &PgPool, user_id: i64, site_id: i64) -> Result<bool, sqlx::Error> {
     let done = sqlx::query("DELETE FROM user_sites WHERE user_id = $1 AND site_id = $2")
@@ -273,4 +294,43 @@ pub async fn reset_password(pool: &PgPool, user_id: i64) -> Result<Option<String
     }
     tx.commit().await?;
     Ok((done.rows_affected() > 0).then_some(secret))
+}
+
+/// A user as the administration page lists it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct UserSummary {
+    pub id: i64,
+    pub email: String,
+    pub role: String,
+    /// The names of the sites granted, comma-separated ("" for none).
+    pub sites: String,
+    pub disabled: bool,
+}
+
+/// Every user with the sites granted to them, by e-mail.
+pub async fn summaries(pool: &PgPool) -> Result<Vec<UserSummary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT u.id, u.email, u.role,
+                COALESCE(string_agg(s.name, ', ' ORDER BY s.name), '') AS sites, u.disabled
+         FROM users u LEFT JOIN user_sites us ON us.user_id = u.id LEFT JOIN sites s ON s.id = us.site_id
+         GROUP BY u.id ORDER BY u.email",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Whether the user exists.
+pub async fn exists(pool: &PgPool, user_id: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+        .bind(user_id)
+        .fetch_one(pool)
+        .await
+}
+
+/// The user's e-mail; `None` when there is no such user.
+pub async fn email_of(pool: &PgPool, user_id: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
+        .bind(user_id)
+        .fetch_optional(pool)
+        .await
 }

@@ -249,10 +249,20 @@ mod tests {
             reg("counter5nr", "Wh", None, &[]),
             reg("counter1", "Wh", None, ALL),
         ];
-        let meter = Meter::new(None, None, None, &regs);
-        assert_eq!(human_name(&regs[1], &meter), "Counter 7, resettable");
-        assert_eq!(human_name(&regs[2], &meter), "Counter 5");
-        assert_eq!(human_name(&regs[3], &meter), "Counter 1, resettable");
+        assert_eq!(
+            names_of(&regs)[1..],
+            [
+                "Counter 7, resettable",
+                "Counter 5",
+                "Counter 1, resettable"
+            ]
+        );
+    }
+
+    /// The names of a meter's registers, without configured roles.
+    fn names_of(regs: &[Register<'_>]) -> Vec<String> {
+        let meter = Meter::new(None, None, None, regs);
+        regs.iter().map(|r| human_name(r, &meter)).collect()
     }
 
     #[test]
@@ -262,10 +272,7 @@ mod tests {
             reg("counter4nr", "Wh", None, &[]),
             reg("counter2nr", "VAh", None, &[]),
         ];
-        let meter = Meter::new(None, None, None, &regs);
-        assert_eq!(human_name(&regs[0], &meter), "Counter 3");
-        assert_eq!(human_name(&regs[1], &meter), "Counter 4");
-        assert_eq!(human_name(&regs[2], &meter), "Counter 2");
+        assert_eq!(names_of(&regs), ["Counter 3", "Counter 4", "Counter 2"]);
     }
 
     #[test]

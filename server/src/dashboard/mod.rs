@@ -2,9 +2,13 @@
 //! Every number comes from the same queries as the API, so page, API and CSV agree.
 
 pub mod charts;
+pub mod circuit;
 pub mod counters;
+pub mod objects;
 pub mod overview;
+pub mod period;
 pub mod power;
+pub mod site;
 pub mod spark;
 pub mod units;
 
@@ -22,6 +26,9 @@ use crate::fleet::devices;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DashboardError {
+    /// A request the pages refuse (400): an unknown range, say.
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Query(#[from] query::QueryError),
     #[error(transparent)]
@@ -225,6 +232,11 @@ pub struct MeterPlacement {
     pub reactive_register: Option<String>,
     /// The counters the meter has reported, for the register fields.
     pub registers: Vec<String>,
+    /// Where it is read: `ir`, `rs485`, `modbus`, `xml`, and the slot (or unit) there.
+    pub port: String,
+    pub slot: i16,
+    /// Set by an admin; readings before it are not accounted.
+    pub commissioned_at: Option<DateTime<Utc>>,
 }
 
 /// Every meter on the gateways of `site`, with its placement.
@@ -236,7 +248,7 @@ pub async fn meter_placements(
         "SELECT d.id, d.serial, g.serial AS gateway, d.model, d.name, d.measures, d.panel_id,
                 d.circuit_id, d.usage, d.import_register, d.export_register, d.reactive_register,
                 ARRAY(SELECT c.name FROM counters c WHERE c.device_id = d.id ORDER BY c.name)
-                    AS registers
+                    AS registers, d.port, d.slot, d.commissioned_at
          FROM devices d JOIN gateways g ON g.id = d.gateway_id
          WHERE g.site_id = $1 AND d.kind = 'meter' AND d.serial <> ''
          ORDER BY d.serial, g.serial, d.port, d.slot",

@@ -67,6 +67,23 @@ pub fn trend(pct: f64) -> (&'static str, String) {
     }
 }
 
+/// A change as the pages show it: the arrow, the signed percentage and the class (`up`, `down`
+/// or `same`) that colours it.
+pub fn shown_trend(pct: f64) -> (&'static str, String, &'static str) {
+    let (arrow, text) = trend(pct);
+    let class = match arrow {
+        "▲" => "up",
+        "▼" => "down",
+        _ => "same",
+    };
+    (arrow, text, class)
+}
+
+/// The change of `now` against the period before, as shown; `None` when that had no energy.
+pub fn against(now: f64, before: f64) -> Option<(&'static str, String, &'static str)> {
+    (before > 0.0).then(|| shown_trend((now - before) / before * 100.0))
+}
+
 /// One site's card.
 #[derive(Debug)]
 pub struct SiteCard {

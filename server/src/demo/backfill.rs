@@ -13,7 +13,8 @@ use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 
-use super::model::{self, Moment, SiteSpec, QUARTER_MS};
+use super::load::{self, Moment, QUARTER_MS};
+use super::model::{self, SiteSpec};
 
 /// Days of instantaneous values (one row a quarter-hour per meter) before now.
 const MEASUREMENT_DAYS: i64 = 2;
@@ -61,7 +62,7 @@ pub struct Filled {
 
 /// The register's value when the history starts: a meter that has run for some years.
 fn initial_value(site: &SiteSpec, meter: usize, register: Register) -> i64 {
-    let draw = model::unit(site.seed, 0x1417, (meter as u64) << 4 | register as u64);
+    let draw = load::unit(site.seed, 0x1417, (meter as u64) << 4 | register as u64);
     match register {
         Register::Import => 5_000_000_000 + (draw * 40_000_000_000.0) as i64,
         Register::Reactive => 1_000_000_000 + (draw * 8_000_000_000.0) as i64,
@@ -179,7 +180,7 @@ pub async fn fill(
         let q_start = quarter * QUARTER_MS;
         let q_end = q_start + QUARTER_MS;
         let moment = Moment::new(quarter, site.zone, &holidays);
-        let energies = model::quarter(site, &moment);
+        let energies = load::quarter(site, &moment);
         if q_start >= recent_ms && q_end <= now_ms && q_start >= from_ms {
             for (i, &(import, export)) in energies.iter().enumerate() {
                 let spec = &site.meters[i];
@@ -196,7 +197,7 @@ pub async fn fill(
                     } else {
                         0.25
                     },
-                    model::unit(seed, 5, quarter as u64),
+                    load::unit(seed, 5, quarter as u64),
                 );
             }
         }

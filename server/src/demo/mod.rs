@@ -21,23 +21,33 @@
 //! process per zone, its meters continuing the backfilled counters, and the XML push
 //! gateway (`sg-gateway xml-push`) when the XML push listener is on.
 
+//!
+//! Modules: [`model`] (the sites as data), [`load`] (the load model), [`backfill`] (the
+//! history), `devices` (meters, relays, panels and circuits), [`converter`] and [`modbus`]
+//! (the simulated converter), `fleet` (the live simulators).
+
 pub mod backfill;
 pub mod converter;
+mod devices;
+mod fleet;
+pub mod load;
 pub mod modbus;
 pub mod model;
 
 use std::collections::HashMap;
-use std::path::Path;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use serde_json::json;
 use sqlx::PgPool;
 
 use crate::accounting::{contracts, structure};
 use crate::auth::{password, users, Role, Scope};
-use crate::{fleet::gateways, sites};
-use backfill::{CounterRef, Register};
-use model::{Place, SiteSpec, Source, SITES};
+use crate::sites;
+use backfill::Register;
+pub use devices::demo_gateway;
+use devices::{devices, locate, place};
+pub use fleet::start_fleet;
+use model::{SiteSpec, Source, SITES};
 
 /// Serial prefix of the simulated gateways: `SGF000001` …
 pub const FLEET_PREFIX: &str = "SGF";
@@ -204,7 +214,8 @@ pub async fn setup(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Demo> {
             devices(pool, spec, &locations, &gateway_ids, commissioned).await?;
         place(pool, spec, site, &meters).await?;
         if contracts::list(pool, site).await?.is_empty() {
-            let contract = contracts::parse(contract_json(spec))
+            let year = Utc::now().date_naive().year();
+            let contract = contracts::parse(model::contract_json(spec, year))
                 .map_err(|e| anyhow::anyhow!("demo contract: {e}"))?;
             let from = NaiveDate::from_ymd_opt(2020, 1, 1).unwrap_or_default();
             contracts::create(pool, site, from, &contract)
@@ -269,7 +280,7 @@ pub async fn setup(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Demo> {
                     lines.push_str(&format!("{serial} {} {v}\n", c.register.name()));
                 }
             }
-            let (profile, rated) = model::live_load(spec, meter);
+            let (profile, rated) = load::live_load(spec, meter);
             lines.push_str(&format!("{serial} profile {profile} {rated:.0}\n"));
         }
         start_counters.push(lines);
@@ -298,395 +309,6 @@ async fn converter_id(pool: &PgPool) -> anyhow::Result<Option<i64>> {
     .bind(model::CONVERTER)
     .fetch_optional(pool)
     .await?)
-}
-
-/// Where each of the site's meters is (gateway id, port, slot), in `spec.meters` order:
-/// the fleet's on their gateways; the Modbus meters on the demo converter, created (with
-/// its polled units) through the converters' own code path; the XML meters on the XML push
-/// gateway, registered with its source (loopback) and meter serials as the admin API does.
-async fn locate(
-    pool: &PgPool,
-    spec: &SiteSpec,
-    site: i64,
-    gateways: &HashMap<u32, i64>,
-) -> anyhow::Result<Vec<(i64, &'static str, i16)>> {
-    let modbus: Vec<_> = spec
-        .meters
-        .iter()
-        .filter_map(|m| match m.source {
-            Source::Modbus { unit, model } => Some((unit, model, m.serial())),
-            _ => None,
-        })
-        .collect();
-    let mut converter = 0;
-    if !modbus.is_empty() {
-        converter = match converter_id(pool).await? {
-            Some(id) => id,
-            None => crate::modbus::store::create(
-                pool,
-                &crate::modbus::Maps::builtin(),
-                &crate::modbus::config::ModbusConfig::default(),
-                crate::modbus::store::NewConverter {
-                    name: model::CONVERTER.into(),
-                    // The simulated converter's port is set once it listens.
-                    host: "127.0.0.1".into(),
-                    port: Some(502),
-                    site_id: Some(site),
-                    gap_ms: None,
-                    timeout_ms: None,
-                    retries: None,
-                    enabled: Some(true),
-                    devices: modbus
-                        .iter()
-                        .map(
-                            |(unit, model, serial)| crate::modbus::store::NewPolledDevice {
-                                unit: i64::from(*unit),
-                                model: (*model).into(),
-                                kind: Some("meter".into()),
-                                poll_interval_ms: Some(5_000),
-                                serial: Some(serial.clone()),
-                                enabled: Some(true),
-                            },
-                        )
-                        .collect(),
-                },
-                site_zone_name(spec),
-                "api",
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("demo converter: {e}"))?,
-        };
-    }
-    let xml: Vec<String> = spec
-        .meters
-        .iter()
-        .filter_map(|m| match m.source {
-            Source::Xml { serial } => Some(serial.to_owned()),
-            _ => None,
-        })
-        .collect();
-    let mut xml_slots: HashMap<String, (i64, i16)> = HashMap::new();
-    if !xml.is_empty() {
-        // Its MQTT password is never used: it identifies by its source address.
-        demo_gateway(pool, model::XML_GATEWAY, site).await?;
-        let id: i64 = sqlx::query_scalar("SELECT id FROM gateways WHERE serial = $1")
-            .bind(model::XML_GATEWAY)
-            .fetch_one(pool)
-            .await?;
-        let view = crate::xml_push::registry::set(
-            pool,
-            &Scope::All,
-            model::XML_GATEWAY,
-            &crate::xml_push::registry::XmlPushSettings {
-                sources: vec!["127.0.0.1".into(), "::1".into()],
-                meters: xml,
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("demo XML push gateway: {e}"))?;
-        for m in view.meters {
-            xml_slots.insert(m.serial, (id, m.slot));
-        }
-    }
-    let mut out = Vec::new();
-    for meter in spec.meters {
-        out.push(match meter.source {
-            Source::Fleet => {
-                let gateway = gateways.get(&meter.gateway).copied().unwrap_or_default();
-                if meter.slot == 0 {
-                    (gateway, "ir", 0)
-                } else {
-                    (gateway, "rs485", i16::from(meter.slot))
-                }
-            }
-            Source::Modbus { unit, .. } => (converter, "modbus", i16::from(unit)),
-            Source::Xml { serial } => {
-                let (id, slot) = xml_slots.get(serial).copied().unwrap_or_default();
-                (id, "xml", slot)
-            }
-        });
-    }
-    Ok(out)
-}
-
-/// Registers a demo gateway on `site`, or gives an existing one a fresh password (demo data
-/// only: passwords are printed, so they are new on every start); returns the password.
-pub async fn demo_gateway(pool: &PgPool, serial: &str, site: i64) -> anyhow::Result<String> {
-    let secret = password::generate();
-    let hash = password::hash(secret.clone()).await?;
-    let updated = sqlx::query("UPDATE gateways SET password_hash = $2 WHERE serial = $1")
-        .bind(serial)
-        .bind(&hash)
-        .execute(pool)
-        .await?
-        .rows_affected();
-    if updated == 0 {
-        gateways::create(
-            pool,
-            gateways::NewGateway {
-                serial: serial.into(),
-                password: Some(secret.clone()),
-                site_id: Some(site),
-                ..Default::default()
-            },
-            "Europe/Ljubljana",
-        )
-        .await?;
-    }
-    Ok(secret)
-}
-
-/// The meters (and relays) of the site's gateways as the simulator will report them, and
-/// their counters, created ahead of the first push with a commissioning time before the
-/// history. Returns the meters' device ids (in `spec.meters` order) and the counters.
-async fn devices(
-    pool: &PgPool,
-    spec: &SiteSpec,
-    locations: &[(i64, &'static str, i16)],
-    gateways: &HashMap<u32, i64>,
-    commissioned: DateTime<Utc>,
-) -> anyhow::Result<(Vec<i64>, Vec<CounterRef>)> {
-    let mut meters = Vec::new();
-    let mut counters = Vec::new();
-    for (i, (meter, &(gateway, port, slot))) in spec.meters.iter().zip(locations).enumerate() {
-        let (model, addr) = meter.model();
-        let id = upsert_device(
-            pool,
-            gateway,
-            ("meter", port, slot),
-            &meter.serial(),
-            model,
-            addr,
-            Some(meter.phases()),
-            meter.name,
-            commissioned,
-        )
-        .await?;
-        meters.push(id);
-        let mut registers = vec![(Register::Import, 1_i16, "Wh")];
-        if meter.has_export() {
-            registers.push((Register::Export, 2, "Wh"));
-        }
-        if meter.has_reactive() {
-            registers.push((Register::Reactive, 3, "varh"));
-        }
-        for (register, idx, unit) in registers {
-            let phase = (!meter.has_reactive()).then_some("Total");
-            let counter: i64 = sqlx::query_scalar(
-                "INSERT INTO counters AS c (device_id, name, idx, resettable, unit, phase, tariffs)
-                 VALUES ($1, $2, $3, false, $4, $5, '{1,2,3,4}')
-                 ON CONFLICT (device_id, name) DO UPDATE SET idx = c.idx
-                 RETURNING id",
-            )
-            .bind(id)
-            .bind(register.name())
-            .bind(idx)
-            .bind(unit)
-            .bind(phase)
-            .fetch_one(pool)
-            .await?;
-            counters.push(CounterRef {
-                id: counter,
-                meter: i,
-                register,
-            });
-        }
-    }
-    // The example gateway's relays: the IR one and a Bicom in RS485 slot 2.
-    for n in spec.gateways.0..=spec.gateways.1 {
-        let gateway = gateways.get(&n).copied().unwrap_or_default();
-        upsert_device(
-            pool,
-            gateway,
-            ("relay", "ir", 0),
-            "",
-            "IR Bicom",
-            None,
-            None,
-            "Water heater",
-            commissioned,
-        )
-        .await?;
-        upsert_device(
-            pool,
-            gateway,
-            ("relay", "rs485", 2),
-            &format!("{n:06}04"),
-            "Bicom",
-            Some(40),
-            None,
-            "Lighting group 2",
-            commissioned,
-        )
-        .await?;
-    }
-    Ok((meters, counters))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn upsert_device(
-    pool: &PgPool,
-    gateway: i64,
-    (kind, port, slot): (&str, &str, i16),
-    serial: &str,
-    model: &str,
-    addr: Option<i32>,
-    phases: Option<i16>,
-    description: &str,
-    commissioned: DateTime<Utc>,
-) -> anyhow::Result<i64> {
-    let id = sqlx::query_scalar(
-        "INSERT INTO devices AS d (gateway_id, kind, port, slot, serial, model, modbus_addr, phases,
-                                   description, location, sg_description, first_seen_at,
-                                   commissioned_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'Basement', $9, $10, $10)
-         ON CONFLICT (gateway_id, kind, port, slot) DO UPDATE
-             SET serial = EXCLUDED.serial, first_seen_at = LEAST(d.first_seen_at, EXCLUDED.first_seen_at),
-                 commissioned_at = LEAST(d.commissioned_at, EXCLUDED.commissioned_at)
-         RETURNING id",
-    )
-    .bind(gateway)
-    .bind(kind)
-    .bind(port)
-    .bind(slot)
-    .bind(serial)
-    .bind(model)
-    .bind(addr)
-    .bind(phases)
-    .bind(description)
-    .bind(commissioned)
-    .fetch_one(pool)
-    .await?;
-    Ok(id)
-}
-
-/// Panels, circuits and where each meter is: through the same functions as the admin pages.
-async fn place(pool: &PgPool, spec: &SiteSpec, site: i64, meters: &[i64]) -> anyhow::Result<()> {
-    let err = |e: structure::StructureError| anyhow::anyhow!("demo structure: {e}");
-    let mut panels: HashMap<&str, i64> = HashMap::new();
-    let existing = structure::list_panels(pool, site).await?;
-    for (name, description) in spec.panels {
-        let id = match existing.iter().find(|p| p.name == *name) {
-            Some(p) => p.id,
-            None => structure::create_panel(
-                pool,
-                site,
-                &structure::PanelInput {
-                    name: Some((*name).into()),
-                    description: Some((*description).into()),
-                },
-            )
-            .await
-            .map_err(err)?,
-        };
-        panels.insert(name, id);
-    }
-    let mut circuits: HashMap<(&str, &str), i64> = HashMap::new();
-    let existing = structure::list_site_circuits(pool, site).await?;
-    for meter in spec.meters {
-        if let Place::Circuit {
-            panel,
-            circuit,
-            usage,
-        } = meter.place
-        {
-            let panel_id = panels.get(panel).copied().unwrap_or_default();
-            let id = match existing
-                .iter()
-                .find(|c| c.panel_id == panel_id && c.name == circuit)
-            {
-                Some(c) => c.id,
-                None => structure::create_circuit(
-                    pool,
-                    panel_id,
-                    &structure::CircuitInput {
-                        name: Some(circuit.into()),
-                        usage: Some(usage.into()),
-                        description: None,
-                    },
-                )
-                .await
-                .map_err(err)?,
-            };
-            circuits.insert((panel, circuit), id);
-        }
-    }
-    for (meter, &device) in spec.meters.iter().zip(meters) {
-        let mut patch = structure::DevicePatch {
-            name: Some(Some(meter.name.into())),
-            ..Default::default()
-        };
-        match meter.place {
-            Place::Site => patch.measures = Some(Some("site".into())),
-            Place::Panel(panel) => {
-                patch.measures = Some(Some("panel".into()));
-                patch.panel_id = Some(panels.get(panel).copied());
-            }
-            Place::Circuit {
-                panel,
-                circuit,
-                usage,
-            } => {
-                patch.measures = Some(Some("circuit".into()));
-                patch.circuit_id = Some(circuits.get(&(panel, circuit)).copied());
-                patch.usage = Some(Some(usage.into()));
-            }
-        }
-        structure::patch_device(pool, device, patch)
-            .await
-            .map_err(err)?;
-    }
-    Ok(())
-}
-
-/// The site's supply contract: time-of-use bands, the public holidays of the history's
-/// years, a demand charge and a reactive charge.
-fn contract_json(spec: &SiteSpec) -> serde_json::Value {
-    let today = Utc::now().date_naive();
-    let year = chrono::Datelike::year(&today);
-    let holidays: Vec<String> = model::holidays(spec, year - 2..=year + 1)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    if spec.zone == chrono_tz::America::New_York {
-        json!({
-            "currency": "USD",
-            "bands": [
-                {"name": "on-peak", "import_price": "0.2480", "export_price": "0.0700"},
-                {"name": "mid-peak", "import_price": "0.1630", "export_price": "0.0700"},
-                {"name": "off-peak", "import_price": "0.1090", "export_price": "0.0700"}
-            ],
-            "schedule": [
-                {"name": "summer afternoons", "band": "on-peak", "months": [6, 7, 8, 9],
-                 "days": ["mon", "tue", "wed", "thu", "fri"], "from": "12:00", "to": "20:00"},
-                {"name": "working days", "band": "mid-peak",
-                 "days": ["mon", "tue", "wed", "thu", "fri"], "from": "08:00", "to": "22:00"}
-            ],
-            "default_band": "off-peak",
-            "holidays": holidays,
-            "demand_charge": "18.50",
-            "reactive": {"tan_phi_max": 0.4, "price": "0.0120"}
-        })
-    } else {
-        json!({
-            "currency": "EUR",
-            "bands": [
-                {"name": "peak", "import_price": "0.1680", "export_price": "0.0600"},
-                {"name": "day", "import_price": "0.1420", "export_price": "0.0600"},
-                {"name": "night", "import_price": "0.0950", "export_price": "0.0600"}
-            ],
-            "schedule": [
-                {"name": "winter peak", "band": "peak", "months": [11, 12, 1, 2],
-                 "days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:00", "to": "14:00"},
-                {"name": "working days", "band": "day",
-                 "days": ["mon", "tue", "wed", "thu", "fri"], "from": "06:00", "to": "22:00"}
-            ],
-            "default_band": "night",
-            "holidays": holidays,
-            "demand_charge": "3.75",
-            "reactive": {"tan_phi_max": 0.4, "price": "0.0150"}
-        })
-    }
 }
 
 /// A critical relay (four-eyes) and an alarm rule that the live data crosses at once.
@@ -741,136 +363,4 @@ async fn relays_and_alarms(
         .await
         .map_err(|e| anyhow::anyhow!("demo alarm rule: {e}"))?;
     Ok(())
-}
-
-/// Starts the simulated fleet: one `sg-gateway fleet` per site (each with its site's zone
-/// as the gateways' clock), its meters continuing the backfilled counters. The children
-/// are killed when dropped.
-pub fn start_fleet(
-    binary: &Path,
-    demo: &Demo,
-    mqtt_port: u16,
-    xml_push: Option<std::net::SocketAddr>,
-    data_dir: &Path,
-) -> anyhow::Result<Vec<tokio::process::Child>> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let write = |name: &str, text: &str| -> anyhow::Result<std::path::PathBuf> {
-        let path = data_dir.join(name);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&path)?;
-        file.write_all(text.as_bytes())?;
-        Ok(path)
-    };
-    let passwords = write("demo-fleet.passwords", &demo.fleet_passwords)?;
-    // The history was extended to now: readings the gateways still held from an earlier run
-    // would contradict it, so their queues start empty.
-    let state = data_dir.join("demo-fleet");
-    if state.exists() {
-        std::fs::remove_dir_all(&state)?;
-    }
-    let mut children = Vec::new();
-    for (spec, counters) in SITES.iter().zip(&demo.start_counters) {
-        let (first, last) = spec.gateways;
-        let start = write(
-            &format!("demo-fleet-{first}.counters"),
-            &format!(
-                "# meter-serial register value (milli-units) | meter-serial profile NAME W\n{counters}"
-            ),
-        )?;
-        let child = tokio::process::Command::new(binary)
-            .args(["fleet", "--serial-prefix", FLEET_PREFIX])
-            .args(["--first", &first.to_string()])
-            .args(["--count", &(last - first + 1).to_string()])
-            .arg("--password-file")
-            .arg(&passwords)
-            .arg("--start-counters")
-            .arg(&start)
-            .args(["--broker", &format!("127.0.0.1:{mqtt_port}")])
-            .args([
-                "--push-interval",
-                "15",
-                "--first-push-delay",
-                "2",
-                "--receipts",
-                "--simulate",
-            ])
-            .arg("--state-dir")
-            .arg(&state)
-            .env("RUST_LOG", "warn")
-            // The simulated gateways' clocks show their site's local time, as an SG's does.
-            .env("TZ", site_zone_name(spec))
-            .kill_on_drop(true)
-            .spawn()?;
-        children.push(child);
-    }
-    if let Some((addr, units)) = &demo.converter {
-        let units: Vec<String> = units
-            .iter()
-            .map(|(unit, model, name)| format!("unit {unit} {model} ({name})"))
-            .collect();
-        println!(
-            "Simulated RS485/IP converter {name} (Modbus TCP) at {addr}: {units}; polled every \
-             5 s, continuing the history: see /converters.",
-            name = model::CONVERTER,
-            units = units.join(", ")
-        );
-    }
-    if !demo.xml_meters.is_empty() {
-        match xml_push.map(loopback) {
-            Some(to) => {
-                let mut command = tokio::process::Command::new(binary);
-                command.args(["xml-push", "--to", &to.to_string()]).args([
-                    "--interval",
-                    "15",
-                    "--first-push-delay",
-                    "2",
-                ]);
-                let mut zone = "UTC";
-                for m in &demo.xml_meters {
-                    command.arg("--meter").arg(format!(
-                        "{}:{:.0}:{}:{}:{}",
-                        m.serial, m.power_w, m.start[0], m.start[1], m.start[2]
-                    ));
-                    zone = m.zone;
-                    command.args(["--tan-phi", &format!("{}", m.tan_phi)]);
-                }
-                let child = command
-                    .env("RUST_LOG", "warn")
-                    .env("TZ", zone)
-                    .kill_on_drop(true)
-                    .spawn()?;
-                children.push(child);
-                let meters: Vec<String> = demo
-                    .xml_meters
-                    .iter()
-                    .map(|m| format!("{} ({})", m.serial, m.name))
-                    .collect();
-                println!(
-                    "Simulated XML push gateway {gateway} pushes MiSmart XML to {to} every 15 s: \
-                     meter {meters}, continuing the history.",
-                    gateway = model::XML_GATEWAY,
-                    meters = meters.join(", ")
-                );
-            }
-            None => println!(
-                "No XML push gateway: the XML push listener is off (set \
-                 HEADEND_XML_PUSH_ADDR=127.0.0.1:5100, as deploy/demo.sh does)."
-            ),
-        }
-    }
-    Ok(children)
-}
-
-/// Where a local client reaches a listener bound to `addr` (an unspecified address is reached
-/// on loopback).
-fn loopback(mut addr: std::net::SocketAddr) -> std::net::SocketAddr {
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    addr
 }

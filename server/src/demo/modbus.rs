@@ -1,7 +1,7 @@
 //! The demo's RS485/IP converter: the simulated converter ([`super::converter`]) on a
 //! loopback port, with one unit per Modbus meter of the demo, following the register maps
 //! Headend ships (`iskra-meter`, `legrand-046-77`). Their values move with the load model
-//! the history was drawn from ([`super::model::quarter`]): the counters start at the
+//! the history was drawn from ([`super::load::quarter`]): the counters start at the
 //! backfilled values (rounded up to the register's resolution, so never below) and grow
 //! with the current quarter-hour's power; voltages, currents, power and power factor follow.
 
@@ -13,7 +13,8 @@ use headend_modbus_map::{CounterValue, Decoded, MapLibrary, RegisterMap};
 
 use super::backfill::Register;
 use super::converter::{unit_from_map, SimConverter, SimHandle, SimOptions};
-use super::model::{self, Moment, SiteSpec, Source, QUARTER_MS};
+use super::load::{self, Moment, QUARTER_MS};
+use super::model::{self, SiteSpec, Source};
 
 /// How often the simulated meters' registers move.
 const TICK: Duration = Duration::from_secs(1);
@@ -163,7 +164,7 @@ pub fn start(
     let converter = SimConverter::start(SimOptions::default());
     let holidays = year_holidays(site, now);
     let quarter = now.timestamp_millis().div_euclid(QUARTER_MS);
-    let energies = model::quarter(site, &Moment::new(quarter, site.zone, &holidays));
+    let energies = load::quarter(site, &Moment::new(quarter, site.zone, &holidays));
     for meter in &meters {
         let power = energies[meter.index].0 as f64 / 250.0;
         let values = meter.values(site, power, 0.5);
@@ -200,7 +201,7 @@ async fn tick(
         interval.tick().await;
         let now_ms = Utc::now().timestamp_millis().max(at_ms);
         let quarter = now_ms.div_euclid(QUARTER_MS);
-        let energies = model::quarter(site, &Moment::new(quarter, site.zone, &holidays));
+        let energies = load::quarter(site, &Moment::new(quarter, site.zone, &holidays));
         let dt = now_ms - at_ms;
         at_ms = now_ms;
         for meter in &mut meters {
@@ -211,7 +212,7 @@ async fn tick(
                 meter.energy[k] += total / QUARTER_MS;
                 meter.carry[k] = total % QUARTER_MS;
             }
-            let draw = model::unit(
+            let draw = load::unit(
                 site.seed ^ 0xC0DE,
                 u64::from(meter.unit),
                 now_ms as u64 / 5000,

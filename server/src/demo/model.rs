@@ -1,12 +1,15 @@
-//! The demo's two sites as data, and the deterministic load model their history is drawn
-//! from: mean power per quarter-hour of every meter, from the site-local time of day, the
-//! weekday, public holidays and the season, with seeded noise. Pure (no I/O, no clock).
+//! The demo's two sites as data: each is a description (its meter table, panels, public
+//! holidays and supply contract) that the functions here interpret, so a site is added or
+//! changed by editing its table, not by writing code. Pure (no I/O, no clock); the load
+//! model the history is drawn from is [`super::load`].
 
-use chrono::{DateTime, Datelike, NaiveDate, Timelike, Utc};
+use chrono::{NaiveDate, Weekday};
 use chrono_tz::Tz;
+use serde_json::json;
 
-/// One quarter-hour in milliseconds.
-pub const QUARTER_MS: i64 = 900_000;
+/// The register maps of the demo's Modbus meters (as `headend-modbus-map` ships them).
+pub const ISKRA_METER: &str = "iskra-meter";
+pub const LEGRAND_046_77: &str = "legrand-046-77";
 
 /// Where a meter of the demo is placed in its site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +98,7 @@ impl MeterSpec {
         if matches!(
             self.source,
             Source::Modbus {
-                model: "legrand-046-77",
+                model: LEGRAND_046_77,
                 ..
             }
         ) {
@@ -128,7 +131,7 @@ impl MeterSpec {
     pub fn has_reactive(&self) -> bool {
         match self.source {
             Source::Fleet => self.slot == 0,
-            Source::Modbus { model, .. } => model == "iskra-meter",
+            Source::Modbus { model, .. } => model == ISKRA_METER,
             Source::Xml { .. } => true,
         }
     }
@@ -138,11 +141,48 @@ impl MeterSpec {
         !matches!(
             self.source,
             Source::Modbus {
-                model: "legrand-046-77",
+                model: LEGRAND_046_77,
                 ..
             }
         )
     }
+}
+
+/// A public holiday of a site's contract, as a rule over the years.
+#[derive(Debug, Clone, Copy)]
+pub enum Holiday {
+    /// The same date every year: (month, day).
+    Date(u32, u32),
+    /// The `n`-th such weekday of a month: (month, weekday, n).
+    Nth(u32, Weekday, u8),
+    /// The last Monday of a month.
+    LastMonday(u32),
+    /// The day after Easter Sunday.
+    EasterMonday,
+}
+
+/// A schedule entry of a contract: (name, band, months (every month when empty), from,
+/// to), on working days.
+pub type Period = (
+    &'static str,
+    &'static str,
+    &'static [u32],
+    &'static str,
+    &'static str,
+);
+
+/// A site's supply contract: time-of-use bands, their schedule, a demand charge and a
+/// reactive charge ([`contract_json`] writes it as the contract API takes it).
+#[derive(Debug, Clone, Copy)]
+pub struct ContractSpec {
+    pub currency: &'static str,
+    /// (name, import price, export price), per kWh.
+    pub bands: &'static [(&'static str, &'static str, &'static str)],
+    pub schedule: &'static [Period],
+    pub default_band: &'static str,
+    pub demand_charge: &'static str,
+    /// (tan φ above which reactive energy is charged, price per kvarh).
+    pub reactive: (f64, &'static str),
 }
 
 /// A site of the demo.
@@ -157,52 +197,30 @@ pub struct SiteSpec {
     /// Reactive energy per active energy of the site's IR meters.
     pub tan_phi: f64,
     pub seed: u64,
+    pub holidays: &'static [Holiday],
+    pub contract: ContractSpec,
 }
 
-const fn meter(gateway: u32, slot: u8, name: &'static str, place: Place, load: Load) -> MeterSpec {
-    MeterSpec {
-        source: Source::Fleet,
-        gateway,
-        slot,
-        name,
-        place,
-        load,
-    }
-}
+/// A line of a site's meter table: where its values come from, its name, where it is
+/// placed and its load.
+type MeterRow = (Source, &'static str, Place, Load);
 
-/// A meter polled over Modbus TCP from the demo's converter.
-const fn modbus(
-    unit: u8,
-    model: &'static str,
-    name: &'static str,
-    place: Place,
-    load: Load,
-) -> MeterSpec {
-    MeterSpec {
-        source: Source::Modbus { unit, model },
-        gateway: 0,
-        slot: 0,
-        name,
-        place,
-        load,
-    }
+/// A meter of the simulated MQTT fleet (its gateway and slot follow from its line).
+const FLEET: Source = Source::Fleet;
+
+/// A unit behind the demo's RS485/IP converter, polled over Modbus TCP.
+const fn modbus(unit: u8, model: &'static str) -> Source {
+    Source::Modbus { unit, model }
 }
 
 /// A meter of the XML push gateway.
-const fn xml(serial: &'static str, name: &'static str, place: Place, load: Load) -> MeterSpec {
-    MeterSpec {
-        source: Source::Xml { serial },
-        gateway: 0,
-        slot: 0,
-        name,
-        place,
-        load,
-    }
+const fn xml(serial: &'static str) -> Source {
+    Source::Xml { serial }
 }
 
-/// The demo's RS485/IP converter (its gateway serial) and the XML push gateway.
-pub const CONVERTER: &str = "LJ-RS485-1";
-pub const XML_GATEWAY: &str = "SGX000006";
+const fn panel(name: &'static str) -> Place {
+    Place::Panel(name)
+}
 
 const fn circuit(panel: &'static str, circuit: &'static str, usage: &'static str) -> Place {
     Place::Circuit {
@@ -212,10 +230,91 @@ const fn circuit(panel: &'static str, circuit: &'static str, usage: &'static str
     }
 }
 
+/// The slots of the example gateway's meters: the IR meter, then RS485 slots 1 and 3.
+const FLEET_SLOTS: [u8; 3] = [0, 1, 3];
+
+/// A site's meter table as its meters, in table order: the fleet's fill the site's gateways
+/// from `first` on, three a gateway in [`FLEET_SLOTS`] order.
+const fn meters<const N: usize>(first: u32, rows: [MeterRow; N]) -> [MeterSpec; N] {
+    let mut out = [MeterSpec {
+        source: FLEET,
+        gateway: 0,
+        slot: 0,
+        name: "",
+        place: Place::Site,
+        load: Load::Sum,
+    }; N];
+    let (mut i, mut fleet) = (0, 0);
+    while i < N {
+        let (source, name, place, load) = rows[i];
+        let (gateway, slot) = match source {
+            Source::Fleet => {
+                fleet += 1;
+                (
+                    first + (fleet - 1) / 3,
+                    FLEET_SLOTS[(fleet - 1) as usize % 3],
+                )
+            }
+            Source::Modbus { .. } | Source::Xml { .. } => (0, 0),
+        };
+        out[i] = MeterSpec {
+            source,
+            gateway,
+            slot,
+            name,
+            place,
+            load,
+        };
+        i += 1;
+    }
+    out
+}
+
+/// The fleet gateways a site's meters are on: `(first, last)`.
+const fn gateways(meters: &[MeterSpec]) -> (u32, u32) {
+    let (mut first, mut last, mut i) = (u32::MAX, 0, 0);
+    while i < meters.len() {
+        if matches!(meters[i].source, Source::Fleet) {
+            if meters[i].gateway < first {
+                first = meters[i].gateway;
+            }
+            if meters[i].gateway > last {
+                last = meters[i].gateway;
+            }
+        }
+        i += 1;
+    }
+    (first, last)
+}
+
+/// The demo's RS485/IP converter (its gateway serial) and the XML push gateway.
+pub const CONVERTER: &str = "LJ-RS485-1";
+pub const XML_GATEWAY: &str = "SGX000006";
+
+const WORKING_DAYS: [&str; 5] = ["mon", "tue", "wed", "thu", "fri"];
+
+#[rustfmt::skip]
+const LJUBLJANA_METERS: [MeterSpec; 12] = meters(1, [
+    (FLEET, "Main supply", Place::Site, Load::Sum),
+    (FLEET, "Rooftop PV", circuit("Main panel", "PV inverter", "other"), Load::Pv(9.0)),
+    (FLEET, "Main panel incomer", panel("Main panel"), Load::Sum),
+    (FLEET, "First floor incomer", panel("First floor"), Load::Sum),
+    (FLEET, "Lighting", circuit("Main panel", "Lighting", "lighting"), Load::Lighting(4.0)),
+    (FLEET, "Heat pump", circuit("Main panel", "Heat pump", "heating"), Load::Hvac(16.0)),
+    (FLEET, "Office sockets", circuit("First floor", "Sockets", "sockets"), Load::Office(11.0)),
+    (FLEET, "Server room", circuit("First floor", "Server room", "process"), Load::Constant(2.5)),
+    (FLEET, "Ventilation", circuit("First floor", "Ventilation", "ventilation"), Load::Ventilation(6.0)),
+    // The annex's Legrand panel, behind the RS485/IP converter: an Iskra meter on the
+    // incomer, two Legrand 0 046 77 on circuits.
+    (modbus(10, ISKRA_METER), "Annex incomer", panel("Annex panel"), Load::Sum),
+    (modbus(5, LEGRAND_046_77), "Annex kitchen", circuit("Annex panel", "Kitchen", "sockets"), Load::Office(3.0)),
+    (modbus(6, LEGRAND_046_77), "Annex water heater", circuit("Annex panel", "Water heater", "hot_water"), Load::Office(2.0)),
+]);
+
 pub const LJUBLJANA: SiteSpec = SiteSpec {
     name: "Ljubljana office",
     zone: chrono_tz::Europe::Ljubljana,
-    gateways: (1, 3),
+    gateways: gateways(&LJUBLJANA_METERS),
     panels: &[
         ("Main panel", "Ground floor, plant room and roof"),
         ("First floor", "Offices and server room"),
@@ -224,408 +323,117 @@ pub const LJUBLJANA: SiteSpec = SiteSpec {
             "Legrand panel of the annex: meters on RS485, read over Modbus TCP through a converter",
         ),
     ],
-    meters: &[
-        meter(1, 0, "Main supply", Place::Site, Load::Sum),
-        meter(
-            1,
-            1,
-            "Rooftop PV",
-            circuit("Main panel", "PV inverter", "other"),
-            Load::Pv(9.0),
-        ),
-        meter(
-            1,
-            3,
-            "Main panel incomer",
-            Place::Panel("Main panel"),
-            Load::Sum,
-        ),
-        meter(
-            2,
-            0,
-            "First floor incomer",
-            Place::Panel("First floor"),
-            Load::Sum,
-        ),
-        meter(
-            2,
-            1,
-            "Lighting",
-            circuit("Main panel", "Lighting", "lighting"),
-            Load::Lighting(4.0),
-        ),
-        meter(
-            2,
-            3,
-            "Heat pump",
-            circuit("Main panel", "Heat pump", "heating"),
-            Load::Hvac(16.0),
-        ),
-        meter(
-            3,
-            0,
-            "Office sockets",
-            circuit("First floor", "Sockets", "sockets"),
-            Load::Office(11.0),
-        ),
-        meter(
-            3,
-            1,
-            "Server room",
-            circuit("First floor", "Server room", "process"),
-            Load::Constant(2.5),
-        ),
-        meter(
-            3,
-            3,
-            "Ventilation",
-            circuit("First floor", "Ventilation", "ventilation"),
-            Load::Ventilation(6.0),
-        ),
-        // The annex's Legrand panel, behind the RS485/IP converter: an Iskra meter on the
-        // incomer, two Legrand 0 046 77 on circuits.
-        modbus(
-            10,
-            "iskra-meter",
-            "Annex incomer",
-            Place::Panel("Annex panel"),
-            Load::Sum,
-        ),
-        modbus(
-            5,
-            "legrand-046-77",
-            "Annex kitchen",
-            circuit("Annex panel", "Kitchen", "sockets"),
-            Load::Office(3.0),
-        ),
-        modbus(
-            6,
-            "legrand-046-77",
-            "Annex water heater",
-            circuit("Annex panel", "Water heater", "hot_water"),
-            Load::Office(2.0),
-        ),
-    ],
+    meters: &LJUBLJANA_METERS,
     tan_phi: 0.3,
     seed: 0x4C4A_4E41,
+    holidays: &[
+        Holiday::Date(1, 1),
+        Holiday::Date(1, 2),
+        Holiday::Date(2, 8),
+        Holiday::EasterMonday,
+        Holiday::Date(4, 27),
+        Holiday::Date(5, 1),
+        Holiday::Date(5, 2),
+        Holiday::Date(6, 25),
+        Holiday::Date(8, 15),
+        Holiday::Date(10, 31),
+        Holiday::Date(11, 1),
+        Holiday::Date(12, 25),
+        Holiday::Date(12, 26),
+    ],
+    contract: ContractSpec {
+        currency: "EUR",
+        bands: &[
+            ("peak", "0.1680", "0.0600"),
+            ("day", "0.1420", "0.0600"),
+            ("night", "0.0950", "0.0600"),
+        ],
+        schedule: &[
+            ("winter peak", "peak", &[11, 12, 1, 2], "07:00", "14:00"),
+            ("working days", "day", &[], "06:00", "22:00"),
+        ],
+        default_band: "night",
+        demand_charge: "3.75",
+        reactive: (0.4, "0.0150"),
+    },
 };
+
+#[rustfmt::skip]
+const NEW_YORK_METERS: [MeterSpec; 7] = meters(4, [
+    (FLEET, "Con Ed supply", Place::Site, Load::Sum),
+    (FLEET, "Store lighting", circuit("Sales floor", "Lighting", "lighting"), Load::Retail(6.0)),
+    (FLEET, "Sales floor incomer", panel("Sales floor"), Load::Sum),
+    (FLEET, "Rooftop unit", circuit("Sales floor", "Rooftop HVAC", "cooling"), Load::Hvac(22.0)),
+    (FLEET, "Refrigeration", circuit("Back of house", "Cold room", "process"), Load::Constant(7.0)),
+    (FLEET, "Sockets and tills", circuit("Back of house", "Sockets and tills", "sockets"), Load::Retail(4.0)),
+    // On the older gateway that pushes MiSmart XML.
+    (xml("X0000701"), "Bakery oven", circuit("Back of house", "Bakery", "process"), Load::Retail(5.0)),
+]);
 
 pub const NEW_YORK: SiteSpec = SiteSpec {
     name: "New York store",
     zone: chrono_tz::America::New_York,
-    gateways: (4, 5),
+    gateways: gateways(&NEW_YORK_METERS),
     panels: &[
         ("Sales floor", "Shop, lighting and rooftop unit"),
         ("Back of house", "Cold room and tills"),
     ],
-    meters: &[
-        meter(4, 0, "Con Ed supply", Place::Site, Load::Sum),
-        meter(
-            4,
-            1,
-            "Store lighting",
-            circuit("Sales floor", "Lighting", "lighting"),
-            Load::Retail(6.0),
-        ),
-        meter(
-            4,
-            3,
-            "Sales floor incomer",
-            Place::Panel("Sales floor"),
-            Load::Sum,
-        ),
-        meter(
-            5,
-            0,
-            "Rooftop unit",
-            circuit("Sales floor", "Rooftop HVAC", "cooling"),
-            Load::Hvac(22.0),
-        ),
-        meter(
-            5,
-            1,
-            "Refrigeration",
-            circuit("Back of house", "Cold room", "process"),
-            Load::Constant(7.0),
-        ),
-        meter(
-            5,
-            3,
-            "Sockets and tills",
-            circuit("Back of house", "Sockets and tills", "sockets"),
-            Load::Retail(4.0),
-        ),
-        // On the older gateway that pushes MiSmart XML.
-        xml(
-            "X0000701",
-            "Bakery oven",
-            circuit("Back of house", "Bakery", "process"),
-            Load::Retail(5.0),
-        ),
-    ],
+    meters: &NEW_YORK_METERS,
     tan_phi: 0.45,
     seed: 0x4E59_4354,
+    holidays: &[
+        Holiday::Date(1, 1),
+        Holiday::Nth(1, Weekday::Mon, 3),
+        Holiday::Nth(2, Weekday::Mon, 3),
+        Holiday::LastMonday(5),
+        Holiday::Date(6, 19),
+        Holiday::Date(7, 4),
+        Holiday::Nth(9, Weekday::Mon, 1),
+        Holiday::Nth(11, Weekday::Thu, 4),
+        Holiday::Date(12, 25),
+    ],
+    contract: ContractSpec {
+        currency: "USD",
+        bands: &[
+            ("on-peak", "0.2480", "0.0700"),
+            ("mid-peak", "0.1630", "0.0700"),
+            ("off-peak", "0.1090", "0.0700"),
+        ],
+        schedule: &[
+            (
+                "summer afternoons",
+                "on-peak",
+                &[6, 7, 8, 9],
+                "12:00",
+                "20:00",
+            ),
+            ("working days", "mid-peak", &[], "08:00", "22:00"),
+        ],
+        default_band: "off-peak",
+        demand_charge: "18.50",
+        reactive: (0.4, "0.0120"),
+    },
 };
 
 pub const SITES: [SiteSpec; 2] = [LJUBLJANA, NEW_YORK];
 
-/// Splitmix64 finaliser.
-fn mix(mut x: u64) -> u64 {
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
-
-/// Uniform in `[0, 1)` from `(seed, a, b)`.
-pub fn unit(seed: u64, a: u64, b: u64) -> f64 {
-    let x = mix(mix(mix(seed).wrapping_add(a)).wrapping_add(b));
-    (x >> 11) as f64 / (1_u64 << 53) as f64
-}
-
-fn bump(hour: f64, mu: f64, sigma: f64) -> f64 {
-    let d = (hour - mu) / sigma;
-    (-0.5 * d * d).exp()
-}
-
-/// ~1 between `from` and `to` hours, ~0 outside, with half-hour ramps.
-fn window(hour: f64, from: f64, to: f64) -> f64 {
-    let rise = 1.0 / (1.0 + (-(hour - from) * 6.0).exp());
-    let fall = 1.0 / (1.0 + ((hour - to) * 6.0).exp());
-    rise * fall
-}
-
-/// The site-local calendar of one quarter-hour.
-#[derive(Debug, Clone, Copy)]
-pub struct Moment {
-    /// Quarter index since the Unix epoch (UTC-aligned).
-    pub quarter: i64,
-    /// Local hour of the quarter's middle, as a fraction.
-    pub hour: f64,
-    /// Monday 0 … Sunday 6; a holiday counts as Sunday.
-    pub weekday: u32,
-    /// Day of the year, 0-based.
-    pub yday: f64,
-    /// Local days since the Unix epoch (for per-day noise).
-    pub day: i64,
-}
-
-impl Moment {
-    pub fn new(quarter: i64, zone: Tz, holidays: &[NaiveDate]) -> Self {
-        let mid = DateTime::<Utc>::from_timestamp_millis(quarter * QUARTER_MS + QUARTER_MS / 2)
-            .unwrap_or_default()
-            .with_timezone(&zone)
-            .naive_local();
-        let date = mid.date();
-        let weekday = if holidays.contains(&date) {
-            6
-        } else {
-            date.weekday().num_days_from_monday()
-        };
-        Self {
-            quarter,
-            hour: f64::from(mid.hour()) + f64::from(mid.minute()) / 60.0,
-            weekday,
-            yday: f64::from(date.ordinal0()),
-            day: i64::from(date.num_days_from_ce()),
-        }
-    }
-
-    fn working_day(&self) -> bool {
-        self.weekday < 5
-    }
-
-    /// 1 in mid-January, −1 in mid-July.
-    fn winter(&self) -> f64 {
-        (2.0 * std::f64::consts::PI * (self.yday - 15.0) / 365.0).cos()
-    }
-
-    /// 1 at the June solstice, −1 at the December one.
-    fn summer_sun(&self) -> f64 {
-        (2.0 * std::f64::consts::PI * (self.yday - 80.0) / 365.0).sin()
-    }
-}
-
-/// Mean power (W) of `load` in one quarter-hour; `seed` draws the meter's noise.
-pub fn power_w(load: Load, m: &Moment, seed: u64) -> f64 {
-    let noise = 1.0 + 0.12 * (unit(seed, 1, m.quarter as u64) - 0.5);
-    let daily = 1.0 + 0.2 * (unit(seed, 2, m.day as u64) - 0.5);
-    let h = m.hour;
-    let kw = |k: f64, fraction: f64| 1000.0 * k * fraction.max(0.0) * noise * daily;
-    match load {
-        Load::Sum => 0.0,
-        Load::Office(k) => {
-            let f = if m.working_day() {
-                0.12 + 0.8 * window(h, 7.5, 17.5) - 0.12 * bump(h, 12.5, 0.5)
-            } else {
-                0.1
-            };
-            kw(k, f)
-        }
-        Load::Lighting(k) => {
-            let dark = 0.65 + 0.35 * m.winter();
-            let f = if m.working_day() {
-                0.05 + dark * window(h, 7.0, 18.5)
-            } else {
-                0.05
-            };
-            kw(k, f)
-        }
-        Load::Hvac(k) => {
-            let heating = (m.winter() - 0.1).max(0.0);
-            let cooling = (-m.winter() - 0.25).max(0.0) * (0.4 + 0.6 * bump(h, 15.0, 3.0));
-            let occupied = if m.working_day() {
-                window(h, 6.0, 19.0)
-            } else {
-                0.0
-            };
-            kw(k, (heating + 1.2 * cooling) * (0.35 + 0.65 * occupied))
-        }
-        Load::Constant(k) => kw(k, 0.8 + 0.1 * -m.winter()),
-        Load::Ventilation(k) => {
-            let f = if m.working_day() {
-                0.15 + 0.75 * window(h, 6.5, 19.0)
-            } else {
-                0.15
-            };
-            kw(k, f)
-        }
-        Load::Retail(k) => {
-            let open = if m.weekday == 6 {
-                window(h, 11.0, 18.0)
-            } else {
-                window(h, 9.0, 21.0)
-            };
-            kw(k, 0.1 + 0.85 * open)
-        }
-        Load::Pv(kwp) => -pv_w(kwp, m, seed),
-    }
-}
-
-/// PV output (W, ≥ 0): a half-sine between sunrise and sunset whose length and height follow
-/// the season, times the day's cloudiness.
-fn pv_w(kwp: f64, m: &Moment, seed: u64) -> f64 {
-    let s = m.summer_sun();
-    let day_length = 12.0 + 3.6 * s;
-    // Solar noon on local clock time, an hour later in summer time.
-    let noon = if (80.0..300.0).contains(&m.yday) {
-        13.2
-    } else {
-        12.2
-    };
-    let x = (m.hour - (noon - day_length / 2.0)) / day_length;
-    if !(0.0..1.0).contains(&x) {
-        return 0.0;
-    }
-    let clear = (std::f64::consts::PI * x).sin().powf(1.4) * (0.5 + 0.35 * (1.0 + s));
-    let clouds = 0.25 + 0.75 * unit(seed, 3, m.day as u64).powf(0.6);
-    let flicker = 1.0 - 0.2 * unit(seed, 4, m.quarter as u64) * (1.0 - clouds);
-    1000.0 * kwp * 0.85 * clear * clouds * flicker
-}
-
-/// Energy (mWh) of a quarter-hour at `power_w`: exact integers from here on.
-pub fn quarter_mwh(power_w: f64) -> i64 {
-    (power_w.max(0.0) * 250.0).round() as i64
-}
-
-/// Quarter-hour energies (mWh) of every meter of `site` in one quarter: `(import, export)`
-/// per meter in `site.meters` order. Panel meters add their circuits and 4 % plus a small
-/// base of their own; the site meter adds everything, 5 % and 2 kW more, and nets the PV.
-pub fn quarter(site: &SiteSpec, m: &Moment) -> Vec<(i64, i64)> {
-    let n = site.meters.len();
-    let mut out = vec![(0_i64, 0_i64); n];
-    let mut loads = 0.0;
-    let mut pv = 0.0;
-    let mut panel_sums: Vec<(&str, f64)> = Vec::new();
-    for (i, spec) in site.meters.iter().enumerate() {
-        if spec.load == Load::Sum {
-            continue;
-        }
-        let seed = site.seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9);
-        let p = power_w(spec.load, m, seed);
-        let import = if let Load::Pv(_) = spec.load {
-            let export = (-p).max(0.0);
-            pv += export;
-            // Inverter standby at night.
-            let standby = if export > 0.0 { 0.0 } else { 12.0 };
-            out[i] = (quarter_mwh(standby), quarter_mwh(export));
-            standby
-        } else {
-            out[i] = (quarter_mwh(p), 0);
-            p.max(0.0)
-        };
-        loads += import;
-        if let Place::Circuit { panel, .. } = spec.place {
-            match panel_sums.iter_mut().find(|(name, _)| *name == panel) {
-                Some((_, sum)) => *sum += import,
-                None => panel_sums.push((panel, import)),
-            }
-        }
-    }
-    // Building services on no circuit meter: lifts, corridors, the boiler room.
-    let site_loads = loads * 1.05 + 2000.0;
-    for (i, spec) in site.meters.iter().enumerate() {
-        match spec.place {
-            Place::Panel(panel) => {
-                let sum = panel_sums
-                    .iter()
-                    .find(|(name, _)| *name == panel)
-                    .map_or(0.0, |(_, s)| *s);
-                out[i] = (quarter_mwh(sum * 1.04 + 150.0), 0);
-            }
-            Place::Site => {
-                let net = site_loads - pv;
-                out[i] = (quarter_mwh(net), quarter_mwh(-net));
-            }
-            Place::Circuit { .. } => {}
-        }
-    }
-    out
-}
-
 /// Public holidays of the site's contract, for the years the history covers.
 pub fn holidays(site: &SiteSpec, years: std::ops::RangeInclusive<i32>) -> Vec<NaiveDate> {
-    let mut days = Vec::new();
-    for year in years {
-        let d = |m: u32, d: u32| NaiveDate::from_ymd_opt(year, m, d);
-        let list: Vec<Option<NaiveDate>> = if site.zone == chrono_tz::America::New_York {
-            vec![
-                d(1, 1),
-                nth_weekday(year, 1, chrono::Weekday::Mon, 3),
-                nth_weekday(year, 2, chrono::Weekday::Mon, 3),
-                last_monday(year, 5),
-                d(6, 19),
-                d(7, 4),
-                nth_weekday(year, 9, chrono::Weekday::Mon, 1),
-                nth_weekday(year, 11, chrono::Weekday::Thu, 4),
-                d(12, 25),
-            ]
-        } else {
-            let easter_monday = easter(year).and_then(|e| e.succ_opt());
-            vec![
-                d(1, 1),
-                d(1, 2),
-                d(2, 8),
-                easter_monday,
-                d(4, 27),
-                d(5, 1),
-                d(5, 2),
-                d(6, 25),
-                d(8, 15),
-                d(10, 31),
-                d(11, 1),
-                d(12, 25),
-                d(12, 26),
-            ]
-        };
-        days.extend(list.into_iter().flatten());
-    }
+    let mut days: Vec<NaiveDate> = years
+        .flat_map(|year| {
+            site.holidays.iter().filter_map(move |h| match *h {
+                Holiday::Date(month, day) => NaiveDate::from_ymd_opt(year, month, day),
+                Holiday::Nth(month, weekday, n) => {
+                    NaiveDate::from_weekday_of_month_opt(year, month, weekday, n)
+                }
+                Holiday::LastMonday(month) => last_monday(year, month),
+                Holiday::EasterMonday => easter(year).and_then(|e| e.succ_opt()),
+            })
+        })
+        .collect();
     days.sort();
     days.dedup();
     days
-}
-
-fn nth_weekday(year: i32, month: u32, weekday: chrono::Weekday, n: u8) -> Option<NaiveDate> {
-    NaiveDate::from_weekday_of_month_opt(year, month, weekday, n)
 }
 
 fn last_monday(year: i32, month: u32) -> Option<NaiveDate> {
@@ -653,42 +461,44 @@ fn easter(year: i32) -> Option<NaiveDate> {
     NaiveDate::from_ymd_opt(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)
 }
 
-/// The live simulator's load for a meter, so that today's live data continues the history
-/// at about its level: `(profile, rated W per phase)` for `sg-gateway fleet
-/// --start-counters`.
-pub fn live_load(site: &SiteSpec, spec: &MeterSpec) -> (&'static str, f64) {
-    let phases = f64::from(spec.phases());
-    let per_phase = |kw: f64, full: f64| 1000.0 * kw / full / phases;
-    match spec.load {
-        Load::Office(k) | Load::Ventilation(k) | Load::Lighting(k) => {
-            ("office", per_phase(k, 0.85))
-        }
-        Load::Retail(k) | Load::Hvac(k) => ("office", per_phase(k * 0.6, 0.85)),
-        Load::Constant(k) => ("industrial", per_phase(k, 1.0)),
-        Load::Pv(kwp) => ("solar", 1000.0 * kwp * 0.85 * 0.6 / phases),
-        Load::Sum => {
-            let below: f64 = site
-                .meters
-                .iter()
-                .filter(|m| match (spec.place, m.place) {
-                    (Place::Site, Place::Circuit { .. }) => true,
-                    (Place::Panel(p), Place::Circuit { panel, .. }) => p == panel,
-                    _ => false,
-                })
-                .map(|m| match m.load {
-                    Load::Office(k)
-                    | Load::Ventilation(k)
-                    | Load::Lighting(k)
-                    | Load::Constant(k) => k,
-                    Load::Retail(k) | Load::Hvac(k) => k * 0.6,
-                    Load::Pv(_) | Load::Sum => 0.0,
-                })
-                .sum();
-            // An industrial shape (high base) 20 % above its circuits' ratings keeps the
-            // parent's remainder positive day and night.
-            ("industrial", 1.2 * per_phase(below.max(1.0), 0.9))
-        }
-    }
+/// The site's supply contract as the contract API takes it, with the public holidays of
+/// `year - 2 ..= year + 1` (the history's years and the next).
+pub fn contract_json(site: &SiteSpec, year: i32) -> serde_json::Value {
+    let c = &site.contract;
+    let holidays: Vec<String> = holidays(site, year - 2..=year + 1)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let bands: Vec<_> = c
+        .bands
+        .iter()
+        .map(|(name, import, export)| {
+            json!({"name": name, "import_price": import, "export_price": export})
+        })
+        .collect();
+    let schedule: Vec<_> = c
+        .schedule
+        .iter()
+        .map(|(name, band, months, from, to)| {
+            let mut period = json!({"name": name, "band": band});
+            if !months.is_empty() {
+                period["months"] = json!(months);
+            }
+            period["days"] = json!(WORKING_DAYS);
+            period["from"] = json!(from);
+            period["to"] = json!(to);
+            period
+        })
+        .collect();
+    json!({
+        "currency": c.currency,
+        "bands": bands,
+        "schedule": schedule,
+        "default_band": c.default_band,
+        "holidays": holidays,
+        "demand_charge": c.demand_charge,
+        "reactive": {"tan_phi_max": c.reactive.0, "price": c.reactive.1}
+    })
 }
 
 #[cfg(test)]
@@ -710,23 +520,27 @@ mod tests {
     }
 
     #[test]
-    fn site_meters_add_up_and_pv_exports_by_day() {
-        let holidays = holidays(&LJUBLJANA, 2026..=2026);
-        // 2026-06-17 11:00 UTC, a Wednesday: sunny hours in Ljubljana.
-        let noon = 1_781_694_000_000 / QUARTER_MS;
-        let m = Moment::new(noon, LJUBLJANA.zone, &holidays);
-        let q = quarter(&LJUBLJANA, &m);
-        assert!(q[1].1 > 0, "PV exports at noon in June: {q:?}");
-        let night = Moment::new(noon - 48, LJUBLJANA.zone, &holidays);
-        let q = quarter(&LJUBLJANA, &night);
-        assert_eq!(q[1].1, 0, "no PV at night");
-        let circuits: i64 = LJUBLJANA
-            .meters
+    fn fleet_meters_fill_their_gateways_in_order() {
+        let slots: Vec<(u32, u8)> = LJUBLJANA.meters[..9]
             .iter()
-            .zip(&q)
-            .filter(|(s, _)| matches!(s.place, Place::Circuit { .. }))
-            .map(|(_, e)| e.0)
-            .sum();
-        assert!(q[0].0 >= circuits, "site {} < circuits {circuits}", q[0].0);
+            .map(|m| (m.gateway, m.slot))
+            .collect();
+        assert_eq!(
+            slots,
+            [
+                (1, 0),
+                (1, 1),
+                (1, 3),
+                (2, 0),
+                (2, 1),
+                (2, 3),
+                (3, 0),
+                (3, 1),
+                (3, 3)
+            ]
+        );
+        assert_eq!(LJUBLJANA.gateways, (1, 3));
+        assert_eq!(NEW_YORK.gateways, (4, 5));
+        assert_eq!(LJUBLJANA.meters[9].gateway, 0);
     }
 }

@@ -64,7 +64,8 @@ pub const CHUNK: usize = 64 * 1024;
 const CHANNEL_CHUNKS: usize = 4;
 
 /// What to export.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Kind {
     /// 15-minute interval energy per register, with band and cost.
     Intervals,

@@ -8,12 +8,16 @@ use crate::auth::Scope;
 use crate::ingest::clock;
 use crate::ingest::normalize::MEASUREMENT_COLUMNS;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Device)]
 pub struct DeviceView {
     pub id: i64,
+    /// The gateway's serial.
     pub gateway: String,
     pub site_id: Option<i64>,
+    /// meter or relay.
     pub kind: String,
+    /// ir, rs485 or xml.
     pub port: String,
     pub slot: i16,
     pub serial: String,
@@ -23,16 +27,23 @@ pub struct DeviceView {
     pub description: Option<String>,
     pub location: Option<String>,
     pub sg_description: Option<String>,
-    /// Placement for energy accounting (see `accounting::structure`).
+    /// Name given in Headend (placement for energy accounting, see `accounting::structure`).
     pub name: Option<String>,
+    /// What the meter measures: site, panel or circuit; null: unplaced (not counted in the
+    /// site's consumption).
     pub measures: Option<String>,
     pub panel_id: Option<i64>,
     pub circuit_id: Option<i64>,
+    /// Overrides the circuit's usage.
     pub usage: Option<String>,
+    /// Counter of active import; null: counter1nr.
     pub import_register: Option<String>,
+    /// Counter of active export; null: counter2nr.
     pub export_register: Option<String>,
+    /// Counter of (inductive) reactive energy; null: counter3nr.
     pub reactive_register: Option<String>,
-    /// Set by an admin; counter readings dated before it are not accounted (`None`: unknown).
+    /// When the meter was commissioned (set by an admin); counter readings dated before it are
+    /// kept but not accounted. null: unknown.
     pub commissioned_at: Option<DateTime<Utc>>,
     pub first_seen_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -54,6 +65,18 @@ pub async fn list(pool: &PgPool, scope: &Scope) -> Result<Vec<DeviceView>, sqlx:
     .bind(scope.site_ids())
     .fetch_all(pool)
     .await
+}
+
+/// The time zone of a device's local times: its site's, else its gateway's.
+pub async fn time_zone(pool: &PgPool, device_id: i64) -> Result<chrono_tz::Tz, sqlx::Error> {
+    let zone: String = sqlx::query_scalar(
+        "SELECT COALESCE(s.time_zone, g.time_zone) FROM devices d
+         JOIN gateways g ON g.id = d.gateway_id LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
+    )
+    .bind(device_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(zone.parse().unwrap_or(chrono_tz::UTC))
 }
 
 /// How a meter is addressed: its serial, within the caller's scope.
@@ -160,18 +183,26 @@ pub async fn meter_by_serial(
     })
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Latest {
     pub device: DeviceView,
-    /// When the meter measured (UTC), and when Headend received it.
+    /// When the meter measured (UTC).
     pub ts: Option<DateTime<Utc>>,
+    /// When Headend received it.
     pub received_at: Option<DateTime<Utc>>,
+    /// The gateway clock was unusable; `ts` is the receive time.
     pub clock_fault: bool,
     pub dst_ambiguous: bool,
     pub dst_gap: bool,
+    /// The meter's own tariff (T1..T6).
     pub tariff: Option<i16>,
-    /// Column name to value in SI units; absent values are omitted, never zero.
+    /// Column name to value in SI units: frequency, u1..u3, u12, u23, u31, i1..i3, i_n, p,
+    /// p1..p3, q.., s.., pf.. (inductive +, capacitive -), pa.., temperature, thd_i1..3,
+    /// thd_u1..3; absent values are omitted, never zero.
+    #[schema(value_type = BTreeMap<String, f64>)]
     pub values: serde_json::Map<String, serde_json::Value>,
+    /// The unit of each value.
+    #[schema(value_type = BTreeMap<String, String>)]
     pub units: serde_json::Map<String, serde_json::Value>,
 }
 
@@ -247,11 +278,13 @@ pub async fn latest(pool: &PgPool, device: DeviceView) -> Result<Latest, sqlx::E
     Ok(latest)
 }
 
-#[derive(Debug, Serialize, sqlx::FromRow)]
+#[derive(Debug, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Counter)]
 pub struct CounterLatest {
     pub name: String,
     pub index: i16,
     pub resettable: bool,
+    /// Wh, varh or VAh.
     pub unit: String,
     pub phase: Option<String>,
     pub tariffs: Vec<i16>,
@@ -377,6 +410,29 @@ pub async fn candidate_details(
     )
     .bind(ids)
     .fetch_all(pool)
+    .await
+}
+
+/// The gateway a device is behind, as the meter page shows it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct DeviceGateway {
+    /// The zone of the device's local times: its site's, else its gateway's.
+    pub time_zone: String,
+    pub serial: String,
+    /// `sg` (pushes over MQTT) or `converter` (polled over Modbus TCP).
+    pub kind: String,
+    pub online: bool,
+}
+
+/// The gateway of device `id` (which exists).
+pub async fn gateway_of(pool: &PgPool, id: i64) -> Result<DeviceGateway, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT COALESCE(s.time_zone, g.time_zone) AS time_zone, g.serial, g.kind, g.online
+         FROM devices d JOIN gateways g ON g.id = d.gateway_id
+         LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_one(pool)
     .await
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sg_wire::topic::TopicLayout;
 use sqlx::PgPool;
 
@@ -28,23 +28,31 @@ pub enum GatewayError {
     Db(#[from] sqlx::Error),
 }
 
-#[derive(Debug, Clone, Default)]
+/// A gateway to register (the API's request body as it is).
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
 pub struct NewGateway {
+    /// The gateway's serial, its MQTT user name and the root of its topics: 1 to 32 characters
+    /// of A-Z, a-z, 0-9, '-', '_' or '.', starting with a letter or digit.
     pub serial: String,
-    /// Generated when absent; either way returned once and stored only as a hash.
+    /// The MQTT password, at least 10 characters. Generated when absent; either way returned
+    /// once and stored only as a hash.
     pub password: Option<String>,
+    /// The site it is installed on.
     pub site_id: Option<i64>,
+    /// IANA zone of its local times; default: the site's, else `default_time_zone`.
     pub time_zone: Option<String>,
+    /// Topic layout; default: the SG convention for the serial.
     pub topic_root: Option<String>,
     pub topic_pub: Option<String>,
     pub topic_sub: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = GatewayCredentials)]
 pub struct Created {
     pub id: i64,
     pub serial: String,
-    /// Shown once; Headend keeps only its hash.
+    /// The MQTT password, shown once; Headend keeps only its hash.
     pub password: String,
     pub publish_base: String,
     pub command_topic: String,
@@ -175,7 +183,8 @@ pub async fn load_directory(pool: &PgPool) -> Result<Directory, sqlx::Error> {
     })))
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = Gateway)]
 pub struct GatewayView {
     pub id: i64,
     pub serial: String,
@@ -189,6 +198,7 @@ pub struct GatewayView {
     pub online: bool,
     pub last_hello_at: Option<DateTime<Utc>>,
     pub last_seen_at: Option<DateTime<Utc>>,
+    /// Gateway clock minus receive time, newest message, seconds.
     pub clock_skew_s: Option<f64>,
     pub clock_faults: i64,
     pub rejected_messages: i64,
@@ -389,6 +399,30 @@ pub async fn rotate_password(pool: &PgPool, serial: &str) -> Result<Option<Strin
             .execute(pool)
             .await?;
     Ok((done.rows_affected() > 0).then_some(secret))
+}
+
+/// Which of the gateways `ids` are Modbus TCP converters (polled by Headend) rather than
+/// gateways that push.
+pub async fn converters_among(
+    pool: &PgPool,
+    ids: &[i64],
+) -> Result<std::collections::HashSet<i64>, sqlx::Error> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT id FROM gateways WHERE id = ANY($1) AND kind = 'converter'",
+    )
+    .bind(ids)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect())
+}
+
+/// How many gateways are on the site.
+pub async fn count_on_site(pool: &PgPool, site: i64) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT count(*) FROM gateways WHERE site_id = $1")
+        .bind(site)
+        .fetch_one(pool)
+        .await
 }
 
 #[cfg(test)]

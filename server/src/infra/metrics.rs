@@ -1,131 +1,70 @@
-//! Prometheus metrics: plain atomics rendered in the text exposition format.
+//! Prometheus metrics through `prometheus-client`.
 //!
-//! A handful of counters does not justify a metrics framework; everything here is lock-free on
-//! the hot path and rendered only when `/metrics` is scraped.
+//! Each metric is declared once, in the `metrics!` table below: the field callers count
+//! through, the exposed name and the help. Every [`Metrics`] has its own [`Registry`] (several
+//! apps run in one test process, so nothing is process-wide); `/metrics` encodes it in the
+//! Prometheus text format 0.0.4, which Prometheus and `promtool check metrics` read.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter as PromCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram as PromHistogram;
+use prometheus_client::registry::{Metric, Registry};
 
 use crate::ingest::normalize::Rows;
 use crate::ingest::writer::Written;
 
-#[derive(Debug, Default)]
-pub struct Counter(AtomicU64);
+/// The `Content-Type` of what [`Metrics::render`] returns.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// A monotonic count. `inc` and `add` return nothing, so every call site stays a statement.
+#[derive(Debug, Default, Clone)]
+pub struct Counter(PromCounter);
 
 impl Counter {
     pub fn inc(&self) {
-        self.add(1);
+        self.0.inc();
     }
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
+        self.0.inc_by(n);
     }
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
+        self.0.get()
+    }
+    /// Follows a total another component keeps: never goes back, even if two scrapes race.
+    fn follow(&self, total: u64) {
+        self.0.inner().fetch_max(total, Ordering::Relaxed);
     }
 }
 
-/// Latency histogram with fixed buckets (seconds).
-#[derive(Debug)]
-pub struct Histogram {
-    bounds: &'static [f64],
-    buckets: Vec<AtomicU64>,
-    sum_micros: AtomicU64,
-    count: AtomicU64,
-}
+/// A latency histogram in seconds.
+#[derive(Debug, Clone)]
+pub struct Histogram(PromHistogram);
 
 impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Self {
-            bounds,
-            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
-            sum_micros: AtomicU64::new(0),
-            count: AtomicU64::new(0),
-        }
-    }
-
     pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (bound, bucket) in self.bounds.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(
-            out,
-            "{name}_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "{name}_count {count}");
+        self.0.observe(d.as_secs_f64());
     }
 }
 
+/// Buckets of the ingest and profile worker latencies (seconds).
 const LATENCY_BOUNDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-#[derive(Debug)]
-pub struct Metrics {
-    pub journal_appended: Counter,
-    pub journal_append_errors: Counter,
-    pub journal_unreadable: Counter,
-    pub ingest_measurements: Counter,
-    pub ingest_counter_readings: Counter,
-    pub ingest_relay_states: Counter,
-    pub ingest_events: Counter,
-    pub ingest_rejects: Counter,
-    pub ingest_rejects_partial: Counter,
-    pub ingest_messages: [Counter; 6],
-    pub db_batches: Counter,
-    pub db_errors: Counter,
-    pub db_batch_seconds: Histogram,
-    pub mqtt_auth_failures: Counter,
-    /// Password attempts refused by the brute-force throttle, by channel
-    /// ([`THROTTLE_CHANNELS`]: login, mqtt, xml_push).
-    pub auth_throttled: [Counter; 3],
-    /// Password checks shed because the bounded hashing pool was full.
-    pub password_checks_shed: Counter,
-    /// Counters the profile worker set aside after a failure it could not get past.
-    pub profile_counters_quarantined: Counter,
-    /// Modbus polls answered, polls failed (timeout, rejected reply, gateway exception), and
-    /// exception replies (01..04) of devices that answered.
-    pub modbus_polls: Counter,
-    pub modbus_poll_failures: Counter,
-    pub modbus_exceptions: Counter,
-    pub xml_documents_accepted: Counter,
-    pub xml_documents_refused: Counter,
-    pub http_requests: Counter,
-    pub http_errors: Counter,
-    pub http_login_failures: Counter,
-    pub profile_counters: Counter,
-    pub profile_intervals: Counter,
-    pub profile_step_seconds: Histogram,
-    pub alarms_raised: Counter,
-    pub alarms_cleared: Counter,
-    pub alarm_notifications_sent: Counter,
-    pub alarm_notification_retries: Counter,
-    pub alarm_notifications_failed: Counter,
-}
+/// Buckets of the HTTP request durations (seconds; requests time out at 30 s).
+const HTTP_BOUNDS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// Channels of [`Metrics::auth_throttled`], in index order.
 pub const THROTTLE_CHANNELS: [&str; 3] = ["login", "mqtt", "xml_push"];
 
+/// Kinds of [`Metrics::ingest_messages`], in index order.
 const MESSAGE_KINDS: [&str; 6] = [
     "measurements",
     "counters",
@@ -135,58 +74,284 @@ const MESSAGE_KINDS: [&str; 6] = [
     "error",
 ];
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self {
-            journal_appended: Counter::default(),
-            journal_append_errors: Counter::default(),
-            journal_unreadable: Counter::default(),
-            modbus_polls: Counter::default(),
-            modbus_poll_failures: Counter::default(),
-            modbus_exceptions: Counter::default(),
-            ingest_measurements: Counter::default(),
-            ingest_counter_readings: Counter::default(),
-            ingest_relay_states: Counter::default(),
-            ingest_events: Counter::default(),
-            ingest_rejects: Counter::default(),
-            ingest_rejects_partial: Counter::default(),
-            ingest_messages: Default::default(),
-            db_batches: Counter::default(),
-            db_errors: Counter::default(),
-            db_batch_seconds: Histogram::new(LATENCY_BOUNDS),
-            mqtt_auth_failures: Counter::default(),
-            auth_throttled: Default::default(),
-            password_checks_shed: Counter::default(),
-            profile_counters_quarantined: Counter::default(),
-            xml_documents_accepted: Counter::default(),
-            xml_documents_refused: Counter::default(),
-            http_requests: Counter::default(),
-            http_errors: Counter::default(),
-            http_login_failures: Counter::default(),
-            profile_counters: Counter::default(),
-            profile_intervals: Counter::default(),
-            profile_step_seconds: Histogram::new(LATENCY_BOUNDS),
-            alarms_raised: Counter::default(),
-            alarms_cleared: Counter::default(),
-            alarm_notifications_sent: Counter::default(),
-            alarm_notification_retries: Counter::default(),
-            alarm_notifications_failed: Counter::default(),
+/// prometheus-client adds the final full stop of a help text itself.
+fn help(text: &str) -> &str {
+    text.strip_suffix('.').unwrap_or(text)
+}
+
+fn register(registry: &mut Registry, name: &str, text: &str, metric: impl Metric) {
+    registry.register(name, help(text), metric);
+}
+
+/// `name` is the exposed name, `_total` included (so that a grep finds it here);
+/// prometheus-client wants it without and appends it when encoding.
+fn counter(registry: &mut Registry, name: &str, text: &str) -> Counter {
+    debug_assert!(
+        name.ends_with("_total"),
+        "counter {name} must end in _total"
+    );
+    let counter = Counter::default();
+    register(
+        registry,
+        name.strip_suffix("_total").unwrap_or(name),
+        text,
+        counter.0.clone(),
+    );
+    counter
+}
+
+fn histogram(registry: &mut Registry, name: &str, text: &str, bounds: &[f64]) -> Histogram {
+    let histogram = Histogram(PromHistogram::new(bounds.iter().copied()));
+    register(registry, name, text, histogram.0.clone());
+    histogram
+}
+
+fn gauge(registry: &mut Registry, name: &str, text: &str) -> Gauge<u64, AtomicU64> {
+    let gauge = Gauge::default();
+    register(registry, name, text, gauge.clone());
+    gauge
+}
+
+/// One counter family with a single label, every value created up front (so each series is
+/// there from the start, at 0) and handed out by index.
+fn labelled<const N: usize>(
+    registry: &mut Registry,
+    name: &str,
+    text: &str,
+    label: &'static str,
+    values: [&'static str; N],
+) -> [Counter; N] {
+    let family = Family::<[(&'static str, &'static str); 1], PromCounter>::default();
+    register(
+        registry,
+        name.strip_suffix("_total").unwrap_or(name),
+        text,
+        family.clone(),
+    );
+    values.map(|value| Counter(family.get_or_create_owned(&[(label, value)])))
+}
+
+/// Declares every unlabelled metric once. `scraped` are the values other components keep
+/// (journal, gate, pool): [`Gauges`] carries them to [`Metrics::render`], which copies them in.
+macro_rules! metrics {
+    (
+        counters { $($counter:ident: $counter_name:literal, $counter_help:literal;)* }
+        histograms { $($histogram:ident[$bounds:expr]: $histogram_name:literal, $histogram_help:literal;)* }
+        scraped_gauges { $($gauge:ident: $gauge_name:literal, $gauge_help:literal;)* }
+        scraped_totals { $($total:ident: $total_name:literal, $total_help:literal;)* }
+    ) => {
+        /// Every metric of one app; callers count through the fields.
+        #[derive(Debug)]
+        pub struct Metrics {
+            $(#[doc = $counter_help] pub $counter: Counter,)*
+            $(#[doc = $histogram_help] pub $histogram: Histogram,)*
+            /// Gateway messages accepted, by kind ([`MESSAGE_KINDS`] order).
+            pub ingest_messages: [Counter; MESSAGE_KINDS.len()],
+            /// Password attempts refused by the brute-force throttle, by channel
+            /// ([`THROTTLE_CHANNELS`] order: login, mqtt, xml_push).
+            pub auth_throttled: [Counter; THROTTLE_CHANNELS.len()],
+            http: Http,
+            scraped: Scraped,
+            registry: Registry,
         }
+
+        /// Values read from other components at scrape time: levels, and totals they keep.
+        #[derive(Debug, Default)]
+        pub struct Gauges {
+            $(#[doc = $gauge_help] pub $gauge: u64,)*
+            $(#[doc = $total_help] pub $total: u64,)*
+        }
+
+        /// The registered metrics [`Gauges`] are copied into before each encoding.
+        #[derive(Debug)]
+        struct Scraped {
+            $($gauge: Gauge<u64, AtomicU64>,)*
+            $($total: Counter,)*
+        }
+
+        impl Scraped {
+            fn register(registry: &mut Registry) -> Self {
+                Self {
+                    $($gauge: gauge(registry, $gauge_name, $gauge_help),)*
+                    $($total: counter(registry, $total_name, $total_help),)*
+                }
+            }
+
+            fn set(&self, values: &Gauges) {
+                $(self.$gauge.set(values.$gauge);)*
+                $(self.$total.follow(values.$total);)*
+            }
+        }
+
+        impl Default for Metrics {
+            fn default() -> Self {
+                let mut registry = Registry::default();
+                Self {
+                    $($counter: counter(&mut registry, $counter_name, $counter_help),)*
+                    $($histogram: histogram(
+                        &mut registry,
+                        $histogram_name,
+                        $histogram_help,
+                        $bounds,
+                    ),)*
+                    ingest_messages: labelled(
+                        &mut registry,
+                        "headend_ingest_messages_total",
+                        "Gateway messages accepted, by kind.",
+                        "kind",
+                        MESSAGE_KINDS,
+                    ),
+                    auth_throttled: labelled(
+                        &mut registry,
+                        "headend_auth_throttled_total",
+                        "Password attempts refused by the brute-force throttle, by channel.",
+                        "channel",
+                        THROTTLE_CHANNELS,
+                    ),
+                    http: Http::register(&mut registry),
+                    scraped: Scraped::register(&mut registry),
+                    registry,
+                }
+            }
+        }
+    };
+}
+
+metrics! {
+    counters {
+        journal_appended: "headend_journal_appended_total",
+            "Records made durable in the ingest journal.";
+        journal_append_errors: "headend_journal_append_errors_total",
+            "Journal appends that failed (the gateway was not acknowledged).";
+        journal_unreadable: "headend_journal_unreadable_total",
+            "Journal records that could not be decoded.";
+        modbus_polls: "headend_modbus_polls_total",
+            "Modbus device polls answered.";
+        modbus_poll_failures: "headend_modbus_poll_failures_total",
+            "Modbus device polls without a valid answer (timeout, rejected reply, gateway exception).";
+        modbus_exceptions: "headend_modbus_exceptions_total",
+            "Modbus exception replies (01..04) of devices that answered.";
+        ingest_measurements: "headend_ingest_measurement_rows_total",
+            "Measurement rows committed.";
+        // Was headend_ingest_counter_readings_total: promtool refuses a counter whose name
+        // contains `_counter_`.
+        ingest_counter_readings: "headend_ingest_register_readings_total",
+            "Counter (energy register) readings committed.";
+        ingest_relay_states: "headend_ingest_relay_states_total",
+            "Relay state rows committed.";
+        ingest_events: "headend_ingest_events_total",
+            "Gateway events (hello, status, log, error) committed.";
+        ingest_rejects: "headend_ingest_rejects_total",
+            "Rejected messages kept with their reason (including partly accepted ones).";
+        ingest_rejects_partial: "headend_ingest_rejects_partial_total",
+            "Messages accepted in part, the rest refused with a reason.";
+        db_batches: "headend_db_batches_total",
+            "Ingest transactions committed.";
+        db_errors: "headend_db_errors_total",
+            "Ingest transactions that failed and were retried.";
+        mqtt_auth_failures: "headend_mqtt_auth_failures_total",
+            "MQTT connections refused for bad credentials or identity.";
+        password_checks_shed: "headend_password_checks_shed_total",
+            "Password checks shed because the bounded hashing pool was full.";
+        profile_counters_quarantined: "headend_profile_counters_quarantined_total",
+            "Counters the profile worker set aside after a failure (see energy_quarantine).";
+        xml_documents_accepted: "headend_xml_documents_accepted_total",
+            "MiSmart XML documents made durable and acknowledged.";
+        xml_documents_refused: "headend_xml_documents_refused_total",
+            "MiSmart XML documents or streams refused (kept in ingest_rejects).";
+        alarms_raised: "headend_alarms_raised_total",
+            "Alarms raised (new, or reopened before acknowledgement).";
+        alarms_cleared: "headend_alarms_cleared_total",
+            "Alarms cleared.";
+        alarm_notifications_sent: "headend_alarm_notifications_sent_total",
+            "Alarm outbox rows delivered (e-mail, webhook, MQTT, relay command).";
+        alarm_notification_retries: "headend_alarm_notification_retries_total",
+            "Alarm outbox deliveries that failed and were rescheduled.";
+        alarm_notifications_failed: "headend_alarm_notifications_failed_total",
+            "Alarm outbox rows given up (recorded in the alarm's history).";
+        http_errors: "headend_http_server_errors_total",
+            "HTTP requests answered with a 5xx status.";
+        http_login_failures: "headend_http_login_failures_total",
+            "Refused logins.";
+        profile_counters: "headend_profile_counters_total",
+            "Counter registers whose intervals and rollups the profile worker recomputed.";
+        profile_intervals: "headend_profile_intervals_total",
+            "15-minute intervals written by the profile worker.";
+    }
+    histograms {
+        db_batch_seconds[LATENCY_BOUNDS]: "headend_db_batch_seconds",
+            "Time to commit one ingest batch.";
+        profile_step_seconds[LATENCY_BOUNDS]: "headend_profile_step_seconds",
+            "Time of one profile worker step (intervals, rollups, site totals).";
+    }
+    scraped_gauges {
+        journal_pending_records: "headend_journal_pending_records",
+            "Records in the journal not yet committed to PostgreSQL.";
+        journal_bytes: "headend_journal_bytes",
+            "Bytes of journal segments on disk.";
+        journal_last_seq: "headend_journal_last_seq",
+            "Sequence number of the newest journal record.";
+        journal_checkpoint: "headend_journal_checkpoint",
+            "Every journal record up to this sequence number is committed.";
+        mqtt_connections: "headend_mqtt_connections",
+            "Open MQTT client connections.";
+        db_pool_size: "headend_db_pool_connections",
+            "Open database connections.";
+        db_pool_idle: "headend_db_pool_idle",
+            "Idle database connections.";
+    }
+    scraped_totals {
+        mqtt_publishes_denied: "headend_mqtt_publishes_denied_total",
+            "PUBLISH packets refused by the topic ACL.";
+        mqtt_violations_not_journaled: "headend_mqtt_violations_not_journaled_total",
+            "MQTT rule violations over the per-client rate limit: logged, not stored.";
     }
 }
 
-/// Values read from other components at scrape time.
-#[derive(Debug, Default)]
-pub struct Gauges {
-    pub journal_pending_records: u64,
-    pub journal_bytes: u64,
-    pub journal_last_seq: u64,
-    pub journal_checkpoint: u64,
-    pub mqtt_connections: u64,
-    pub mqtt_publishes_denied: u64,
-    pub mqtt_violations_not_journaled: u64,
-    pub db_pool_size: u64,
-    pub db_pool_idle: u64,
+/// Labels of `headend_http_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: &'static str,
+    route: String,
+    status: String,
+}
+
+/// Labels of `headend_http_request_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: &'static str,
+    route: String,
+}
+
+/// HTTP metrics by route: labels of bounded cardinality only (see [`Metrics::record_http`]).
+#[derive(Debug)]
+struct Http {
+    requests: Family<RequestLabels, PromCounter>,
+    durations: Family<RouteLabels, PromHistogram, fn() -> PromHistogram>,
+}
+
+impl Http {
+    fn register(registry: &mut Registry) -> Self {
+        let requests = Family::default();
+        register(
+            registry,
+            "headend_http_requests",
+            "HTTP requests answered, by method, route and status.",
+            requests.clone(),
+        );
+        let durations: Family<RouteLabels, PromHistogram, fn() -> PromHistogram> =
+            Family::new_with_constructor(|| PromHistogram::new(HTTP_BOUNDS.iter().copied()));
+        register(
+            registry,
+            "headend_http_request_duration_seconds",
+            "Time from a request to its response headers, by method and route.",
+            durations.clone(),
+        );
+        Self {
+            requests,
+            durations,
+        }
+    }
 }
 
 impl Metrics {
@@ -213,242 +378,154 @@ impl Metrics {
         self.profile_step_seconds.observe(took);
     }
 
+    /// Counts one HTTP request. Every label must come from a bounded set: `method` one of the
+    /// standard methods or "other", `route` the router's pattern (never the raw path) or
+    /// "unmatched", `status` the numeric status (None: no answer was given, "cancelled").
+    pub fn record_http(
+        &self,
+        method: &'static str,
+        route: &str,
+        status: Option<u16>,
+        took: Duration,
+    ) {
+        if status.is_some_and(|s| (500..600).contains(&s)) {
+            self.http_errors.inc();
+        }
+        let status = status.map_or_else(|| "cancelled".to_owned(), |s| s.to_string());
+        let route = route.to_owned();
+        self.http
+            .durations
+            .get_or_create(&RouteLabels {
+                method,
+                route: route.clone(),
+            })
+            .observe(took.as_secs_f64());
+        self.http
+            .requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
+    }
+
+    /// The exposition ([`CONTENT_TYPE`]), with `gauges` as the values read at this scrape.
     pub fn render(&self, gauges: &Gauges) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
-            );
-        };
-        counter(
-            "headend_journal_appended_total",
-            "Records made durable in the ingest journal.",
-            self.journal_appended.get(),
-        );
-        counter(
-            "headend_journal_append_errors_total",
-            "Journal appends that failed (the gateway was not acknowledged).",
-            self.journal_append_errors.get(),
-        );
-        counter(
-            "headend_modbus_polls_total",
-            "Modbus device polls answered.",
-            self.modbus_polls.get(),
-        );
-        counter(
-            "headend_modbus_poll_failures_total",
-            "Modbus device polls without a valid answer (timeout, rejected reply, gateway exception).",
-            self.modbus_poll_failures.get(),
-        );
-        counter(
-            "headend_modbus_exceptions_total",
-            "Modbus exception replies (01..04) of devices that answered.",
-            self.modbus_exceptions.get(),
-        );
-        counter(
-            "headend_journal_unreadable_total",
-            "Journal records that could not be decoded.",
-            self.journal_unreadable.get(),
-        );
-        counter(
-            "headend_ingest_measurement_rows_total",
-            "Measurement rows committed.",
-            self.ingest_measurements.get(),
-        );
-        counter(
-            "headend_ingest_counter_readings_total",
-            "Counter readings committed.",
-            self.ingest_counter_readings.get(),
-        );
-        counter(
-            "headend_ingest_relay_states_total",
-            "Relay state rows committed.",
-            self.ingest_relay_states.get(),
-        );
-        counter(
-            "headend_ingest_events_total",
-            "Gateway events (hello, status, log, error) committed.",
-            self.ingest_events.get(),
-        );
-        counter(
-            "headend_ingest_rejects_total",
-            "Rejected messages kept with their reason (including partly accepted ones).",
-            self.ingest_rejects.get(),
-        );
-        counter(
-            "headend_ingest_rejects_partial_total",
-            "Messages accepted in part, the rest refused with a reason.",
-            self.ingest_rejects_partial.get(),
-        );
-        counter(
-            "headend_db_batches_total",
-            "Ingest transactions committed.",
-            self.db_batches.get(),
-        );
-        counter(
-            "headend_db_errors_total",
-            "Ingest transactions that failed and were retried.",
-            self.db_errors.get(),
-        );
-        counter(
-            "headend_mqtt_auth_failures_total",
-            "MQTT connections refused for bad credentials or identity.",
-            self.mqtt_auth_failures.get(),
-        );
-        counter(
-            "headend_password_checks_shed_total",
-            "Password checks shed because the bounded hashing pool was full.",
-            self.password_checks_shed.get(),
-        );
-        counter(
-            "headend_profile_counters_quarantined_total",
-            "Counters the profile worker set aside after a failure (see energy_quarantine).",
-            self.profile_counters_quarantined.get(),
-        );
-        counter(
-            "headend_xml_documents_accepted_total",
-            "MiSmart XML documents made durable and acknowledged.",
-            self.xml_documents_accepted.get(),
-        );
-        counter(
-            "headend_xml_documents_refused_total",
-            "MiSmart XML documents or streams refused (kept in ingest_rejects).",
-            self.xml_documents_refused.get(),
-        );
-        counter(
-            "headend_alarms_raised_total",
-            "Alarms raised (new, or reopened before acknowledgement).",
-            self.alarms_raised.get(),
-        );
-        counter(
-            "headend_alarms_cleared_total",
-            "Alarms cleared.",
-            self.alarms_cleared.get(),
-        );
-        counter(
-            "headend_alarm_notifications_sent_total",
-            "Alarm outbox rows delivered (e-mail, webhook, MQTT, relay command).",
-            self.alarm_notifications_sent.get(),
-        );
-        counter(
-            "headend_alarm_notification_retries_total",
-            "Alarm outbox deliveries that failed and were rescheduled.",
-            self.alarm_notification_retries.get(),
-        );
-        counter(
-            "headend_alarm_notifications_failed_total",
-            "Alarm outbox rows given up (recorded in the alarm's history).",
-            self.alarm_notifications_failed.get(),
-        );
-        counter(
-            "headend_http_requests_total",
-            "HTTP requests served.",
-            self.http_requests.get(),
-        );
-        counter(
-            "headend_http_server_errors_total",
-            "HTTP requests answered with a 5xx status.",
-            self.http_errors.get(),
-        );
-        counter(
-            "headend_http_login_failures_total",
-            "Refused logins.",
-            self.http_login_failures.get(),
-        );
-        counter(
-            "headend_profile_counters_total",
-            "Counter registers whose intervals and rollups the profile worker recomputed.",
-            self.profile_counters.get(),
-        );
-        counter(
-            "headend_profile_intervals_total",
-            "15-minute intervals written by the profile worker.",
-            self.profile_intervals.get(),
-        );
-        let _ = writeln!(
-            out,
-            "# HELP headend_ingest_messages_total Gateway messages accepted, by kind.\n# TYPE headend_ingest_messages_total counter"
-        );
-        for (kind, c) in MESSAGE_KINDS.iter().zip(&self.ingest_messages) {
-            let _ = writeln!(
-                out,
-                "headend_ingest_messages_total{{kind=\"{kind}\"}} {}",
-                c.get()
-            );
+        self.scraped.set(gauges);
+        let mut out = String::with_capacity(16 * 1024);
+        // Writing into a String cannot fail; the encoder's own errors are none for our types.
+        if let Err(e) = prometheus_text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics encoding failed");
         }
-        let _ = writeln!(
-            out,
-            "# HELP headend_auth_throttled_total Password attempts refused by the brute-force throttle.\n# TYPE headend_auth_throttled_total counter"
-        );
-        for (channel, n) in THROTTLE_CHANNELS.iter().zip(&self.auth_throttled) {
-            let _ = writeln!(
-                out,
-                "headend_auth_throttled_total{{channel=\"{channel}\"}} {}",
-                n.get()
-            );
-        }
-        self.db_batch_seconds.render(
-            &mut out,
-            "headend_db_batch_seconds",
-            "Time to commit one ingest batch.",
-        );
-        self.profile_step_seconds.render(
-            &mut out,
-            "headend_profile_step_seconds",
-            "Time of one profile worker step (intervals, rollups, site totals).",
-        );
-        let mut gauge = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
-        };
-        gauge(
-            "headend_journal_pending_records",
-            "Records in the journal not yet committed to PostgreSQL.",
-            gauges.journal_pending_records,
-        );
-        gauge(
-            "headend_journal_bytes",
-            "Bytes of journal segments on disk.",
-            gauges.journal_bytes,
-        );
-        gauge(
-            "headend_journal_last_seq",
-            "Sequence number of the newest journal record.",
-            gauges.journal_last_seq,
-        );
-        gauge(
-            "headend_journal_checkpoint",
-            "Every journal record up to this sequence number is committed.",
-            gauges.journal_checkpoint,
-        );
-        gauge(
-            "headend_mqtt_connections",
-            "Open MQTT client connections.",
-            gauges.mqtt_connections,
-        );
-        gauge(
-            "headend_mqtt_publishes_denied",
-            "PUBLISH packets refused by the topic ACL since start.",
-            gauges.mqtt_publishes_denied,
-        );
-        gauge(
-            "headend_mqtt_violations_not_journaled",
-            "MQTT rule violations over the per-client rate limit: logged, not stored.",
-            gauges.mqtt_violations_not_journaled,
-        );
-        gauge(
-            "headend_db_pool_connections",
-            "Open database connections.",
-            gauges.db_pool_size,
-        );
-        gauge(
-            "headend_db_pool_idle",
-            "Idle database connections.",
-            gauges.db_pool_idle,
-        );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
+        text.lines().find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == series).then_some(value)
+        })
+    }
+
+    #[test]
+    fn every_metric_has_help_and_type_and_counters_end_in_total() {
+        let text = Metrics::default().render(&Gauges::default());
+        let mut families = 0;
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut parts = line[7..].split(' ');
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{name} has no help"
+            );
+            assert!(!text.contains(".. ") && !text.contains("..\n"), "{text}");
+            if kind == "counter" {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+            families += 1;
+        }
+        assert!(families >= 40, "{families} families:\n{text}");
+    }
+
+    #[test]
+    fn the_fields_count_into_their_series() {
+        let metrics = Metrics::default();
+        metrics.ingest_rejects.add(2);
+        metrics.auth_throttled[1].inc();
+        metrics.ingest_messages[0].add(3);
+        metrics.db_batch_seconds.observe(Duration::from_millis(3));
+        let text = metrics.render(&Gauges {
+            journal_checkpoint: 42,
+            mqtt_publishes_denied: 7,
+            ..Gauges::default()
+        });
+        assert_eq!(value(&text, "headend_ingest_rejects_total"), Some("2"));
+        let mqtt = "headend_auth_throttled_total{channel=\"mqtt\"}";
+        assert_eq!(value(&text, mqtt), Some("1"));
+        let login = "headend_auth_throttled_total{channel=\"login\"}";
+        assert_eq!(value(&text, login), Some("0"));
+        let kind = "headend_ingest_messages_total{kind=\"measurements\"}";
+        assert_eq!(value(&text, kind), Some("3"));
+        let bucket = "headend_db_batch_seconds_bucket{le=\"0.005\"}";
+        assert_eq!(value(&text, bucket), Some("1"));
+        assert_eq!(value(&text, "headend_journal_checkpoint"), Some("42"));
+        assert_eq!(
+            value(&text, "headend_mqtt_publishes_denied_total"),
+            Some("7")
+        );
+    }
+
+    #[test]
+    fn totals_kept_elsewhere_never_go_back() {
+        let metrics = Metrics::default();
+        let scrape = |n| {
+            let text = metrics.render(&Gauges {
+                mqtt_violations_not_journaled: n,
+                ..Gauges::default()
+            });
+            let series = "headend_mqtt_violations_not_journaled_total";
+            value(&text, series).map(str::to_owned)
+        };
+        assert_eq!(scrape(5).as_deref(), Some("5"));
+        assert_eq!(scrape(3).as_deref(), Some("5"));
+        assert_eq!(scrape(9).as_deref(), Some("9"));
+    }
+
+    #[test]
+    fn http_requests_are_labelled_by_route_and_status() {
+        let metrics = Metrics::default();
+        let took = Duration::from_millis(2);
+        metrics.record_http("GET", "/api/v1/sites/{id}", Some(200), took);
+        metrics.record_http("GET", "/api/v1/sites/{id}", Some(200), took);
+        metrics.record_http("POST", "unmatched", Some(503), took);
+        metrics.record_http("GET", "/metrics", None, took);
+        let text = metrics.render(&Gauges::default());
+        let ok = "headend_http_requests_total{method=\"GET\",route=\"/api/v1/sites/{id}\",status=\"200\"}";
+        assert_eq!(value(&text, ok), Some("2"), "{text}");
+        let failed =
+            "headend_http_requests_total{method=\"POST\",route=\"unmatched\",status=\"503\"}";
+        assert_eq!(value(&text, failed), Some("1"));
+        let cancelled =
+            "headend_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"cancelled\"}";
+        assert_eq!(value(&text, cancelled), Some("1"));
+        assert_eq!(value(&text, "headend_http_server_errors_total"), Some("1"));
+        let count =
+            "headend_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/sites/{id}\"}";
+        assert_eq!(value(&text, count), Some("2"));
+    }
+
+    #[test]
+    fn two_apps_count_apart() {
+        let (a, b) = (Metrics::default(), Metrics::default());
+        a.db_errors.inc();
+        assert_eq!((a.db_errors.get(), b.db_errors.get()), (1, 0));
+        let text = b.render(&Gauges::default());
+        assert_eq!(value(&text, "headend_db_errors_total"), Some("0"));
     }
 }

@@ -1,6 +1,7 @@
 //! Plumbing every capability uses and none owns: the database pool and migrations, the data
 //! directory, logging, the Prometheus registry and the outgoing HTTP/TLS client set-up.
 
+pub mod backoff;
 pub mod datadir;
 pub mod db;
 pub mod http;

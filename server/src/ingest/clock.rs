@@ -113,14 +113,14 @@ mod tests {
     }
     const LJ: Tz = chrono_tz::Europe::Ljubljana;
 
+    /// `local` read in Ljubljana, received at `received`, with a 5-minute tolerance.
+    fn in_lj(local: &str, received: &str) -> Resolved {
+        resolve(Some(local), LJ, utc(received), Duration::seconds(300))
+    }
+
     #[test]
     fn plain_winter_time() {
-        let r = resolve(
-            Some("25.02.2020 13:18:42"),
-            LJ,
-            utc("2020-02-25T12:18:50Z"),
-            Duration::seconds(300),
-        );
+        let r = in_lj("25.02.2020 13:18:42", "2020-02-25T12:18:50Z");
         assert_eq!(r.ts, utc("2020-02-25T12:18:42Z"));
         assert_eq!(r.flags, 0);
         assert_eq!(r.skew_s, Some(-8.0));
@@ -129,49 +129,24 @@ mod tests {
     #[test]
     fn repeated_hour_picks_the_instant_nearest_reception() {
         // 2026-10-25 02:30 happens at 00:30Z (CEST) and at 01:30Z (CET).
-        let first = resolve(
-            Some("25.10.2026 02:30:00"),
-            LJ,
-            utc("2026-10-25T00:30:05Z"),
-            Duration::seconds(300),
-        );
+        let first = in_lj("25.10.2026 02:30:00", "2026-10-25T00:30:05Z");
         assert_eq!(first.ts, utc("2026-10-25T00:30:00Z"));
         assert_eq!(first.flags, DST_AMBIGUOUS);
-        let second = resolve(
-            Some("25.10.2026 02:30:00"),
-            LJ,
-            utc("2026-10-25T01:30:05Z"),
-            Duration::seconds(300),
-        );
+        let second = in_lj("25.10.2026 02:30:00", "2026-10-25T01:30:05Z");
         assert_eq!(second.ts, utc("2026-10-25T01:30:00Z"));
         // A backlog received days later resolves to the earlier instant.
-        let backlog = resolve(
-            Some("25.10.2026 02:30:00"),
-            LJ,
-            utc("2026-10-28T09:00:00Z"),
-            Duration::seconds(300),
-        );
+        let backlog = in_lj("25.10.2026 02:30:00", "2026-10-28T09:00:00Z");
         assert_eq!(backlog.ts, utc("2026-10-25T00:30:00Z"));
     }
 
     #[test]
     fn skipped_hour_uses_the_offset_before_the_gap() {
         // 2026-03-29 02:00 CET jumps to 03:00 CEST; 02:30 does not exist.
-        let r = resolve(
-            Some("29.03.2026 02:30:00"),
-            LJ,
-            utc("2026-03-29T01:30:10Z"),
-            Duration::seconds(300),
-        );
+        let r = in_lj("29.03.2026 02:30:00", "2026-03-29T01:30:10Z");
         assert_eq!(r.ts, utc("2026-03-29T01:30:00Z"));
         assert_eq!(r.flags, DST_GAP);
         // Just before the gap is ordinary winter time.
-        let r = resolve(
-            Some("29.03.2026 01:59:50"),
-            LJ,
-            utc("2026-03-29T00:59:55Z"),
-            Duration::seconds(300),
-        );
+        let r = in_lj("29.03.2026 01:59:50", "2026-03-29T00:59:55Z");
         assert_eq!(r.ts, utc("2026-03-29T00:59:50Z"));
         assert_eq!(r.flags, 0);
     }
@@ -193,12 +168,7 @@ mod tests {
 
     #[test]
     fn old_timestamps_are_kept() {
-        let r = resolve(
-            Some("14.04.2020 17:45:30"),
-            LJ,
-            utc("2026-11-21T10:00:00Z"),
-            Duration::seconds(300),
-        );
+        let r = in_lj("14.04.2020 17:45:30", "2026-11-21T10:00:00Z");
         assert_eq!(r.ts, utc("2020-04-14T15:45:30Z"));
         assert_eq!(r.flags, 0);
     }

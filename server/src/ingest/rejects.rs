@@ -7,7 +7,8 @@ use sqlx::PgPool;
 
 use crate::auth::Scope;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Reject)]
 pub struct RejectView {
     pub id: i64,
     pub received_at: DateTime<Utc>,

@@ -10,29 +10,38 @@
 //!
 //! Results leave through a queue to a writer task (journal appends and communication state),
 //! so a slow fsync or database never holds the bus.
+//!
+//! - `request`: one request on the bus (gap, timeout, retries) and its errors.
+//! - `commands`: relay writes and counter resets asked for by the API and the dispatcher.
+//! - `effects`: the writer task.
 
-use std::borrow::Cow;
+mod commands;
+mod effects;
+mod request;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use headend_modbus_map::{BlockRead, Function, RegisterMap, Write};
-use sg_wire::command::RelayAction;
+use headend_modbus_map::{BlockRead, RegisterMap};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_modbus::client::{Client, Context};
-use tokio_modbus::prelude::SlaveContext;
-use tokio_modbus::{ExceptionCode, Request, Response, Slave};
 use tokio_util::sync::CancellationToken;
 
 use super::config::ModbusConfig;
-use super::store::{self, BusConverter, BusDevice};
+use super::store::{BusConverter, BusDevice};
 use super::{BusRequest, Maps};
+use crate::infra::backoff;
 use crate::infra::metrics::Metrics;
 use crate::ingest::normalize_polled::{CommError, PolledCounter, Snapshot};
 use crate::ingest::record::{IngestRecord, RecordKind};
 use crate::ingest::IngestSink;
+use commands::refuse;
+use effects::{write_effects, Effect};
+pub use request::exception_meaning;
+use request::{is_gateway_exception, ReqError};
 
 /// `IngestRecord::source` of polled records.
 pub const SOURCE: &str = "modbus";
@@ -68,53 +77,7 @@ impl BusSettings {
 
     /// Backoff after `failures` consecutive failures (1 = the first).
     pub fn backoff(&self, failures: u32) -> Duration {
-        let doubled = self
-            .backoff_min
-            .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-        doubled.min(self.backoff_max)
-    }
-}
-
-/// What a Modbus exception code means, for people.
-pub fn exception_meaning(code: u8) -> &'static str {
-    match code {
-        0x01 => "function not supported",
-        0x02 => "register address out of range",
-        0x03 => "value not allowed",
-        0x04 => "execution error in the device",
-        0x05 => "acknowledged, still processing",
-        0x06 => "device busy",
-        0x0A => "gateway path unavailable (the converter has no route to this unit)",
-        0x0B => "gateway target device failed to respond (no answer on the RS485 bus)",
-        _ => "unknown exception",
-    }
-}
-
-/// Gateway exceptions say the device is unreachable: a communication failure, not an answer.
-fn is_gateway_exception(code: u8) -> bool {
-    matches!(code, 0x0A | 0x0B)
-}
-
-#[derive(Debug)]
-enum ReqError {
-    /// The device answered with an exception.
-    Exception(u8),
-    /// No (complete) answer within the timeout.
-    Timeout,
-    /// An answer that is not the answer: short, another unit, another function.
-    Rejected(String),
-    /// The TCP link to the converter failed.
-    Link(String),
-}
-
-impl ReqError {
-    fn describe(&self, timeout: Duration) -> String {
-        match self {
-            Self::Exception(code) => format!("exception {code:02X}: {}", exception_meaning(*code)),
-            Self::Timeout => format!("no reply within {} ms", timeout.as_millis()),
-            Self::Rejected(why) => format!("reply rejected: {why}"),
-            Self::Link(why) => format!("converter link failed: {why}"),
-        }
+        backoff::delay(self.backoff_min, self.backoff_max, failures)
     }
 }
 
@@ -132,25 +95,6 @@ struct Unit {
     touched_at: Option<Instant>,
     /// Issues of the previous poll: the same ones are not journaled again each poll.
     last_issues: Vec<String>,
-}
-
-enum Effect {
-    Append(IngestRecord),
-    CommOk {
-        id: i64,
-        at: DateTime<Utc>,
-    },
-    CommFailed {
-        id: i64,
-        at: DateTime<Utc>,
-        error: String,
-        failures: u32,
-        backoff_until: Option<DateTime<Utc>>,
-    },
-    LinkFailed {
-        at: DateTime<Utc>,
-        error: String,
-    },
 }
 
 enum Poll {
@@ -237,7 +181,7 @@ impl Bus {
             self.conv.clone(),
             rx,
         ));
-        let mut link_backoff = self.settings.backoff_min;
+        let mut link_failures = 0_u32;
         'bus: loop {
             if stop.is_cancelled() {
                 break;
@@ -245,7 +189,7 @@ impl Bus {
             if self.link.is_none() {
                 match self.connect().await {
                     Ok(()) => {
-                        link_backoff = self.settings.backoff_min;
+                        link_failures = 0;
                         if !self.online {
                             self.online = true;
                             tracing::info!(host = %self.conv.host, port = self.conv.port, "converter link up");
@@ -253,6 +197,8 @@ impl Bus {
                         }
                     }
                     Err(error) => {
+                        link_failures = link_failures.saturating_add(1);
+                        let link_backoff = self.settings.backoff(link_failures);
                         tracing::warn!(host = %self.conv.host, port = self.conv.port, %error,
                             retry_in_ms = link_backoff.as_millis() as u64, "converter unreachable");
                         self.effect(Effect::LinkFailed {
@@ -275,7 +221,6 @@ impl Bus {
                                 },
                             }
                         }
-                        link_backoff = (link_backoff * 2).min(self.settings.backoff_max);
                         continue;
                     }
                 }
@@ -373,105 +318,6 @@ impl Bus {
         if let Some(tx) = &self.effects {
             // Waits when the writer is behind: the bus slows down rather than losing results.
             let _ = tx.send(effect).await;
-        }
-    }
-
-    /// One request, alone on the bus: after the gap, within the timeout.
-    async fn call(&mut self, unit: u8, request: Request<'static>) -> Result<Response, ReqError> {
-        if self.link.is_none() {
-            self.connect().await.map_err(ReqError::Link)?;
-        }
-        if let Some(last) = self.last_frame {
-            // A timer costs up to a millisecond of its own: none when the gap has passed.
-            let quiet_until = last + self.settings.gap;
-            if quiet_until > Instant::now() {
-                tokio::time::sleep_until(quiet_until).await;
-            }
-        }
-        let Some(link) = self.link.as_mut() else {
-            return Err(ReqError::Link("not connected".into()));
-        };
-        link.set_slave(Slave(unit));
-        let outcome = tokio::time::timeout(self.settings.timeout, link.call(request)).await;
-        self.last_frame = Some(Instant::now());
-        match outcome {
-            Err(_) => {
-                // A late answer would be read as the next request's: start a fresh link.
-                self.link = None;
-                Err(ReqError::Timeout)
-            }
-            Ok(Ok(Ok(response))) => Ok(response),
-            Ok(Ok(Err(exception))) => Err(ReqError::Exception(exception_code(exception))),
-            Ok(Err(tokio_modbus::Error::Protocol(e))) => {
-                self.link = None;
-                Err(ReqError::Rejected(protocol_reason(&e)))
-            }
-            Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                self.link = None;
-                // A frame the codec cannot parse (a short or malformed reply) is the device's
-                // fault, not the link's.
-                if e.kind() == std::io::ErrorKind::InvalidData {
-                    Err(ReqError::Rejected(format!("malformed reply: {e}")))
-                } else {
-                    Err(ReqError::Link(e.to_string()))
-                }
-            }
-        }
-    }
-
-    /// A request, retried `retries` times when it timed out or was rejected.
-    async fn call_with_retries(
-        &mut self,
-        unit: u8,
-        request: Request<'static>,
-        retries: u32,
-    ) -> Result<Response, ReqError> {
-        let mut attempt = 0;
-        loop {
-            match self.call(unit, request.clone()).await {
-                Err(ReqError::Timeout | ReqError::Rejected(_)) if attempt < retries => {
-                    attempt += 1;
-                    tokio::time::sleep(self.settings.gap * 2 * attempt).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn read(
-        &mut self,
-        unit: u8,
-        block: BlockRead,
-        retries: u32,
-    ) -> Result<Vec<u16>, ReqError> {
-        let request = match block.function {
-            Function::ReadHolding => Request::ReadHoldingRegisters(block.start, block.count),
-            Function::ReadInput => Request::ReadInputRegisters(block.start, block.count),
-        };
-        let words = match self.call_with_retries(unit, request, retries).await? {
-            Response::ReadHoldingRegisters(words) | Response::ReadInputRegisters(words) => words,
-            other => return Err(ReqError::Rejected(format!("unexpected reply {other:?}"))),
-        };
-        if words.len() != usize::from(block.count) {
-            return Err(ReqError::Rejected(format!(
-                "short reply: {} of {} registers",
-                words.len(),
-                block.count
-            )));
-        }
-        Ok(words)
-    }
-
-    async fn write(&mut self, unit: u8, write: &Write, retries: u32) -> Result<(), ReqError> {
-        let request = match write {
-            Write::Single { address, value } => Request::WriteSingleRegister(*address, *value),
-            Write::Multiple { address, values } => {
-                Request::WriteMultipleRegisters(*address, Cow::Owned(values.clone()))
-            }
-        };
-        match self.call_with_retries(unit, request, retries).await? {
-            Response::WriteSingleRegister(..) | Response::WriteMultipleRegisters(..) => Ok(()),
-            other => Err(ReqError::Rejected(format!("unexpected reply {other:?}"))),
         }
     }
 
@@ -612,29 +458,6 @@ impl Bus {
         Poll::Answered
     }
 
-    fn describe(&self, op: &str, function: u8, register: u16, e: &ReqError) -> String {
-        format!(
-            "{op} function {function} register {register} (0x{register:04X}): {}",
-            e.describe(self.settings.timeout)
-        )
-    }
-
-    /// One log line naming everything an operator needs; returns the same text.
-    fn log_error(&self, i: usize, op: &str, function: u8, register: u16, e: &ReqError) -> String {
-        let u = &self.units[i];
-        let text = self.describe(op, function, register, e);
-        tracing::warn!(
-            converter = %self.conv.serial,
-            unit = u.unit,
-            model = %u.model,
-            function,
-            register,
-            error = %e.describe(self.settings.timeout),
-            "Modbus {op} failed"
-        );
-        text
-    }
-
     async fn failed(&mut self, i: usize, error: String, now: Instant, at: DateTime<Utc>) {
         let u = &mut self.units[i];
         u.failures = u.failures.saturating_add(1);
@@ -668,116 +491,6 @@ impl Bus {
         })
         .await;
     }
-
-    async fn request(&mut self, request: BusRequest) {
-        match request {
-            BusRequest::Relay { unit, action } => self.relay(unit, action).await,
-            BusRequest::ResetCounter {
-                unit,
-                counter,
-                reply,
-            } => {
-                let result = self.reset(unit, &counter).await;
-                let _ = reply.send(result);
-            }
-        }
-    }
-
-    fn unit_index(&self, unit: u8) -> Option<usize> {
-        self.units
-            .iter()
-            .position(|u| u.unit == unit && u.map.is_some())
-    }
-
-    async fn relay(&mut self, unit: u8, action: RelayAction) {
-        let Some(i) = self.unit_index(unit) else {
-            tracing::warn!(
-                unit,
-                "relay command for a unit this converter does not poll"
-            );
-            return;
-        };
-        let on = match action {
-            RelayAction::On => true,
-            RelayAction::Off => false,
-            RelayAction::State => {
-                self.poll(i).await;
-                return;
-            }
-        };
-        let Some(write) = self.units[i].map.as_ref().and_then(|m| m.relay_write(on)) else {
-            tracing::warn!(unit, model = %self.units[i].model, "relay command for a model without a relay");
-            return;
-        };
-        let retries = self.settings.retries;
-        match self.write(unit, &write, retries).await {
-            Ok(()) => tracing::info!(unit, on, "relay switched; reading its state back"),
-            Err(e) => {
-                let error = self.log_error(i, "write", write.function_code(), write.address(), &e);
-                if !matches!(e, ReqError::Exception(c) if !is_gateway_exception(c)) {
-                    self.failed(i, error, Instant::now(), Utc::now()).await;
-                }
-                return;
-            }
-        }
-        // The state read back arrives through the journal and confirms the command.
-        self.poll(i).await;
-    }
-
-    async fn reset(&mut self, unit: u8, counter: &str) -> Result<(), String> {
-        let i = self
-            .unit_index(unit)
-            .ok_or_else(|| format!("unit {unit} is not polled on this converter"))?;
-        let write = self.units[i]
-            .map
-            .as_ref()
-            .and_then(|m| m.counter_reset(counter))
-            .ok_or_else(|| {
-                format!(
-                    "counter {counter:?} of model {:?} has no reset register",
-                    self.units[i].model
-                )
-            })?;
-        let retries = self.settings.retries;
-        if let Err(e) = self.write(unit, &write, retries).await {
-            return Err(self.log_error(
-                i,
-                "counter reset write",
-                write.function_code(),
-                write.address(),
-                &e,
-            ));
-        }
-        tracing::info!(unit, counter, "counter reset written; reading the device");
-        self.poll(i).await;
-        Ok(())
-    }
-}
-
-fn refuse(request: BusRequest, why: &str) {
-    match request {
-        BusRequest::ResetCounter { reply, .. } => {
-            let _ = reply.send(Err(why.to_owned()));
-        }
-        BusRequest::Relay { unit, .. } => {
-            tracing::warn!(unit, reason = why, "relay request not carried out");
-        }
-    }
-}
-
-fn exception_code(e: ExceptionCode) -> u8 {
-    u8::from(e)
-}
-
-fn protocol_reason(e: &tokio_modbus::ProtocolError) -> String {
-    match e {
-        tokio_modbus::ProtocolError::HeaderMismatch { message, .. } => {
-            format!("header mismatch (another unit or transaction answered): {message}")
-        }
-        tokio_modbus::ProtocolError::FunctionCodeMismatch { request, .. } => {
-            format!("the reply is not for function {request:?}")
-        }
-    }
 }
 
 /// The next due time: one interval after the previous one, or now when the bus is late (a
@@ -798,63 +511,9 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-async fn write_effects(
-    pool: PgPool,
-    sink: IngestSink,
-    conv: BusConverter,
-    mut rx: mpsc::Receiver<Effect>,
-) {
-    while let Some(effect) = rx.recv().await {
-        let result = match effect {
-            Effect::Append(record) => sink
-                .append(&record)
-                .await
-                .map_err(|e| format!("journal append: {e}")),
-            Effect::CommOk { id, at } => store::comm_ok(&pool, id, at)
-                .await
-                .map_err(|e| format!("device state: {e}")),
-            Effect::CommFailed {
-                id,
-                at,
-                error,
-                failures,
-                backoff_until,
-            } => store::comm_failed(&pool, id, at, &error, failures, backoff_until)
-                .await
-                .map_err(|e| format!("device state: {e}")),
-            Effect::LinkFailed { at, error } => store::link_failed(&pool, conv.id, at, &error)
-                .await
-                .map_err(|e| format!("converter state: {e}")),
-        };
-        if let Err(error) = result {
-            tracing::warn!(converter = %conv.serial, %error, "converter result not written");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn settings() -> BusSettings {
-        BusSettings {
-            timeout: Duration::from_millis(200),
-            gap: Duration::from_millis(5),
-            retries: 1,
-            backoff_min: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(60),
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_and_is_capped() {
-        let s = settings();
-        assert_eq!(s.backoff(1), Duration::from_secs(1));
-        assert_eq!(s.backoff(2), Duration::from_secs(2));
-        assert_eq!(s.backoff(4), Duration::from_secs(8));
-        assert_eq!(s.backoff(7), Duration::from_secs(60));
-        assert_eq!(s.backoff(u32::MAX), Duration::from_secs(60));
-    }
 
     #[test]
     fn a_late_bus_goes_round_instead_of_bursting() {
@@ -862,16 +521,5 @@ mod tests {
         let second = Duration::from_secs(1);
         assert_eq!(next_due(t0, second, t0), t0 + second);
         assert_eq!(next_due(t0, second, t0 + second * 5), t0 + second * 5);
-    }
-
-    #[test]
-    fn exceptions_are_named() {
-        assert_eq!(exception_meaning(0x01), "function not supported");
-        assert_eq!(exception_meaning(0x02), "register address out of range");
-        assert!(exception_meaning(0x0B).contains("failed to respond"));
-        assert!(is_gateway_exception(0x0A) && !is_gateway_exception(0x04));
-        assert!(ReqError::Exception(1)
-            .describe(Duration::from_millis(200))
-            .contains("exception 01"));
     }
 }

@@ -3,12 +3,6 @@
 pub mod api;
 pub mod assets;
 pub mod error;
-pub mod legacy_alarms;
-pub mod legacy_api;
-pub mod legacy_converters;
-pub mod legacy_energy;
-pub mod legacy_export;
-pub mod legacy_relays;
 pub mod ops;
 pub mod pages;
 pub mod session;
@@ -22,7 +16,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use sqlx::PgPool;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -166,82 +160,7 @@ fn mark_cookies_secure(headers: &mut HeaderMap) {
 
 pub fn router(state: WebState, max_body_bytes: usize) -> Router {
     let (api, _) = api::router();
-    let pages = Router::new()
-        .route(
-            "/login",
-            get(pages::login::login_form).post(pages::login::login),
-        )
-        .route("/logout", post(pages::login::logout))
-        .route("/", get(pages::sites::sites_page))
-        .route("/sites/{id}", get(pages::site::site_page))
-        .route("/meters/{serial}", get(pages::meter::meter_page))
-        .route("/relays", get(pages::relays::relays_page))
-        .route("/relays/{id}", get(pages::relays::relay_page))
-        .route("/relays/{id}/confirm", get(pages::relays::relay_confirm))
-        .route("/relays/{id}/command", post(pages::relays::relay_command))
-        .route("/commands/{id}", get(pages::relays::command_page))
-        .route(
-            "/commands/{id}/{action}",
-            post(pages::relays::command_action),
-        )
-        .route("/alarms", get(pages::alarms::alarms_page))
-        .route("/alarms/{id}", get(pages::alarms::alarm_page))
-        .route("/alarms/{id}/{action}", post(pages::alarms::alarm_action))
-        .route(
-            "/alarm-rules",
-            get(pages::alarms::rules_page).post(pages::alarms::create_rule),
-        )
-        .route(
-            "/alarm-rules/{id}",
-            get(pages::alarms::rule_page).post(pages::alarms::update_rule),
-        )
-        .route("/alarm-rules/{id}/delete", post(pages::alarms::delete_rule))
-        .route("/gateways", get(pages::gateways::gateways_page))
-        .route(
-            "/converters",
-            get(pages::converters::converters_page).post(pages::converters::create_converter),
-        )
-        .route(
-            "/converters/{id}/devices",
-            post(pages::converters::add_device),
-        )
-        .route(
-            "/converters/{id}/devices/{unit}/remove",
-            post(pages::converters::remove_device),
-        )
-        .route(
-            "/converters/{id}/enabled",
-            post(pages::converters::set_enabled),
-        )
-        .route("/admin", get(pages::admin::admin_page))
-        .route("/admin/outbox", get(pages::outbox::outbox_page))
-        .route("/admin/sites", post(pages::admin::admin_create_site))
-        .route("/admin/users", post(pages::admin::admin_create_user))
-        .route("/admin/grants", post(pages::admin::admin_grant_site))
-        .route("/admin/revocations", post(pages::admin::admin_revoke_site))
-        .route(
-            "/admin/users/{id}/disabled",
-            post(pages::admin::admin_user_disabled),
-        )
-        .route(
-            "/admin/users/{id}/password",
-            post(pages::admin::admin_user_password),
-        )
-        .route(
-            "/admin/gateways/{serial}/password",
-            post(pages::admin::admin_gateway_password),
-        )
-        .route("/admin/gateways", post(pages::admin::admin_create_gateway))
-        .route("/static/app.css", get(pages::css))
-        .route("/static/live.js", get(pages::live_js))
-        .route(
-            "/static/vendor/uplot/uPlot.iife.min.js",
-            get(assets::uplot_js),
-        )
-        .route("/static/vendor/uplot/uPlot.min.css", get(assets::uplot_css))
-        .route("/static/charts.js", get(assets::charts_js))
-        .route("/circuits/{id}", get(pages::circuit::circuit_page))
-        .merge(pages::site_admin::routes());
+    let pages = pages::routes();
     let router = Router::new()
         .nest("/api/v1", api)
         .merge(pages)
@@ -267,7 +186,6 @@ pub fn router(state: WebState, max_body_bytes: usize) -> Router {
             state.clone(),
             secure_cookies,
         ))
-        .layer(middleware::map_request(pages::remember_path))
         .layer(TraceLayer::new_for_http());
     security_headers(router).with_state(state)
 }

@@ -1,27 +1,77 @@
 //! Operations endpoints: `/healthz` for orchestrators and `/metrics` for Prometheus, and the
 //! request counting middleware.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use axum::extract::{FromRequestParts, Request, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{session, WebState};
+use crate::infra::metrics::{Metrics, CONTENT_TYPE};
 
+/// Counts every request by method, route and status, and times it. The route is the router's
+/// pattern (`MatchedPath`), never the raw path, so the label set stays bounded whatever
+/// clients send. A request dropped before its answer (the timeout layer answering 408
+/// outside this one, or the client going away) is still counted, as `status="cancelled"`.
 pub async fn count_requests(
     State(state): State<WebState>,
     request: Request,
     next: Next,
 ) -> Response {
-    state.metrics.http_requests.inc();
+    let mut pending = Pending {
+        metrics: state.metrics.clone(),
+        method: method_label(request.method()),
+        route: request
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_owned()),
+        status: None,
+        started: Instant::now(),
+    };
     let response = next.run(request).await;
-    if response.status().is_server_error() {
-        state.metrics.http_errors.inc();
-    }
+    pending.status = Some(response.status().as_u16());
     response
+}
+
+/// One request being served; recorded when dropped, answered or not.
+struct Pending {
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    route: Option<String>,
+    status: Option<u16>,
+    started: Instant,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let route = self.route.as_deref().unwrap_or("unmatched");
+        self.metrics
+            .record_http(self.method, route, self.status, self.started.elapsed());
+    }
+}
+
+/// The method as a label: the standard ones, anything else (extension methods are any token
+/// a client likes) as "other".
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [Method; 9] = [
+        Method::GET,
+        Method::HEAD,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    KNOWN
+        .iter()
+        .find(|known| *known == method)
+        .map_or("other", Method::as_str)
 }
 
 /// Compares without an early exit, so the time taken says nothing about the token.
@@ -66,12 +116,5 @@ pub async fn metrics(State(state): State<WebState>, request: Request) -> Respons
         }
     }
     let body = state.metrics.render(&(state.gauges)());
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        body,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }

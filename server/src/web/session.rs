@@ -194,6 +194,30 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     }
 }
 
+/// Where a request came from, for the relay command ledger: the peer address (a reverse
+/// proxy's `X-Forwarded-For` is recorded beside it, not instead of it, since it can be forged).
+pub struct ClientAddr(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.chars().take(200).collect::<String>());
+        Ok(Self(match (peer, forwarded) {
+            (Some(p), Some(f)) => Some(format!("{p} (forwarded for {f})")),
+            (p, f) => p.or(f),
+        }))
+    }
+}
+
 impl FromRequestParts<WebState> for Auth {
     type Rejection = ApiError;
 

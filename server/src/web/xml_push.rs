@@ -1,26 +1,24 @@
-//! MiSmart XML push over HTTP (`POST /api/v1/xml-push`, the gateway's own credentials) and the
-//! admin routes that set a gateway's XML push identity (`/api/v1/gateways/{serial}/xml-push`).
+//! MiSmart XML push over HTTP (`POST /api/v1/xml-push`, the gateway's own credentials). The
+//! admin routes that set a gateway's XML push identity are in `api::gateways`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use base64::Engine as _;
 use sg_wire::mismart::DocumentSplitter;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-use super::error::{ApiError, ApiResult};
-use super::session::{Admin, Auth};
-use super::WebState;
+use super::error::ApiError;
 use crate::fleet::gateways::{GatewayAuthError, GatewayAuthenticator};
 use crate::infra::metrics::Metrics;
-use crate::xml_push::registry::{self, RegistryError, XmlPushSettings};
+use crate::xml_push::registry;
 use crate::xml_push::{Ack, RejectCode, Sender, XmlPush, HTTP_SOURCE};
 
 /// Largest request body: a few documents of the largest size the parser takes.
@@ -191,37 +189,4 @@ async fn receive(
         answer,
     )
         .into_response()
-}
-
-fn registry_error(e: RegistryError) -> ApiError {
-    match e {
-        RegistryError::NotFound => ApiError::NotFound("gateway"),
-        RegistryError::Invalid(m) => ApiError::BadRequest(m),
-        RegistryError::Db(e) => ApiError::internal(e),
-    }
-}
-
-/// `GET /api/v1/gateways/{serial}/xml-push`: sources and meters (with their device slots).
-pub async fn get_settings(
-    State(state): State<WebState>,
-    Auth(p): Auth,
-    Path(serial): Path<String>,
-) -> ApiResult<impl IntoResponse> {
-    registry::get(&state.pool, &p.scope, &serial)
-        .await
-        .map(Json)
-        .map_err(registry_error)
-}
-
-/// `PUT /api/v1/gateways/{serial}/xml-push`: replaces sources and meters (admin).
-pub async fn put_settings(
-    State(state): State<WebState>,
-    Admin(p): Admin,
-    Path(serial): Path<String>,
-    Json(body): Json<XmlPushSettings>,
-) -> ApiResult<impl IntoResponse> {
-    registry::set(&state.pool, &p.scope, &serial, &body)
-        .await
-        .map(Json)
-        .map_err(registry_error)
 }

@@ -147,24 +147,30 @@ pub async fn identify(
 }
 
 /// A gateway's XML push identity, as the API shows and takes it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct XmlPushSettings {
-    /// Source addresses or networks (`198.51.100.7`, `10.1.0.0/24`, `2001:db8::/64`).
+    /// Source addresses or networks (`198.51.100.7`, `10.1.0.0/24`, `2001:db8::/64`), at most
+    /// 256.
     pub sources: Vec<String>,
-    /// Meter serials (`controlUnit`).
+    /// Meter serials (`controlUnit`), at most 256.
     pub meters: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A meter the gateway may push for, with the device slot it is stored on.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = XmlPushMeter)]
 pub struct MeterView {
     pub serial: String,
+    /// ir, rs485 or xml.
     pub port: String,
     pub slot: i16,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = XmlPushSettingsView)]
 pub struct SettingsView {
+    /// Networks, prefix length included.
     pub sources: Vec<String>,
     pub meters: Vec<MeterView>,
 }

@@ -5,6 +5,8 @@ use std::time::Instant;
 use headend_e2e::browser::Browser;
 use headend_e2e::TestApp;
 
+use crate::ui::log_in;
+
 /// The JSON a page shows as text (Chromium wraps a JSON response in a `<pre>`).
 async fn json_page(browser: &Browser) -> serde_json::Value {
     let text = browser.text("pre").await.expect("JSON text");
@@ -181,18 +183,6 @@ async fn login_through_the_form() {
         "{visible}"
     );
     browser.close().await.unwrap();
-}
-
-/// Logs `email` (created with the harness password) in through the form.
-async fn log_in(browser: &Browser, base: &str, email: &str) {
-    browser.goto(&format!("{base}/login")).await.unwrap();
-    browser.fill("input[name=email]", email).await.unwrap();
-    browser
-        .fill("input[name=password]", "correct horse battery staple")
-        .await
-        .unwrap();
-    browser.click("button[type=submit]").await.unwrap();
-    browser.wait_for_path("/").await.unwrap();
 }
 
 /// The meter page's power graph on a spring-forward day has one bar per quarter-hour: 92.
@@ -665,39 +655,13 @@ async fn every_page_renders_in_the_browser() {
     use serde_json::json;
     let (app, browser) = tokio::join!(TestApp::spawn(), Browser::start());
     let base = format!("http://{}", app.http);
-    let admin = app.user_token("admin@example.com", "admin", &[]).await;
-    let site = app.site("Plant", "Europe/Ljubljana").await;
-    let password = app.gateway("SG000017", Some(site), None).await;
-    let rule = app
-        .request(
-            "POST",
-            "/api/v1/alarm-rules",
-            Some(&admin),
-            Some(json!({
-                "site_id": site, "name": "Voltage present", "severity": "warning",
-                "target": "site",
-                "watch": {"kind": "measurement", "quantity": "u1"},
-                "condition": {"op": "above", "threshold": 100.0},
-            })),
-        )
-        .await;
-    assert_eq!(rule.status, 201, "{}", rule.body);
-    let rule = rule.json()["id"].as_i64().unwrap();
-    let client = app.gateway_client("SG000017", &password).await;
-    for (topic, fixture) in [
-        ("measurements/ir", "measurements-ir.json"),
-        ("counters/ir", "counters-ir-manual.json"),
-        ("bicom/ir", "bicom-ir.json"),
-    ] {
-        client
-            .publish(
-                &format!("sg/SG000017/pub/{topic}"),
-                headend_e2e::fixture(fixture),
-            )
-            .await;
-    }
-    app.wait_count("SELECT count(*) FROM relay_states", 1).await;
-    app.wait_count("SELECT count(*) FROM alarms", 1).await;
+    let crate::ui::Seeded {
+        admin,
+        site,
+        rule,
+        circuit,
+        client,
+    } = crate::ui::seed(&app).await;
     let alarm: i64 = sqlx::query_scalar("SELECT id FROM alarms")
         .fetch_one(&app.pool)
         .await
@@ -719,39 +683,6 @@ async fn every_page_renders_in_the_browser() {
         command.body
     );
     let command = command.json()["id"].as_i64().unwrap();
-    let panel = app
-        .request(
-            "POST",
-            &format!("/api/v1/sites/{site}/panels"),
-            Some(&admin),
-            Some(json!({ "name": "Main panel" })),
-        )
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
-    let circuit = app
-        .request(
-            "POST",
-            &format!("/api/v1/panels/{panel}/circuits"),
-            Some(&admin),
-            Some(json!({ "name": "Lighting", "usage": "lighting" })),
-        )
-        .await;
-    assert_eq!(circuit.status, 201, "{}", circuit.body);
-    let circuit = circuit.json()["id"].as_i64().unwrap();
-    let converter = app
-        .request(
-            "POST",
-            "/api/v1/converters",
-            Some(&admin),
-            Some(json!({
-                "name": "conv-1", "host": "127.0.0.1", "port": 1, "site_id": site,
-                "devices": [{ "unit": 6, "model": "legrand-046-77" }],
-            })),
-        )
-        .await;
-    assert_eq!(converter.status, 201, "{}", converter.body);
 
     log_in(&browser, &base, "admin@example.com").await;
     let pages = [

@@ -4,6 +4,7 @@
 
 mod alarms;
 mod api_auth;
+mod api_contract;
 mod attack_ingest;
 mod attack_mqtt;
 mod attack_pages;
@@ -19,6 +20,7 @@ mod external_broker;
 mod firmware;
 mod firmware_faults;
 mod ingest_fixtures;
+mod metrics;
 mod modbus;
 mod mqtts;
 mod pages;

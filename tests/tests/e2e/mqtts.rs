@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use headend_e2e::{fixture, MqttClient, TestApp};
 use rumqttc::{TlsConfiguration, Transport};
-use tokio_rustls::rustls::{self, pki_types::PrivateKeyDer, RootCertStore};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, RootCertStore};
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -58,12 +60,10 @@ impl Pki {
         .with_root_certificates(roots);
         let config = if with_cert {
             let (cert, key) = self.issue(&["SGT"], rcgen::ExtendedKeyUsagePurpose::ClientAuth);
-            let cert = rustls_pemfile::certs(&mut cert.as_bytes())
+            let cert = CertificateDer::pem_slice_iter(cert.as_bytes())
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap();
-            let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key.as_bytes())
-                .unwrap()
-                .unwrap();
+            let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
             builder.with_client_auth_cert(cert, key).unwrap()
         } else {
             builder.with_no_client_auth()

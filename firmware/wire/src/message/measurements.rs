@@ -69,6 +69,52 @@ pub struct Measurements {
     pub tariff: Option<i16>,
 }
 
+/// The head-end's measurement columns, one per [`Measurements`] quantity in field order
+/// (`tariff` aside): every ingest path (SG documents, MiSmart XML, Modbus register maps) feeds
+/// these names, so the list lives here once.
+pub const MEASUREMENT_COLUMNS: [&str; 39] = [
+    "frequency",
+    "u1",
+    "u2",
+    "u3",
+    "u12",
+    "u23",
+    "u31",
+    "i1",
+    "i2",
+    "i3",
+    "i_n",
+    "p",
+    "p1",
+    "p2",
+    "p3",
+    "q",
+    "q1",
+    "q2",
+    "q3",
+    "s",
+    "s1",
+    "s2",
+    "s3",
+    "pf",
+    "pf1",
+    "pf2",
+    "pf3",
+    "pa",
+    "pa1",
+    "pa2",
+    "pa3",
+    "temperature",
+    "thd_i1",
+    "thd_i2",
+    "thd_i3",
+    "thd_u1",
+    "thd_u2",
+    "thd_u3",
+    // Reserved position kept last so the array length documents the schema width.
+    "_reserved",
+];
+
 /// What a key measures: its unit and plausible range.
 #[derive(Debug, Clone, Copy)]
 enum Kind {

@@ -26,7 +26,7 @@ pub use header::{
     MAX_SERIAL_LEN, MAX_TEXT_CHARS, SERIAL_RULE,
 };
 pub use issue::{FieldError, FieldIssue};
-pub use measurements::{normalize_measurements, Measurements};
+pub use measurements::{normalize_measurements, Measurements, MEASUREMENT_COLUMNS};
 
 /// The `header` object of measurements and counters documents. Every field is optional
 /// because the SG omits different ones depending on port and firmware version.

@@ -1,19 +1,71 @@
 //! What every API handler needs to find things in the caller's scope: a visible site and its
-//! zone, the meter a serial addresses, an instant from a query, and how the feature modules'
-//! errors become API errors.
+//! zone, the meter a serial addresses, an instant from a query, how the feature modules'
+//! errors become API errors, and the answers several resources share.
 
 use chrono::{DateTime, NaiveDate, Utc};
 use chrono_tz::Tz;
 use headend_energy::calendar::{self, Period};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::accounting::query;
 use crate::accounting::structure::StructureError;
-use crate::auth::Scope;
-use crate::fleet::devices;
-use crate::sites;
-use crate::web::error::{ApiError, ApiResult};
+use crate::auth::{users::UserError, Scope};
+use crate::fleet::{devices, gateways::GatewayError};
+use crate::sites::{self, SiteError};
+use crate::web::error::{ApiError, ApiResult, ErrorBody};
 use crate::web::WebState;
+use crate::xml_push::registry::RegistryError;
+
+/// The answer of a creation: the new resource's id.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Created {
+    pub id: i64,
+}
+
+/// Several meters in the caller's scope report this serial: choose one with `device`
+#[derive(utoipa::IntoResponses)]
+#[response(status = 409)]
+pub struct Ambiguous(pub ErrorBody);
+
+impl From<SiteError> for ApiError {
+    fn from(e: SiteError) -> Self {
+        match e {
+            SiteError::Invalid(m) => Self::BadRequest(m),
+            SiteError::Exists(_) => Self::Conflict(e.to_string()),
+            SiteError::Db(e) => Self::internal(e),
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Invalid(m) => Self::BadRequest(m),
+            UserError::Exists(_) => Self::Conflict(e.to_string()),
+            UserError::Hash(_) | UserError::Db(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<GatewayError> for ApiError {
+    fn from(e: GatewayError) -> Self {
+        match e {
+            GatewayError::Invalid(m) => Self::BadRequest(m),
+            GatewayError::Exists(_) => Self::Conflict(e.to_string()),
+            GatewayError::Hash(_) | GatewayError::Db(_) => Self::internal(e),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::NotFound => Self::NotFound("gateway"),
+            RegistryError::Invalid(m) => Self::BadRequest(m),
+            RegistryError::Db(e) => Self::internal(e),
+        }
+    }
+}
 
 impl From<StructureError> for ApiError {
     fn from(e: StructureError) -> Self {
@@ -44,6 +96,22 @@ pub async fn visible_site(state: &WebState, scope: &Scope, site: i64) -> ApiResu
     Ok(site.time_zone.parse().unwrap_or(chrono_tz::UTC))
 }
 
+/// `found` (a panel, circuit, contract... of a site) if the caller may see its site; otherwise,
+/// or when there is none, "`what` not found", exactly alike.
+pub async fn in_visible_site<T>(
+    state: &WebState,
+    scope: &Scope,
+    found: Option<T>,
+    site_of: impl FnOnce(&T) -> i64,
+    what: &'static str,
+) -> ApiResult<T> {
+    let found = found.ok_or(ApiError::NotFound(what))?;
+    visible_site(state, scope, site_of(&found))
+        .await
+        .map_err(|_| ApiError::NotFound(what))?;
+    Ok(found)
+}
+
 /// An instant as RFC 3339, or a plain date meaning local midnight of the site.
 pub fn parse_instant(name: &str, value: &str, tz: Tz) -> ApiResult<DateTime<Utc>> {
     let out_of_range = || {
@@ -72,8 +140,10 @@ pub fn parse_instant(name: &str, value: &str, tz: Tz) -> ApiResult<DateTime<Utc>
 }
 
 /// `?device=<id>`: picks one of the meters reporting a serial (see [`devices::Resolved`]).
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeviceParam {
+    /// Device id: which of the meters reporting the serial (when several in scope do).
     pub device: Option<i64>,
 }
 

@@ -11,6 +11,7 @@ pub mod contracts;
 pub mod converters;
 pub mod devices;
 pub mod doc;
+pub mod energy;
 pub mod export;
 pub mod extract;
 pub mod gateways;
@@ -43,6 +44,7 @@ pub fn router() -> (Router<WebState>, utoipa::openapi::OpenApi) {
         .merge(users::routes())
         .merge(gateways::routes())
         .merge(devices::routes())
+        .merge(energy::routes())
         .merge(converters::routes())
         .merge(ingest::routes())
         .merge(quarantine::routes())

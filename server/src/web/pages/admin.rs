@@ -2,18 +2,32 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 
 use super::form::Submitted;
 use super::site_admin::pickers::{zone_groups, ChoiceGroup};
-use super::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
+use super::{AdminForm, Nav, PageError, PageResult, PageUser};
 use crate::auth::{users, Role, Scope};
 use crate::web::urls::filters;
 use crate::web::WebState;
 use crate::{fleet::gateways, sites};
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/admin", get(admin_page))
+        .route("/admin/sites", post(create_site))
+        .route("/admin/users", post(create_user))
+        .route("/admin/grants", post(grant_site))
+        .route("/admin/revocations", post(revoke_site))
+        .route("/admin/users/{id}/disabled", post(user_disabled))
+        .route("/admin/users/{id}/password", post(user_password))
+        .route("/admin/gateways/{serial}/password", post(gateway_password))
+        .route("/admin/gateways", post(create_gateway))
+}
 
 #[derive(Template)]
 #[template(path = "admin.html")]
@@ -24,10 +38,8 @@ struct AdminPage {
     error: Option<String>,
     /// A refused form: its values and messages beside its fields.
     s: Submitted,
-    /// Id, name, time zone, contracts.
-    sites: Vec<(i64, String, String, i64)>,
-    /// Id, e-mail, role, sites, disabled.
-    users: Vec<(i64, String, String, String, bool)>,
+    sites: Vec<sites::SiteSummary>,
+    users: Vec<users::UserSummary>,
     gateways: Vec<gateways::GatewayView>,
     zones: Vec<ChoiceGroup>,
     roles: [(&'static str, &'static str); 3],
@@ -43,15 +55,15 @@ impl AdminPage {
     }
 
     fn site_name(&self, site: &Option<i64>) -> &str {
-        site.and_then(|id| self.sites.iter().find(|s| s.0 == id))
-            .map_or("", |s| s.1.as_str())
+        site.and_then(|id| self.sites.iter().find(|s| s.id == id))
+            .map_or("", |s| s.name.as_str())
     }
 }
 
 impl AdminPage {
     /// Whether any user is a viewer or operator (admins see every site: nothing to grant).
     fn grantable(&self) -> bool {
-        self.users.iter().any(|u| u.2 != "admin")
+        self.users.iter().any(|u| u.role != "admin")
     }
 
     /// A gateway's site as the picker's value (empty: no site).
@@ -70,76 +82,64 @@ const ROLES: [(&str, &str); 3] = [
 ];
 
 #[derive(Deserialize, Default)]
-pub struct AdminParams {
+struct AdminParams {
     message: Option<String>,
     error: Option<String>,
 }
 
-pub async fn admin_page(
+async fn admin_page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Query(q): Query<AdminParams>,
 ) -> PageResult {
-    require_admin(&p)?;
-    admin_view(&state, &p, &headers, q.message, q.error, Submitted::new()).await
+    user.require_admin()?;
+    admin_view(&state, &user, q.message, q.error, Submitted::new()).await
 }
 
 /// The admin page with a note: from a redirect's query, or (for a secret shown once) rendered
 /// straight into the POST's answer, so the secret is never in a URL, history or proxy log.
 async fn admin_view(
     state: &WebState,
-    p: &crate::auth::Principal,
-    headers: &HeaderMap,
+    user: &PageUser,
     message: Option<String>,
     error: Option<String>,
     s: Submitted,
 ) -> PageResult {
-    let sites: Vec<(i64, String, String, i64)> = sqlx::query_as(
-        "SELECT s.id, s.name, s.time_zone, (SELECT count(*) FROM contracts c WHERE c.site_id = s.id)
-         FROM sites s ORDER BY s.name",
-    )
-    .fetch_all(&state.pool)
-    .await?;
-    let users: Vec<(i64, String, String, String, bool)> = sqlx::query_as(
-        "SELECT u.id, u.email, u.role, COALESCE(string_agg(s.name, ', ' ORDER BY s.name), ''),
-                u.disabled
-         FROM users u LEFT JOIN user_sites us ON us.user_id = u.id LEFT JOIN sites s ON s.id = us.site_id
-         GROUP BY u.id ORDER BY u.email",
-    )
-    .fetch_all(&state.pool)
-    .await?;
+    let sites = sites::summaries(&state.pool).await?;
+    let users = users::summaries(&state.pool).await?;
     let mut gateways = gateways::list(&state.pool, &Scope::All).await?;
     gateways.sort_by(|a, b| a.serial.cmp(&b.serial));
-    let (nav, set) = nav(p, headers);
     // Shown as text, never as markup.
-    render(
-        &AdminPage {
-            title: "Administration",
-            nav,
-            message: message.map(|m| m.chars().take(300).collect()),
-            error: error.map(|m| m.chars().take(300).collect()),
-            zones: zone_groups(s.value("new-site-time_zone", "Europe/Ljubljana")),
-            s,
-            sites,
-            users,
-            gateways,
-            roles: ROLES,
-        },
-        set,
-    )
+    user.render(&AdminPage {
+        title: "Administration",
+        nav: user.nav(),
+        message: message.map(|m| m.chars().take(300).collect()),
+        error: error.map(|m| m.chars().take(300).collect()),
+        zones: zone_groups(s.value("new-site-time_zone", "Europe/Ljubljana")),
+        s,
+        sites,
+        users,
+        gateways,
+        roles: ROLES,
+    })
 }
 
 /// The admin page again with a refused form's values and messages: 422.
-pub(crate) async fn refused(
-    state: &WebState,
-    p: &crate::auth::Principal,
-    headers: &HeaderMap,
-    s: Submitted,
-) -> PageResult {
-    let mut r = admin_view(state, p, headers, None, None, s).await?;
+pub(crate) async fn refused(state: &WebState, user: &PageUser, s: Submitted) -> PageResult {
+    let mut r = admin_view(state, user, None, None, s).await?;
     *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     Ok(r)
+}
+
+/// The admin page carrying a secret in its note (a generated password): never cached, never
+/// stored, never in a URL.
+async fn secret_shown_once(state: &WebState, user: &PageUser, message: String) -> PageResult {
+    let mut page = admin_view(state, user, Some(message), None, Submitted::new()).await?;
+    page.headers_mut().insert(
+        axum::http::header::CACHE_CONTROL,
+        axum::http::HeaderValue::from_static("no-store"),
+    );
+    Ok(page)
 }
 
 pub(crate) fn back_to_admin(result: Result<String, String>) -> Response {
@@ -163,20 +163,16 @@ pub(crate) fn percent(text: &str) -> String {
 }
 
 #[derive(Deserialize)]
-pub struct NewSiteForm {
-    csrf: String,
+struct NewSiteForm {
     name: String,
     time_zone: String,
 }
 
-pub async fn admin_create_site(
+async fn create_site(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    Form(form): Form<NewSiteForm>,
+    user: PageUser,
+    AdminForm(form): AdminForm<NewSiteForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
     let result = sites::create(&state.pool, &form.name, form.time_zone.trim()).await;
     let mut s = Submitted::new();
     s.keep("new-site-name", &form.name);
@@ -196,11 +192,11 @@ pub async fn admin_create_site(
                 "new-site-time_zone",
                 "choose the site's time zone from the list",
             );
-            refused(&state, &p, &headers, s).await
+            refused(&state, &user, s).await
         }
         Err(e) => {
             s.add("new-site-name", e.to_string());
-            refused(&state, &p, &headers, s).await
+            refused(&state, &user, s).await
         }
     }
 }
@@ -216,11 +212,10 @@ fn site_ids(values: &[&str]) -> Result<Vec<i64>, ()> {
         .collect()
 }
 
-pub async fn admin_create_user(
+async fn create_user(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    Form(pairs): Form<Vec<(String, String)>>,
+    user: PageUser,
+    AdminForm(pairs): AdminForm<Vec<(String, String)>>,
 ) -> PageResult {
     let field = |name: &str| {
         pairs
@@ -228,8 +223,6 @@ pub async fn admin_create_user(
             .find(|(k, _)| k == name)
             .map_or("", |(_, v)| v.as_str())
     };
-    check_csrf(&headers, field("csrf"))?;
-    require_admin(&p)?;
     if pairs.len() > 1000 || pairs.iter().any(|(_, v)| v.len() > 4000) {
         return Err(PageError::Bad("the form is too large".into()));
     }
@@ -249,14 +242,10 @@ pub async fn admin_create_user(
     }
     let site_ids = match site_ids(&ticked) {
         Ok(ids) => {
-            let known: i64 = sqlx::query_scalar("SELECT count(*) FROM sites WHERE id = ANY($1)")
-                .bind(&ids)
-                .fetch_one(&state.pool)
-                .await?;
-            let mut unique = ids.clone();
+            let mut unique = ids;
             unique.sort_unstable();
             unique.dedup();
-            if known != unique.len() as i64 {
+            if sites::count_existing(&state.pool, &unique).await? != unique.len() as i64 {
                 s.add(
                     "new-user-sites",
                     "one of the sites no longer exists; tick them again",
@@ -276,7 +265,7 @@ pub async fn admin_create_user(
         .map_err(|_| ())
         .and_then(|r| if s.is_empty() { Ok(r) } else { Err(()) })
     else {
-        return refused(&state, &p, &headers, s).await;
+        return refused(&state, &user, s).await;
     };
     let password = crate::auth::password::generate();
     match users::create(&state.pool, email, role, &password).await {
@@ -285,132 +274,100 @@ pub async fn admin_create_user(
                 users::grant_site(&state.pool, id, site).await?;
             }
             // Shown once, like the API does; the admin hands it over.
-            secret_shown_once(
-                admin_view(
-                    &state,
-                    &p,
-                    &headers,
-                    Some(format!(
-                        "User {} created; password: {password}",
-                        email.trim()
-                    )),
-                    None,
-                    Submitted::new(),
-                )
-                .await,
-            )
+            let message = format!("User {} created; password: {password}", email.trim());
+            secret_shown_once(&state, &user, message).await
         }
         Err(users::UserError::Db(e)) => Err(e.into()),
         Err(users::UserError::Hash(e)) => Err(PageError::Internal(e.into())),
         Err(e) => {
             s.add("new-user-email", e.to_string());
-            refused(&state, &p, &headers, s).await
+            refused(&state, &user, s).await
         }
     }
 }
 
 #[derive(Deserialize)]
-pub struct GrantForm {
-    csrf: String,
+struct GrantForm {
     user_id: i64,
     site_id: i64,
 }
 
-/// The values of a grant or revoke form, kept for a refusal.
-fn grant_submitted(form: &str, f: &GrantForm) -> Submitted {
+/// Gives (`grant`) or takes away a site; a user or site that does not exist, or a change that
+/// changes nothing, is refused beside its field.
+async fn change_access(state: &WebState, user: &PageUser, f: GrantForm, grant: bool) -> PageResult {
+    let form = if grant { "grant" } else { "revoke" };
+    let key = |field: &str| format!("{form}-{field}");
     let mut s = Submitted::new();
-    s.keep(&format!("{form}-user_id"), &f.user_id.to_string());
-    s.keep(&format!("{form}-site_id"), &f.site_id.to_string());
-    s
-}
-
-/// Whether the user and the site of a grant form exist; refusals name the field.
-async fn grant_targets(
-    state: &WebState,
-    form: &str,
-    f: &GrantForm,
-    s: &mut Submitted,
-) -> Result<(), PageError> {
-    let (user, site): (bool, bool) = sqlx::query_as(
-        "SELECT EXISTS (SELECT 1 FROM users WHERE id = $1), EXISTS (SELECT 1 FROM sites WHERE id = $2)",
-    )
-    .bind(f.user_id)
-    .bind(f.site_id)
-    .fetch_one(&state.pool)
-    .await?;
-    if !user {
-        s.add(&format!("{form}-user_id"), "choose a user from the list");
+    s.keep(&key("user_id"), &f.user_id.to_string());
+    s.keep(&key("site_id"), &f.site_id.to_string());
+    if !users::exists(&state.pool, f.user_id).await? {
+        s.add(&key("user_id"), "choose a user from the list");
     }
-    if !site {
-        s.add(&format!("{form}-site_id"), "choose a site from the list");
+    if !sites::exists(&state.pool, f.site_id).await? {
+        s.add(&key("site_id"), "choose a site from the list");
     }
-    Ok(())
+    if s.is_empty() {
+        let (changed, done, refusal) = if grant {
+            let changed = users::grant_site(&state.pool, f.user_id, f.site_id).await?;
+            (
+                changed,
+                "Access granted.",
+                "this user already sees that site",
+            )
+        } else {
+            let changed = users::revoke_site(&state.pool, f.user_id, f.site_id).await?;
+            (
+                changed,
+                "Access taken away.",
+                "this user does not have that site",
+            )
+        };
+        if changed {
+            return Ok(back_to_admin(Ok(done.into())));
+        }
+        s.add(&key("site_id"), refusal);
+    }
+    refused(state, user, s).await
 }
 
 /// Lets a viewer or operator see one more site.
-pub async fn admin_grant_site(
+async fn grant_site(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    Form(form): Form<GrantForm>,
+    user: PageUser,
+    AdminForm(form): AdminForm<GrantForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
-    let mut s = grant_submitted("grant", &form);
-    grant_targets(&state, "grant", &form, &mut s).await?;
-    if s.is_empty() {
-        if users::grant_site(&state.pool, form.user_id, form.site_id).await? {
-            return Ok(back_to_admin(Ok("Access granted.".into())));
-        }
-        s.add("grant-site_id", "this user already sees that site");
-    }
-    refused(&state, &p, &headers, s).await
+    change_access(&state, &user, form, true).await
 }
 
 /// Takes a site away from a viewer or operator.
-pub async fn admin_revoke_site(
+async fn revoke_site(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    Form(form): Form<GrantForm>,
+    user: PageUser,
+    AdminForm(form): AdminForm<GrantForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
-    let mut s = grant_submitted("revoke", &form);
-    grant_targets(&state, "revoke", &form, &mut s).await?;
-    if s.is_empty() {
-        if users::revoke_site(&state.pool, form.user_id, form.site_id).await? {
-            return Ok(back_to_admin(Ok("Access taken away.".into())));
-        }
-        s.add("revoke-site_id", "this user does not have that site");
-    }
-    refused(&state, &p, &headers, s).await
+    change_access(&state, &user, form, false).await
 }
 
 #[derive(Deserialize)]
-pub struct DisabledForm {
-    csrf: String,
+struct DisabledForm {
     disabled: String,
 }
 
 /// Disables or enables an account (not one's own).
-pub async fn admin_user_disabled(
+async fn user_disabled(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
-    Form(form): Form<DisabledForm>,
+    AdminForm(form): AdminForm<DisabledForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
     let disabled = form.disabled == "1";
-    if disabled && id == p.user_id {
+    if disabled && id == user.user_id {
         let mut s = Submitted::new();
         s.add(
             &format!("user-{id}-disabled"),
             "you cannot disable your own account",
         );
-        return refused(&state, &p, &headers, s).await;
+        return refused(&state, &user, s).await;
     }
     match users::set_disabled(&state.pool, id, disabled).await? {
         true if disabled => Ok(back_to_admin(Ok(
@@ -421,40 +378,21 @@ pub async fn admin_user_disabled(
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
 /// A new generated password for a user, shown once in the answer.
-pub async fn admin_user_password(
+async fn user_password(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfOnly>,
+    _: AdminForm,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
-    let email: Option<String> = sqlx::query_scalar("SELECT email FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(&state.pool)
-        .await?;
-    let Some(email) = email else {
+    let Some(email) = users::email_of(&state.pool, id).await? else {
         return Err(PageError::NotFound);
     };
     match users::reset_password(&state.pool, id).await {
-        Ok(Some(password)) => secret_shown_once(
-            admin_view(
-                &state,
-                &p,
-                &headers,
-                Some(format!("New password for {email}: {password}")),
-                None,
-                Submitted::new(),
-            )
-            .await,
-        ),
+        Ok(Some(password)) => {
+            let message = format!("New password for {email}: {password}");
+            secret_shown_once(&state, &user, message).await
+        }
         Ok(None) => Err(PageError::NotFound),
         Err(users::UserError::Db(e)) => Err(e.into()),
         Err(e) => Err(PageError::Internal(e.into())),
@@ -462,29 +400,19 @@ pub async fn admin_user_password(
 }
 
 /// A new generated MQTT password for a gateway, shown once in the answer.
-pub async fn admin_gateway_password(
+async fn gateway_password(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(serial): Path<String>,
-    Form(form): Form<CsrfOnly>,
+    _: AdminForm,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
     match gateways::rotate_password(&state.pool, &serial).await {
-        Ok(Some(password)) => secret_shown_once(
-            admin_view(
-                &state,
-                &p,
-                &headers,
-                Some(format!(
-                    "New MQTT password for gateway {serial} (shown once): {password}; sessions open now last until they reconnect"
-                )),
-                None,
-                Submitted::new(),
-            )
-            .await,
-        ),
+        Ok(Some(password)) => {
+            let message = format!(
+                "New MQTT password for gateway {serial} (shown once): {password}; sessions open now last until they reconnect"
+            );
+            secret_shown_once(&state, &user, message).await
+        }
         Ok(None) => Err(PageError::NotFound),
         Err(gateways::GatewayError::Db(e)) => Err(e.into()),
         Err(e) => Err(PageError::Internal(e.into())),
@@ -492,20 +420,16 @@ pub async fn admin_gateway_password(
 }
 
 #[derive(Deserialize)]
-pub struct NewGatewayForm {
-    csrf: String,
+struct NewGatewayForm {
     serial: String,
     site_id: Option<String>,
 }
 
-pub async fn admin_create_gateway(
+async fn create_gateway(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    Form(form): Form<NewGatewayForm>,
+    user: PageUser,
+    AdminForm(form): AdminForm<NewGatewayForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
     let mut s = Submitted::new();
     s.keep("new-gateway-serial", &form.serial);
     s.keep("new-gateway-site_id", form.site_id.as_deref().unwrap_or(""));
@@ -519,7 +443,7 @@ pub async fn admin_create_gateway(
             Ok(id) => Some(id),
             Err(_) => {
                 s.add("new-gateway-site_id", "choose a site from the list");
-                return refused(&state, &p, &headers, s).await;
+                return refused(&state, &user, s).await;
             }
         },
         None => None,
@@ -537,20 +461,11 @@ pub async fn admin_create_gateway(
     match created {
         Ok(g) => {
             state.gateways_changed();
-            secret_shown_once(
-                admin_view(
-                    &state,
-                    &p,
-                    &headers,
-                    Some(format!(
-                        "Gateway {} registered; MQTT password (shown once): {}; publish base {}; command topic {}",
-                        g.serial, g.password, g.publish_base, g.command_topic
-                    )),
-                    None,
-                    Submitted::new(),
-                )
-                .await,
-            )
+            let message = format!(
+                "Gateway {} registered; MQTT password (shown once): {}; publish base {}; command topic {}",
+                g.serial, g.password, g.publish_base, g.command_topic
+            );
+            secret_shown_once(&state, &user, message).await
         }
         Err(gateways::GatewayError::Db(e)) => Err(e.into()),
         Err(gateways::GatewayError::Hash(e)) => Err(PageError::Internal(e.into())),
@@ -561,17 +476,7 @@ pub async fn admin_create_gateway(
             } else {
                 s.add("new-gateway-serial", message);
             }
-            refused(&state, &p, &headers, s).await
+            refused(&state, &user, s).await
         }
     }
-}
-
-/// A page carrying a secret: never cached, never stored.
-fn secret_shown_once(page: PageResult) -> PageResult {
-    let mut page = page?;
-    page.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        axum::http::HeaderValue::from_static("no-store"),
-    );
-    Ok(page)
 }

@@ -7,18 +7,29 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use axum::Form;
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 
 use super::form::FieldErrors;
-use super::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
-use crate::auth::Principal;
+use super::{AdminForm, Nav, PageError, PageResult, PageUser};
 use crate::modbus::store::{self, ConverterPatch, ConverterView, NewConverter, NewPolledDevice};
 use crate::modbus::ModbusError;
 use crate::sites;
 use crate::web::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/converters", get(converters_page).post(create_converter))
+        .route("/converters/{id}/devices", post(add_device))
+        .route(
+            "/converters/{id}/devices/{unit}/remove",
+            post(remove_device),
+        )
+        .route("/converters/{id}/enabled", post(set_enabled))
+}
 
 /// The "add a converter" form as typed.
 #[derive(Default)]
@@ -68,7 +79,7 @@ impl ConvertersPage {
 }
 
 #[derive(Deserialize, Default)]
-pub struct Params {
+struct Params {
     message: Option<String>,
     error: Option<String>,
 }
@@ -76,15 +87,14 @@ pub struct Params {
 /// The page, with a refused form's values and messages when there is one.
 async fn show(
     state: &WebState,
-    p: &Principal,
-    headers: &HeaderMap,
+    user: &PageUser,
     (message, error): (Option<String>, Option<String>),
     errors: FieldErrors,
     converter_form: ConverterFormView,
     (device_for, device_form): (i64, DeviceFormView),
 ) -> PageResult {
-    let converters = store::list(&state.pool, &p.scope).await?;
-    let sites = sites::list(&state.pool, &p.scope)
+    let converters = store::list(&state.pool, &user.scope).await?;
+    let sites = sites::list(&state.pool, &user.scope)
         .await?
         .into_iter()
         .map(|s| (s.id, s.name))
@@ -106,48 +116,49 @@ async fn show(
             (name, what)
         })
         .collect();
-    let (nav, set) = nav(p, headers);
     let bounded = |s: Option<String>| s.map(|s| s.chars().take(500).collect());
     let refused = !errors.is_empty();
-    let mut response = render(
-        &ConvertersPage {
-            title: "Converters",
-            nav,
-            message: bounded(message),
-            error: bounded(error),
-            converters,
-            sites,
-            models,
-            errors,
-            converter_form,
-            device_for,
-            device_form,
-        },
-        set,
-    )?;
+    let mut response = user.render(&ConvertersPage {
+        title: "Converters",
+        nav: user.nav(),
+        message: bounded(message),
+        error: bounded(error),
+        converters,
+        sites,
+        models,
+        errors,
+        converter_form,
+        device_for,
+        device_form,
+    })?;
     if refused {
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     }
     Ok(response)
 }
 
-pub async fn converters_page(
+/// The "add a converter" form as first shown: Modbus TCP's port.
+fn new_converter() -> ConverterFormView {
+    ConverterFormView {
+        port: "502".into(),
+        ..ConverterFormView::default()
+    }
+}
+
+async fn converters_page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Query(q): Query<Params>,
 ) -> PageResult {
+    let no_device = (0, DeviceFormView::default());
+    let notes = (q.message, q.error);
     show(
         &state,
-        &p,
-        &headers,
-        (q.message, q.error),
+        &user,
+        notes,
         FieldErrors::new(),
-        ConverterFormView {
-            port: "502".into(),
-            ..ConverterFormView::default()
-        },
-        (0, DeviceFormView::default()),
+        new_converter(),
+        no_device,
     )
     .await
 }
@@ -237,8 +248,7 @@ fn capitalised(s: &str) -> String {
 }
 
 #[derive(Deserialize)]
-pub struct NewConverterForm {
-    csrf: String,
+struct NewConverterForm {
     #[serde(default)]
     name: String,
     #[serde(default)]
@@ -249,14 +259,11 @@ pub struct NewConverterForm {
 
 const CONVERTER_FIELDS: &[&str] = &["name", "host", "port", "site_id"];
 
-pub async fn create_converter(
+async fn create_converter(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    Form(form): Form<NewConverterForm>,
+    user: PageUser,
+    AdminForm(form): AdminForm<NewConverterForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
     let typed = ConverterFormView {
         name: form.name.clone(),
         host: form.host.clone(),
@@ -286,7 +293,7 @@ pub async fn create_converter(
         "Choose a site from the list.",
     );
     if let Some(site) = site_id {
-        let visible = sites::list(&state.pool, &p.scope)
+        let visible = sites::list(&state.pool, &user.scope)
             .await?
             .iter()
             .any(|s| s.id == site);
@@ -328,28 +335,19 @@ pub async fn create_converter(
     } else {
         errors
     };
-    show(
-        &state,
-        &p,
-        &headers,
-        (None, None),
-        errors,
-        typed,
-        (0, DeviceFormView::default()),
-    )
-    .await
+    let no_device = (0, DeviceFormView::default());
+    show(&state, &user, (None, None), errors, typed, no_device).await
 }
 
-async fn visible(state: &WebState, p: &Principal, id: i64) -> Result<(), PageError> {
-    store::get(&state.pool, &p.scope, id)
+async fn visible(state: &WebState, user: &PageUser, id: i64) -> Result<(), PageError> {
+    store::get(&state.pool, &user.scope, id)
         .await?
         .map(|_| ())
         .ok_or(PageError::NotFound)
 }
 
 #[derive(Deserialize)]
-pub struct NewDeviceForm {
-    csrf: String,
+struct NewDeviceForm {
     #[serde(default)]
     unit: String,
     #[serde(default)]
@@ -361,16 +359,13 @@ pub struct NewDeviceForm {
 
 const DEVICE_FIELDS: &[&str] = &["unit", "model", "kind", "poll_interval_ms", "serial"];
 
-pub async fn add_device(
+async fn add_device(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
-    Form(form): Form<NewDeviceForm>,
+    AdminForm(form): AdminForm<NewDeviceForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
-    visible(&state, &p, id).await?;
+    visible(&state, &user, id).await?;
     let typed = DeviceFormView {
         unit: form.unit.clone(),
         model: form.model.clone(),
@@ -423,14 +418,10 @@ pub async fn add_device(
     }
     show(
         &state,
-        &p,
-        &headers,
+        &user,
         (None, None),
         errors,
-        ConverterFormView {
-            port: "502".into(),
-            ..ConverterFormView::default()
-        },
+        new_converter(),
         (id, typed),
     )
     .await
@@ -445,21 +436,13 @@ fn outcome(result: Result<String, ModbusError>) -> Result<Result<String, String>
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
-pub async fn remove_device(
+async fn remove_device(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path((id, unit)): Path<(i64, i16)>,
-    Form(form): Form<CsrfForm>,
+    _: AdminForm,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
-    visible(&state, &p, id).await?;
+    visible(&state, &user, id).await?;
     let removed = store::delete_device(&state.pool, id, unit).await;
     state.modbus.changed();
     Ok(back(outcome(removed.map(|()| {
@@ -468,21 +451,17 @@ pub async fn remove_device(
 }
 
 #[derive(Deserialize)]
-pub struct EnableForm {
-    csrf: String,
+struct EnableForm {
     enabled: String,
 }
 
-pub async fn set_enabled(
+async fn set_enabled(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
-    Form(form): Form<EnableForm>,
+    AdminForm(form): AdminForm<EnableForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
-    visible(&state, &p, id).await?;
+    visible(&state, &user, id).await?;
     let enabled = form.enabled == "true";
     let updated = store::update(
         &state.pool,

@@ -1,15 +1,20 @@
 //! Gateways: connection state of every gateway the user may see.
 
-use std::collections::HashMap;
-
 use askama::Template;
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
+use axum::routing::get;
+use axum::Router;
 use chrono::{DateTime, Utc};
 
-use super::{nav, render, Nav, PageResult, PageUser};
+use super::{Nav, PageResult, PageUser};
 use crate::fleet::gateways;
+use crate::sites;
 use crate::web::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new().route("/gateways", get(gateways_page))
+}
 
 #[derive(Template)]
 #[template(path = "gateways.html")]
@@ -129,29 +134,16 @@ fn mqtt_url(headers: &HeaderMap) -> String {
     format!("mqtt://{host}:1883")
 }
 
-pub async fn gateways_page(
+async fn gateways_page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
+    user: PageUser,
     headers: HeaderMap,
 ) -> PageResult {
-    let gateways = gateways::list(&state.pool, &p.scope).await?;
+    let gateways = gateways::list(&state.pool, &user.scope).await?;
     let site_ids: Vec<i64> = gateways.iter().filter_map(|g| g.site_id).collect();
-    let sites: HashMap<i64, String> =
-        sqlx::query_as::<_, (i64, String)>("SELECT id, name FROM sites WHERE id = ANY($1)")
-            .bind(&site_ids)
-            .fetch_all(&state.pool)
-            .await?
-            .into_iter()
-            .collect();
+    let sites = sites::names(&state.pool, &site_ids).await?;
     let ids: Vec<i64> = gateways.iter().map(|g| g.id).collect();
-    let converters: HashMap<i64, bool> = sqlx::query_as::<_, (i64, bool)>(
-        "SELECT id, kind = 'converter' FROM gateways WHERE id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_all(&state.pool)
-    .await?
-    .into_iter()
-    .collect();
+    let converters = gateways::converters_among(&state.pool, &ids).await?;
     let now = Utc::now();
     let rows: Vec<Row> = gateways
         .into_iter()
@@ -160,7 +152,7 @@ pub async fn gateways_page(
                 .site_id
                 .and_then(|id| sites.get(&id).map(|name| (id, name.clone()))),
             online: g.online,
-            converter: converters.get(&g.id).copied().unwrap_or(false),
+            converter: converters.contains(&g.id),
             last_seen: g.last_seen_at.map(|t| When::new(t, now, &g.time_zone)),
             last_hello: g.last_hello_at.map(|t| When::new(t, now, &g.time_zone)),
             clock_skew: g.clock_skew_s.map(skew),
@@ -174,18 +166,14 @@ pub async fn gateways_page(
         })
         .collect();
     let online = rows.iter().filter(|r| r.online).count();
-    let (nav, set) = nav(&p, &headers);
-    render(
-        &GatewaysPage {
-            title: "Gateways",
-            nav,
-            offline: rows.len() - online,
-            online,
-            rows,
-            mqtt_url: mqtt_url(&headers),
-        },
-        set,
-    )
+    user.render(&GatewaysPage {
+        title: "Gateways",
+        nav: user.nav(),
+        offline: rows.len() - online,
+        online,
+        rows,
+        mqtt_url: mqtt_url(&headers),
+    })
 }
 
 #[cfg(test)]

@@ -4,12 +4,19 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect};
-use axum::Form;
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 
-use super::{check_csrf, csrf, render, CsrfForm, Nav, PageError, PageResult, Section};
+use super::{CsrfForm, Nav, PageContext, PageError, PageResult};
 use crate::web::session::{self, LoginCheck, Peer};
 use crate::web::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/login", get(login_form).post(login))
+        .route("/logout", post(logout))
+}
 
 #[derive(Template)]
 #[template(path = "login.html")]
@@ -19,52 +26,33 @@ struct LoginPage {
     error: Option<String>,
 }
 
-pub async fn login_form(headers: HeaderMap) -> PageResult {
-    let (token, set) = csrf(&headers);
-    render(
-        &LoginPage {
-            title: "Log in",
-            nav: Nav {
-                email: None,
-                admin: false,
-                operator: false,
-                csrf: token,
-                section: Section::None,
-            },
-            error: None,
-        },
-        set,
-    )
+async fn login_form(page: PageContext) -> PageResult {
+    page.render(&LoginPage {
+        title: "Log in",
+        nav: page.nav(None),
+        error: None,
+    })
 }
 
 #[derive(Deserialize)]
-pub struct LoginForm {
-    csrf: String,
+struct LoginForm {
     email: String,
     password: String,
 }
 
-pub async fn login(
+async fn login(
     State(state): State<WebState>,
     Peer(source): Peer,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
+    page: PageContext,
+    CsrfForm(form): CsrfForm<LoginForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
     let refused = |status: StatusCode, message: &str| {
-        let (token, set) = csrf(&headers);
-        let page = LoginPage {
+        let login = LoginPage {
             title: "Log in",
-            nav: Nav {
-                email: None,
-                admin: false,
-                operator: false,
-                csrf: token,
-                section: Section::None,
-            },
+            nav: page.nav(None),
             error: Some(message.to_owned()),
         };
-        render(&page, set).map(|mut r| {
+        page.render(&login).map(|mut r| {
             *r.status_mut() = status;
             r
         })
@@ -111,7 +99,7 @@ pub async fn login(
         response.headers_mut().append(header::SET_COOKIE, v);
     }
     // A new CSRF token with the new session: one planted or read before login is now useless.
-    let (_, csrf_cookie) = super::fresh_csrf();
+    let (_, csrf_cookie) = super::extract::fresh_csrf();
     if let Ok(v) = HeaderValue::from_str(&csrf_cookie) {
         response.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -120,12 +108,7 @@ pub async fn login(
 
 /// Ends the session server-side (its token stops working everywhere at once) and clears the
 /// cookie.
-pub async fn logout(
-    State(state): State<WebState>,
-    headers: HeaderMap,
-    Form(form): Form<CsrfForm>,
-) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
+async fn logout(State(state): State<WebState>, headers: HeaderMap, _: CsrfForm) -> PageResult {
     session::revoke(&state, &headers).await?;
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().append(

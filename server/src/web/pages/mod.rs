@@ -3,11 +3,16 @@
 //! Sessions: the same JWT as the API, in the `headend_session` cookie (HttpOnly,
 //! SameSite=Strict). Forms carry a CSRF token that must equal the `headend_csrf` cookie
 //! (double submit); with SameSite=Strict that makes a cross-site form post useless.
+//!
+//! One module per page (or resource), each with its `routes()`; the plumbing (session, CSRF,
+//! admin role, page context) is in the extractors of `extract`; what a page shows comes from
+//! `dashboard` and the feature modules, so a handler only picks its data and renders it.
 
 pub mod admin;
 pub mod alarms;
 pub mod circuit;
 pub mod converters;
+pub mod extract;
 pub mod form;
 pub mod gateways;
 pub mod login;
@@ -19,24 +24,51 @@ pub mod site_admin;
 pub mod sites;
 
 use askama::Template;
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
 use chrono::NaiveDate;
-use headend_energy::calendar::{self, Period};
-use serde::Deserialize;
+use headend_energy::calendar;
 
 use crate::accounting::query::{self};
-use crate::auth::{Principal, Role};
 use crate::dashboard::DashboardError;
 use crate::export::Kind;
-use crate::web::session::{self, COOKIE};
-use crate::web::WebState;
+use crate::web::{assets, WebState};
 
-const CSRF_COOKIE: &str = "headend_csrf";
+pub use extract::{AdminForm, CsrfForm, NoFields, PageContext, PageUser};
+
+/// Every page, form and static file of the dashboard: each page module's routes.
+pub fn routes() -> Router<WebState> {
+    let statics = Router::new()
+        .route("/static/app.css", get(css))
+        .route("/static/live.js", get(live_js))
+        .route(
+            "/static/vendor/uplot/uPlot.iife.min.js",
+            get(assets::uplot_js),
+        )
+        .route("/static/vendor/uplot/uPlot.min.css", get(assets::uplot_css))
+        .route("/static/charts.js", get(assets::charts_js));
+    [
+        login::routes(),
+        sites::routes(),
+        site::routes(),
+        circuit::routes(),
+        meter::routes(),
+        relays::routes(),
+        alarms::routes(),
+        gateways::routes(),
+        converters::routes(),
+        admin::routes(),
+        outbox::routes(),
+        site_admin::routes(),
+    ]
+    .into_iter()
+    .fold(statics, Router::merge)
+}
 
 /// What every page's header needs.
+#[derive(Default)]
 pub struct Nav {
     pub email: Option<String>,
     pub admin: bool,
@@ -96,22 +128,6 @@ impl Nav {
     }
 }
 
-/// An internal request header carrying the request's path to [`nav`], which gets the headers
-/// but not the URI. Set by [`remember_path`] on every request, replacing whatever a client sent.
-const PAGE_PATH: &str = "x-headend-page-path";
-
-/// Middleware: records the path for [`nav`] (a client-sent value is overwritten, so it can at
-/// most change which navigation link is highlighted on its own page).
-pub async fn remember_path(mut request: axum::extract::Request) -> axum::extract::Request {
-    let path = HeaderValue::from_str(request.uri().path()).ok();
-    let headers = request.headers_mut();
-    headers.remove(PAGE_PATH);
-    if let Some(path) = path {
-        headers.insert(PAGE_PATH, path);
-    }
-    request
-}
-
 /// The CSV export form of a site, circuit or meter page (`templates/export_form.html`).
 pub struct ExportForm {
     /// The export's scope parameter: `site`, `circuit` or `meter`.
@@ -157,82 +173,6 @@ impl ExportForm {
     }
 }
 
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-}
-
-/// The request's CSRF token, and the cookie to set when it had none.
-pub(crate) fn csrf(headers: &HeaderMap) -> (String, Option<String>) {
-    match cookie(headers, CSRF_COOKIE)
-        .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        Some(t) => (t.to_owned(), None),
-        None => {
-            let (token, set) = fresh_csrf();
-            (token, Some(set))
-        }
-    }
-}
-
-/// A new CSRF token and the cookie that sets it (`Secure` is added by the router when due).
-/// Login always sets a new one, so a token planted or seen before login is worthless after.
-fn fresh_csrf() -> (String, String) {
-    let token: String = (0..16)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect();
-    let set = format!("{CSRF_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
-    (token, set)
-}
-
-/// Admin pages and forms: 403 for any other role.
-pub(crate) fn require_admin(p: &crate::auth::Principal) -> Result<(), PageError> {
-    if p.role == Role::Admin {
-        Ok(())
-    } else {
-        Err(PageError::Forbidden)
-    }
-}
-
-pub(crate) fn check_csrf(headers: &HeaderMap, submitted: &str) -> Result<(), PageError> {
-    match cookie(headers, CSRF_COOKIE) {
-        Some(expected)
-            if !submitted.is_empty() && constant_eq(expected.as_bytes(), submitted.as_bytes()) =>
-        {
-            Ok(())
-        }
-        _ => Err(PageError::Csrf),
-    }
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// A signed-in user of a page; others are sent to the login page.
-pub struct PageUser(pub Principal);
-
-impl FromRequestParts<WebState> for PageUser {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &WebState) -> Result<Self, Response> {
-        let to_login = || Redirect::to("/login").into_response();
-        let token = cookie(&parts.headers, COOKIE).ok_or_else(to_login)?;
-        // Signature, expiry, a live session and the account's current role, in one query.
-        match session::principal_of(state, token).await {
-            Ok(Some(p)) => Ok(Self(p)),
-            Ok(None) => Err(to_login()),
-            Err(e) => Err(PageError::from(e).into_response()),
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum PageError {
     #[error("not found")]
@@ -256,7 +196,9 @@ impl From<sqlx::Error> for PageError {
 impl From<DashboardError> for PageError {
     fn from(e: DashboardError) -> Self {
         match e {
-            DashboardError::Query(query::QueryError::Invalid(m)) => Self::Bad(m),
+            DashboardError::Query(query::QueryError::Invalid(m)) | DashboardError::Invalid(m) => {
+                Self::Bad(m)
+            }
             other => Self::Internal(other.into()),
         }
     }
@@ -281,13 +223,7 @@ impl IntoResponse for PageError {
         };
         let page = ErrorPage {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
-            nav: Nav {
-                email: None,
-                admin: false,
-                operator: false,
-                csrf: String::new(),
-                section: Section::None,
-            },
+            nav: Nav::default(),
             message: self.to_string(),
         };
         (
@@ -321,7 +257,7 @@ pub(crate) fn render(page: &impl Template, set_cookie: Option<String>) -> PageRe
     headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
     headers.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; frame-ancestors 'none'; form-action 'self'"),
+        HeaderValue::from_static(crate::web::CONTENT_SECURITY_POLICY),
     );
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         headers.append(header::SET_COOKIE, c);
@@ -329,26 +265,9 @@ pub(crate) fn render(page: &impl Template, set_cookie: Option<String>) -> PageRe
     Ok(response)
 }
 
-pub(crate) fn nav(p: &Principal, headers: &HeaderMap) -> (Nav, Option<String>) {
-    let (token, set) = csrf(headers);
-    (
-        Nav {
-            email: Some(p.email.clone()),
-            admin: p.role == Role::Admin,
-            operator: matches!(p.role, Role::Admin | Role::Operator),
-            csrf: token,
-            section: headers
-                .get(PAGE_PATH)
-                .and_then(|v| v.to_str().ok())
-                .map_or(Section::None, Section::of_path),
-        },
-        set,
-    )
-}
-
 // ---- static files -------------------------------------------------------------------------
 
-pub async fn css() -> impl IntoResponse {
+async fn css() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/css; charset=utf-8"),
@@ -358,7 +277,7 @@ pub async fn css() -> impl IntoResponse {
     )
 }
 
-pub async fn live_js() -> impl IntoResponse {
+async fn live_js() -> impl IntoResponse {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
@@ -378,19 +297,6 @@ fn supported_date(date: Option<NaiveDate>) -> Result<Option<NaiveDate>, PageErro
         ))),
         other => Ok(other),
     }
-}
-
-fn label(by: Period, d: NaiveDate) -> String {
-    match by {
-        Period::Day => d.format("%d").to_string(),
-        Period::Month => d.format("%b").to_string(),
-        Period::Year => d.format("%Y").to_string(),
-    }
-}
-
-#[derive(Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
 }
 
 #[cfg(test)]

@@ -5,11 +5,17 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::Router;
 use chrono::{DateTime, Utc};
 
-use super::{nav, render, require_admin, Nav, PageResult, PageUser};
+use super::{Nav, PageResult, PageUser};
+use crate::alarms::outbox;
 use crate::web::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new().route("/admin/outbox", get(outbox_page))
+}
 
 /// Rows shown, newest first.
 const LIMIT: i64 = 200;
@@ -41,6 +47,26 @@ pub struct OutboxRow {
     pub subject: String,
 }
 
+impl OutboxRow {
+    fn new(e: outbox::OutboxEntry) -> Self {
+        let clip = |s: String| s.chars().take(300).collect::<String>();
+        Self {
+            id: e.id,
+            created_at: when(e.created_at),
+            alarm_id: e.alarm_id,
+            rule: e.rule.unwrap_or_default(),
+            channel_label: channel_label(&e.channel),
+            channel: e.channel,
+            target: clip(e.target),
+            status: e.status,
+            attempts: e.attempts,
+            sent_at: e.sent_at.map(when).unwrap_or_default(),
+            last_error: clip(e.last_error.unwrap_or_default()),
+            subject: clip(e.subject.unwrap_or_default()),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "outbox.html")]
 struct OutboxPage {
@@ -52,91 +78,20 @@ struct OutboxPage {
     failed: i64,
 }
 
-type Row = (
-    i64,
-    DateTime<Utc>,
-    Option<i64>,
-    Option<String>,
-    String,
-    String,
-    String,
-    i32,
-    Option<DateTime<Utc>>,
-    Option<String>,
-    Option<String>,
-);
-
 fn when(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
 }
 
-pub async fn outbox_page(
-    State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-) -> PageResult {
-    require_admin(&p)?;
-    let rows: Vec<Row> = sqlx::query_as(
-        "SELECT o.id, o.created_at, o.alarm_id, a.rule_name, o.channel, o.target, o.status,
-                o.attempts, o.sent_at, o.last_error,
-                COALESCE(o.payload->>'subject', o.payload->>'message', o.payload->>'event')
-         FROM alarm_outbox o LEFT JOIN alarms a ON a.id = o.alarm_id
-         ORDER BY o.id DESC LIMIT $1",
-    )
-    .bind(LIMIT)
-    .fetch_all(&state.pool)
-    .await?;
-    let (pending, sent, failed): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'pending'), count(*) FILTER (WHERE status = 'sent'),
-                count(*) FILTER (WHERE status = 'failed')
-         FROM alarm_outbox",
-    )
-    .fetch_one(&state.pool)
-    .await?;
-    let clip = |s: String| s.chars().take(300).collect::<String>();
-    let rows = rows
-        .into_iter()
-        .map(
-            |(
-                id,
-                created,
-                alarm_id,
-                rule,
-                channel,
-                target,
-                status,
-                attempts,
-                sent,
-                error,
-                subject,
-            )| {
-                OutboxRow {
-                    id,
-                    created_at: when(created),
-                    alarm_id,
-                    rule: rule.unwrap_or_default(),
-                    channel_label: channel_label(&channel),
-                    channel,
-                    target: clip(target),
-                    status,
-                    attempts,
-                    sent_at: sent.map(when).unwrap_or_default(),
-                    last_error: clip(error.unwrap_or_default()),
-                    subject: clip(subject.unwrap_or_default()),
-                }
-            },
-        )
-        .collect();
-    let (nav, set) = nav(&p, &headers);
-    render(
-        &OutboxPage {
-            title: "Notification outbox",
-            nav,
-            rows,
-            pending,
-            sent,
-            failed,
-        },
-        set,
-    )
+async fn outbox_page(State(state): State<WebState>, user: PageUser) -> PageResult {
+    user.require_admin()?;
+    let rows = outbox::recent(&state.pool, LIMIT).await?;
+    let (pending, sent, failed) = outbox::status_counts(&state.pool).await?;
+    user.render(&OutboxPage {
+        title: "Notification outbox",
+        nav: user.nav(),
+        rows: rows.into_iter().map(OutboxRow::new).collect(),
+        pending,
+        sent,
+        failed,
+    })
 }

@@ -2,15 +2,26 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use axum::Form;
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 
-use super::{check_csrf, nav, render, CsrfForm, Nav, PageError, PageResult, PageUser};
-use crate::auth::Role;
-use crate::relays::ledger::{self, Created, NewCommand, Status};
+use super::{CsrfForm, Nav, PageError, PageResult, PageUser};
+use crate::relays::ledger::{self, CommandError, Created, NewCommand, Status};
+use crate::web::session::ClientAddr;
 use crate::web::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/relays", get(relays_page))
+        .route("/relays/{id}", get(relay_page))
+        .route("/relays/{id}/confirm", get(relay_confirm))
+        .route("/relays/{id}/command", post(relay_command))
+        .route("/commands/{id}", get(command_page))
+        .route("/commands/{id}/{action}", post(command_action))
+}
 
 pub struct RelayRow {
     id: i64,
@@ -83,25 +94,17 @@ struct RelaysPage {
     relays: Vec<RelayRow>,
 }
 
-pub async fn relays_page(
-    State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-) -> PageResult {
-    let relays = ledger::list_relays(&state.pool, &p.scope)
+async fn relays_page(State(state): State<WebState>, user: PageUser) -> PageResult {
+    let relays = ledger::list_relays(&state.pool, &user.scope)
         .await?
         .into_iter()
         .map(relay_row)
         .collect();
-    let (nav, set) = nav(&p, &headers);
-    render(
-        &RelaysPage {
-            title: "Relays",
-            nav,
-            relays,
-        },
-        set,
-    )
+    user.render(&RelaysPage {
+        title: "Relays",
+        nav: user.nav(),
+        relays,
+    })
 }
 
 #[derive(Template)]
@@ -113,28 +116,28 @@ struct RelayPage {
     history: Vec<ledger::CommandView>,
 }
 
-pub async fn relay_page(
-    State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    Path(id): Path<i64>,
-) -> PageResult {
-    let relay = relay_row(
-        ledger::get_relay(&state.pool, &p.scope, id)
+/// A relay the user may see, as shown.
+async fn visible_relay(state: &WebState, user: &PageUser, id: i64) -> Result<RelayRow, PageError> {
+    Ok(relay_row(
+        ledger::get_relay(&state.pool, &user.scope, id)
             .await?
             .ok_or(PageError::NotFound)?,
-    );
-    let history = ledger::history(&state.pool, &p.scope, id, 50).await?;
-    let (nav, set) = nav(&p, &headers);
-    render(
-        &RelayPage {
-            title: relay.label.clone(),
-            nav,
-            relay,
-            history,
-        },
-        set,
-    )
+    ))
+}
+
+async fn relay_page(
+    State(state): State<WebState>,
+    user: PageUser,
+    Path(id): Path<i64>,
+) -> PageResult {
+    let relay = visible_relay(&state, &user, id).await?;
+    let history = ledger::history(&state.pool, &user.scope, id, 50).await?;
+    user.render(&RelayPage {
+        title: relay.label.clone(),
+        nav: user.nav(),
+        relay,
+        history,
+    })
 }
 
 #[derive(Template)]
@@ -173,65 +176,79 @@ fn fresh_key() -> String {
 }
 
 #[derive(Deserialize)]
-pub struct ConfirmParams {
+struct ConfirmParams {
     action: String,
 }
 
-pub async fn relay_confirm(
+async fn relay_confirm(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
     Query(q): Query<ConfirmParams>,
 ) -> PageResult {
-    if !matches!(p.role, Role::Admin | Role::Operator) {
-        return Err(PageError::Forbidden);
-    }
+    user.require_operator()?;
     if !matches!(q.action.as_str(), "on" | "off" | "toggle") {
         return Err(PageError::Bad("the action is on, off or toggle".into()));
     }
-    let relay = relay_row(
-        ledger::get_relay(&state.pool, &p.scope, id)
-            .await?
-            .ok_or(PageError::NotFound)?,
-    );
-    let (nav, set) = nav(&p, &headers);
-    render(
-        &ConfirmPage {
-            title: format!("Switch {}", relay.label),
-            nav,
-            id,
-            verb: verb(&q.action),
-            label: relay.label,
-            action: q.action,
-            state: relay.state,
-            critical: relay.critical,
-            idempotency_key: fresh_key(),
-            reason: String::new(),
-            error: None,
-        },
-        set,
-    )
+    confirmation(&state, &user, id, q.action, String::new(), None).await
+}
+
+/// The confirmation step of `action` on relay `id`, with a fresh idempotency key; after a
+/// refusal, with why (422) and the reason that was typed.
+async fn confirmation(
+    state: &WebState,
+    user: &PageUser,
+    id: i64,
+    action: String,
+    reason: String,
+    error: Option<String>,
+) -> PageResult {
+    let relay = visible_relay(state, user, id).await?;
+    let refused = error.is_some();
+    let mut response = user.render(&ConfirmPage {
+        title: format!("Switch {}", relay.label),
+        nav: user.nav(),
+        id,
+        verb: verb(&action),
+        label: relay.label,
+        action,
+        state: relay.state,
+        critical: relay.critical,
+        idempotency_key: fresh_key(),
+        reason,
+        error,
+    })?;
+    if refused {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(response)
+}
+
+/// What the ledger's refusal of a command or of an action on one shows beside the form; the
+/// other errors are the page's.
+fn refusal(e: CommandError) -> Result<String, PageError> {
+    match e {
+        CommandError::NotFound(_) => Err(PageError::NotFound),
+        CommandError::Forbidden(_) => Err(PageError::Forbidden),
+        CommandError::Db(e) => Err(PageError::from(e)),
+        CommandError::Invalid(m) | CommandError::Refused(m) => Ok(m),
+    }
 }
 
 #[derive(Deserialize)]
-pub struct CommandForm {
-    csrf: String,
+struct CommandForm {
     action: String,
     idempotency_key: Option<String>,
     reason: Option<String>,
 }
 
-pub async fn relay_command(
+async fn relay_command(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    crate::web::legacy_relays::ClientAddr(from): crate::web::legacy_relays::ClientAddr,
+    user: PageUser,
+    ClientAddr(from): ClientAddr,
     Path(id): Path<i64>,
-    Form(form): Form<CommandForm>,
+    CsrfForm(form): CsrfForm<CommandForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    let reason_typed = form.reason.clone().unwrap_or_default();
     let action = match form.action.as_str() {
         "on" => ledger::Action::On,
         "off" => ledger::Action::Off,
@@ -241,7 +258,7 @@ pub async fn relay_command(
     let created = ledger::create(
         &state.pool,
         &state.command_timing,
-        &p,
+        &user,
         from,
         id,
         NewCommand {
@@ -253,43 +270,16 @@ pub async fn relay_command(
         },
     )
     .await;
-    let created = match created {
-        Ok(c) => c,
-        Err(ledger::CommandError::NotFound(_)) => return Err(PageError::NotFound),
-        Err(ledger::CommandError::Forbidden(_)) => return Err(PageError::Forbidden),
-        Err(ledger::CommandError::Db(e)) => return Err(PageError::from(e)),
-        Err(ledger::CommandError::Invalid(m) | ledger::CommandError::Refused(m)) => {
+    let command = match created {
+        Ok(Created::New(c) | Created::Existing(c)) => c,
+        Err(e) => {
             // The confirmation again, with why and what was typed.
-            let relay = relay_row(
-                ledger::get_relay(&state.pool, &p.scope, id)
-                    .await?
-                    .ok_or(PageError::NotFound)?,
-            );
-            let (nav, set) = nav(&p, &headers);
-            let mut response = render(
-                &ConfirmPage {
-                    title: format!("Switch {}", relay.label),
-                    nav,
-                    id,
-                    verb: verb(&form.action),
-                    label: relay.label,
-                    action: form.action.clone(),
-                    state: relay.state,
-                    critical: relay.critical,
-                    idempotency_key: fresh_key(),
-                    reason: reason_typed,
-                    error: Some(m),
-                },
-                set,
-            )?;
-            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(response);
+            let why = refusal(e)?;
+            let typed = form.reason.unwrap_or_default();
+            return confirmation(&state, &user, id, form.action, typed, Some(why)).await;
         }
     };
     state.commands_wake.notify_one();
-    let command = match created {
-        Created::New(c) | Created::Existing(c) => c,
-    };
     Ok(Redirect::to(&format!("/commands/{command}")).into_response())
 }
 
@@ -306,72 +296,54 @@ struct CommandPage {
     error: Option<String>,
 }
 
-pub async fn command_page(
+async fn command_page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
 ) -> PageResult {
-    let c = ledger::get_command(&state.pool, &p.scope, id)
-        .await?
-        .ok_or(PageError::NotFound)?;
-    let done = c.status.is_finished();
-    let (nav, set) = nav(&p, &headers);
-    render(
-        &CommandPage {
-            title: format!("Command {id}"),
-            nav,
-            verb: verb(&c.action),
-            c,
-            done,
-            error: None,
-        },
-        set,
-    )
+    command_view(&state, &user, id, None).await
 }
 
-pub async fn command_action(
-    State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    Path((id, what)): Path<(i64, String)>,
-    Form(form): Form<CsrfForm>,
+/// A command of the ledger; after a refused approval or cancellation, with why (422).
+async fn command_view(
+    state: &WebState,
+    user: &PageUser,
+    id: i64,
+    error: Option<String>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
+    let c = ledger::get_command(&state.pool, &user.scope, id)
+        .await?
+        .ok_or(PageError::NotFound)?;
+    let refused = error.is_some();
+    let mut response = user.render(&CommandPage {
+        title: format!("Command {id}"),
+        nav: user.nav(),
+        verb: verb(&c.action),
+        done: c.status.is_finished(),
+        c,
+        error,
+    })?;
+    if refused {
+        *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+    }
+    Ok(response)
+}
+
+async fn command_action(
+    State(state): State<WebState>,
+    user: PageUser,
+    Path((id, what)): Path<(i64, String)>,
+    _: CsrfForm,
+) -> PageResult {
     let result = match what.as_str() {
-        "approve" => ledger::approve(&state.pool, &p, id).await,
-        "cancel" => ledger::cancel(&state.pool, &p, id).await,
+        "approve" => ledger::approve(&state.pool, &user, id).await,
+        "cancel" => ledger::cancel(&state.pool, &user, id).await,
         _ => return Err(PageError::NotFound),
     };
-    match result {
-        Ok(()) => {}
-        Err(ledger::CommandError::NotFound(_)) => return Err(PageError::NotFound),
-        Err(ledger::CommandError::Forbidden(_)) => return Err(PageError::Forbidden),
-        Err(ledger::CommandError::Db(e)) => return Err(PageError::from(e)),
-        Err(ledger::CommandError::Invalid(m) | ledger::CommandError::Refused(m)) => {
-            // The command page again, saying why.
-            let c = ledger::get_command(&state.pool, &p.scope, id)
-                .await?
-                .ok_or(PageError::NotFound)?;
-            let done = c.status.is_finished();
-            let (nav, set) = nav(&p, &headers);
-            let mut response = render(
-                &CommandPage {
-                    title: format!("Command {id}"),
-                    nav,
-                    verb: verb(&c.action),
-                    c,
-                    done,
-                    error: Some(m),
-                },
-                set,
-            )?;
-            *response.status_mut() = axum::http::StatusCode::UNPROCESSABLE_ENTITY;
-            return Ok(response);
-        }
+    if let Err(e) = result {
+        // The command page again, saying why.
+        return command_view(&state, &user, id, Some(refusal(e)?)).await;
     }
     state.commands_wake.notify_one();
     Ok(Redirect::to(&format!("/commands/{id}")).into_response())
 }
-
-// ---- gateways and admin ----------------------------------------------------------------------

@@ -2,13 +2,18 @@
 
 use askama::Template;
 use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::Router;
 use chrono::Utc;
 
-use super::{nav, render, Nav, PageResult, PageUser};
-use crate::dashboard::overview::{self, SiteCard};
+use super::{Nav, PageResult, PageUser};
+use crate::dashboard::overview::{self, SiteCard, Versus};
 use crate::dashboard::units;
 use crate::web::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new().route("/", get(sites_page))
+}
 
 /// One figure of a card as shown: this period, the same period last year, the change.
 pub struct Figure {
@@ -26,32 +31,25 @@ pub struct Figure {
     pub note: Option<&'static str>,
 }
 
+/// The energy figure (`cost` false) or the cost figure of `period`.
 fn figure(
-    key: &'static str,
-    label: &'static str,
-    value: Option<f64>,
-    last_year: Option<f64>,
-    pct: Option<f64>,
-    show: impl Fn(f64) -> String,
+    (key, label): (&'static str, &'static str),
+    period: &Versus,
+    cost: bool,
+    show: &dyn Fn(f64) -> String,
     note: &'static str,
 ) -> Figure {
-    let (arrow, change, trend) = match pct {
-        Some(p) => {
-            let (arrow, text) = overview::trend(p);
-            let class = match arrow {
-                "▲" => "up",
-                "▼" => "down",
-                _ => "same",
-            };
-            (arrow, text, class)
-        }
-        None => ("", String::new(), "same"),
+    let (value, last_year, pct) = if cost {
+        (period.cost, period.last_year_cost, period.cost_change_pct())
+    } else {
+        (Some(period.kwh), period.last_year_kwh, period.change_pct())
     };
+    let (arrow, change, trend) = pct.map_or(("", String::new(), "same"), overview::shown_trend);
     Figure {
         key,
         label,
-        value: value.map_or_else(|| "–".to_owned(), &show),
-        last_year: last_year.map(&show),
+        value: value.map_or_else(|| "–".to_owned(), show),
+        last_year: last_year.map(show),
         arrow,
         change,
         trend,
@@ -79,39 +77,31 @@ impl Card {
         };
         let figures = vec![
             figure(
-                "today-energy",
-                "Energy today",
-                Some(site.day.kwh),
-                site.day.last_year_kwh,
-                site.day.change_pct(),
-                energy,
+                ("today-energy", "Energy today"),
+                &site.day,
+                false,
+                &energy,
                 "",
             ),
             figure(
-                "today-cost",
-                "Cost today",
-                site.day.cost,
-                site.day.last_year_cost,
-                site.day.cost_change_pct(),
-                money.clone(),
+                ("today-cost", "Cost today"),
+                &site.day,
+                true,
+                &money,
                 no_cost,
             ),
             figure(
-                "month-energy",
-                "Energy this month",
-                Some(site.month.kwh),
-                site.month.last_year_kwh,
-                site.month.change_pct(),
-                energy,
+                ("month-energy", "Energy this month"),
+                &site.month,
+                false,
+                &energy,
                 "",
             ),
             figure(
-                "month-cost",
-                "Cost this month",
-                site.month.cost,
-                site.month.last_year_cost,
-                site.month.cost_change_pct(),
-                money,
+                ("month-cost", "Cost this month"),
+                &site.month,
+                true,
+                &money,
                 no_cost,
             ),
         ];
@@ -132,23 +122,15 @@ struct SitesPage {
     cards: Vec<Card>,
 }
 
-pub async fn sites_page(
-    State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-) -> PageResult {
-    let cards = overview::overview(&state.pool, &p.scope, Utc::now())
+async fn sites_page(State(state): State<WebState>, user: PageUser) -> PageResult {
+    let cards = overview::overview(&state.pool, &user.scope, Utc::now())
         .await?
         .into_iter()
         .map(Card::new)
         .collect();
-    let (nav, set) = nav(&p, &headers);
-    render(
-        &SitesPage {
-            title: "Sites",
-            nav,
-            cards,
-        },
-        set,
-    )
+    user.render(&SitesPage {
+        title: "Sites",
+        nav: user.nav(),
+        cards,
+    })
 }

@@ -6,75 +6,12 @@ use headend_e2e::browser::{Browser, DESKTOP, PHONE};
 use headend_e2e::{MqttClient, TestApp};
 use serde_json::{json, Value};
 
-use crate::ui::log_in;
+use crate::ui::{log_in, seed, Seeded};
 
-/// A small site with what every page of the navigation shows: a gateway with a meter and a
-/// relay, an alarm rule and its alarm, a panel with a circuit, a converter. Returns the pages
-/// and the gateway's MQTT session (kept open: the gateway is online).
+/// The pages of the navigation over the seeded site (see [`seed`]), and the gateway's MQTT
+/// session (kept open: the gateway is online).
 async fn seeded(app: &TestApp) -> (Vec<String>, MqttClient) {
-    let admin = app.user_token("admin@example.com", "admin", &[]).await;
-    let site = app.site("Plant", "Europe/Ljubljana").await;
-    let password = app.gateway("SG000017", Some(site), None).await;
-    let rule = app
-        .request(
-            "POST",
-            "/api/v1/alarm-rules",
-            Some(&admin),
-            Some(json!({
-                "site_id": site, "name": "Voltage present", "severity": "warning",
-                "target": "site",
-                "watch": {"kind": "measurement", "quantity": "u1"},
-                "condition": {"op": "above", "threshold": 100.0},
-            })),
-        )
-        .await;
-    assert_eq!(rule.status, 201, "{}", rule.body);
-    let client = app.gateway_client("SG000017", &password).await;
-    for (topic, fixture) in [
-        ("measurements/ir", "measurements-ir.json"),
-        ("counters/ir", "counters-ir-manual.json"),
-        ("bicom/ir", "bicom-ir.json"),
-    ] {
-        client
-            .publish(
-                &format!("sg/SG000017/pub/{topic}"),
-                headend_e2e::fixture(fixture),
-            )
-            .await;
-    }
-    app.wait_count("SELECT count(*) FROM relay_states", 1).await;
-    app.wait_count("SELECT count(*) FROM alarms", 1).await;
-    let panel = app
-        .request(
-            "POST",
-            &format!("/api/v1/sites/{site}/panels"),
-            Some(&admin),
-            Some(json!({ "name": "Main panel" })),
-        )
-        .await;
-    assert_eq!(panel.status, 201, "{}", panel.body);
-    let panel = panel.json()["id"].as_i64().unwrap();
-    let circuit = app
-        .request(
-            "POST",
-            &format!("/api/v1/panels/{panel}/circuits"),
-            Some(&admin),
-            Some(json!({ "name": "Lighting", "usage": "lighting" })),
-        )
-        .await;
-    assert_eq!(circuit.status, 201, "{}", circuit.body);
-    let converter = app
-        .request(
-            "POST",
-            "/api/v1/converters",
-            Some(&admin),
-            Some(json!({
-                "name": "conv-1", "host": "127.0.0.1", "port": 1, "site_id": site,
-                "devices": [{ "unit": 6, "model": "legrand-046-77" }],
-            })),
-        )
-        .await;
-    assert_eq!(converter.status, 201, "{}", converter.body);
+    let Seeded { site, client, .. } = seed(app).await;
     let pages = [
         "/".to_owned(),
         format!("/sites/{site}"),

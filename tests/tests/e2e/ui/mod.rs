@@ -8,6 +8,7 @@ mod meter;
 mod overview;
 
 use headend_e2e::browser::Browser;
+use headend_e2e::{MqttClient, TestApp};
 use serde_json::json;
 
 /// The password the harness gives every user it creates.
@@ -23,6 +24,85 @@ pub async fn log_in(browser: &Browser, base: &str, email: &str) {
         .unwrap();
     browser.click("button[type=submit]").await.unwrap();
     browser.wait_for_path("/").await.unwrap();
+}
+
+/// What [`seed`] made.
+pub struct Seeded {
+    /// The admin's API token (`admin@example.com`, who can also log in to the pages).
+    pub admin: String,
+    pub site: i64,
+    pub rule: i64,
+    pub circuit: i64,
+    /// The gateway's MQTT session, kept open: the gateway is online.
+    pub client: MqttClient,
+}
+
+/// A small site with what every page of the navigation shows: a gateway with a meter and a
+/// relay (`SG000017`, meter `X0000124`), an alarm rule and its alarm, a panel with a circuit, a
+/// converter.
+pub async fn seed(app: &TestApp) -> Seeded {
+    let admin = app.user_token("admin@example.com", "admin", &[]).await;
+    let site = app.site("Plant", "Europe/Ljubljana").await;
+    let password = app.gateway("SG000017", Some(site), None).await;
+    let post = |path: &str, body: serde_json::Value| {
+        let path = path.to_owned();
+        let admin = admin.clone();
+        async move {
+            let r = app.request("POST", &path, Some(&admin), Some(body)).await;
+            assert_eq!(r.status, 201, "{path}: {}", r.body);
+            r.json()["id"].as_i64().unwrap()
+        }
+    };
+    let rule = post(
+        "/api/v1/alarm-rules",
+        json!({
+            "site_id": site, "name": "Voltage present", "severity": "warning",
+            "target": "site",
+            "watch": {"kind": "measurement", "quantity": "u1"},
+            "condition": {"op": "above", "threshold": 100.0},
+        }),
+    )
+    .await;
+    let client = app.gateway_client("SG000017", &password).await;
+    for (topic, fixture) in [
+        ("measurements/ir", "measurements-ir.json"),
+        ("counters/ir", "counters-ir-manual.json"),
+        ("bicom/ir", "bicom-ir.json"),
+    ] {
+        client
+            .publish(
+                &format!("sg/SG000017/pub/{topic}"),
+                headend_e2e::fixture(fixture),
+            )
+            .await;
+    }
+    app.wait_count("SELECT count(*) FROM relay_states", 1).await;
+    app.wait_count("SELECT count(*) FROM alarms", 1).await;
+    let panel = post(
+        &format!("/api/v1/sites/{site}/panels"),
+        json!({ "name": "Main panel" }),
+    )
+    .await;
+    let circuit = post(
+        &format!("/api/v1/panels/{panel}/circuits"),
+        json!({ "name": "Lighting", "usage": "lighting" }),
+    )
+    .await;
+    post(
+        "/api/v1/converters",
+        json!({
+            "name": "conv-1", "host": "127.0.0.1", "port": 1, "site_id": site,
+            "devices": [{ "unit": 6, "model": "legrand-046-77" }],
+        }),
+    )
+    .await;
+    Seeded {
+        admin,
+        site,
+        rule,
+        circuit,
+        client,
+    }
 }
 
 /// The trimmed texts of the elements matching `css`.

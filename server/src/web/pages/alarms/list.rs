@@ -3,16 +3,14 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect};
-use axum::Form;
 use chrono::{Duration, Utc};
 use serde::Deserialize;
 
 use super::{options, site_names, SEVERITIES};
 use crate::alarms::store::{self, AlarmFilter, AlarmView, EventView};
 use crate::alarms::{lifecycle, Severity};
-use crate::web::pages::{check_csrf, nav, render, Nav, PageError, PageResult, PageUser};
+use crate::web::pages::{CsrfForm, Nav, PageError, PageResult, PageUser};
 use crate::web::WebState;
 
 /// An alarm state as people say it.
@@ -62,7 +60,7 @@ impl AlarmsPage {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct ListParams {
+pub(super) struct ListParams {
     #[serde(default)]
     site_id: Option<String>,
     #[serde(default)]
@@ -71,10 +69,9 @@ pub struct ListParams {
     state: Option<String>,
 }
 
-pub async fn alarms_page(
+pub(super) async fn alarms_page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Query(q): Query<ListParams>,
 ) -> PageResult {
     let site_id = q.site_id.as_deref().and_then(|s| s.parse().ok());
@@ -88,33 +85,29 @@ pub async fn alarms_page(
             .filter(|s| matches!(s.as_str(), "open" | "active" | "all")),
         limit: Some(1000),
     };
-    let alarms = store::list_alarms(&state.pool, &p.scope, &filter).await?;
-    let (nav, set) = nav(&p, &headers);
+    let alarms = store::list_alarms(&state.pool, &user.scope, &filter).await?;
     let shown_state = filter.state.as_deref().unwrap_or("open");
-    render(
-        &AlarmsPage {
-            title: "Alarms",
-            nav,
-            alarms,
-            sites: site_names(&state, &p)
-                .await?
-                .into_iter()
-                .map(|(id, name)| (id, name, Some(id) == site_id))
-                .collect(),
-            site_id,
-            severities: options(&SEVERITIES, severity.as_deref().unwrap_or("")),
-            states: options(
-                &[
-                    ("open", "Open (active or not acknowledged)"),
-                    ("active", "Active only"),
-                    ("all", "All, cleared included"),
-                ],
-                shown_state,
-            ),
-            filtered: site_id.is_some() || severity.is_some() || shown_state != "open",
-        },
-        set,
-    )
+    user.render(&AlarmsPage {
+        title: "Alarms",
+        nav: user.nav(),
+        alarms,
+        sites: site_names(&state, &user)
+            .await?
+            .into_iter()
+            .map(|(id, name)| (id, name, Some(id) == site_id))
+            .collect(),
+        site_id,
+        severities: options(&SEVERITIES, severity.as_deref().unwrap_or("")),
+        states: options(
+            &[
+                ("open", "Open (active or not acknowledged)"),
+                ("active", "Active only"),
+                ("all", "All, cleared included"),
+            ],
+            shown_state,
+        ),
+        filtered: site_id.is_some() || severity.is_some() || shown_state != "open",
+    })
 }
 
 #[derive(Template)]
@@ -149,51 +142,45 @@ impl AlarmPage {
 }
 
 #[derive(Debug, Default, Deserialize)]
-pub struct AlarmParams {
+pub(super) struct AlarmParams {
     #[serde(default)]
     done: Option<String>,
 }
 
-pub async fn alarm_page(
+pub(super) async fn alarm_page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
     Query(q): Query<AlarmParams>,
 ) -> PageResult {
-    let a = store::get_alarm(&state.pool, &p.scope, id)
+    let a = store::get_alarm(&state.pool, &user.scope, id)
         .await?
         .ok_or(PageError::NotFound)?;
     let events = store::alarm_events(&state.pool, id).await?;
     let unit = match a.rule_id {
-        Some(rule) => store::get_rule(&state.pool, &p.scope, rule)
+        Some(rule) => store::get_rule(&state.pool, &user.scope, rule)
             .await?
             .map_or(("", 1.0), |r| super::rules::unit_of_watch(&r.watch.0)),
         None => ("", 1.0),
     };
-    let (nav, set) = nav(&p, &headers);
-    render(
-        &AlarmPage {
-            title: format!("Alarm {id}: {}", a.rule_name),
-            nav,
-            state: state_label(&a.state),
-            a,
-            events,
-            notice: match q.done.as_deref() {
-                Some("acknowledge") => Some("The alarm is acknowledged."),
-                Some("shelve") => Some("The alarm is shelved: no notifications until it ends."),
-                Some("unshelve") => Some("The alarm is no longer shelved."),
-                _ => None,
-            },
-            unit,
+    user.render(&AlarmPage {
+        title: format!("Alarm {id}: {}", a.rule_name),
+        nav: user.nav(),
+        state: state_label(&a.state),
+        a,
+        events,
+        notice: match q.done.as_deref() {
+            Some("acknowledge") => Some("The alarm is acknowledged."),
+            Some("shelve") => Some("The alarm is shelved: no notifications until it ends."),
+            Some("unshelve") => Some("The alarm is no longer shelved."),
+            _ => None,
         },
-        set,
-    )
+        unit,
+    })
 }
 
 #[derive(Deserialize)]
-pub struct ActionForm {
-    csrf: String,
+pub(super) struct ActionForm {
     #[serde(default)]
     comment: Option<String>,
     #[serde(default)]
@@ -201,29 +188,27 @@ pub struct ActionForm {
 }
 
 /// `POST /alarms/{id}/{acknowledge|shelve|unshelve}`, then back to the alarm.
-pub async fn alarm_action(
+pub(super) async fn alarm_action(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path((id, action)): Path<(i64, String)>,
-    Form(form): Form<ActionForm>,
+    CsrfForm(form): CsrfForm<ActionForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
     let comment = form
         .comment
         .as_deref()
         .map(str::trim)
         .filter(|c| !c.is_empty());
     match action.as_str() {
-        "acknowledge" => lifecycle::acknowledge(&state.pool, &p, id, comment).await?,
+        "acknowledge" => lifecycle::acknowledge(&state.pool, &user, id, comment).await?,
         "shelve" => {
             let minutes = form
                 .minutes
                 .ok_or_else(|| PageError::Bad("choose how long to shelve".into()))?;
             let until = Utc::now() + Duration::minutes(i64::from(minutes));
-            lifecycle::shelve(&state.pool, &p, id, until, comment).await?;
+            lifecycle::shelve(&state.pool, &user, id, until, comment).await?;
         }
-        "unshelve" => lifecycle::unshelve(&state.pool, &p, id).await?,
+        "unshelve" => lifecycle::unshelve(&state.pool, &user, id).await?,
         _ => return Err(PageError::NotFound),
     }
     Ok(Redirect::to(&format!("/alarms/{id}?done={action}")).into_response())

@@ -7,13 +7,21 @@ mod list;
 mod quantities;
 mod rules;
 
-pub use list::{alarm_action, alarm_page, alarms_page, ActionForm, AlarmParams, ListParams};
-pub use rules::{create_rule, delete_rule, rule_page, rules_page, update_rule, CsrfOnly, RuleForm};
+use axum::routing::{get, post};
+use axum::Router;
 
 use super::PageError;
 use crate::alarms::AlarmError;
 use crate::sites;
 use crate::web::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/alarms", get(list::alarms_page))
+        .route("/alarms/{id}", get(list::alarm_page))
+        .route("/alarms/{id}/{action}", post(list::alarm_action))
+        .merge(rules::routes())
+}
 
 impl From<AlarmError> for PageError {
     fn from(e: AlarmError) -> Self {
@@ -47,9 +55,9 @@ const SEVERITIES: [(&str, &str); 3] = [
 /// The sites the user may see: (id, name), by name.
 async fn site_names(
     state: &WebState,
-    p: &crate::auth::Principal,
+    user: &crate::auth::Principal,
 ) -> Result<Vec<(i64, String)>, PageError> {
-    Ok(sites::list(&state.pool, &p.scope)
+    Ok(sites::list(&state.pool, &user.scope)
         .await?
         .into_iter()
         .map(|s| (s.id, s.name))

@@ -12,20 +12,25 @@ pub use text::{measured_text, measurement_text};
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
+use axum::routing::get;
+use axum::Router;
 use chrono::{Duration, NaiveDate, Utc};
 use headend_energy::calendar::{self, Period};
 use serde::Deserialize;
 
 use self::range::{days_text, graph, range_days, RANGES};
 use self::text::local;
-use super::{nav, render, supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
+use super::{supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
 use crate::dashboard;
 use crate::dashboard::charts;
 use crate::dashboard::counters::{self as names, Meter, Register};
 use crate::fleet::devices;
 use crate::web::urls::{self, filters};
 use crate::web::WebState;
+
+pub fn routes() -> Router<WebState> {
+    Router::new().route("/meters/{serial}", get(meter_page))
+}
 
 pub struct QuickRange {
     pub label: &'static str,
@@ -93,7 +98,7 @@ struct MeterPage {
 }
 
 #[derive(Deserialize)]
-pub struct MeterParams {
+struct MeterParams {
     from: Option<NaiveDate>,
     to: Option<NaiveDate>,
     /// A quick range (see [`RANGES`]); it wins over `from` and `to`.
@@ -133,64 +138,56 @@ fn port_text(port: &str, slot: i16) -> String {
     }
 }
 
-pub async fn meter_page(
+async fn meter_page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(serial): Path<String>,
     Query(q): Query<MeterParams>,
 ) -> PageResult {
-    let device = match devices::resolve_meter(&state.pool, &p.scope, &serial, q.device).await? {
+    let device = match devices::resolve_meter(&state.pool, &user.scope, &serial, q.device).await? {
         devices::Resolved::Found(d) => *d,
         devices::Resolved::NotFound => return Err(PageError::NotFound),
         devices::Resolved::Ambiguous(candidates) => {
             let ids: Vec<i64> = candidates.iter().map(|c| c.id).collect();
             let about = devices::candidate_details(&state.pool, &ids).await?;
-            let (nav, set) = nav(&p, &headers);
-            return render(
-                &MeterChooser {
-                    title: format!("Which meter {serial}?"),
-                    nav,
-                    candidates: candidates
-                        .into_iter()
-                        .map(|c| {
-                            let detail = about.iter().find(|d| d.id == c.id);
-                            ChooserRow {
-                                href: urls::meter(&c.serial, c.id),
-                                name: detail
-                                    .and_then(|d| d.name.clone())
-                                    .unwrap_or_else(|| format!("Meter {}", c.serial)),
-                                site: c.site.clone().unwrap_or_else(|| "no site".to_owned()),
-                                gateway: c.gateway.clone(),
-                                port: port_text(&c.port, c.slot),
-                                model: c.model.clone().unwrap_or_default(),
-                                last: detail
-                                    .and_then(|d| d.last_reading)
-                                    .map(|t| {
-                                        format!("last reading {} UTC", t.format("%-d %b %Y %H:%M"))
-                                    })
-                                    .unwrap_or_else(|| "no reading yet".to_owned()),
-                                id: c.id,
-                            }
-                        })
-                        .collect(),
-                    serial,
-                },
-                set,
-            );
+            return user.render(&MeterChooser {
+                title: format!("Which meter {serial}?"),
+                nav: user.nav(),
+                candidates: candidates
+                    .into_iter()
+                    .map(|c| {
+                        let detail = about.iter().find(|d| d.id == c.id);
+                        ChooserRow {
+                            href: urls::meter(&c.serial, c.id),
+                            name: detail
+                                .and_then(|d| d.name.clone())
+                                .unwrap_or_else(|| format!("Meter {}", c.serial)),
+                            site: c.site.clone().unwrap_or_else(|| "no site".to_owned()),
+                            gateway: c.gateway.clone(),
+                            port: port_text(&c.port, c.slot),
+                            model: c.model.clone().unwrap_or_default(),
+                            last: detail
+                                .and_then(|d| d.last_reading)
+                                .map(|t| {
+                                    format!("last reading {} UTC", t.format("%-d %b %Y %H:%M"))
+                                })
+                                .unwrap_or_else(|| "no reading yet".to_owned()),
+                            id: c.id,
+                        }
+                    })
+                    .collect(),
+                serial,
+            });
         }
     };
     // From here on the serial is the device's own (the path may have been the placeholder).
     let serial = device.serial.clone();
-    let (zone_name, gateway, gateway_kind, gateway_online): (String, String, String, bool) =
-        sqlx::query_as(
-            "SELECT COALESCE(s.time_zone, g.time_zone), g.serial, g.kind, g.online
-         FROM devices d JOIN gateways g ON g.id = d.gateway_id
-         LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
-        )
-        .bind(device.id)
-        .fetch_one(&state.pool)
-        .await?;
+    let devices::DeviceGateway {
+        time_zone: zone_name,
+        serial: gateway,
+        kind: gateway_kind,
+        online: gateway_online,
+    } = devices::gateway_of(&state.pool, device.id).await?;
     let tz = dashboard::zone(&zone_name);
     let now = Utc::now();
     let today = calendar::local_date(now, tz);
@@ -382,7 +379,7 @@ pub async fn meter_page(
                 last_arrival.map_or_else(String::new, |t| local(t, tz))
             )
         });
-    let admin = p.role == crate::auth::Role::Admin;
+    let admin = user.is_admin();
     let placement = match (device.site_id, device.measures.as_deref()) {
         (None, _) => Placement::NoSite,
         (Some(site), None) => Placement::NotPlaced {
@@ -391,56 +388,52 @@ pub async fn meter_page(
         (Some(_), Some(_)) => Placement::Placed,
     };
     let converter = gateway_kind == "converter";
-    let (nav, set) = nav(&p, &headers);
-    render(
-        &MeterPage {
-            title: device.name.clone().unwrap_or_else(|| serial.clone()),
-            nav,
-            name: device
-                .name
-                .clone()
-                .or(device.description.clone())
-                .unwrap_or_else(|| serial.clone()),
-            model: device.model.clone().unwrap_or_default(),
-            export: ExportForm {
-                device: Some(device.id),
-                ..ExportForm::new(
-                    "meter",
-                    serial.clone(),
-                    format!("meter {serial}"),
-                    (from, to),
-                    &zone_name,
-                )
-            },
-            serial,
-            device_id: device.id,
-            gateway,
-            gateway_kind: if converter { "converter" } else { "gateway" },
-            gateway_list: if converter {
-                "/converters"
-            } else {
-                "/gateways"
-            },
-            gateway_online,
-            time_zone: zone_name,
-            from,
-            to,
-            period_label,
-            chart_title: graph.title.to_owned(),
-            chart_note: graph.note,
-            ranges,
-            power_chart,
-            no_data,
-            never_reported,
-            placement,
-            measured_at: latest
-                .ts
-                .map(|t| measured_text(t, tz))
-                .unwrap_or_else(|| "no measurements yet".into()),
-            phase_rows,
-            other_rows,
-            counters,
+    user.render(&MeterPage {
+        title: device.name.clone().unwrap_or_else(|| serial.clone()),
+        nav: user.nav(),
+        name: device
+            .name
+            .clone()
+            .or(device.description.clone())
+            .unwrap_or_else(|| serial.clone()),
+        model: device.model.clone().unwrap_or_default(),
+        export: ExportForm {
+            device: Some(device.id),
+            ..ExportForm::new(
+                "meter",
+                serial.clone(),
+                format!("meter {serial}"),
+                (from, to),
+                &zone_name,
+            )
         },
-        set,
-    )
+        serial,
+        device_id: device.id,
+        gateway,
+        gateway_kind: if converter { "converter" } else { "gateway" },
+        gateway_list: if converter {
+            "/converters"
+        } else {
+            "/gateways"
+        },
+        gateway_online,
+        time_zone: zone_name,
+        from,
+        to,
+        period_label,
+        chart_title: graph.title.to_owned(),
+        chart_note: graph.note,
+        ranges,
+        power_chart,
+        no_data,
+        never_reported,
+        placement,
+        measured_at: latest
+            .ts
+            .map(|t| measured_text(t, tz))
+            .unwrap_or_else(|| "no measurements yet".into()),
+        phase_rows,
+        other_rows,
+        counters,
+    })
 }

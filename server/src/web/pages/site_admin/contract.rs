@@ -4,22 +4,19 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::Form;
+use axum::http::StatusCode;
 use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::contract_fields::{ContractFields, DAYS};
 use super::pickers::{self, Choice};
-use super::{back, site, CsrfOnly};
+use super::{back, removed, site};
 use crate::accounting::contracts;
 use crate::accounting::structure::StructureError;
 use crate::sites;
 use crate::web::pages::form::FieldErrors;
-use crate::web::pages::{
-    check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser,
-};
+use crate::web::pages::{AdminForm, Nav, PageError, PageResult, PageUser};
 use crate::web::WebState;
 
 const MONTHS: [&str; 12] = [
@@ -101,7 +98,7 @@ impl ContractPage {
 }
 
 #[derive(Deserialize)]
-pub struct ContractParams {
+pub(super) struct ContractParams {
     id: Option<i64>,
 }
 
@@ -130,14 +127,13 @@ fn contract_page(
     }
 }
 
-pub async fn contract_form(
+pub(super) async fn contract_form(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
     Query(q): Query<ContractParams>,
 ) -> PageResult {
-    require_admin(&p)?;
+    user.require_admin()?;
     let site = site(&state, id).await?;
     let f = match q.id {
         Some(cid) => {
@@ -152,23 +148,15 @@ pub async fn contract_form(
             ..ContractFields::default()
         },
     };
-    let (nav, set) = nav(&p, &headers);
-    render(&contract_page(nav, site, FieldErrors::new(), f), set)
+    user.render(&contract_page(user.nav(), site, FieldErrors::new(), f))
 }
 
-pub async fn save_contract(
+pub(super) async fn save_contract(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
-    Form(pairs): Form<Vec<(String, String)>>,
+    AdminForm(pairs): AdminForm<Vec<(String, String)>>,
 ) -> PageResult {
-    let token = pairs
-        .iter()
-        .find(|(k, _)| k == "csrf")
-        .map_or("", |(_, v)| v.as_str());
-    check_csrf(&headers, token)?;
-    require_admin(&p)?;
     if pairs.len() > MAX_FIELDS || pairs.iter().any(|(_, v)| v.len() > MAX_FIELD) {
         return Err(PageError::Bad("the form is too large".into()));
     }
@@ -212,37 +200,25 @@ pub async fn save_contract(
             ))
         }
         Err(errors) => {
-            let (nav, set) = nav(&p, &headers);
-            let mut r = render(&contract_page(nav, site, errors, f), set)?;
+            let mut r = user.render(&contract_page(user.nav(), site, errors, f))?;
             *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
             Ok(r)
         }
     }
 }
 
-pub async fn delete_contract(
+pub(super) async fn delete_contract(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    _user: PageUser,
     Path((id, cid)): Path<(i64, i64)>,
-    Form(form): Form<CsrfOnly>,
+    _: AdminForm,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
     contracts::get(&state.pool, cid)
         .await?
         .filter(|c| c.site_id == id)
         .ok_or(PageError::NotFound)?;
     let result = contracts::delete(&state.pool, cid).await;
     state.energy_changed();
-    Ok(back(
-        id,
-        "contracts",
-        match result {
-            Ok(()) => Ok("Contract deleted; costs are being recomputed.".into()),
-            Err(StructureError::Db(e)) => return Err(e.into()),
-            Err(StructureError::NotFound(_)) => return Err(PageError::NotFound),
-            Err(e) => Err(e.to_string()),
-        },
-    ))
+    let done = "Contract deleted; costs are being recomputed.";
+    removed(id, "contracts", result, done)
 }

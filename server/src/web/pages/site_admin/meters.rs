@@ -1,20 +1,20 @@
 //! Meters: what each measures (site, panel or circuit), its usage, its registers and its
 //! commissioning date; and moving a gateway to a site.
 
-use std::collections::HashMap;
-
 use axum::extract::{Path, Query, State};
-use axum::http::HeaderMap;
-use axum::Form;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
 use serde::Deserialize;
 
 use super::pickers::Choice;
-use super::{back, finish, refuse, Ctx};
+use super::{back, finish, refuse, site, Ctx};
 use crate::accounting::structure::{self, DevicePatch, StructureError};
 use crate::auth::Scope;
 use crate::dashboard;
+use crate::fleet::devices::Resolved;
+use crate::web::pages::admin::{back_to_admin, refused};
 use crate::web::pages::form::Submitted;
-use crate::web::pages::{check_csrf, require_admin, PageError, PageResult, PageUser};
+use crate::web::pages::{AdminForm, PageError, PageResult, PageUser};
 use crate::web::WebState;
 
 pub struct MeterRow {
@@ -105,17 +105,7 @@ pub(super) async fn rows(
     site: i64,
     zone: &str,
 ) -> Result<(Vec<MeterRow>, Vec<MeterRow>), PageError> {
-    let commissioned = commissioned_dates(state, site, zone).await?;
-    let ports: HashMap<i64, (String, i16)> = sqlx::query_as::<_, (i64, String, i16)>(
-        "SELECT d.id, d.port, d.slot FROM devices d JOIN gateways g ON g.id = d.gateway_id
-         WHERE g.site_id = $1 AND d.kind = 'meter'",
-    )
-    .bind(site)
-    .fetch_all(&state.pool)
-    .await?
-    .into_iter()
-    .map(|(id, port, slot)| (id, (port, slot)))
-    .collect();
+    let tz = dashboard::zone(zone);
     let (mut unplaced, mut placed) = (Vec::new(), Vec::new());
     for m in dashboard::meter_placements(&state.pool, site).await? {
         let placement = match (m.measures.as_deref(), m.panel_id, m.circuit_id) {
@@ -125,10 +115,7 @@ pub(super) async fn rows(
             _ => String::new(),
         };
         let name = m.name.unwrap_or_default();
-        let port = ports
-            .get(&m.id)
-            .map(|(port, slot)| format!(", {}", port_label(port, *slot)))
-            .unwrap_or_default();
+        let port = format!(", {}", port_label(&m.port, m.slot));
         let label = if name.is_empty() {
             format!("{} (gateway {}{port})", m.serial, m.gateway)
         } else {
@@ -148,7 +135,10 @@ pub(super) async fn rows(
         }
         registers.sort();
         let row = MeterRow {
-            commissioned: commissioned.get(&m.id).cloned().unwrap_or_default(),
+            commissioned: m
+                .commissioned_at
+                .map(|at| local_date(at, tz))
+                .unwrap_or_default(),
             id: m.id,
             serial: m.serial,
             label,
@@ -172,8 +162,7 @@ pub(super) async fn rows(
 }
 
 #[derive(Deserialize)]
-pub struct PlacementForm {
-    csrf: String,
+pub(super) struct PlacementForm {
     name: String,
     placement: String,
     usage: String,
@@ -185,24 +174,9 @@ pub struct PlacementForm {
     commissioned_at: Option<String>,
 }
 
-/// The commissioning dates of the site's meters, as local dates of the site.
-async fn commissioned_dates(
-    state: &WebState,
-    site: i64,
-    zone: &str,
-) -> Result<HashMap<i64, String>, sqlx::Error> {
-    let tz: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
-    let rows: Vec<(i64, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT d.id, d.commissioned_at FROM devices d JOIN gateways g ON g.id = d.gateway_id
-         WHERE g.site_id = $1 AND d.kind = 'meter' AND d.commissioned_at IS NOT NULL",
-    )
-    .bind(site)
-    .fetch_all(&state.pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(id, at)| (id, at.with_timezone(&tz).format("%Y-%m-%d").to_string()))
-        .collect())
+/// A commissioning instant as the form shows it: the local date of the site.
+fn local_date(at: DateTime<Utc>, tz: Tz) -> String {
+    at.with_timezone(&tz).format("%Y-%m-%d").to_string()
 }
 
 fn blank_is_none(s: &str) -> Option<String> {
@@ -231,37 +205,30 @@ fn meter_field(message: &str) -> &'static str {
     }
 }
 
-pub async fn place_meter(
+pub(super) async fn place_meter(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path((id, serial)): Path<(i64, String)>,
     Query(q): Query<crate::web::api::access::DeviceParam>,
-    Form(form): Form<PlacementForm>,
+    AdminForm(form): AdminForm<PlacementForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
     // The form names the device (`?device=`); a bare serial must be unique on the site.
-    let (device, serial) = match dashboard::site_meter(&state.pool, id, &serial, q.device).await? {
-        crate::fleet::devices::Resolved::Found(d) => (d.id, d.serial),
-        crate::fleet::devices::Resolved::NotFound => return Err(PageError::NotFound),
-        crate::fleet::devices::Resolved::Ambiguous(c) => {
-            return Ok(back(
-                id,
-                "meters",
-                Err(format!(
-                    "{} meters of this site report serial {serial}; use the meter's own form",
-                    c.len()
-                )),
-            ))
-        }
-    };
-    let ctx = Ctx {
-        state: &state,
-        p: &p,
-        headers: &headers,
-        site: id,
-    };
+    let (device, serial, commissioned) =
+        match dashboard::site_meter(&state.pool, id, &serial, q.device).await? {
+            Resolved::Found(d) => (d.id, d.serial, d.commissioned_at),
+            Resolved::NotFound => return Err(PageError::NotFound),
+            Resolved::Ambiguous(c) => {
+                return Ok(back(
+                    id,
+                    "meters",
+                    Err(format!(
+                        "{} meters of this site report serial {serial}; use the meter's own form",
+                        c.len()
+                    )),
+                ))
+            }
+        };
+    let ctx = Ctx::new(&state, &user, id);
     let key = |field: &str| format!("meter-{device}-{field}");
     let mut s = Submitted::new();
     for (field, value) in [
@@ -310,17 +277,14 @@ pub async fn place_meter(
     let commissioned_at = match form.commissioned_at.as_deref().map(str::trim) {
         None => None,
         Some(date) => {
-            let zone: String = sqlx::query_scalar("SELECT time_zone FROM sites WHERE id = $1")
-                .bind(id)
-                .fetch_one(&state.pool)
-                .await?;
-            let shown = commissioned_dates(&state, id, &zone).await?;
-            match shown.get(&device) {
+            let zone = site(&state, id).await?.time_zone;
+            let shown = commissioned.map(|at| local_date(at, dashboard::zone(&zone)));
+            match shown {
                 Some(current) if current == date => None,
                 None if date.is_empty() => None,
                 _ if date.is_empty() => Some(None),
                 _ => {
-                    let checked = structure::parse_commissioned_at(date, &zone, chrono::Utc::now());
+                    let checked = structure::parse_commissioned_at(date, &zone, Utc::now());
                     if checked.is_err() {
                         s.add(
                             &key("commissioned_at"),
@@ -365,22 +329,18 @@ pub async fn place_meter(
 // ---- gateways ----------------------------------------------------------------------------
 
 #[derive(Deserialize)]
-pub struct AssignForm {
-    csrf: String,
+pub(super) struct AssignForm {
     /// Empty: off any site.
     site_id: String,
 }
 
 /// Moves a gateway (and its meters, unplaced) to a site or off any site.
-pub async fn assign_gateway(
+pub(super) async fn assign_gateway(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(serial): Path<String>,
-    Form(form): Form<AssignForm>,
+    AdminForm(form): AdminForm<AssignForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
     let gateway = crate::fleet::gateways::get(&state.pool, &Scope::All, &serial)
         .await?
         .ok_or(PageError::NotFound)?;
@@ -393,7 +353,7 @@ pub async fn assign_gateway(
             Ok(id) => Some(id),
             Err(_) => {
                 s.add(&key, "choose a site from the list");
-                return crate::web::pages::admin::refused(&state, &p, &headers, s).await;
+                return refused(&state, &user, s).await;
             }
         },
     };
@@ -402,14 +362,14 @@ pub async fn assign_gateway(
         Ok(()) => {
             state.gateways_changed();
             state.energy_changed();
-            Ok(crate::web::pages::admin::back_to_admin(Ok(format!(
+            Ok(back_to_admin(Ok(format!(
                 "Gateway {serial} moved; place its meters on the site's administration page."
             ))))
         }
         Err(StructureError::Db(e)) => Err(e.into()),
         Err(e) => {
             s.add(&key, e.to_string());
-            crate::web::pages::admin::refused(&state, &p, &headers, s).await
+            refused(&state, &user, s).await
         }
     }
 }

@@ -18,29 +18,28 @@ pub(crate) mod pickers;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Router};
+use axum::Router;
 use serde::Deserialize;
 
 use super::form::Submitted;
-use super::{check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser};
+use super::{AdminForm, Nav, PageError, PageResult, PageUser};
 use crate::accounting::structure::{self, StructureError};
 use crate::auth::Scope;
+use crate::fleet::gateways;
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;
 use pickers::{Choice, ChoiceGroup};
 
-pub use contract::{contract_form, delete_contract, save_contract};
-pub use meters::{assign_gateway, place_meter};
-pub use panels::{
-    create_circuit, create_panel, delete_circuit, delete_panel, rename_panel, update_circuit,
-};
-
 /// The routes of this module, merged into the page router.
 pub fn routes() -> Router<WebState> {
+    use contract::{contract_form, delete_contract, save_contract};
+    use panels::{
+        create_circuit, create_panel, delete_circuit, delete_panel, rename_panel, update_circuit,
+    };
     Router::new()
         .route("/admin/sites/{id}", get(page))
         .route("/admin/sites/{id}/settings", post(settings))
@@ -56,8 +55,14 @@ pub fn routes() -> Router<WebState> {
             "/admin/sites/{id}/circuits/{circuit}/delete",
             post(delete_circuit),
         )
-        .route("/admin/sites/{id}/meters/{serial}", post(place_meter))
-        .route("/admin/gateways/{serial}/site", post(assign_gateway))
+        .route(
+            "/admin/sites/{id}/meters/{serial}",
+            post(meters::place_meter),
+        )
+        .route(
+            "/admin/gateways/{serial}/site",
+            post(meters::assign_gateway),
+        )
         .route(
             "/admin/sites/{id}/contract",
             get(contract_form).post(save_contract),
@@ -87,6 +92,17 @@ fn back(site: i64, section: &str, result: Result<String, String>) -> Response {
     .into_response()
 }
 
+/// The end of a delete form: back to `section` with `done`, or with why it was refused.
+fn removed(site: i64, section: &str, result: Result<(), StructureError>, done: &str) -> PageResult {
+    let outcome = match result {
+        Ok(()) => Ok(done.to_owned()),
+        Err(StructureError::Db(e)) => return Err(e.into()),
+        Err(StructureError::NotFound(_)) => return Err(PageError::NotFound),
+        Err(e) => Err(e.to_string()),
+    };
+    Ok(back(site, section, outcome))
+}
+
 /// What a form handler ends with: saved (redirect with `notice`), refused beside a field
 /// (the page again, 422), or a page error.
 async fn finish(
@@ -113,9 +129,14 @@ async fn finish(
 #[derive(Clone, Copy)]
 struct Ctx<'a> {
     state: &'a WebState,
-    p: &'a crate::auth::Principal,
-    headers: &'a HeaderMap,
+    user: &'a PageUser,
     site: i64,
+}
+
+impl<'a> Ctx<'a> {
+    fn new(state: &'a WebState, user: &'a PageUser, site: i64) -> Self {
+        Self { state, user, site }
+    }
 }
 
 /// The site's page again with the refused form's messages and values: 422.
@@ -159,27 +180,20 @@ impl SiteAdminPage {
 }
 
 #[derive(Deserialize, Default)]
-pub struct Outcome {
+struct Outcome {
     section: Option<String>,
     message: Option<String>,
     error: Option<String>,
 }
 
-pub async fn page(
+async fn page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
     Query(q): Query<Outcome>,
 ) -> PageResult {
-    require_admin(&p)?;
-    let ctx = Ctx {
-        state: &state,
-        p: &p,
-        headers: &headers,
-        site: id,
-    };
-    show(ctx, q, Submitted::new()).await
+    user.require_admin()?;
+    show(Ctx::new(&state, &user, id), q, Submitted::new()).await
 }
 
 async fn show(ctx: Ctx<'_>, q: Outcome, s: Submitted) -> PageResult {
@@ -189,61 +203,44 @@ async fn show(ctx: Ctx<'_>, q: Outcome, s: Submitted) -> PageResult {
     let circuits = structure::list_site_circuits(&state.pool, id).await?;
     let placements = meters::placement_choices(&panels, &circuits);
     let (unplaced, placed) = meters::rows(state, id, &site.time_zone).await?;
-    let gateways: i64 = sqlx::query_scalar("SELECT count(*) FROM gateways WHERE site_id = $1")
-        .bind(id)
-        .fetch_one(&state.pool)
-        .await?;
+    let gateways = gateways::count_on_site(&state.pool, id).await?;
     let contracts = contract::rows(state, id).await?;
-    let (nav, set) = nav(ctx.p, ctx.headers);
     // Messages come back through the redirect's query: shown as text, never as markup.
     let clip = |m: Option<String>| m.map(|m| m.chars().take(300).collect::<String>());
-    render(
-        &SiteAdminPage {
-            title: format!("Administration of {}", site.name),
-            nav,
-            zones: pickers::zone_groups(s.value("site-time_zone", &site.time_zone)),
-            site,
-            section: q.section.unwrap_or_default(),
-            message: clip(q.message),
-            error: clip(q.error),
-            s,
-            panels,
-            circuits,
-            unplaced,
-            placed,
-            gateways,
-            placements,
-            contracts,
-            usages: pickers::usages(),
-        },
-        set,
-    )
+    ctx.user.render(&SiteAdminPage {
+        title: format!("Administration of {}", site.name),
+        nav: ctx.user.nav(),
+        zones: pickers::zone_groups(s.value("site-time_zone", &site.time_zone)),
+        site,
+        section: q.section.unwrap_or_default(),
+        message: clip(q.message),
+        error: clip(q.error),
+        s,
+        panels,
+        circuits,
+        unplaced,
+        placed,
+        gateways,
+        placements,
+        contracts,
+        usages: pickers::usages(),
+    })
 }
 
 // ---- settings --------------------------------------------------------------------------------
 
 #[derive(Deserialize)]
-pub struct SettingsForm {
-    csrf: String,
+struct SettingsForm {
     name: String,
     time_zone: String,
 }
 
-pub async fn settings(
+async fn settings(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
-    Form(form): Form<SettingsForm>,
+    AdminForm(form): AdminForm<SettingsForm>,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
-    let ctx = Ctx {
-        state: &state,
-        p: &p,
-        headers: &headers,
-        site: id,
-    };
     let mut s = Submitted::new();
     s.keep("site-name", &form.name);
     s.keep("site-time_zone", &form.time_zone);
@@ -265,18 +262,14 @@ pub async fn settings(
             "name"
         }
     };
+    let done = result.map(|()| "Site saved.".into());
     finish(
-        ctx,
+        Ctx::new(&state, &user, id),
         "settings",
-        result.map(|()| "Site saved.".into()),
+        done,
         s,
         field,
         "site",
     )
     .await
-}
-
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
 }

@@ -1,132 +1,11 @@
-//! The objects a rule can name (panels, circuits, meters, relays of the user's sites, with labels
-//! people recognise) and the editor's pickers built from them: targets, relays, kinds,
-//! quantities, severities and comparisons.
+//! The editor's pickers, built from the objects a rule can name (`dashboard::objects`: panels,
+//! circuits, meters, relays of the user's sites, with labels people recognise): targets, relays,
+//! kinds, quantities, severities and comparisons.
 
 use super::view::RuleFormView;
-use crate::auth::Principal;
+pub(super) use crate::dashboard::objects::{Object, Objects};
 use crate::web::pages::alarms::quantities::{self, KINDS, QUANTITIES};
 use crate::web::pages::alarms::{options, SEVERITIES};
-use crate::web::pages::PageError;
-use crate::web::WebState;
-
-// ---- the objects a rule can name ----------------------------------------------------------------
-
-/// A panel, circuit, meter or relay a rule can name, with a label people recognise.
-#[derive(Clone)]
-pub struct Object {
-    id: i64,
-    site_id: i64,
-    label: String,
-}
-
-/// Every object of the sites the user may see.
-#[derive(Default)]
-pub(super) struct Objects {
-    pub(super) panels: Vec<Object>,
-    pub(super) circuits: Vec<Object>,
-    pub(super) meters: Vec<Object>,
-    pub(super) relays: Vec<Object>,
-}
-
-/// "MT1234 (gateway SG0001)" or "Main supply — MT1234 (gateway SG0001)"; a device without a
-/// serial is named by its port and slot.
-fn device_label(
-    name: Option<String>,
-    serial: &str,
-    gateway: &str,
-    port: &str,
-    slot: i16,
-    kind: &str,
-) -> String {
-    let what = if !serial.is_empty() {
-        serial.to_owned()
-    } else if port == "ir" {
-        format!("IR {kind}")
-    } else {
-        format!("{} {kind} {slot}", port.to_uppercase())
-    };
-    match name.filter(|n| !n.trim().is_empty()) {
-        Some(n) => format!("{} — {what} (gateway {gateway})", n.trim()),
-        None => format!("{what} (gateway {gateway})"),
-    }
-}
-
-type DeviceRow = (
-    i64,
-    i64,
-    Option<String>,
-    String,
-    String,
-    String,
-    i16,
-    String,
-);
-
-impl Objects {
-    pub(super) async fn load(state: &WebState, p: &Principal) -> Result<Self, PageError> {
-        let scope = p.scope.site_ids();
-        let panels: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT id, site_id, name FROM panels
-             WHERE $1::int8[] IS NULL OR site_id = ANY($1) ORDER BY site_id, name, id",
-        )
-        .bind(scope)
-        .fetch_all(&state.pool)
-        .await?;
-        let circuits: Vec<(i64, i64, String, String, String)> = sqlx::query_as(
-            "SELECT c.id, p.site_id, p.name, c.name, c.usage FROM circuits c
-             JOIN panels p ON p.id = c.panel_id
-             WHERE $1::int8[] IS NULL OR p.site_id = ANY($1) ORDER BY p.site_id, p.name, c.name, c.id",
-        )
-        .bind(scope)
-        .fetch_all(&state.pool)
-        .await?;
-        let devices: Vec<DeviceRow> = sqlx::query_as(
-            "SELECT d.id, g.site_id,
-                    COALESCE(NULLIF(d.name, ''), NULLIF(d.description, ''), NULLIF(d.sg_description, '')),
-                    d.serial, g.serial, d.port, d.slot, d.kind
-             FROM devices d JOIN gateways g ON g.id = d.gateway_id
-             WHERE g.site_id IS NOT NULL AND ($1::int8[] IS NULL OR g.site_id = ANY($1))
-             ORDER BY g.site_id, COALESCE(d.name, d.description, d.serial), d.serial, g.serial, d.port, d.slot",
-        )
-        .bind(scope)
-        .fetch_all(&state.pool)
-        .await?;
-        let mut objects = Self {
-            panels: panels
-                .into_iter()
-                .map(|(id, site_id, label)| Object { id, site_id, label })
-                .collect(),
-            circuits: circuits
-                .into_iter()
-                .map(|(id, site_id, panel, name, usage)| Object {
-                    id,
-                    site_id,
-                    label: format!("{panel} › {name} ({})", usage.replace('_', " ")),
-                })
-                .collect(),
-            ..Self::default()
-        };
-        for (id, site_id, name, serial, gateway, port, slot, kind) in devices {
-            let object = Object {
-                id,
-                site_id,
-                label: device_label(name, &serial, &gateway, &port, slot, &kind),
-            };
-            if kind == "relay" {
-                objects.relays.push(object);
-            } else {
-                objects.meters.push(object);
-            }
-        }
-        Ok(objects)
-    }
-
-    pub(super) fn label(list: &[Object], id: Option<i64>) -> Option<&str> {
-        list.iter()
-            .find(|o| Some(o.id) == id)
-            .map(|o| o.label.as_str())
-    }
-}
 
 /// One `<option>` of a picker; `site` for a script that narrows the list to the chosen site.
 pub struct Opt {
@@ -213,13 +92,13 @@ impl Choices {
         Self {
             sites: sites
                 .iter()
-                .map(|(id, name)| (*id, name.clone(), id.to_string() == form.site_id))
+                .map(|(id, name)| (*id, name.clone(), id.to_string() == form.f.site_id))
                 .collect(),
             site_filter: sites
                 .iter()
                 .map(|(id, name)| (*id, name.clone(), site_filter == Some(*id)))
                 .collect(),
-            severities: options(&SEVERITIES, &form.severity),
+            severities: options(&SEVERITIES, &form.f.severity),
             targets: groups(
                 &listed,
                 &[
@@ -227,12 +106,12 @@ impl Choices {
                     ("Circuits", "circuit", &objects.circuits),
                     ("Meters", "meter", &objects.meters),
                 ],
-                &form.target,
+                &form.f.target,
             ),
             relays: groups(
                 &listed,
                 &[("Relays", "", &objects.relays)],
-                &form.shed_relay,
+                &form.f.shed_relay,
             ),
             kinds: KINDS
                 .iter()
@@ -242,7 +121,7 @@ impl Choices {
                     } else {
                         format!("{} ({})", k.name, k.unit)
                     };
-                    (k.value, label, k.value == form.kind)
+                    (k.value, label, k.value == form.f.kind)
                 })
                 .collect(),
             quantities: QUANTITIES
@@ -251,7 +130,7 @@ impl Choices {
                     (
                         q.value,
                         quantities::describe("measurement", q.value),
-                        q.value == form.quantity,
+                        q.value == form.f.quantity,
                     )
                 })
                 .collect(),
@@ -261,7 +140,7 @@ impl Choices {
                     ("below", "Below the threshold"),
                     ("outside", "Outside the band (low … high)"),
                 ],
-                &form.op,
+                &form.f.op,
             ),
         }
     }

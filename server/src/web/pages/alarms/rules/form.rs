@@ -14,65 +14,39 @@ use crate::web::pages::PageError;
 
 // ---- the form as posted ---------------------------------------------------------------------------
 
-/// The editor's form. Checkboxes are present only when ticked; every field is text so that a
-/// wrong value comes back beside its field instead of a bare 422.
-#[derive(Deserialize)]
+/// The editor's form (its CSRF token is checked by the extractor). Checkboxes are present only
+/// when ticked; every field is text, absent ones empty, so that a wrong value comes back beside
+/// its field instead of a bare 422.
+#[derive(Deserialize, Default)]
+#[serde(default)]
 pub struct RuleForm {
-    pub(super) csrf: String,
-    #[serde(default)]
     pub(super) site_id: String,
-    #[serde(default)]
     pub(super) name: String,
-    #[serde(default)]
     pub(super) enabled: Option<String>,
-    #[serde(default)]
     pub(super) severity: String,
-    #[serde(default)]
     pub(super) target: String,
     /// Older forms named the object by id beside `target=panel|circuit|meter`.
-    #[serde(default)]
     pub(super) target_id: String,
-    #[serde(default)]
     pub(super) kind: String,
-    #[serde(default)]
     pub(super) quantity: String,
-    #[serde(default)]
     pub(super) window_s: String,
-    #[serde(default)]
     pub(super) op: String,
-    #[serde(default)]
     pub(super) threshold: String,
-    #[serde(default)]
     pub(super) low: String,
-    #[serde(default)]
     pub(super) high: String,
-    #[serde(default)]
     pub(super) hysteresis: String,
-    #[serde(default)]
     pub(super) on_delay_s: String,
-    #[serde(default)]
     pub(super) off_delay_s: String,
-    #[serde(default)]
     pub(super) active_from: String,
-    #[serde(default)]
     pub(super) active_to: String,
-    #[serde(default)]
     pub(super) active_days: String,
-    #[serde(default)]
     pub(super) email: String,
-    #[serde(default)]
     pub(super) escalate_to: String,
-    #[serde(default)]
     pub(super) escalate_after_min: String,
-    #[serde(default)]
     pub(super) webhook_url: String,
-    #[serde(default)]
     pub(super) mqtt_topic: String,
-    #[serde(default)]
     pub(super) notify_clear: Option<String>,
-    #[serde(default)]
     pub(super) shed_relay: String,
-    #[serde(default)]
     pub(super) restore_on_clear: Option<String>,
 }
 

@@ -11,16 +11,17 @@ mod choices;
 mod form;
 mod view;
 
-pub use form::RuleForm;
+use form::RuleForm;
 pub(super) use view::unit_of_watch;
 
 use std::collections::HashMap;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
-use axum::Form;
+use axum::routing::{get, post};
+use axum::Router;
 use serde::Deserialize;
 
 use self::choices::{Choices, Objects};
@@ -29,12 +30,16 @@ use self::view::{rule_row, RuleFormView, RuleRow};
 use super::site_names;
 use crate::alarms::store;
 use crate::alarms::AlarmError;
-use crate::auth::Principal;
 use crate::web::pages::form::FieldErrors;
-use crate::web::pages::{
-    check_csrf, nav, render, require_admin, Nav, PageError, PageResult, PageUser,
-};
+use crate::web::pages::{AdminForm, Nav, PageError, PageResult, PageUser};
 use crate::web::WebState;
+
+pub(super) fn routes() -> Router<WebState> {
+    Router::new()
+        .route("/alarm-rules", get(rules_page).post(create_rule))
+        .route("/alarm-rules/{id}", get(rule_page).post(update_rule))
+        .route("/alarm-rules/{id}/delete", post(delete_rule))
+}
 
 #[derive(Template)]
 #[template(path = "alarm_rules.html")]
@@ -51,7 +56,7 @@ struct RulesPage {
 }
 
 #[derive(Deserialize, Default)]
-pub struct RulesParams {
+struct RulesParams {
     #[serde(default)]
     site_id: Option<String>,
     #[serde(default)]
@@ -60,22 +65,21 @@ pub struct RulesParams {
     deleted: Option<String>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The editor: the new-rule form with the list of rules (`listing`), or one rule; a refused
+/// form comes back with its messages (422).
 async fn show(
     state: &WebState,
-    p: &Principal,
-    headers: &HeaderMap,
+    user: &PageUser,
     listing: bool,
-    form: RuleFormView,
-    errors: FieldErrors,
+    (form, errors): (RuleFormView, FieldErrors),
     notice: Option<&'static str>,
     site_filter: Option<i64>,
 ) -> PageResult {
-    let sites = site_names(state, p).await?;
-    let objects = Objects::load(state, p).await?;
+    let sites = site_names(state, user).await?;
+    let objects = Objects::load(&state.pool, &user.scope).await?;
     let rules = if listing {
         let names: HashMap<i64, String> = sites.iter().cloned().collect();
-        store::list_rules(&state.pool, &p.scope, None)
+        store::list_rules(&state.pool, &user.scope, None)
             .await?
             .iter()
             .map(|r| rule_row(r, &names, &objects))
@@ -84,109 +88,75 @@ async fn show(
         Vec::new()
     };
     let site_filter = site_filter.filter(|f| sites.iter().any(|(id, _)| id == f));
-    let (nav, set) = nav(p, headers);
     let title = match form.id {
-        Some(_) => format!("Alarm rule: {}", form.name),
+        Some(_) => format!("Alarm rule: {}", form.f.name),
         None => "Alarm rules".to_owned(),
     };
     let refused = !errors.is_empty();
-    let mut response = render(
-        &RulesPage {
-            title,
-            nav,
-            rules,
-            listing,
-            notice,
-            errors,
-            choices: Choices::new(&form, &sites, &objects, site_filter),
-            form,
-        },
-        set,
-    )?;
+    let mut response = user.render(&RulesPage {
+        title,
+        nav: user.nav(),
+        rules,
+        listing,
+        notice,
+        errors,
+        choices: Choices::new(&form, &sites, &objects, site_filter),
+        form,
+    })?;
     if refused {
         *response.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
     }
     Ok(response)
 }
 
-pub async fn rules_page(
+async fn rules_page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Query(q): Query<RulesParams>,
 ) -> PageResult {
     let site_filter = q.site_id.as_deref().and_then(|s| s.parse().ok());
     let notice = q.deleted.map(|_| "The rule was deleted.");
-    show(
-        &state,
-        &p,
-        &headers,
-        true,
-        RuleFormView::new_rule(site_filter),
-        FieldErrors::new(),
-        notice,
-        site_filter,
-    )
-    .await
+    let form = (RuleFormView::new_rule(site_filter), FieldErrors::new());
+    show(&state, &user, true, form, notice, site_filter).await
 }
 
-pub async fn rule_page(
+async fn rule_page(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
     Query(q): Query<RulesParams>,
 ) -> PageResult {
-    let rule = store::get_rule(&state.pool, &p.scope, id)
+    let rule = store::get_rule(&state.pool, &user.scope, id)
         .await?
         .ok_or(PageError::NotFound)?;
     let notice = q.saved.map(|_| "The rule was saved.");
-    show(
-        &state,
-        &p,
-        &headers,
-        false,
-        RuleFormView::from_rule(&rule),
-        FieldErrors::new(),
-        notice,
-        None,
-    )
-    .await
+    let form = (RuleFormView::from_rule(&rule), FieldErrors::new());
+    show(&state, &user, false, form, notice, None).await
 }
 
 /// `POST /alarm-rules`: a new rule (admins).
-pub async fn create_rule(
+async fn create_rule(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
-    Form(form): Form<RuleForm>,
+    user: PageUser,
+    AdminForm(form): AdminForm<RuleForm>,
 ) -> PageResult {
-    save_rule(state, p, headers, None, form).await
+    save_rule(state, user, None, form).await
 }
 
 /// `POST /alarm-rules/{id}`: the rule replaced (admins).
-pub async fn update_rule(
+async fn update_rule(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
-    Form(form): Form<RuleForm>,
+    AdminForm(form): AdminForm<RuleForm>,
 ) -> PageResult {
-    save_rule(state, p, headers, Some(id), form).await
+    save_rule(state, user, Some(id), form).await
 }
 
-async fn save_rule(
-    state: WebState,
-    p: Principal,
-    headers: HeaderMap,
-    id: Option<i64>,
-    form: RuleForm,
-) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
+async fn save_rule(state: WebState, user: PageUser, id: Option<i64>, form: RuleForm) -> PageResult {
     if let Some(id) = id {
         // A rule of another site is a 404 whatever the form says.
-        store::get_rule(&state.pool, &p.scope, id)
+        store::get_rule(&state.pool, &user.scope, id)
             .await?
             .ok_or(PageError::NotFound)?;
     }
@@ -194,10 +164,10 @@ async fn save_rule(
         Err(errors) => Err(errors),
         Ok(input) => {
             let result = match id {
-                Some(id) => store::update_rule(&state.pool, &p.scope, id, &input)
+                Some(id) => store::update_rule(&state.pool, &user.scope, id, &input)
                     .await
                     .map(|()| id),
-                None => store::create_rule(&state.pool, &p.scope, p.user_id, &input).await,
+                None => store::create_rule(&state.pool, &user.scope, user.user_id, &input).await,
             };
             match result {
                 Ok(id) => Ok(id),
@@ -215,36 +185,19 @@ async fn save_rule(
             Ok(Redirect::to(&format!("/alarm-rules/{id}?saved=1")).into_response())
         }
         Err(errors) => {
-            show(
-                &state,
-                &p,
-                &headers,
-                id.is_none(),
-                RuleFormView::from_form(id, &form),
-                errors,
-                None,
-                None,
-            )
-            .await
+            let form = (RuleFormView::from_form(id, form), errors);
+            show(&state, &user, id.is_none(), form, None, None).await
         }
     }
 }
 
-#[derive(Deserialize)]
-pub struct CsrfOnly {
-    csrf: String,
-}
-
-pub async fn delete_rule(
+async fn delete_rule(
     State(state): State<WebState>,
-    PageUser(p): PageUser,
-    headers: HeaderMap,
+    user: PageUser,
     Path(id): Path<i64>,
-    Form(form): Form<CsrfOnly>,
+    _: AdminForm,
 ) -> PageResult {
-    check_csrf(&headers, &form.csrf)?;
-    require_admin(&p)?;
-    store::delete_rule(&state.pool, &p.scope, id).await?;
+    store::delete_rule(&state.pool, &user.scope, id).await?;
     state
         .alarms
         .rules_changed_and_loaded(std::time::Duration::from_secs(5))

@@ -13,37 +13,16 @@ use crate::web::pages::alarms::SEVERITIES;
 
 // ---- the form as shown ----------------------------------------------------------------------------
 
-/// A rule as the editor shows it: every field as text, numbers in the unit shown.
+/// A rule as the editor shows it: the form's fields as text, numbers in the unit shown (`f`,
+/// whose `target` names the object and whose checkboxes are the flags here), `id` for a stored
+/// rule.
 #[derive(Default)]
 pub(super) struct RuleFormView {
     pub(super) id: Option<i64>,
-    pub(super) site_id: String,
-    pub(super) name: String,
     pub(super) enabled: bool,
-    pub(super) severity: String,
-    /// `site`, `panel:<id>`, `circuit:<id>` or `meter:<id>`.
-    pub(super) target: String,
-    pub(super) kind: String,
-    pub(super) quantity: String,
-    pub(super) window_s: String,
-    pub(super) op: String,
-    pub(super) threshold: String,
-    pub(super) low: String,
-    pub(super) high: String,
-    pub(super) hysteresis: String,
-    pub(super) on_delay_s: String,
-    pub(super) off_delay_s: String,
-    pub(super) active_from: String,
-    pub(super) active_to: String,
-    pub(super) active_days: String,
-    pub(super) email: String,
-    pub(super) escalate_to: String,
-    pub(super) escalate_after_min: String,
-    pub(super) webhook_url: String,
-    pub(super) mqtt_topic: String,
     pub(super) notify_clear: bool,
-    pub(super) shed_relay: String,
     pub(super) restore_on_clear: bool,
+    pub(super) f: RuleForm,
 }
 
 fn text(v: Option<impl ToString>) -> String {
@@ -53,17 +32,20 @@ fn text(v: Option<impl ToString>) -> String {
 impl RuleFormView {
     pub(super) fn new_rule(site_id: Option<i64>) -> Self {
         Self {
-            site_id: text(site_id),
             enabled: true,
-            severity: "warning".into(),
-            target: "site".into(),
-            kind: "measurement".into(),
-            quantity: "p".into(),
-            op: "above".into(),
-            hysteresis: "0".into(),
-            on_delay_s: "0".into(),
-            off_delay_s: "0".into(),
             notify_clear: true,
+            f: RuleForm {
+                site_id: text(site_id),
+                severity: "warning".into(),
+                target: "site".into(),
+                kind: "measurement".into(),
+                quantity: "p".into(),
+                op: "above".into(),
+                hysteresis: "0".into(),
+                on_delay_s: "0".into(),
+                off_delay_s: "0".into(),
+                ..RuleForm::default()
+            },
             ..Self::default()
         }
     }
@@ -85,11 +67,10 @@ impl RuleFormView {
             ("meter", _, _, Some(id)) => format!("meter:{id}"),
             _ => "site".into(),
         };
-        Self {
-            id: Some(r.id),
+        let hours = c.active_hours.as_ref();
+        let f = RuleForm {
             site_id: r.site_id.to_string(),
             name: r.name.clone(),
-            enabled: r.enabled,
             severity: r.severity.clone(),
             target,
             kind: kind.into(),
@@ -102,11 +83,9 @@ impl RuleFormView {
             hysteresis: shown(c.hysteresis, scale),
             on_delay_s: c.on_delay_s.to_string(),
             off_delay_s: c.off_delay_s.to_string(),
-            active_from: text(c.active_hours.as_ref().map(|h| h.from.format("%H:%M"))),
-            active_to: text(c.active_hours.as_ref().map(|h| h.to.format("%H:%M"))),
-            active_days: c
-                .active_hours
-                .as_ref()
+            active_from: text(hours.map(|h| h.from.format("%H:%M"))),
+            active_to: text(hours.map(|h| h.to.format("%H:%M"))),
+            active_days: hours
                 .map(|h| {
                     h.days
                         .iter()
@@ -120,48 +99,36 @@ impl RuleFormView {
             escalate_after_min: text(a.escalate_after_min),
             webhook_url: a.webhook_url.clone().unwrap_or_default(),
             mqtt_topic: a.mqtt_topic.clone().unwrap_or_default(),
-            notify_clear: a.notify_clear,
             shed_relay: text(a.shed_relay),
+            ..RuleForm::default()
+        };
+        Self {
+            id: Some(r.id),
+            enabled: r.enabled,
+            notify_clear: a.notify_clear,
             restore_on_clear: a.restore_on_clear,
+            f,
         }
     }
 
     /// What was typed, for the form shown again.
-    pub(super) fn from_form(id: Option<i64>, f: &RuleForm) -> Self {
+    pub(super) fn from_form(id: Option<i64>, f: RuleForm) -> Self {
         Self {
             id,
-            site_id: f.site_id.clone(),
-            name: f.name.clone(),
             enabled: f.enabled.is_some(),
-            severity: f.severity.clone(),
-            target: f.target_value(),
-            kind: f.kind.clone(),
-            quantity: f.quantity.clone(),
-            window_s: f.window_s.clone(),
-            op: f.op.clone(),
-            threshold: f.threshold.clone(),
-            low: f.low.clone(),
-            high: f.high.clone(),
-            hysteresis: f.hysteresis.clone(),
-            on_delay_s: f.on_delay_s.clone(),
-            off_delay_s: f.off_delay_s.clone(),
-            active_from: f.active_from.clone(),
-            active_to: f.active_to.clone(),
-            active_days: f.active_days.clone(),
-            email: f.email.clone(),
-            escalate_to: f.escalate_to.clone(),
-            escalate_after_min: f.escalate_after_min.clone(),
-            webhook_url: f.webhook_url.clone(),
-            mqtt_topic: f.mqtt_topic.clone(),
             notify_clear: f.notify_clear.is_some(),
-            shed_relay: f.shed_relay.clone(),
             restore_on_clear: f.restore_on_clear.is_some(),
+            f: RuleForm {
+                target: f.target_value(),
+                target_id: String::new(),
+                ..f
+            },
         }
     }
 
     /// The unit thresholds are typed in, for the hint beside them.
     pub(super) fn unit(&self) -> &'static str {
-        unit_of(&self.kind, &self.quantity).0
+        unit_of(&self.f.kind, &self.f.quantity).0
     }
 }
 

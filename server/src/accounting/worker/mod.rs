@@ -1,0 +1,229 @@
+//! The profile worker: turns queued spans of new counter readings into 15-minute intervals,
+//! daily rollups and site totals.
+//!
+//! Ingest appends a row to `energy_dirty` in the transaction that commits new readings. The
+//! worker takes a batch of those rows, merges them per counter, recomputes only the readings
+//! window around each span (the engine's results are local, see
+//! [`headend_energy::engine::CONTEXT`]), rewrites the affected intervals, the local days they
+//! fall in, and the site totals, and deletes the rows it took, all in one transaction. A crash
+//! rolls everything back and the rows are taken again; every step is idempotent.
+//!
+//! `drain` takes the queue and runs a batch through its three steps, `intervals`, `rollups`
+//! and `site`; `queue` is how admin changes queue work for it.
+//!
+//! # One bad counter does not stall the others
+//!
+//! A batch that fails with an error that is not about the database being away (a constraint
+//! violation, a data error, a statement timeout, ...) is retried counter by counter, each in
+//! its own transaction. A counter whose own recomputation still fails is *quarantined*: a row
+//! in `energy_quarantine` (reason, since, attempts), one error log line, one increment of
+//! `headend_profile_counters_quarantined_total`; its `energy_dirty` rows stay queued (merged
+//! into one) but no longer take part in batches, so every other counter goes on. It is
+//! released only by an admin (`POST /api/v1/energy/quarantine/{counter_id}/retry`), after
+//! which its queued span is recomputed; failing again quarantines it again with one more
+//! attempt. New readings of a quarantined counter are stored and queued as usual, and
+//! accounted once it is released: a hostile counter cannot turn each of its messages into a
+//! retry.
+//!
+//! Readings flagged [`BEYOND_HORIZON`](crate::ingest::clock::BEYOND_HORIZON) by ingest, and
+//! readings dated before their device's `commissioned_at` (see [`queue_commissioning`]), are
+//! never part of a window, and the engine interpolates across gaps of at most
+//! `energy.max_interpolation_gap_hours` (see [`headend_energy::engine::compute_bounded`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use headend_energy::engine;
+use sqlx::PgPool;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::infra::metrics::Metrics;
+
+mod drain;
+mod intervals;
+mod queue;
+mod rollups;
+mod site;
+
+pub use queue::{queue_commissioning, queue_rollups};
+pub(crate) use site::site_placements;
+
+/// Counters taken per transaction: large enough to amortise round trips, small enough that a
+/// transaction stays short.
+const BATCH: i64 = 2_000;
+/// Counters recomputed together (one round of queries).
+const CHUNK: usize = 200;
+/// Default of `energy.max_interpolation_gap_hours`: 31 days.
+pub const DEFAULT_MAX_GAP_HOURS: u32 = 24 * 31;
+/// The worker looks for work at least this often even without a wake-up (rows queued by
+/// another process, e.g. `headend` admin commands).
+const POLL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("profile worker: {step}: {source}")]
+    Db {
+        step: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+trait Step<T> {
+    fn step(self, step: &'static str) -> Result<T, WorkerError>;
+}
+
+impl WorkerError {
+    /// Whether the error says the database is away or busy (retry the batch later), rather
+    /// than something about the data of the counters in it (isolate them).
+    pub fn is_transient(&self) -> bool {
+        let Self::Db { source, .. } = self;
+        match source {
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                // Connection, transaction rollback (serialization, deadlock), resources,
+                // operator intervention (but a statement timeout, 57014, is the counter's
+                // doing), system and internal errors.
+                code != "57014" && ["08", "40", "53", "57", "58", "XX"].contains(&&code[..2])
+            }),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            _ => false,
+        }
+    }
+}
+
+impl<T> Step<T> for Result<T, sqlx::Error> {
+    fn step(self, step: &'static str) -> Result<T, WorkerError> {
+        self.map_err(|source| WorkerError::Db { step, source })
+    }
+}
+
+pub struct ProfileWorker {
+    pool: PgPool,
+    params: engine::Params,
+    /// Longest gap between readings the engine interpolates across.
+    max_gap_ms: i64,
+    wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
+    listener: Option<EnergyListener>,
+}
+
+/// What a committed step changed: the intervals of these counters and the site totals of these
+/// sites, each over a span (UTC). Handed to a listener (the alarm evaluator) after the commit,
+/// so rules on quarter-hours are evaluated as the data arrives.
+#[derive(Debug, Clone, Default)]
+pub struct EnergyChanged {
+    pub counters: Vec<(i64, DateTime<Utc>, DateTime<Utc>)>,
+    pub sites: Vec<(i64, DateTime<Utc>, DateTime<Utc>)>,
+}
+
+pub type EnergyListener = Arc<dyn Fn(EnergyChanged) + Send + Sync>;
+
+/// What one step did, for metrics and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Progress {
+    pub counters: usize,
+    pub intervals: usize,
+    pub days: usize,
+    /// Counters set aside in this step (see the module docs).
+    pub quarantined: usize,
+}
+
+impl std::ops::AddAssign for Progress {
+    fn add_assign(&mut self, other: Self) {
+        self.counters += other.counters;
+        self.intervals += other.intervals;
+        self.days += other.days;
+        self.quarantined += other.quarantined;
+    }
+}
+
+impl ProfileWorker {
+    pub fn new(
+        pool: PgPool,
+        params: engine::Params,
+        wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            pool,
+            params,
+            max_gap_ms: i64::from(DEFAULT_MAX_GAP_HOURS) * 3_600_000,
+            wake,
+            metrics,
+            listener: None,
+        }
+    }
+
+    /// Applies `energy.max_interpolation_gap_hours`; without this call the default (31 days)
+    /// applies.
+    #[must_use]
+    pub fn with_energy_limits(mut self, energy: &crate::config::EnergyConfig) -> Self {
+        self.max_gap_ms = energy.max_interpolation_gap_ms();
+        self
+    }
+
+    /// Tells `listener` what each committed step changed.
+    pub fn with_listener(mut self, listener: EnergyListener) -> Self {
+        self.listener = Some(listener);
+        self
+    }
+
+    /// Works until `shutdown`. A database error is logged and retried with backoff: the queue
+    /// is durable, so nothing is lost while PostgreSQL is away.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let started = Instant::now();
+            match self.step().await {
+                Ok(progress) if progress.counters > 0 || progress.quarantined > 0 => {
+                    backoff = Duration::from_millis(200);
+                    self.metrics.record_profiles(
+                        progress.counters as u64,
+                        progress.intervals as u64,
+                        started.elapsed(),
+                    );
+                    continue;
+                }
+                Ok(_) => {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = self.wake.notified() => {}
+                        () = tokio::time::sleep(POLL) => {}
+                    }
+                }
+                Err(e) => {
+                    self.metrics.db_errors.inc();
+                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "profile step failed; retried");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Takes one batch of queued work and does it in one transaction; if that fails for a
+    /// reason other than the database being away, does the batch's counters one by one and
+    /// quarantines those that fail alone (see the module docs).
+    pub async fn step(&self) -> Result<Progress, WorkerError> {
+        match self.step_batch(None).await {
+            Err(e) if !e.is_transient() => {
+                tracing::warn!(error = %e, "profile batch failed; its counters are recomputed one by one");
+                self.isolate().await
+            }
+            other => other,
+        }
+    }
+}
