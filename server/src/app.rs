@@ -179,7 +179,7 @@ impl App {
             &db.pool,
             modbus.maps(),
             &config.modbus,
-            &config.ingest.default_time_zone,
+            config.ingest.default_time_zone,
         )
         .await?;
         let web = web::WebState {
@@ -187,7 +187,7 @@ impl App {
             keys,
             metrics: metrics.clone(),
             gauges,
-            default_time_zone: config.ingest.default_time_zone.clone(),
+            default_time_zone: config.ingest.default_time_zone,
             secure_cookies: config.http.secure_cookies,
             on_gateways_changed,
             energy_wake: ingest.energy_wake(),

@@ -9,6 +9,7 @@ use crate::auth::{password, users, Role};
 use crate::config::Config;
 use crate::infra::datadir::DataDir;
 use crate::infra::db::Database;
+use crate::zone::TimeZone;
 use crate::{fleet::gateways, sites, App};
 
 #[derive(Debug, Parser)]
@@ -57,6 +58,23 @@ enum Command {
     },
     /// Print the default configuration file.
     DefaultConfig,
+    /// Work on an ingest journal left by an instance that is gone (docs/operations.md).
+    Journal {
+        #[command(subcommand)]
+        command: crate::ingest::drain::JournalCommand,
+    },
+    /// Back up the embedded cluster and the journal into a new directory (docs/backup.md).
+    Backup {
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Verify a backup and lay it down as a new data directory, ready for `serve`.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -88,7 +106,7 @@ enum GatewayCommand {
         site: Option<String>,
         /// IANA zone of the gateway clock when it belongs to no site.
         #[arg(long)]
-        time_zone: Option<String>,
+        time_zone: Option<TimeZone>,
         #[arg(long)]
         topic_root: Option<String>,
         #[arg(long)]
@@ -103,8 +121,9 @@ enum SiteCommand {
     Add {
         #[arg(long)]
         name: String,
+        /// IANA zone of the site's local days, e.g. Europe/Ljubljana.
         #[arg(long)]
-        time_zone: String,
+        time_zone: TimeZone,
     },
 }
 
@@ -189,7 +208,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                     topic_sub,
                 },
         } => {
-            let default_zone = config.ingest.default_time_zone.clone();
+            let default_zone = config.ingest.default_time_zone;
             with_database(&config, |pool| async move {
                 let site_id = match &site {
                     Some(name) => Some(
@@ -210,7 +229,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
                         topic_pub,
                         topic_sub,
                     },
-                    &default_zone,
+                    default_zone,
                 )
                 .await?;
                 print_gateway(&created);
@@ -223,7 +242,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
             command: SiteCommand::Add { name, time_zone },
         } => {
             with_database(&config, |pool| async move {
-                let id = sites::create(&pool, &name, &time_zone).await?;
+                let id = sites::create(&pool, &name, time_zone).await?;
                 println!("site {name:?} created (id {id}, time zone {time_zone})");
                 Ok(())
             })
@@ -232,6 +251,26 @@ async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
         }
         Command::Healthcheck { url } => healthcheck(&config, url).await,
         Command::DefaultConfig => Ok(ExitCode::SUCCESS),
+        Command::Journal {
+            command: crate::ingest::drain::JournalCommand::Drain { dir },
+        } => {
+            // Opened (and locked) first: a journal a running Headend holds is refused at once.
+            let journal = crate::ingest::drain::open(&dir).await?;
+            let config = &config;
+            with_database(config, |pool| async move {
+                println!(
+                    "{}",
+                    crate::ingest::drain::drain(journal, pool, config).await?
+                );
+                Ok(())
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup { to } => crate::infra::backup::backup_command(&config, &to).await,
+        Command::Restore { from, data_dir } => {
+            crate::infra::backup::restore_command(&config, &from, &data_dir).await
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::auth::Scope;
+use crate::zone::TimeZone;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SiteError {
@@ -22,23 +23,19 @@ pub struct SiteView {
     pub id: i64,
     pub name: String,
     /// IANA zone of the site's local days.
-    pub time_zone: String,
+    pub time_zone: TimeZone,
     /// The same zone under the name the energy API uses.
-    pub timezone: String,
+    pub timezone: TimeZone,
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn create(pool: &PgPool, name: &str, time_zone: &str) -> Result<i64, SiteError> {
+/// Creates a site; the zone was checked where it entered (API body, form, command line).
+pub async fn create(pool: &PgPool, name: &str, time_zone: TimeZone) -> Result<i64, SiteError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(SiteError::Invalid(
             "a site name is 1 to 200 characters without control characters".into(),
         ));
-    }
-    if time_zone.parse::<chrono_tz::Tz>().is_err() {
-        return Err(SiteError::Invalid(format!(
-            "{time_zone:?} is not an IANA time zone name (e.g. Europe/Ljubljana)"
-        )));
     }
     sqlx::query_scalar(
         "INSERT INTO sites (name, time_zone) VALUES ($1, $2) ON CONFLICT DO NOTHING RETURNING id",
@@ -84,7 +81,7 @@ pub async fn get(pool: &PgPool, scope: &Scope, id: i64) -> Result<Option<SiteVie
 pub struct SiteSummary {
     pub id: i64,
     pub name: String,
-    pub time_zone: String,
+    pub time_zone: TimeZone,
     /// How many supply contracts it has.
     pub contracts: i64,
 }

@@ -15,10 +15,17 @@ use sqlx::{Decode, Encode, Postgres};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct TimeZone(Tz);
 
-/// The text does not name a zone of the tz database this build carries.
+/// The text does not name a zone of the tz database this build carries; names the zone it
+/// matches but for the letter case, if one does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown time zone {0:?} (use an IANA name such as Europe/Ljubljana)")]
-pub struct UnknownZone(pub String);
+#[error(
+    "unknown time zone {name:?} (use an IANA name such as Europe/Ljubljana){}",
+    .suggestion.map(|tz| format!("; did you mean {:?}?", tz.name())).unwrap_or_default()
+)]
+pub struct UnknownZone {
+    name: String,
+    suggestion: Option<Tz>,
+}
 
 impl TimeZone {
     pub const UTC: Self = Self(Tz::UTC);
@@ -56,10 +63,13 @@ impl FromStr for TimeZone {
     type Err = UnknownZone;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.trim()
-            .parse::<Tz>()
-            .map(Self)
-            .map_err(|_| UnknownZone(s.chars().take(64).collect()))
+        s.trim().parse::<Tz>().map(Self).map_err(|_| UnknownZone {
+            name: s.chars().take(64).collect(),
+            suggestion: chrono_tz::TZ_VARIANTS
+                .iter()
+                .copied()
+                .find(|tz| tz.name().eq_ignore_ascii_case(s.trim())),
+        })
     }
 }
 
@@ -72,6 +82,12 @@ impl fmt::Display for TimeZone {
 impl PartialEq<str> for TimeZone {
     fn eq(&self, other: &str) -> bool {
         self.name() == other
+    }
+}
+
+impl PartialEq<&str> for TimeZone {
+    fn eq(&self, other: &&str) -> bool {
+        self.name() == *other
     }
 }
 
@@ -139,14 +155,26 @@ mod tests {
         assert_eq!(" UTC ".parse::<TimeZone>().unwrap(), TimeZone::UTC);
         for bad in ["", "Mars/Olympus", "Europe/Ljubljana; DROP", "+01:00"] {
             let err = bad.parse::<TimeZone>().unwrap_err();
-            assert!(err.to_string().contains("unknown time zone"), "{bad}: {err}");
+            assert!(
+                err.to_string().contains("unknown time zone"),
+                "{bad}: {err}"
+            );
         }
+        let err = "europe/ljubljana".parse::<TimeZone>().unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("did you mean \"Europe/Ljubljana\"?"),
+            "{err}"
+        );
     }
 
     #[test]
     fn serde_round_trips_by_name_and_refuses_unknown_zones() {
         let zone: TimeZone = serde_json::from_str("\"America/New_York\"").unwrap();
-        assert_eq!(serde_json::to_string(&zone).unwrap(), "\"America/New_York\"");
+        assert_eq!(
+            serde_json::to_string(&zone).unwrap(),
+            "\"America/New_York\""
+        );
         assert!(serde_json::from_str::<TimeZone>("\"Nowhere/Land\"").is_err());
     }
 }

@@ -254,10 +254,10 @@ impl TestApp {
             headend::fleet::gateways::NewGateway {
                 serial: serial.into(),
                 site_id: site,
-                time_zone: zone.map(Into::into),
+                time_zone: zone.map(|z| z.parse().expect("a known time zone")),
                 ..Default::default()
             },
-            "UTC",
+            headend::zone::TimeZone::UTC,
         )
         .await
         .expect("create gateway");
@@ -265,6 +265,7 @@ impl TestApp {
     }
 
     pub async fn site(&self, name: &str, zone: &str) -> i64 {
+        let zone = zone.parse().expect("a known time zone");
         headend::sites::create(&self.pool, name, zone)
             .await
             .expect("create site")

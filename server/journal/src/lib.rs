@@ -75,6 +75,7 @@ pub use crate::appender::Appender;
 pub use crate::error::JournalError;
 pub use crate::options::JournalOptions;
 pub use crate::reader::{Batch, Reader, Record};
+pub use crate::recovery::TornTail;
 
 use crate::error::{ErrorChain, IoContext};
 use crate::layout::DirLock;
@@ -137,6 +138,7 @@ pub struct Journal {
     shared: Arc<Shared>,
     reader: Reader,
     writer: Option<WriterThread>,
+    torn_tail: Option<TornTail>,
 }
 
 #[derive(Debug)]
@@ -160,6 +162,7 @@ impl Journal {
         let recovered = recovery::recover(dir)?;
 
         let checkpoint = recovered.ledger.acks.checkpoint();
+        let torn_tail = recovered.torn_tail.clone();
         let cursor = Cursor::new(
             dir,
             recovered.read_from.seq,
@@ -205,6 +208,7 @@ impl Journal {
             reader: Reader::new(Arc::clone(&shared), cursor),
             shared,
             writer: Some(WriterThread { handle, done }),
+            torn_tail,
         })
     }
 
@@ -217,6 +221,11 @@ impl Journal {
     /// The directory the journal lives in.
     pub fn dir(&self) -> &Path {
         &self.shared.dir
+    }
+
+    /// The damaged end of the last segment that opening cut off, if any (also logged).
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn_tail.as_ref()
     }
 
     /// A handle for appending; clone it freely.

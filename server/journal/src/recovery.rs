@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
@@ -28,6 +28,23 @@ pub(crate) struct Recovered {
     /// and offset it is (or will be) at, if that segment exists yet.
     pub read_from: ReadStart,
     pub bytes_on_disk: u64,
+    pub torn_tail: Option<TornTail>,
+}
+
+/// A damaged end of the last segment that [`Journal::open`](crate::Journal::open) cut off: the
+/// records in it were never durable (a crash during their write), or the file was damaged since.
+/// Kept so that tools can say what they did not get, not only the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TornTail {
+    /// The segment file that was truncated.
+    pub segment: PathBuf,
+    /// Where the valid records end, and the file now ends.
+    pub offset: u64,
+    /// Bytes removed.
+    pub cut_bytes: u64,
+    /// Why the scan stopped there, e.g. a CRC mismatch.
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -65,6 +82,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
     let mut segments = VecDeque::with_capacity(firsts.len());
     let mut read_at = None;
     let mut end_seq = None;
+    let mut torn_tail = None;
     for (index, &first) in firsts.iter().enumerate() {
         let path = segment_path(dir, first);
         if let Some(expected) = end_seq.filter(|&expected| expected != first) {
@@ -93,6 +111,12 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
                 reason = %damage,
                 "truncated torn tail of the journal",
             );
+            torn_tail = Some(TornTail {
+                segment: path.clone(),
+                offset: scan.valid_len,
+                cut_bytes: scan.file_len - scan.valid_len,
+                reason: damage.clone(),
+            });
         }
         if let Some(offset) = scan.resume_offset {
             read_at = Some((first, offset));
@@ -156,6 +180,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, JournalError> {
             at: read_at,
         },
         bytes_on_disk,
+        torn_tail,
     })
 }
 

@@ -104,6 +104,11 @@ async fn torn_tail_is_cut_and_seq_continues() {
     assert_eq!(journal.epoch(), epoch);
     assert_eq!(journal.stats().last_seq, 9);
     assert_eq!(fs::metadata(&segment).unwrap().len(), len - 216);
+    let torn = journal.torn_tail().expect("the cut is reported");
+    assert_eq!(
+        (&torn.segment, torn.offset, torn.cut_bytes),
+        (&segment, len - 216, 166)
+    );
     assert_eq!(
         journal.appender().append(payload(11, 200)).await.unwrap(),
         10
@@ -121,6 +126,10 @@ async fn torn_tail_is_cut_and_seq_continues() {
     drop(file);
     let journal = open(dir.path(), &opts);
     assert_eq!(journal.stats().last_seq, 10);
+    assert_eq!(journal.torn_tail().map(|t| t.cut_bytes), Some(100));
+    journal.close().await.unwrap();
+    let journal = open(dir.path(), &opts);
+    assert_eq!(journal.torn_tail(), None, "a clean open reports no cut");
     journal.close().await.unwrap();
 
     let mut bytes = fs::read(&segment).unwrap();

@@ -19,12 +19,14 @@
 
 #![forbid(unsafe_code)]
 
+mod backup;
 mod binaries;
 mod cluster;
 mod error;
 mod identity;
 mod process;
 
+pub use backup::{base_backup, hand_over, verify_backup};
 pub use binaries::{BinarySearch, PgBinaries};
 pub use cluster::{Cluster, ClusterConfig, RunningCluster, DEFAULT_PORT, DEFAULT_SUPERUSER};
 pub use error::{PgEmbedError, Result};

@@ -555,5 +555,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("ingest.default_time_zone"), "{err}");
+        assert!(err.contains("unknown time zone"), "{err}");
+        let toml = file("[ingest]\ndefault_time_zone = \"Europe/Atlantis\"\n");
+        let refused = load(Some(toml.path()), &[]).unwrap_err().to_string();
+        assert!(refused.contains("ingest.default_time_zone"), "{refused}");
     }
 }

@@ -37,10 +37,6 @@ pub enum DashboardError {
     Worker(#[from] worker::WorkerError),
 }
 
-pub fn zone(name: &str) -> Tz {
-    name.parse().unwrap_or(chrono_tz::UTC)
-}
-
 /// The current power of a site: its top-level meters' latest total P within 15 minutes.
 pub async fn site_power_w(pool: &PgPool, site: i64) -> Result<Option<f64>, DashboardError> {
     let mut conn = pool.acquire().await?;

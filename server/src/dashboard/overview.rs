@@ -17,11 +17,12 @@ use chrono_tz::Tz;
 use headend_energy::calendar::{self, Period};
 use sqlx::PgPool;
 
-use super::{power, spark, zone, DashboardError};
+use super::{power, spark, DashboardError};
 use crate::accounting::roles::{self, Role};
 use crate::accounting::topology::{self, Placement};
 use crate::auth::Scope;
 use crate::sites;
+use crate::zone::TimeZone;
 
 /// A figure of this period beside the same period a year earlier.
 #[derive(Debug, Clone, Default)]
@@ -89,7 +90,7 @@ pub fn against(now: f64, before: f64) -> Option<(&'static str, String, &'static 
 pub struct SiteCard {
     pub id: i64,
     pub name: String,
-    pub time_zone: String,
+    pub time_zone: TimeZone,
     /// Meters on the site's gateways, and how many of them are placed (site, panel, circuit).
     pub meters: usize,
     pub meters_placed: usize,
@@ -186,7 +187,7 @@ pub async fn overview(
     let ids: Vec<i64> = sites.iter().map(|s| s.id).collect();
     let frames: HashMap<i64, Frame> = sites
         .iter()
-        .map(|s| (s.id, Frame::new(zone(&s.time_zone), now)))
+        .map(|s| (s.id, Frame::new(s.time_zone.tz(), now)))
         .collect();
 
     // Meters and their registers, for the site totals' meters (topology) and billing counters.

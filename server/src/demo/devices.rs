@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 
 use super::backfill::{CounterRef, Register};
+use super::converter_id;
 use super::model::{self, Place, SiteSpec, Source};
-use super::{converter_id, site_zone_name};
 use crate::accounting::structure;
 use crate::auth::{password, Scope};
 use crate::fleet::gateways;
@@ -64,7 +64,7 @@ pub(super) async fn locate(
                         )
                         .collect(),
                 },
-                site_zone_name(spec),
+                spec.zone.into(),
                 "api",
             )
             .await
@@ -143,7 +143,7 @@ pub async fn demo_gateway(pool: &PgPool, serial: &str, site: i64) -> anyhow::Res
                 site_id: Some(site),
                 ..Default::default()
             },
-            "Europe/Ljubljana",
+            chrono_tz::Europe::Ljubljana.into(),
         )
         .await?;
     }

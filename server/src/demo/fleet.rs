@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use super::model::{self, SITES};
-use super::{site_zone_name, Demo, FLEET_PREFIX};
+use super::{Demo, FLEET_PREFIX};
+use crate::zone::TimeZone;
 
 /// Starts the simulated fleet: one `sg-gateway fleet` per site (each with its site's zone
 /// as the gateways' clock), its meters continuing the backfilled counters. The children
@@ -66,7 +67,7 @@ pub fn start_fleet(
             .arg(&state)
             .env("RUST_LOG", "warn")
             // The simulated gateways' clocks show their site's local time, as an SG's does.
-            .env("TZ", site_zone_name(spec))
+            .env("TZ", spec.zone.name())
             .kill_on_drop(true)
             .spawn()?;
         children.push(child);
@@ -93,7 +94,7 @@ pub fn start_fleet(
                     "--first-push-delay",
                     "2",
                 ]);
-                let mut zone = "UTC";
+                let mut zone = TimeZone::UTC;
                 for m in &demo.xml_meters {
                     command.arg("--meter").arg(format!(
                         "{}:{:.0}:{}:{}:{}",
@@ -104,7 +105,7 @@ pub fn start_fleet(
                 }
                 let child = command
                     .env("RUST_LOG", "warn")
-                    .env("TZ", zone)
+                    .env("TZ", zone.name())
                     .kill_on_drop(true)
                     .spawn()?;
                 children.push(child);

@@ -43,11 +43,12 @@ use sqlx::PgPool;
 use crate::accounting::{contracts, structure};
 use crate::auth::{password, users, Role, Scope};
 use crate::sites;
+use crate::zone::TimeZone;
 use backfill::Register;
 pub use devices::demo_gateway;
 use devices::{devices, locate, place};
 pub use fleet::start_fleet;
-use model::{SiteSpec, Source, SITES};
+use model::{Source, SITES};
 
 /// Serial prefix of the simulated gateways: `SGF000001` …
 pub const FLEET_PREFIX: &str = "SGF";
@@ -94,11 +95,7 @@ pub struct XmlMeterStart {
     pub tan_phi: f64,
     /// `E1nr`, `E2nr`, `E3nr` at the end of the history, milli-units.
     pub start: [i64; 3],
-    pub zone: &'static str,
-}
-
-fn site_zone_name(site: &SiteSpec) -> &'static str {
-    site.zone.name()
+    pub zone: TimeZone,
 }
 
 fn fleet_serial(n: u32) -> String {
@@ -114,7 +111,7 @@ pub async fn setup(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Demo> {
     for spec in &SITES {
         let id = match sites::id_by_name(pool, spec.name).await? {
             Some(id) => id,
-            None => sites::create(pool, spec.name, site_zone_name(spec)).await?,
+            None => sites::create(pool, spec.name, spec.zone.into()).await?,
         };
         site_ids.push((spec.name, id));
     }
@@ -265,7 +262,7 @@ pub async fn setup(pool: &PgPool, now: DateTime<Utc>) -> anyhow::Result<Demo> {
                     power_w: profile_kw * 1000.0 * 0.95,
                     tan_phi: spec.tan_phi,
                     start: ends.get(&i).copied().unwrap_or_default(),
-                    zone: site_zone_name(spec),
+                    zone: spec.zone.into(),
                 });
             }
         }

@@ -56,6 +56,7 @@ use crate::accounting::contracts::{self, BadContract, SiteContracts};
 use crate::accounting::roles::{self, Role};
 use crate::auth::Scope;
 use crate::ingest::normalize::MEASUREMENT_COLUMNS;
+use crate::zone::TimeZone;
 use crate::{fleet::devices, sites};
 
 /// Rows are sent in chunks of about this size.
@@ -252,7 +253,7 @@ impl Selection {
                 .fetch_all(pool)
                 .await?;
                 Ok(Self {
-                    tz: site.time_zone.parse().unwrap_or(chrono_tz::UTC),
+                    tz: site.time_zone.tz(),
                     label: format!("site-{}", site.id),
                     site: Some((site.id, site.name)),
                     whole_site: true,
@@ -267,8 +268,8 @@ impl Selection {
                     .bind(device.id)
                     .fetch_one(pool)
                     .await?;
-                let (zone, site): (String, Option<(i64, String)>) = {
-                    let (zone, id, name): (String, Option<i64>, Option<String>) = sqlx::query_as(
+                let (zone, site): (TimeZone, Option<(i64, String)>) = {
+                    let (zone, id, name): (TimeZone, Option<i64>, Option<String>) = sqlx::query_as(
                         "SELECT COALESCE(s.time_zone, g.time_zone), s.id, s.name
                              FROM devices d JOIN gateways g ON g.id = d.gateway_id
                              LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
@@ -279,7 +280,7 @@ impl Selection {
                     (zone, id.zip(name))
                 };
                 Ok(Self {
-                    tz: zone.parse().unwrap_or(chrono_tz::UTC),
+                    tz: zone.tz(),
                     label: format!("meter-{}", file_safe(&device.serial)),
                     site,
                     whole_site: false,
@@ -302,7 +303,7 @@ impl Selection {
                 .fetch_all(pool)
                 .await?;
                 Ok(Self {
-                    tz: site.time_zone.parse().unwrap_or(chrono_tz::UTC),
+                    tz: site.time_zone.tz(),
                     label: format!("circuit-{}", circuit.id),
                     site: Some((site.id, site.name)),
                     whole_site: false,

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 use crate::auth::Scope;
 use crate::ingest::clock;
 use crate::ingest::normalize::MEASUREMENT_COLUMNS;
+use crate::zone::TimeZone;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 #[schema(as = Device)]
@@ -67,16 +68,16 @@ pub async fn list(pool: &PgPool, scope: &Scope) -> Result<Vec<DeviceView>, sqlx:
     .await
 }
 
-/// The time zone of a device's local times: its site's, else its gateway's.
-pub async fn time_zone(pool: &PgPool, device_id: i64) -> Result<chrono_tz::Tz, sqlx::Error> {
-    let zone: String = sqlx::query_scalar(
+/// The time zone of a device's local times: its site's, else its gateway's (a stored zone
+/// this build does not know is a decoding error, never UTC).
+pub async fn time_zone(pool: &PgPool, device_id: i64) -> Result<TimeZone, sqlx::Error> {
+    sqlx::query_scalar(
         "SELECT COALESCE(s.time_zone, g.time_zone) FROM devices d
          JOIN gateways g ON g.id = d.gateway_id LEFT JOIN sites s ON s.id = g.site_id WHERE d.id = $1",
     )
     .bind(device_id)
     .fetch_one(pool)
-    .await?;
-    Ok(zone.parse().unwrap_or(chrono_tz::UTC))
+    .await
 }
 
 /// How a meter is addressed: its serial, within the caller's scope.
@@ -417,7 +418,7 @@ pub async fn candidate_details(
 #[derive(Debug, sqlx::FromRow)]
 pub struct DeviceGateway {
     /// The zone of the device's local times: its site's, else its gateway's.
-    pub time_zone: String,
+    pub time_zone: TimeZone,
     pub serial: String,
     /// `sg` (pushes over MQTT) or `converter` (polled over Modbus TCP).
     pub kind: String,

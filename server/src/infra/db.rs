@@ -4,8 +4,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use headend_pgembed::{Cluster, ClusterConfig, PgBinaries, RunAs, RunningCluster};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{FromRow, PgPool, Row};
 
 use crate::config::Config;
 use crate::infra::datadir::DataDir;
@@ -116,4 +116,23 @@ async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
         .connect_with(options)
         .await
         .map_err(DbError::Connect)
+}
+
+/// Every row that decodes as `T`. One that does not (a stored time zone this build no longer
+/// knows) is left out with an error naming `what` and its `id`, so that one bad row does not
+/// stop everything the others feed (ingest's gateway directory, the alarm rules).
+pub fn decodable<T>(rows: &[PgRow], what: &'static str) -> Vec<T>
+where
+    T: for<'r> FromRow<'r, PgRow>,
+{
+    rows.iter()
+        .filter_map(|row| {
+            T::from_row(row)
+                .map_err(|e| {
+                    let id = row.try_get::<i64, _>("id").ok();
+                    tracing::error!(what, id = ?id, error = %e, "stored row left out");
+                })
+                .ok()
+        })
+        .collect()
 }

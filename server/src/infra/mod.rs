@@ -2,6 +2,7 @@
 //! directory, logging, the Prometheus registry and the outgoing HTTP/TLS client set-up.
 
 pub mod backoff;
+pub mod backup;
 pub mod datadir;
 pub mod db;
 pub mod http;

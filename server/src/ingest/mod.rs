@@ -9,6 +9,7 @@
 //! after a crash are the same code path. Writers are idempotent, so a replay changes nothing.
 
 pub mod clock;
+pub mod drain;
 pub mod normalize;
 pub mod normalize_polled;
 pub mod normalize_xml;
@@ -27,6 +28,7 @@ use tokio::sync::RwLock;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::gateways;
+use crate::infra::backoff::Backoff;
 use crate::infra::metrics::Metrics;
 use normalize::{Directory, Normalizer, Rows};
 use record::IngestRecord;
@@ -253,7 +255,7 @@ impl Ingest {
                 () = shutdown.cancelled() => return Ok(()),
                 batch = reader.next_batch(self.settings.batch_max_messages, 16 * 1024 * 1024) => batch?,
             };
-            let mut backoff = Duration::from_millis(100);
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             let confirmations = loop {
                 // Normalised again on every attempt: a gateway registered while the database
                 // was down is known once it is back.
@@ -296,18 +298,18 @@ impl Ingest {
                     }
                     Err(e) => {
                         self.metrics.db_errors.inc();
+                        let wait = backoff.next_delay();
                         tracing::warn!(
                             error = %e,
                             first_seq = batch.first_seq,
                             last_seq = batch.last_seq,
-                            retry_in_ms = backoff.as_millis() as u64,
+                            retry_in_ms = wait.as_millis() as u64,
                             "ingest batch not committed; kept in the journal and retried"
                         );
                         tokio::select! {
                             () = shutdown.cancelled() => return Ok(()),
-                            () = tokio::time::sleep(backoff) => {}
+                            () = tokio::time::sleep(wait) => {}
                         }
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
                     }
                 }
             };

@@ -10,6 +10,7 @@ use headend_mqtt_gate::{Credentials, Gate, GateConfig, GateStats, TlsConfig};
 
 use super::{CommandQueue, MqttError};
 use crate::config::MqttConfig;
+use crate::infra::backoff::Backoff;
 
 /// The running embedded broker and its public listeners.
 pub struct EmbeddedMqtt {
@@ -181,14 +182,13 @@ fn drain_link(mut link: rumqttd::local::LinkRx) {
 /// would be logged by rumqttd as a failed connect).
 async fn wait_reachable(addr: SocketAddr, credentials: &Credentials) -> Result<(), MqttError> {
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut delay = Duration::from_millis(5);
+    let mut backoff = Backoff::new(Duration::from_millis(5), Duration::from_millis(200));
     loop {
         match mqtt_probe(addr, credentials).await {
             Ok(()) => return Ok(()),
             Err(e) if Instant::now() >= deadline => return Err(MqttError::Broker(addr, e)),
             Err(_) => {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_millis(200));
+                tokio::time::sleep(backoff.next_delay()).await;
             }
         }
     }

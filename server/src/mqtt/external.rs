@@ -8,6 +8,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use tokio_util::sync::CancellationToken;
 
 use super::{CommandQueue, MqttError};
+use crate::infra::backoff::Backoff;
 use crate::ingest::record::{IngestRecord, RecordKind};
 use crate::ingest::IngestSink;
 
@@ -34,7 +35,7 @@ pub async fn run_external(
     let (client, mut events) = AsyncClient::new(options, 256);
     let mut pending: FuturesOrdered<BoxFuture<'static, (rumqttc::Publish, bool)>> =
         FuturesOrdered::new();
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => {
@@ -55,7 +56,7 @@ pub async fn run_external(
             }
             event = events.poll(), if pending.len() < 1024 => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     tracing::info!(host = %target.host, port = target.port, "connected to external broker");
                     if let Err(e) = client.subscribe(filter, QoS::AtLeastOnce).await {
                         tracing::warn!(error = %e, "subscribe on external broker failed");
@@ -86,12 +87,12 @@ pub async fn run_external(
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "external broker connection lost");
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "external broker connection lost");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }

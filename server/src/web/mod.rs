@@ -25,6 +25,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::token::TokenKeys;
 use crate::infra::metrics::{Gauges, Metrics};
+use crate::zone::TimeZone;
 
 /// Everything a handler may use.
 #[derive(Clone)]
@@ -33,7 +34,8 @@ pub struct WebState {
     pub keys: TokenKeys,
     pub metrics: Arc<Metrics>,
     pub gauges: Arc<dyn Fn() -> Gauges + Send + Sync>,
-    pub default_time_zone: String,
+    /// Zone of a new gateway or converter that belongs to no site (`ingest.default_time_zone`).
+    pub default_time_zone: TimeZone,
     /// Mark every cookie `Secure`, even on a request that does not look like HTTPS (see
     /// [`reached_over_https`]).
     pub secure_cookies: bool,

@@ -11,8 +11,7 @@ use serde_json::Value;
 
 /// The Schemathesis of `deploy/install-python.sh`.
 fn schemathesis() -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/python/bin/schemathesis");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/python/bin/schemathesis");
     assert!(
         path.exists(),
         "{} is missing: run `bash deploy/install-python.sh` (tests/run.sh does)",
@@ -61,7 +60,8 @@ async fn every_documented_operation_is_routed_and_declares_its_errors() {
             .map(|seg| if seg.starts_with('{') { "1" } else { seg })
             .collect::<Vec<_>>()
             .join("/");
-        let body = matches!(method.as_str(), "POST" | "PUT" | "PATCH").then(|| serde_json::json!({}));
+        let body =
+            matches!(method.as_str(), "POST" | "PUT" | "PATCH").then(|| serde_json::json!({}));
         let answer = app
             .request(method, &format!("/api/v1{concrete}"), Some(&admin), body)
             .await;
@@ -70,7 +70,12 @@ async fn every_documented_operation_is_routed_and_declares_its_errors() {
             !(answer.status == 404 && answer.body.contains("route not found")),
             "{method} {path} is documented but not routed"
         );
-        assert!(answer.status < 500, "{method} {path}: {} {}", answer.status, answer.body);
+        assert!(
+            answer.status < 500,
+            "{method} {path}: {} {}",
+            answer.status,
+            answer.body
+        );
     }
     app.stop().await;
 }

@@ -107,7 +107,7 @@ async fn headend_killed_mid_stream_commits_everything_it_acknowledged() {
             serial: "SG2".into(),
             ..Default::default()
         },
-        "UTC",
+        headend::zone::TimeZone::UTC,
     )
     .await
     .unwrap();

@@ -13,13 +13,14 @@ use sqlx::PgPool;
 use super::super::contracts::in_force;
 use super::super::roles::{self, Role};
 use super::{load_site_contracts, money_pico, wh, QualitySchema, QueryError, MAX_PROFILE_DAYS};
+use crate::zone::TimeZone;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Profile {
     /// Meter serial.
     pub device: String,
     /// Zone of `start_local`.
-    pub time_zone: String,
+    pub time_zone: TimeZone,
     /// Requested start, snapped down to a quarter-hour.
     pub from: DateTime<Utc>,
     /// Requested end, snapped up to a quarter-hour (exclusive).
@@ -299,7 +300,7 @@ pub async fn profile(
         .collect();
     Ok(Profile {
         device: device_serial.to_owned(),
-        time_zone: tz.name().to_owned(),
+        time_zone: tz.into(),
         from,
         to,
         registers,

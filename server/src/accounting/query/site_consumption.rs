@@ -384,7 +384,7 @@ pub async fn consumption(
     }
     Ok(Consumption {
         site_id: site,
-        time_zone: tz.name().to_owned(),
+        time_zone: tz.into(),
         by,
         group: group.map(|g| match g {
             Group::Meter => "meter",

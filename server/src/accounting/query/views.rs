@@ -6,6 +6,7 @@ use headend_energy::calendar::Period;
 use serde::Serialize;
 
 use super::{PeriodSchema, QueryError};
+use crate::zone::TimeZone;
 
 /// How a consumption answer splits each period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
@@ -35,7 +36,7 @@ impl std::str::FromStr for Group {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Consumption {
     pub site_id: i64,
-    pub time_zone: String,
+    pub time_zone: TimeZone,
     #[schema(value_type = PeriodSchema)]
     pub by: Period,
     #[schema(value_type = Option<Group>)]

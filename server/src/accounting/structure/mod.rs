@@ -9,6 +9,7 @@ mod placement;
 use sqlx::PgPool;
 
 use super::worker::queue_rollups;
+use crate::zone::TimeZone;
 
 pub use panels::{
     create_circuit, create_panel, delete_circuit, delete_panel, get_circuit, get_panel,
@@ -101,14 +102,11 @@ pub async fn update_site(
     pool: &PgPool,
     site: i64,
     name: Option<&str>,
-    time_zone: Option<&str>,
+    time_zone: Option<TimeZone>,
 ) -> Result<(), StructureError> {
     let name = name.map(|n| check_name("site", n)).transpose()?;
-    if let Some(tz) = time_zone {
-        headend_energy::calendar::parse_zone(tz)
-            .map_err(|e| StructureError::Invalid(e.to_string()))?;
-    }
     let mut tx = pool.begin().await?;
+    // The stored zone as text: a zone this build no longer knows can still be replaced.
     let old: Option<String> =
         sqlx::query_scalar("SELECT time_zone FROM sites WHERE id = $1 FOR UPDATE")
             .bind(site)
@@ -122,7 +120,7 @@ pub async fn update_site(
         .execute(&mut *tx)
         .await
         .map_err(|e| unique_violation(e, "a site of that name already exists".into()))?;
-    if time_zone.is_some_and(|tz| tz != old) {
+    if time_zone.is_some_and(|tz| tz != *old) {
         sqlx::query("DELETE FROM site_days WHERE site_id = $1")
             .bind(site)
             .execute(&mut *tx)

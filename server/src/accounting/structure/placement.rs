@@ -7,6 +7,7 @@ use sqlx::PgPool;
 
 use super::super::worker::{queue_commissioning, queue_rollups};
 use super::{check_name, check_usage, StructureError, Usage};
+use crate::zone::TimeZone;
 
 /// `PATCH /devices/{serial}`: a field left out stays; `null` clears it.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -81,7 +82,7 @@ struct Placed {
     export_register: Option<String>,
     reactive_register: Option<String>,
     commissioned_at: Option<DateTime<Utc>>,
-    time_zone: String,
+    time_zone: TimeZone,
 }
 
 /// The earliest commissioning date accepted: older is a typing error, not a meter.
@@ -92,20 +93,20 @@ pub const COMMISSIONED_MIN: &str = "1990-01-01T00:00:00Z";
 /// day after `now` (a date a little ahead of UTC is today somewhere).
 pub fn parse_commissioned_at(
     value: &str,
-    zone: &str,
+    zone: TimeZone,
     now: DateTime<Utc>,
 ) -> Result<DateTime<Utc>, StructureError> {
     let value = value.trim();
     let at = if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         t.with_timezone(&Utc)
     } else if let Ok(d) = chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d") {
-        let tz: chrono_tz::Tz = zone.parse().unwrap_or(chrono_tz::UTC);
         if !headend_energy::calendar::supported(d) {
             return Err(StructureError::Invalid(format!(
                 "commissioned_at {value:?} is not between 1990 and tomorrow"
             )));
         }
-        headend_energy::calendar::period_bounds(tz, d, headend_energy::calendar::Period::Day).0
+        headend_energy::calendar::period_bounds(zone.tz(), d, headend_energy::calendar::Period::Day)
+            .0
     } else {
         return Err(StructureError::Invalid(format!(
             "commissioned_at {:?} is not an RFC 3339 instant (2026-03-01T00:00:00+01:00) or a \
@@ -244,7 +245,7 @@ pub async fn patch_device(
         check_register(r)?;
     }
     let commissioned_at = match &patch.commissioned_at {
-        Some(Some(v)) => Some(parse_commissioned_at(v, &current.time_zone, Utc::now())?),
+        Some(Some(v)) => Some(parse_commissioned_at(v, current.time_zone, Utc::now())?),
         Some(None) => None,
         None => current.commissioned_at,
     };
@@ -338,7 +339,11 @@ mod tests {
     #[test]
     fn commissioning_dates_are_instants_or_local_dates_between_1990_and_tomorrow() {
         let now: DateTime<Utc> = "2026-12-07T09:00:00Z".parse().unwrap();
-        let ok = |v: &str, zone: &str| parse_commissioned_at(v, zone, now).unwrap().to_rfc3339();
+        let ok = |v: &str, zone: &str| {
+            parse_commissioned_at(v, zone.parse().unwrap(), now)
+                .unwrap()
+                .to_rfc3339()
+        };
         assert_eq!(
             ok("2026-03-01T00:00:00+01:00", "UTC"),
             "2026-02-28T23:00:00+00:00"
@@ -364,7 +369,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    parse_commissioned_at(bad, "UTC", now),
+                    parse_commissioned_at(bad, TimeZone::UTC, now),
                     Err(StructureError::Invalid(_))
                 ),
                 "{bad:?}"

@@ -12,6 +12,7 @@ use super::rollups::{load_contracts, rollup_days};
 use super::site::rebuild_site;
 use super::{EnergyChanged, ProfileWorker, Progress, Step, WorkerError, BATCH, CHUNK};
 use crate::accounting::roles::{self, Role};
+use crate::zone::TimeZone;
 
 impl ProfileWorker {
     /// The counters of the next batch, each in its own transaction.
@@ -241,7 +242,7 @@ async fn load_counters(
         bool,
         String,
         Option<i64>,
-        String,
+        TimeZone,
         Option<String>,
         Option<String>,
         Option<String>,
@@ -271,7 +272,7 @@ async fn load_counters(
                         device_id,
                         resettable,
                         site_id,
-                        tz: tz.parse().unwrap_or(chrono_tz::UTC),
+                        tz: tz.tz(),
                         role,
                     },
                 )

@@ -39,6 +39,7 @@ use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::infra::backoff::Backoff;
 use crate::infra::metrics::Metrics;
 
 mod drain;
@@ -178,7 +179,7 @@ impl ProfileWorker {
     /// Works until `shutdown`. A database error is logged and retried with backoff: the queue
     /// is durable, so nothing is lost while PostgreSQL is away.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -186,7 +187,7 @@ impl ProfileWorker {
             let started = Instant::now();
             match self.step().await {
                 Ok(progress) if progress.counters > 0 || progress.quarantined > 0 => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     self.metrics.record_profiles(
                         progress.counters as u64,
                         progress.intervals as u64,
@@ -203,12 +204,12 @@ impl ProfileWorker {
                 }
                 Err(e) => {
                     self.metrics.db_errors.inc();
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "profile step failed; retried");
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "profile step failed; retried");
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(()),
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
                 }
             }
         }

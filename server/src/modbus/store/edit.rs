@@ -12,6 +12,7 @@ use super::input::{
 use crate::fleet::gateways;
 use crate::modbus::config::ModbusConfig;
 use crate::modbus::{Maps, ModbusError};
+use crate::zone::TimeZone;
 
 /// An unusable password hash: not a PHC string, so no password ever verifies against it.
 const NO_PASSWORD: &str = "!modbus-converter";
@@ -21,7 +22,7 @@ pub async fn create(
     maps: &Maps,
     settings: &ModbusConfig,
     new: NewConverter,
-    default_zone: &str,
+    default_zone: TimeZone,
     source: &str,
 ) -> Result<i64, ModbusError> {
     gateways::validate_serial(&new.name).map_err(|e| ModbusError::Invalid(e.to_string()))?;
@@ -42,13 +43,13 @@ pub async fn create(
         )));
     }
     let mut tx = pool.begin().await?;
-    let zone: String = match new.site_id {
+    let zone: TimeZone = match new.site_id {
         Some(site) => sqlx::query_scalar("SELECT time_zone FROM sites WHERE id = $1")
             .bind(site)
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| ModbusError::Invalid(format!("site {site} does not exist")))?,
-        None => default_zone.to_owned(),
+        None => default_zone,
     };
     let layout = sg_wire::topic::TopicLayout::default_for(&new.name)
         .map_err(|e| ModbusError::Invalid(format!("name: {e}")))?;
@@ -65,7 +66,7 @@ pub async fn create(
             sqlx::query("UPDATE gateways SET site_id = $2, time_zone = $3 WHERE id = $1")
                 .bind(id)
                 .bind(new.site_id)
-                .bind(&zone)
+                .bind(zone)
                 .execute(&mut *tx)
                 .await?;
             id
@@ -85,7 +86,7 @@ pub async fn create(
             )
             .bind(&new.name)
             .bind(new.site_id)
-            .bind(&zone)
+            .bind(zone)
             .bind(NO_PASSWORD)
             .bind(layout.root())
             .bind(layout.publish())
@@ -262,7 +263,7 @@ pub async fn apply_config(
     pool: &PgPool,
     maps: &Maps,
     settings: &ModbusConfig,
-    default_zone: &str,
+    default_zone: TimeZone,
 ) -> Result<(), ModbusError> {
     for c in &settings.converters {
         let site_id = match &c.site {

@@ -93,7 +93,7 @@ pub async fn visible_site(state: &WebState, scope: &Scope, site: i64) -> ApiResu
     let site = sites::get(&state.pool, scope, site)
         .await?
         .ok_or(ApiError::NotFound("site"))?;
-    Ok(site.time_zone.parse().unwrap_or(chrono_tz::UTC))
+    Ok(site.time_zone.tz())
 }
 
 /// `found` (a panel, circuit, contract... of a site) if the caller may see its site; otherwise,

@@ -86,7 +86,7 @@ async fn create(
         state.modbus.maps(),
         state.modbus.settings(),
         body,
-        &state.default_time_zone,
+        state.default_time_zone,
         "api",
     )
     .await?;

@@ -108,7 +108,7 @@ async fn device_profile(
     Query(q): Query<ProfileParams>,
 ) -> ApiResult<Json<Profile>> {
     let device = resolve_meter(&state, &p.scope, &serial, q.device).await?;
-    let tz = devices::time_zone(&state.pool, device.id).await?;
+    let tz = devices::time_zone(&state.pool, device.id).await?.tz();
     let from = parse_instant("from", &q.from, tz)?;
     let to = parse_instant("to", &q.to, tz)?;
     let profile = query::profile(

@@ -57,7 +57,7 @@ async fn create_gateway(
     _admin: Admin,
     Json(body): Json<NewGateway>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
-    let created = gateways::create(&state.pool, body, &state.default_time_zone).await?;
+    let created = gateways::create(&state.pool, body, state.default_time_zone).await?;
     state.gateways_changed();
     Ok((StatusCode::CREATED, Json(created)))
 }

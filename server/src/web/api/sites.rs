@@ -16,6 +16,7 @@ use crate::sites::{self, SiteView};
 use crate::web::error::{ApiError, ApiResult};
 use crate::web::session::{Admin, Auth};
 use crate::web::WebState;
+use crate::zone::TimeZone;
 
 pub fn routes() -> OpenApiRouter<WebState> {
     OpenApiRouter::new()
@@ -29,7 +30,7 @@ struct NewSite {
     name: String,
     /// IANA zone, e.g. Europe/Ljubljana (`timezone` is accepted too).
     #[serde(alias = "timezone")]
-    time_zone: String,
+    time_zone: TimeZone,
 }
 
 /// Absent fields stay unchanged.
@@ -40,7 +41,7 @@ struct SitePatch {
     name: Option<String>,
     /// IANA zone, e.g. Europe/Ljubljana (`time_zone` is accepted too).
     #[serde(alias = "time_zone")]
-    timezone: Option<String>,
+    timezone: Option<TimeZone>,
 }
 
 /// Sites visible to the user
@@ -62,7 +63,7 @@ async fn create_site(
     _admin: Admin,
     Json(body): Json<NewSite>,
 ) -> ApiResult<(StatusCode, Json<Created>)> {
-    let id = sites::create(&state.pool, &body.name, &body.time_zone).await?;
+    let id = sites::create(&state.pool, &body.name, body.time_zone).await?;
     state.gateways_changed();
     Ok((StatusCode::CREATED, Json(Created { id })))
 }
@@ -97,13 +98,7 @@ async fn patch_site(
     Path(site): Path<i64>,
     Json(body): Json<SitePatch>,
 ) -> ApiResult<StatusCode> {
-    structure::update_site(
-        &state.pool,
-        site,
-        body.name.as_deref(),
-        body.timezone.as_deref(),
-    )
-    .await?;
+    structure::update_site(&state.pool, site, body.name.as_deref(), body.timezone).await?;
     state.gateways_changed();
     state.energy_changed();
     Ok(StatusCode::NO_CONTENT)

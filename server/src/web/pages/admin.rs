@@ -14,6 +14,7 @@ use super::{AdminForm, Nav, PageError, PageResult, PageUser};
 use crate::auth::{users, Role, Scope};
 use crate::web::urls::filters;
 use crate::web::WebState;
+use crate::zone::TimeZone;
 use crate::{fleet::gateways, sites};
 
 pub fn routes() -> Router<WebState> {
@@ -173,11 +174,17 @@ async fn create_site(
     user: PageUser,
     AdminForm(form): AdminForm<NewSiteForm>,
 ) -> PageResult {
-    let result = sites::create(&state.pool, &form.name, form.time_zone.trim()).await;
     let mut s = Submitted::new();
     s.keep("new-site-name", &form.name);
     s.keep("new-site-time_zone", &form.time_zone);
-    match result {
+    let Ok(zone) = form.time_zone.parse::<TimeZone>() else {
+        s.add(
+            "new-site-time_zone",
+            "choose the site's time zone from the list",
+        );
+        return refused(&state, &user, s).await;
+    };
+    match sites::create(&state.pool, &form.name, zone).await {
         Ok(id) => {
             state.gateways_changed();
             Ok(Redirect::to(&format!(
@@ -187,13 +194,6 @@ async fn create_site(
             .into_response())
         }
         Err(sites::SiteError::Db(e)) => Err(e.into()),
-        Err(e @ sites::SiteError::Invalid(_)) if e.to_string().contains("time zone") => {
-            s.add(
-                "new-site-time_zone",
-                "choose the site's time zone from the list",
-            );
-            refused(&state, &user, s).await
-        }
         Err(e) => {
             s.add("new-site-name", e.to_string());
             refused(&state, &user, s).await
@@ -455,7 +455,7 @@ async fn create_gateway(
             site_id,
             ..Default::default()
         },
-        &state.default_time_zone,
+        state.default_time_zone,
     )
     .await;
     match created {

@@ -13,7 +13,6 @@ use super::{supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
 use crate::accounting::structure;
 use crate::dashboard::circuit::{circuit_data, CircuitData};
 use crate::dashboard::period::{View, QUICK_RANGES};
-use crate::dashboard::{self};
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;
@@ -65,7 +64,7 @@ async fn circuit_page(
     let site = sites::get(&state.pool, &user.scope, circuit.site_id)
         .await?
         .ok_or(PageError::NotFound)?;
-    let tz = dashboard::zone(&site.time_zone);
+    let tz = site.time_zone.tz();
     let now = Utc::now();
     let today = calendar::local_date(now, tz);
     // A circuit has no power curve of its own here: a day is one bar.
@@ -96,7 +95,7 @@ async fn circuit_page(
             id.to_string(),
             format!("the meters of circuit {}", circuit.name),
             period,
-            &site.time_zone,
+            site.time_zone,
         ),
         name: circuit.name,
         d,

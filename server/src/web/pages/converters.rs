@@ -318,7 +318,7 @@ async fn create_converter(
                 enabled: Some(true),
                 devices: Vec::new(),
             },
-            &state.default_time_zone,
+            state.default_time_zone,
             "api",
         )
         .await;

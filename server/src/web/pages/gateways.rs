@@ -11,6 +11,7 @@ use super::{Nav, PageResult, PageUser};
 use crate::fleet::gateways;
 use crate::sites;
 use crate::web::WebState;
+use crate::zone::TimeZone;
 
 pub fn routes() -> Router<WebState> {
     Router::new().route("/gateways", get(gateways_page))
@@ -54,14 +55,11 @@ struct When {
 }
 
 impl When {
-    fn new(at: DateTime<Utc>, now: DateTime<Utc>, time_zone: &str) -> Self {
-        let exact = match time_zone.parse::<chrono_tz::Tz>() {
-            Ok(tz) => at
-                .with_timezone(&tz)
-                .format("%Y-%m-%d %H:%M:%S %Z")
-                .to_string(),
-            Err(_) => at.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        };
+    fn new(at: DateTime<Utc>, now: DateTime<Utc>, time_zone: TimeZone) -> Self {
+        let exact = at
+            .with_timezone(&time_zone.tz())
+            .format("%Y-%m-%d %H:%M:%S %Z")
+            .to_string();
         Self {
             ago: ago(now.signed_duration_since(at).num_seconds()),
             exact,
@@ -153,8 +151,8 @@ async fn gateways_page(
                 .and_then(|id| sites.get(&id).map(|name| (id, name.clone()))),
             online: g.online,
             converter: converters.contains(&g.id),
-            last_seen: g.last_seen_at.map(|t| When::new(t, now, &g.time_zone)),
-            last_hello: g.last_hello_at.map(|t| When::new(t, now, &g.time_zone)),
+            last_seen: g.last_seen_at.map(|t| When::new(t, now, g.time_zone)),
+            last_hello: g.last_hello_at.map(|t| When::new(t, now, g.time_zone)),
             clock_skew: g.clock_skew_s.map(skew),
             skew_large: g.clock_skew_s.is_some_and(|s| s.abs() >= 60.0),
             clock_faults: g.clock_faults,

@@ -35,6 +35,7 @@ use crate::accounting::query::{self};
 use crate::dashboard::DashboardError;
 use crate::export::Kind;
 use crate::web::{assets, WebState};
+use crate::zone::TimeZone;
 
 pub use extract::{AdminForm, CsrfForm, NoFields, PageContext, PageUser};
 
@@ -138,7 +139,7 @@ pub struct ExportForm {
     what: String,
     from: NaiveDate,
     to: NaiveDate,
-    time_zone: String,
+    time_zone: TimeZone,
     max_measurements: i64,
     max_readings: i64,
 }
@@ -149,7 +150,7 @@ impl ExportForm {
         value: String,
         what: String,
         (from, to): (NaiveDate, NaiveDate),
-        time_zone: &str,
+        time_zone: TimeZone,
     ) -> Self {
         let limit = |kind: Kind| {
             let (site, one) = kind.max_days();
@@ -166,7 +167,7 @@ impl ExportForm {
             what,
             from,
             to,
-            time_zone: time_zone.to_owned(),
+            time_zone,
             max_measurements: limit(Kind::Measurements),
             max_readings: limit(Kind::Readings),
         }

@@ -14,10 +14,10 @@ use serde::Deserialize;
 use super::{supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
 use crate::dashboard::period::{View, QUICK_RANGES};
 use crate::dashboard::site::{site_data, SiteData};
-use crate::dashboard::{self};
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;
+use crate::zone::TimeZone;
 
 pub fn routes() -> Router<WebState> {
     Router::new().route("/sites/{id}", get(site_page))
@@ -58,7 +58,7 @@ struct SitePage {
     nav: Nav,
     site_id: i64,
     site_name: String,
-    time_zone: String,
+    time_zone: TimeZone,
     /// `day`, `month`, `year` for the Days/Months/Years tabs, or empty.
     by: &'static str,
     quick: Vec<Quick>,
@@ -102,7 +102,7 @@ async fn site_page(
     let site = sites::get(&state.pool, &user.scope, id)
         .await?
         .ok_or(PageError::NotFound)?;
-    let tz = dashboard::zone(&site.time_zone);
+    let tz = site.time_zone.tz();
     let now = Utc::now();
     let today = calendar::local_date(now, tz);
     let (range, by) = (q.range.as_deref(), q.by.as_deref());
@@ -133,7 +133,7 @@ async fn site_page(
             id.to_string(),
             format!("all meters of {}", site.name),
             (d.from, d.to.succ_opt().unwrap_or(d.to)),
-            &site.time_zone,
+            site.time_zone,
         ),
         d,
         site_name: site.name,

@@ -21,12 +21,12 @@ use serde::Deserialize;
 use self::range::{days_text, graph, range_days, RANGES};
 use self::text::local;
 use super::{supported_date, ExportForm, Nav, PageError, PageResult, PageUser};
-use crate::dashboard;
 use crate::dashboard::charts;
 use crate::dashboard::counters::{self as names, Meter, Register};
 use crate::fleet::devices;
 use crate::web::urls::{self, filters};
 use crate::web::WebState;
+use crate::zone::TimeZone;
 
 pub fn routes() -> Router<WebState> {
     Router::new().route("/meters/{serial}", get(meter_page))
@@ -77,7 +77,7 @@ struct MeterPage {
     gateway_kind: &'static str,
     gateway_list: &'static str,
     gateway_online: bool,
-    time_zone: String,
+    time_zone: TimeZone,
     from: NaiveDate,
     to: NaiveDate,
     period_label: String,
@@ -183,12 +183,12 @@ async fn meter_page(
     // From here on the serial is the device's own (the path may have been the placeholder).
     let serial = device.serial.clone();
     let devices::DeviceGateway {
-        time_zone: zone_name,
+        time_zone: zone,
         serial: gateway,
         kind: gateway_kind,
         online: gateway_online,
     } = devices::gateway_of(&state.pool, device.id).await?;
-    let tz = dashboard::zone(&zone_name);
+    let tz = zone.tz();
     let now = Utc::now();
     let today = calendar::local_date(now, tz);
     // Without a chosen period: the last 24 hours, up to and including the quarter-hour in
@@ -270,16 +270,7 @@ async fn meter_page(
         .import_register
         .clone()
         .unwrap_or_else(|| crate::accounting::roles::DEFAULT_IMPORT.into());
-    let graph = graph(
-        &state,
-        &device,
-        &zone_name,
-        tz,
-        (start, end),
-        (from, to),
-        &import,
-    )
-    .await?;
+    let graph = graph(&state, &device, tz, (start, end), (from, to), &import).await?;
     let power_chart = charts::power_graph("power-chart", graph.title, &graph.points);
 
     let latest = devices::latest(&state.pool, device.clone()).await?;
@@ -404,7 +395,7 @@ async fn meter_page(
                 serial.clone(),
                 format!("meter {serial}"),
                 (from, to),
-                &zone_name,
+                zone,
             )
         },
         serial,
@@ -417,7 +408,7 @@ async fn meter_page(
             "/gateways"
         },
         gateway_online,
-        time_zone: zone_name,
+        time_zone: zone,
         from,
         to,
         period_label,

@@ -75,7 +75,6 @@ pub(super) struct Graph {
 pub(super) async fn graph(
     state: &WebState,
     device: &devices::DeviceView,
-    zone_name: &str,
     tz: Tz,
     (start, end): (DateTime<Utc>, DateTime<Utc>),
     (from, to): (NaiveDate, NaiveDate),
@@ -98,7 +97,7 @@ pub(super) async fn graph(
             // A meter without that register still shows its live values.
             query::QueryError::Invalid(_) => Ok(query::Profile {
                 device: device.serial.clone(),
-                time_zone: zone_name.to_owned(),
+                time_zone: tz.into(),
                 from: start,
                 to: end,
                 registers: Vec::new(),

@@ -16,6 +16,7 @@ use crate::web::pages::admin::{back_to_admin, refused};
 use crate::web::pages::form::Submitted;
 use crate::web::pages::{AdminForm, PageError, PageResult, PageUser};
 use crate::web::WebState;
+use crate::zone::TimeZone;
 
 pub struct MeterRow {
     /// The `devices` id, carried by the form (serials are not unique).
@@ -103,9 +104,9 @@ fn port_label(port: &str, slot: i16) -> String {
 pub(super) async fn rows(
     state: &WebState,
     site: i64,
-    zone: &str,
+    zone: TimeZone,
 ) -> Result<(Vec<MeterRow>, Vec<MeterRow>), PageError> {
-    let tz = dashboard::zone(zone);
+    let tz = zone.tz();
     let (mut unplaced, mut placed) = (Vec::new(), Vec::new());
     for m in dashboard::meter_placements(&state.pool, site).await? {
         let placement = match (m.measures.as_deref(), m.panel_id, m.circuit_id) {
@@ -278,13 +279,13 @@ pub(super) async fn place_meter(
         None => None,
         Some(date) => {
             let zone = site(&state, id).await?.time_zone;
-            let shown = commissioned.map(|at| local_date(at, dashboard::zone(&zone)));
+            let shown = commissioned.map(|at| local_date(at, zone.tz()));
             match shown {
                 Some(current) if current == date => None,
                 None if date.is_empty() => None,
                 _ if date.is_empty() => Some(None),
                 _ => {
-                    let checked = structure::parse_commissioned_at(date, &zone, Utc::now());
+                    let checked = structure::parse_commissioned_at(date, zone, Utc::now());
                     if checked.is_err() {
                         s.add(
                             &key("commissioned_at"),

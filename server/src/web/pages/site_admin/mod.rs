@@ -32,6 +32,7 @@ use crate::fleet::gateways;
 use crate::sites;
 use crate::web::urls::filters;
 use crate::web::WebState;
+use crate::zone::TimeZone;
 use pickers::{Choice, ChoiceGroup};
 
 /// The routes of this module, merged into the page router.
@@ -202,7 +203,7 @@ async fn show(ctx: Ctx<'_>, q: Outcome, s: Submitted) -> PageResult {
     let panels = structure::list_panels(&state.pool, id).await?;
     let circuits = structure::list_site_circuits(&state.pool, id).await?;
     let placements = meters::placement_choices(&panels, &circuits);
-    let (unplaced, placed) = meters::rows(state, id, &site.time_zone).await?;
+    let (unplaced, placed) = meters::rows(state, id, site.time_zone).await?;
     let gateways = gateways::count_on_site(&state.pool, id).await?;
     let contracts = contract::rows(state, id).await?;
     // Messages come back through the redirect's query: shown as text, never as markup.
@@ -210,7 +211,7 @@ async fn show(ctx: Ctx<'_>, q: Outcome, s: Submitted) -> PageResult {
     ctx.user.render(&SiteAdminPage {
         title: format!("Administration of {}", site.name),
         nav: ctx.user.nav(),
-        zones: pickers::zone_groups(s.value("site-time_zone", &site.time_zone)),
+        zones: pickers::zone_groups(s.value("site-time_zone", site.time_zone.name())),
         site,
         section: q.section.unwrap_or_default(),
         message: clip(q.message),
@@ -244,32 +245,19 @@ async fn settings(
     let mut s = Submitted::new();
     s.keep("site-name", &form.name);
     s.keep("site-time_zone", &form.time_zone);
-    let result = structure::update_site(
-        &state.pool,
-        id,
-        Some(&form.name),
-        Some(form.time_zone.trim()),
-    )
-    .await;
+    let ctx = Ctx::new(&state, &user, id);
+    let zone = match form.time_zone.parse::<TimeZone>() {
+        Ok(zone) => zone,
+        Err(e) => {
+            s.add("site-time_zone", e.to_string());
+            return refuse(ctx, s).await;
+        }
+    };
+    let result = structure::update_site(&state.pool, id, Some(&form.name), Some(zone)).await;
     if result.is_ok() {
         state.gateways_changed();
         state.energy_changed();
     }
-    let field = |m: &str| {
-        if m.contains("zone") {
-            "time_zone"
-        } else {
-            "name"
-        }
-    };
     let done = result.map(|()| "Site saved.".into());
-    finish(
-        Ctx::new(&state, &user, id),
-        "settings",
-        done,
-        s,
-        field,
-        "site",
-    )
-    .await
+    finish(ctx, "settings", done, s, |_| "name", "site").await
 }

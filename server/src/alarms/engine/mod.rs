@@ -20,11 +20,16 @@ use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::lifecycle::{self, RuleInfo, Subject};
+mod persist;
+
+use super::lifecycle::{RuleInfo, Subject};
 use super::rules::{self, Change, Condition, RuleState};
 use super::{measurement_column, Actions, AlarmsHandle, Severity, Watch};
 use crate::accounting::worker::EnergyChanged;
+use crate::infra::{backoff::Backoff, db::decodable};
 use crate::ingest::normalize::{DeviceKey, MeasurementRow, MEASUREMENT_COLUMNS};
+use crate::zone::TimeZone;
+use persist::persist;
 
 /// How far back a recomputed span is judged: a backfill of months is judged on its last week
 /// (older quarter-hours are history, not news; the CSV and the API still show them).
@@ -156,7 +161,7 @@ pub fn channel(
 type RuleRow = (
     i64,
     i64,
-    String,
+    TimeZone,
     String,
     String,
     Json<Watch>,
@@ -165,14 +170,16 @@ type RuleRow = (
 );
 
 async fn load_index(pool: &PgPool) -> Result<Index, sqlx::Error> {
-    let rows: Vec<RuleRow> = sqlx::query_as(
+    let rows = sqlx::query(
         "SELECT r.id, r.site_id, s.time_zone, r.name, r.severity, r.watch, r.condition, r.actions
          FROM alarm_rules r JOIN sites s ON s.id = r.site_id WHERE r.enabled",
     )
     .fetch_all(pool)
     .await?;
     let mut index = Index::default();
-    for (id, site_id, zone, name, severity, watch, condition, actions) in rows {
+    // A rule whose site's zone this build does not know is left out, never read in UTC.
+    let rules = decodable::<RuleRow>(&rows, "alarm rule");
+    for (id, site_id, zone, name, severity, watch, condition, actions) in rules {
         let column = match &watch.0 {
             Watch::Measurement { quantity } => measurement_column(quantity),
             _ => None,
@@ -190,7 +197,7 @@ async fn load_index(pool: &PgPool) -> Result<Index, sqlx::Error> {
             id,
             Arc::new(Compiled {
                 info,
-                zone: zone.parse().unwrap_or(Tz::UTC),
+                zone: zone.tz(),
                 column,
             }),
         );
@@ -244,7 +251,7 @@ impl Engine {
 
     /// Rules and saved states, retried until the database answers.
     async fn load(&mut self, shutdown: &CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
             let states: Result<Vec<(i64, String, Json<RuleState>)>, _> =
                 sqlx::query_as("SELECT rule_id, subject, state FROM alarm_rule_states")
@@ -267,9 +274,8 @@ impl Engine {
             }
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
+                () = tokio::time::sleep(backoff.next_delay()) => {}
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -522,18 +528,18 @@ impl Engine {
         if dirty.is_empty() && changes.is_empty() {
             return;
         }
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match persist(&self.pool, &dirty, &changes).await {
                 Ok(()) => break,
                 Err(e) => {
-                    tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64,
+                    let wait = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
                         "alarm state not written; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(wait) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -547,52 +553,4 @@ impl Engine {
             self.handle.outbox_wake.notify_one();
         }
     }
-}
-
-async fn persist(
-    pool: &PgPool,
-    dirty: &HashMap<(i64, String), RuleState>,
-    changes: &[(Arc<Compiled>, Subject, Change)],
-) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut rules = Vec::with_capacity(dirty.len());
-    let mut subjects = Vec::with_capacity(dirty.len());
-    let mut states = Vec::with_capacity(dirty.len());
-    for ((rule, subject), state) in dirty {
-        rules.push(*rule);
-        subjects.push(subject.clone());
-        states.push(serde_json::to_value(state).unwrap_or_default());
-    }
-    // A rule deleted meanwhile has no state to keep (the join skips it).
-    sqlx::query(
-        "INSERT INTO alarm_rule_states (rule_id, subject, state)
-         SELECT u.rule_id, u.subject, u.state
-         FROM UNNEST($1::int8[], $2::text[], $3::jsonb[]) AS u(rule_id, subject, state)
-         JOIN alarm_rules r ON r.id = u.rule_id
-         ON CONFLICT (rule_id, subject) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
-    )
-    .bind(&rules)
-    .bind(&subjects)
-    .bind(&states)
-    .execute(&mut *tx)
-    .await?;
-    for (rule, subject, change) in changes {
-        let exists: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM alarm_rules WHERE id = $1 FOR SHARE")
-                .bind(rule.info.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_none() {
-            continue;
-        }
-        match *change {
-            Change::Raise { at, value } => {
-                lifecycle::raise(&mut tx, &rule.info, subject, at, value).await?;
-            }
-            Change::Clear { at, value } => {
-                lifecycle::clear(&mut tx, &rule.info, subject, at, value).await?;
-            }
-        }
-    }
-    tx.commit().await
 }
