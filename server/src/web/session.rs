@@ -37,7 +37,7 @@ fn token_from(parts: &Parts) -> Option<&str> {
 
 /// The `Authorization` header's bearer token: `None` without the header, `Some(None)` when it
 /// is not a bearer token.
-fn bearer(headers: &HeaderMap) -> Option<Option<&str>> {
+pub fn bearer(headers: &HeaderMap) -> Option<Option<&str>> {
     let value = headers.get(header::AUTHORIZATION)?;
     Some(
         value
@@ -50,14 +50,24 @@ fn bearer(headers: &HeaderMap) -> Option<Option<&str>> {
 
 /// The `headend_session` cookie's value.
 pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    cookie(headers, COOKIE)
+}
+
+/// A request cookie's value, by name: the one cookie parser of the web layer.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(n, _)| *n == name)
         .map(|(_, value)| value)
+}
+
+/// Compares two secrets without an early exit, so the time taken says nothing about them.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The principal of a token: signature, expiry and a live session, then the account's current

@@ -11,7 +11,7 @@ use askama::Template;
 use axum::body::Body;
 use axum::extract::{FromRequest, FromRequestParts, RawForm, Request};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::de::DeserializeOwned;
@@ -23,17 +23,6 @@ use crate::web::session;
 use crate::web::WebState;
 
 const CSRF_COOKIE: &str = "headend_csrf";
-
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(n, _)| *n == name)
-        .map(|(_, v)| v)
-}
 
 /// A new CSRF token and the cookie that sets it (`Secure` is added by the router when due).
 /// Login always sets a new one, so a token planted or seen before login is worthless after.
@@ -47,18 +36,15 @@ pub(super) fn fresh_csrf() -> (String, String) {
 
 /// Whether `submitted` is the request's CSRF cookie (double submit), compared in constant time.
 fn check_csrf(headers: &HeaderMap, submitted: &str) -> Result<(), PageError> {
-    match cookie(headers, CSRF_COOKIE) {
+    match session::cookie(headers, CSRF_COOKIE) {
         Some(expected)
-            if !submitted.is_empty() && constant_eq(expected.as_bytes(), submitted.as_bytes()) =>
+            if !submitted.is_empty()
+                && session::constant_time_eq(expected.as_bytes(), submitted.as_bytes()) =>
         {
             Ok(())
         }
         _ => Err(PageError::Csrf),
     }
-}
-
-fn constant_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// What any page needs of its request, logged in or not: the CSRF token its forms carry (the
@@ -72,7 +58,7 @@ pub struct PageContext {
 
 impl PageContext {
     fn of(parts: &Parts) -> Self {
-        let valid = cookie(&parts.headers, CSRF_COOKIE)
+        let valid = session::cookie(&parts.headers, CSRF_COOKIE)
             .filter(|t| t.len() == 32 && t.bytes().all(|b| b.is_ascii_hexdigit()));
         let (csrf, set_cookie) = match valid {
             Some(t) => (t.to_owned(), None),
@@ -243,7 +229,7 @@ impl<T: DeserializeOwned + Send> FromRequest<WebState> for AdminForm<T> {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::StatusCode;
+    use axum::http::{header, StatusCode};
 
     use super::*;
 
@@ -317,8 +303,8 @@ mod tests {
 
     #[test]
     fn tokens_compare_in_full() {
-        assert!(constant_eq(b"abc", b"abc"));
-        assert!(!constant_eq(b"abc", b"abd"));
-        assert!(!constant_eq(b"abc", b"abcd"));
+        assert!(session::constant_time_eq(b"abc", b"abc"));
+        assert!(!session::constant_time_eq(b"abc", b"abd"));
+        assert!(!session::constant_time_eq(b"abc", b"abcd"));
     }
 }
