@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::accounting::worker::ProfileWorker;
 use crate::auth::token::TokenKeys;
 use crate::config::Config;
+use crate::infra::cluster::{InstanceId, Leases};
 use crate::infra::datadir::{DataDir, Runtime, ServeLock};
 use crate::infra::db::Database;
 use crate::infra::metrics::{Gauges, Metrics};
@@ -45,6 +46,8 @@ pub enum AppError {
     Modbus(#[from] crate::modbus::ModbusError),
     #[error(transparent)]
     XmlPush(#[from] crate::xml_push::XmlPushError),
+    #[error(transparent)]
+    Instance(#[from] crate::infra::cluster::InstanceIdError),
 }
 
 pub struct App {
@@ -66,6 +69,9 @@ pub struct App {
     /// MiSmart XML push: the TCP listener (when configured) and the document handler.
     xml_push: Option<crate::xml_push::listener::XmlPushListener>,
     xml_push_handler: Arc<crate::xml_push::XmlPush>,
+    /// This instance among those sharing the database, and its leases.
+    instance: InstanceId,
+    leases: Leases,
 }
 
 impl App {
@@ -76,7 +82,14 @@ impl App {
             Some(secret) => TokenKeys::new(secret.expose().as_bytes(), config.auth.token_ttl_secs),
             None => TokenKeys::load_or_generate(&data.jwt_key(), config.auth.token_ttl_secs)?,
         };
+        let instance =
+            InstanceId::resolve(config.cluster.instance.as_deref(), &data.instance_file())?;
         let db = Database::open(&config, &data).await?;
+        let leases = Leases::new(
+            db.pool.clone(),
+            instance.clone(),
+            config.cluster.lease_ttl(),
+        );
         gateways::mark_all_offline(&db.pool).await?;
         let metrics = Arc::new(Metrics::default());
 
@@ -225,7 +238,14 @@ impl App {
             shutdown: CancellationToken::new(),
             xml_push,
             xml_push_handler,
+            instance,
+            leases,
         })
+    }
+
+    /// This instance's name among those sharing the database.
+    pub fn instance(&self) -> &InstanceId {
+        &self.instance
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -286,8 +306,23 @@ impl App {
             shutdown,
             xml_push,
             xml_push_handler,
+            instance,
+            leases,
         } = self;
         let mut tasks: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
+        {
+            let heartbeat = crate::infra::cluster::heartbeat(
+                db.pool.clone(),
+                instance.clone(),
+                leases.ttl(),
+                (
+                    Some(http_addr.to_string()),
+                    mqtt.as_ref().map(|m| m.plain.local_addr().to_string()),
+                ),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move { ("instance-heartbeat", heartbeat.await) });
+        }
 
         {
             let shutdown = shutdown.clone();

@@ -210,6 +210,32 @@ impl TestApp {
         }
     }
 
+    /// Another instance on this app's database (issue 16: several instances, one truth): its own
+    /// data directory, journal, listeners (port 0) and instance name, this app's configuration
+    /// otherwise, then `adjust`. Tokens are shared only when `auth.jwt_secret` is configured.
+    pub async fn spawn_peer(&self, adjust: impl FnOnce(&mut Config)) -> Self {
+        let data_dir = tempfile::Builder::new()
+            .prefix("he")
+            .tempdir()
+            .expect("data dir");
+        let mut config = self.config.clone();
+        config.data_dir = data_dir.path().to_path_buf();
+        config.http.addr = ([127, 0, 0, 1], 0).into();
+        config.mqtt.addr = ([127, 0, 0, 1], 0).into();
+        config.mqtt.tls_addr = ([127, 0, 0, 1], 0).into();
+        if config.xml_push.addr.is_some() {
+            config.xml_push.addr = Some(([127, 0, 0, 1], 0).into());
+        }
+        config.cluster.instance = None;
+        adjust(&mut config);
+        Self::start(config, data_dir).await
+    }
+
+    /// This app's configuration (as started).
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     /// The app's database, for a pool that outlives the app.
     pub fn database_url(&self) -> String {
         self.config

@@ -88,7 +88,7 @@ impl TokenKeys {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut secret = [0u8; 64];
                 rand::rngs::OsRng.fill_bytes(&mut secret);
-                write_private(path, &secret).map_err(io)?;
+                crate::infra::datadir::write_private(path, &secret).map_err(io)?;
                 Ok(Self::new(&secret, ttl_secs))
             }
             Err(e) => Err(io(e)),
@@ -127,18 +127,6 @@ impl TokenKeys {
     pub fn ttl_secs(&self) -> i64 {
         self.ttl_secs
     }
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 #[cfg(test)]

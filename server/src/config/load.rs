@@ -33,6 +33,8 @@ pub const NAMES: &[(&str, &str)] = &[
     ("HEADEND_MQTT_TLS_KEY", "mqtt.tls_key"),
     ("HEADEND_MQTT_EXTERNAL_URL", "mqtt.external_url"),
     ("HEADEND_DATABASE_URL", "database.url"),
+    ("HEADEND_DATABASE_READ_URL", "database.read_url"),
+    ("HEADEND_INSTANCE", "cluster.instance"),
     ("HEADEND_PG_BINDIR", "database.pg_bindir"),
     ("HEADEND_JWT_SECRET", "auth.jwt_secret"),
     ("HEADEND_SMTP_PASSWORD", "alarms.smtp_password"),

@@ -52,6 +52,34 @@ pub struct Config {
     pub modbus: crate::modbus::config::ModbusConfig,
     pub xml_push: XmlPushConfig,
     pub alarms: AlarmsConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: several instances sharing one database.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// This instance's name (letters, digits, `.`, `_`, `-`). Unset: made once and kept in
+    /// `data_dir/instance`.
+    pub instance: Option<String>,
+    /// Time to live of leases and of this instance's heartbeat: work another instance held (a
+    /// converter's polling, the alarm timers ...) is taken over within this time after it died.
+    pub lease_secs: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            instance: None,
+            lease_secs: 15,
+        }
+    }
+}
+
+impl ClusterConfig {
+    pub fn lease_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.lease_secs.clamp(2, 3600))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -146,6 +174,9 @@ pub struct HttpConfig {
 pub struct DatabaseConfig {
     /// An external PostgreSQL server. Unset: Headend runs its own cluster in `data_dir/pg`.
     pub url: Option<Secret>,
+    /// A read replica for dashboards and CSV exports (`HEADEND_DATABASE_READ_URL`). Unset: they
+    /// read from `url`. Everything that writes, or must see its own write, uses `url`.
+    pub read_url: Option<Secret>,
     pub max_connections: u32,
     /// Where the PostgreSQL server binaries are, when they are in none of the usual places.
     pub pg_bindir: Option<PathBuf>,
@@ -338,6 +369,7 @@ impl Default for Config {
             modbus: crate::modbus::config::ModbusConfig::default(),
             xml_push: XmlPushConfig::default(),
             alarms: AlarmsConfig::default(),
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -357,6 +389,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: None,
+            read_url: None,
             max_connections: 16,
             pg_bindir: None,
             embedded_settings: Vec::new(),

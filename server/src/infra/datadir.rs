@@ -7,6 +7,7 @@
 //! <data_dir>/pg/            the embedded PostgreSQL cluster (and its Unix socket)
 //! <data_dir>/journal/       the ingest journal
 //! <data_dir>/jwt.key        session signing key (0600), unless configured
+//! <data_dir>/instance       this instance's name among those sharing the database (0600)
 //! ```
 
 use std::fs::File;
@@ -15,6 +16,21 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
+
+/// Creates `path` (which must not exist) readable by its owner only, with `bytes`, synced.
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// The instance name file, when not configured (see `infra::cluster::InstanceId`).
+pub const INSTANCE_FILE: &str = "instance";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
@@ -81,6 +97,9 @@ impl DataDir {
     }
     pub fn journal_dir(&self) -> PathBuf {
         self.root.join("journal")
+    }
+    pub fn instance_file(&self) -> PathBuf {
+        self.root.join(INSTANCE_FILE)
     }
     pub fn jwt_key(&self) -> PathBuf {
         self.root.join("jwt.key")
