@@ -90,7 +90,11 @@ impl App {
             instance.clone(),
             config.cluster.lease_ttl(),
         );
-        gateways::mark_all_offline(&db.pool).await?;
+        // Month partitions due exist before the first ingest batch (docs/retention.md).
+        crate::retention::ensure_partitions(&db.pool, &config.retention).await?;
+        // Our previous process's sessions died with it; other instances' sessions are theirs
+        // (those of dead instances: the `sessions` reaper below).
+        gateways::mark_own_offline(&db.pool, &instance).await?;
         let metrics = Arc::new(Metrics::default());
 
         let journal = Journal::open(
@@ -116,7 +120,8 @@ impl App {
                 Some(commands.clone()),
             )
             .await?
-            .with_energy_limits(&config.energy),
+            .with_energy_limits(&config.energy)
+            .with_instance(Some(instance.clone())),
         );
         let journal = ingest.journal();
 
@@ -197,6 +202,7 @@ impl App {
         .await?;
         let web = web::WebState {
             pool: db.pool.clone(),
+            read_pool: db.read_pool.clone(),
             keys,
             metrics: metrics.clone(),
             gauges,
@@ -323,6 +329,34 @@ impl App {
             );
             tasks.spawn(async move { ("instance-heartbeat", heartbeat.await) });
         }
+        {
+            // What another instance (or an admin command) changed reloads here at once.
+            use crate::infra::changes::Change;
+            let web = web.clone();
+            let on_change: crate::infra::changes::OnChange = Arc::new(move |change| match change {
+                Change::Gateways => web.gateways_changed(),
+                Change::Converters => web.modbus.changed(),
+                Change::AlarmRules => web.alarms.rules_changed.notify_one(),
+            });
+            let listen = crate::infra::changes::listen(db.pool.clone(), on_change, shutdown.clone());
+            tasks.spawn(async move { ("change-notices", listen.await) });
+        }
+        {
+            // Partitions ahead, raw measurements downsampled and dropped: one instance, daily.
+            let retention = crate::retention::run(
+                db.pool.clone(),
+                config.retention.clone(),
+                leases.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move { ("retention", retention.await) });
+        }
+        {
+            // Gateways left online by instances that died without closing their sessions.
+            let reaper =
+                crate::fleet::sessions::run(db.pool.clone(), leases.clone(), shutdown.clone());
+            tasks.spawn(async move { ("sessions-reaper", reaper.await) });
+        }
 
         {
             let shutdown = shutdown.clone();
@@ -354,13 +388,8 @@ impl App {
                 let feed = feed.clone();
                 Arc::new(move |changed| feed.energy_changed(changed))
             });
-            let shutdown = shutdown.clone();
-            tasks.spawn(async move {
-                (
-                    "profiles",
-                    worker.run(shutdown).await.map_err(|e| e.to_string()),
-                )
-            });
+            let (shutdown, leases) = (shutdown.clone(), leases.clone());
+            tasks.spawn(async move { ("profiles", worker.run(&leases, shutdown).await) });
         }
         {
             let dispatcher = crate::relays::dispatcher::Dispatcher::new(
@@ -369,7 +398,9 @@ impl App {
                 config.commands.timing(),
                 ingest.commands_wake(),
             )
-            .with_converters(web.modbus.clone());
+            .with_converters(web.modbus.clone())
+            // The embedded broker's sessions are this instance's; an external broker's anyone's.
+            .with_instance(config.mqtt.external_url.is_none().then(|| instance.clone()));
             let shutdown = shutdown.clone();
             tasks.spawn(async move { ("relay-commands", dispatcher.run(shutdown).await) });
         }
@@ -385,6 +416,7 @@ impl App {
                 feed,
                 period: std::time::Duration::from_secs(config.alarms.timer_period_secs.max(1)),
                 handle: handle.clone(),
+                leases: leases.clone(),
             };
             let s = shutdown.clone();
             tasks.spawn(async move { ("alarm-timers", timers.run(s).await) });
@@ -413,6 +445,7 @@ impl App {
                 ingest.sink(),
                 web.modbus.clone(),
                 metrics.clone(),
+                leases.clone(),
             );
             let shutdown = shutdown.clone();
             tasks.spawn(async move { ("modbus", service.run(shutdown).await) });

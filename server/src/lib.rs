@@ -18,6 +18,7 @@ pub mod ingest;
 pub mod modbus;
 pub mod mqtt;
 pub mod relays;
+pub mod retention;
 pub mod sites;
 pub mod web;
 pub mod xml_push;

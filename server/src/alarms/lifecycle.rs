@@ -173,10 +173,14 @@ pub async fn raise(
         format_value(value),
         rule.condition.describe()
     );
-    let id: i64 = sqlx::query_scalar(
+    // The partial unique index allows one open alarm per rule and subject: a transaction that
+    // raced another one's insert waits for it and then raises nothing (the alarm is open).
+    let id: Option<i64> = sqlx::query_scalar(
         "INSERT INTO alarms (rule_id, rule_name, site_id, subject, device_id, gateway_id,
              severity, message, raised_at, raised_value)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+         ON CONFLICT (rule_id, subject) WHERE active OR acked_at IS NULL DO NOTHING
+         RETURNING id",
     )
     .bind(rule.id)
     .bind(&rule.name)
@@ -188,8 +192,11 @@ pub async fn raise(
     .bind(&message)
     .bind(at)
     .bind(value)
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
+    let Some(id) = id else {
+        return Ok(None);
+    };
     let ev = event(tx, id, "raised", None, None, Some(value)).await?;
     let a = &rule.actions;
     enqueue_notifications(tx, id, ev, "raised", &a.email, a, at, value).await?;

@@ -7,6 +7,12 @@
 //! process died before the commit) resends with the same idempotency key: the same
 //! `Message-ID`, the same `Idempotency-Key` header, the same relay command key (which the
 //! ledger turns into the existing command).
+//!
+//! Several instances run this sender at once, without a lease, and still never send one row
+//! twice: a row is delivered only by the transaction holding its row lock, which marks it
+//! `sent` (or reschedules it) before it commits. Another instance's `SKIP LOCKED` passes the
+//! row while it is locked, and once the lock is gone re-checks the row's committed status
+//! (`pending` no longer matches). The crash window above is the only resend, lease or not.
 
 use std::sync::Arc;
 use std::time::Duration;

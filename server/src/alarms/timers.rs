@@ -11,6 +11,8 @@ use chrono::Utc;
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
+use crate::infra::cluster::{run_while_held, Leases};
+
 use super::engine::{AlarmFeed, Observation, MEMBERS_JOIN};
 use super::lifecycle::{self, Subject};
 use super::AlarmsHandle;
@@ -20,7 +22,13 @@ pub struct Timers {
     pub feed: AlarmFeed,
     pub period: Duration,
     pub handle: AlarmsHandle,
+    /// Timers tick on one instance at a time (lease [`LEASE`]): two instances would observe
+    /// and escalate the same alarms twice.
+    pub leases: Leases,
 }
+
+/// The lease that makes an instance the one running the timer rules and escalation.
+pub const LEASE: &str = "alarms:timers";
 
 /// The gateways a rule `r` covers: every gateway of its site for a site rule, else the
 /// gateways of the meters it covers.
@@ -34,12 +42,23 @@ const GATEWAYS_OF_RULE: &str = "
             OR (r.target = 'panel' AND (d.panel_id = r.panel_id OR c.panel_id = r.panel_id)))))";
 
 impl Timers {
+    /// Ticks until `shutdown`, only while this instance holds [`LEASE`].
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let this = &self;
+        run_while_held(&self.leases, LEASE, &shutdown, |lost| async move {
+            this.tick_until(lost).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Ticks until `lost` (the lease lost, or shutdown).
+    async fn tick_until(&self, lost: CancellationToken) {
         let mut tick = tokio::time::interval(self.period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return Ok(()),
+                () = lost.cancelled() => return,
                 _ = tick.tick() => {}
             }
             match self.observe().await {

@@ -53,6 +53,8 @@ pub struct Config {
     pub xml_push: XmlPushConfig,
     pub alarms: AlarmsConfig,
     pub cluster: ClusterConfig,
+    /// Partitions ahead, raw measurements' retention (`crate::retention`).
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// `[cluster]`: several instances sharing one database.
@@ -370,6 +372,7 @@ impl Default for Config {
             xml_push: XmlPushConfig::default(),
             alarms: AlarmsConfig::default(),
             cluster: ClusterConfig::default(),
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }

@@ -13,6 +13,7 @@ use sqlx::PgPool;
 
 use crate::auth::throttle::{Limits, Throttle, Throttled};
 use crate::auth::{password, Scope};
+use crate::infra::cluster::InstanceId;
 use crate::infra::db::decodable;
 use crate::ingest::normalize::{Directory, GatewayInfo};
 use crate::zone::TimeZone;
@@ -243,12 +244,19 @@ pub async fn get(
         .await
 }
 
-/// Marks every gateway offline: at start no session is open yet.
-pub async fn mark_all_offline(pool: &PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE gateways SET online = false, online_changed_at = now() WHERE online")
-        .execute(pool)
-        .await
-        .map(|_| ())
+/// At start, marks offline the gateways whose session was this instance's (our previous
+/// process died with them) or no instance's (written before sessions had owners): none of
+/// them is open now. Sessions other instances hold are theirs; those of dead instances are
+/// the reaper's ([`super::sessions`]).
+pub async fn mark_own_offline(pool: &PgPool, instance: &InstanceId) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE gateways SET online = false, online_changed_at = now()
+         WHERE online AND (session_instance = $1 OR session_instance IS NULL)",
+    )
+    .bind(instance.as_str())
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
 }
 
 /// What an authenticated gateway may do on MQTT.

@@ -3,3 +3,4 @@
 
 pub mod devices;
 pub mod gateways;
+pub mod sessions;

@@ -244,7 +244,17 @@ impl Leases {
                     }
                     () = tokio::time::sleep(period) => {}
                 }
-                match leases.renew(&mut lease).await {
+                // A renewal that hangs (pool starved, database away) must not outlive the
+                // deadline: past it another instance may hold the lease.
+                let renewed = tokio::select! {
+                    () = tokio::time::sleep_until(lease.deadline.into()) => {
+                        tracing::warn!(lease = %lease.name, "lease not renewed in time; work stopped");
+                        guard.cancel();
+                        return;
+                    }
+                    renewed = leases.renew(&mut lease) => renewed,
+                };
+                match renewed {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(lease = %lease.name, "lease taken by another instance; work stopped");
@@ -265,7 +275,9 @@ impl Leases {
     }
 }
 
-/// A lease kept renewed by a background task until it is lost, let go or shut down.
+/// A lease kept renewed by a background task until it is lost, let go or shut down. Dropped
+/// without [`Held::release`] (its holder aborted or panicked), it stops being renewed and
+/// expires: the holder's work may not have stopped cleanly, so it is not handed over early.
 pub struct Held {
     pub token: i64,
     lost: CancellationToken,
@@ -279,9 +291,19 @@ impl Held {
     }
 
     /// Lets the lease go (released at once) and waits for that.
-    pub async fn release(self) {
+    pub async fn release(mut self) {
         self.lost.cancel();
-        let _ = self.task.await;
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        // Finished after `release`; otherwise the renewals end here (a detached renewal task
+        // would keep the lease alive for a holder that no longer exists).
+        self.task.abort();
+        // No longer renewed: whatever still watches the token stops.
+        self.lost.cancel();
     }
 }
 

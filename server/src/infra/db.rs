@@ -23,12 +23,18 @@ pub enum DbError {
     Url(#[source] sqlx::Error),
     #[error("cannot connect to PostgreSQL: {0}; check HEADEND_DATABASE_URL (or unset it to use the embedded cluster)")]
     Connect(#[source] sqlx::Error),
+    #[error("cannot connect to the read replica: {0}; check HEADEND_DATABASE_READ_URL (or unset it to read from the primary)")]
+    ReadConnect(#[source] sqlx::Error),
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
 pub struct Database {
+    /// The primary: every write, and every read that must see its own write.
     pub pool: PgPool,
+    /// Dashboards and CSV exports: the replica of `database.read_url` when set (never
+    /// migrated: it follows the primary), else a clone of `pool`.
+    pub read_pool: PgPool,
     cluster: Option<RunningCluster>,
     /// Set for the embedded cluster: a password-less Unix socket URL that admin commands use.
     embedded_url: Option<String>,
@@ -48,8 +54,18 @@ impl Database {
         let embedded_url = cluster.as_ref().map(|_| url.clone());
         let pool = connect(&url, config.database.max_connections).await?;
         MIGRATOR.run(&pool).await?;
+        let read_pool = match &config.database.read_url {
+            Some(read_url) => connect(read_url.expose(), config.database.max_connections)
+                .await
+                .map_err(|e| match e {
+                    DbError::Url(e) | DbError::Connect(e) => DbError::ReadConnect(e),
+                    other => other,
+                })?,
+            None => pool.clone(),
+        };
         Ok(Self {
             pool,
+            read_pool,
             cluster,
             embedded_url,
         })
@@ -60,6 +76,7 @@ impl Database {
         let pool = connect(url, 2).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self {
+            read_pool: pool.clone(),
             pool,
             cluster: None,
             embedded_url: None,
@@ -72,6 +89,7 @@ impl Database {
 
     /// Closes the pool and stops the embedded cluster, if Headend started it.
     pub async fn close(self) {
+        self.read_pool.close().await;
         self.pool.close().await;
         if let Some(cluster) = self.cluster {
             if let Err(e) = cluster.stop().await {

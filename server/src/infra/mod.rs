@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod backup;
+pub mod changes;
 pub mod cluster;
 pub mod datadir;
 pub mod db;

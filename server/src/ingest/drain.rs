@@ -13,6 +13,9 @@
 //! adds nothing when drained again.
 //!
 //! What `serve` does around ingest, and what the drain does about it:
+//! - sessions: the connects and disconnects are written as the dead instance's (its name from
+//!   the data directory's `instance` file next to the journal), so they change only gateways
+//!   whose session it still owns;
 //! - receipts to gateways are not sent: the gateway's session was on the instance that is gone
 //!   (a gateway that numbers its readings resends the unconfirmed ones to the instance it
 //!   reconnects to, and those replays change nothing);
@@ -34,6 +37,8 @@ pub use headend_journal::{Journal, JournalError, JournalOptions, TornTail};
 use super::{Ingest, IngestError, IngestSettings};
 use crate::alarms::{engine, AlarmsHandle};
 use crate::config::Config;
+use crate::infra::cluster::InstanceId;
+use crate::infra::datadir::INSTANCE_FILE;
 use crate::infra::metrics::Metrics;
 
 /// `headend journal ...`.
@@ -210,11 +215,15 @@ pub async fn drain(journal: Journal, pool: PgPool, config: &Config) -> Result<Re
             i64::try_from(config.ingest.clock_tolerance_secs).unwrap_or(i64::MAX / 4),
         ),
     };
+    // The sessions in this journal were the dead instance's: its connects and disconnects are
+    // written as its own (so they never override a session another instance holds now).
+    let instance = dead_instance(journal.dir());
     // No command sender: receipts cannot reach a gateway whose session died with its instance.
     let ingest = Arc::new(
         Ingest::new(journal, pool.clone(), metrics.clone(), settings, None)
             .await?
-            .with_energy_limits(&config.energy),
+            .with_energy_limits(&config.energy)
+            .with_instance(instance),
     );
     let journal = ingest.journal();
 
@@ -278,6 +287,21 @@ pub async fn drain(journal: Journal, pool: PgPool, config: &Config) -> Result<Re
     report.partial_rejects = metrics.ingest_rejects_partial.get();
     report.unreadable = metrics.journal_unreadable.get();
     Ok(report)
+}
+
+/// The name of the instance whose journal `dir` is, from the `instance` file of its data
+/// directory (the journal's parent) when it is there and valid. Without it, the drained
+/// session events change only gateways no instance owns.
+fn dead_instance(dir: &Path) -> Option<InstanceId> {
+    let file = dir.parent()?.join(INSTANCE_FILE);
+    let text = std::fs::read_to_string(&file).ok()?;
+    match InstanceId::parse(text.trim()) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(file = %file.display(), error = %e, "instance name not usable; drained sessions change only unowned gateways");
+            None
+        }
+    }
 }
 
 /// Persists the checkpoint and releases the directory.

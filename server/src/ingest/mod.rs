@@ -82,6 +82,8 @@ pub struct Ingest {
     alarm_feed: std::sync::OnceLock<crate::alarms::engine::AlarmFeed>,
     /// `energy.backlog_horizon_days` (see [`Ingest::with_energy_limits`]).
     backlog_horizon: chrono::Duration,
+    /// Whose sessions the journal's connects and disconnects are (see [`Ingest::with_instance`]).
+    instance: Option<crate::infra::cluster::InstanceId>,
 }
 
 /// How often `last_seen_at` and the clock skew of a gateway are written at most, when nothing
@@ -170,7 +172,17 @@ impl Ingest {
             backlog_horizon: chrono::Duration::days(i64::from(
                 normalize::DEFAULT_BACKLOG_HORIZON_DAYS,
             )),
+            instance: None,
         })
+    }
+
+    /// The instance whose journal this is: its connects make it the owner of the gateway's
+    /// session (`gateways.session_instance`) and its disconnects count only while it is. `None`
+    /// (the default: a drained journal whose instance is unknown) changes only unowned rows.
+    #[must_use]
+    pub fn with_instance(mut self, instance: Option<crate::infra::cluster::InstanceId>) -> Self {
+        self.instance = instance;
+        self
     }
 
     /// Applies the `[energy]` limits that ingest enforces: counter readings dated more than
@@ -349,7 +361,10 @@ impl Ingest {
             clock_tolerance: self.settings.clock_tolerance,
             backlog_horizon: self.backlog_horizon,
         };
-        let mut rows = Rows::default();
+        let mut rows = Rows {
+            session_instance: self.instance.as_ref().map(ToString::to_string),
+            ..Rows::default()
+        };
         for (seq, record) in records {
             match record {
                 Ok(record) => normalizer.push(&mut rows, seq, record),

@@ -11,21 +11,37 @@
 //!
 //! Every decision reads and writes the database in one transaction per command, so a restart
 //! resumes exactly where it stopped.
+//!
+//! Several instances run a dispatcher each, on one database. With the embedded broker a
+//! gateway's session is on one instance (`gateways.session_instance`): only that instance sends
+//! and asks. With an external broker any instance may publish, so each command is claimed
+//! under its row lock (`FOR UPDATE SKIP LOCKED`, the status checked again under it) and every
+//! transition is conditional on the status it leaves, so two dispatchers never send, expire or
+//! settle a command twice. Converters' relays are switched only by the instance that runs the
+//! converter's bus. A command that this instance cannot send wakes the others at once
+//! (`NOTIFY headend_commands`); the one-second tick stays the fallback.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicI64, Ordering};
+
 use chrono::{DateTime, Utc};
 use sg_wire::command::{Command, RelayAction, RelayTarget};
+use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::ledger::{transition, Status};
 use super::Timing;
+use crate::infra::cluster::InstanceId;
 use crate::mqtt::CommandSender;
 
 const TICK: Duration = Duration::from_secs(1);
+
+/// The channel on which a dispatcher wakes the others for a command it cannot send itself.
+pub const CHANNEL: &str = "headend_commands";
 
 pub struct Dispatcher {
     pool: PgPool,
@@ -34,6 +50,11 @@ pub struct Dispatcher {
     wake: Arc<Notify>,
     /// Relays behind Modbus converters are switched by their converter's bus.
     converters: Option<crate::modbus::ModbusHandle>,
+    /// With the embedded broker, this instance: only the gateways whose session it holds are
+    /// sent to. `None` with an external broker (any instance may publish).
+    instance: Option<InstanceId>,
+    /// The newest command id the other instances were woken for.
+    notified: AtomicI64,
 }
 
 /// An open command with what it takes to act on it.
@@ -52,6 +73,7 @@ struct Open {
     command_topic: String,
     gateway_id: i64,
     gateway_kind: String,
+    session_instance: Option<String>,
 }
 
 impl Dispatcher {
@@ -62,7 +84,16 @@ impl Dispatcher {
             timing,
             wake,
             converters: None,
+            instance: None,
+            notified: AtomicI64::new(0),
         }
+    }
+
+    /// With the embedded broker: send only to the gateways whose session `instance` holds.
+    /// `None` (an external broker holds the sessions): any instance sends, each command once.
+    pub fn with_instance(mut self, instance: Option<InstanceId>) -> Self {
+        self.instance = instance;
+        self
     }
 
     /// Relays of converters (gateways of kind `converter`) go to their bus through `handle`.
@@ -72,6 +103,7 @@ impl Dispatcher {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+        let mut listener = self.listen().await;
         loop {
             if let Err(e) = self.tick().await {
                 tracing::warn!(error = %e, "relay command dispatch failed; retried");
@@ -79,9 +111,37 @@ impl Dispatcher {
             tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
                 () = self.wake.notified() => {}
+                () = notified(&mut listener) => {}
                 () = tokio::time::sleep(TICK) => {}
             }
         }
+    }
+
+    /// Listens on [`CHANNEL`]; without it (no connection) the tick alone wakes us.
+    async fn listen(&self) -> Option<PgListener> {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&self.pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        match listening.await {
+            Ok(listener) => Some(listener),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for relay commands of other instances; the 1 s tick finds them");
+                None
+            }
+        }
+    }
+
+    /// Whether this instance sends to a gateway: online, and (embedded broker) its session is
+    /// ours. A converter's relay: whoever runs its bus (the handle refuses otherwise).
+    fn ours(&self, online: bool, kind: &str, session: Option<&str>) -> bool {
+        online
+            && (kind == "converter"
+                || self
+                    .instance
+                    .as_ref()
+                    .is_none_or(|me| session == Some(me.as_str())))
     }
 
     /// One pass over the open commands.
@@ -91,40 +151,74 @@ impl Dispatcher {
             "SELECT c.id, c.device_id, c.status, c.target, c.sent_at, c.confirm_deadline,
                     c.state_asked_at, d.port, d.slot, g.online,
                     g.topic_root || '/' || g.topic_sub AS command_topic,
-                    g.id AS gateway_id, g.kind AS gateway_kind
+                    g.id AS gateway_id, g.kind AS gateway_kind, g.session_instance
              FROM relay_commands c JOIN devices d ON d.id = c.device_id
              JOIN gateways g ON g.id = d.gateway_id
              WHERE c.status IN ('queued', 'sent') ORDER BY c.id",
         )
         .fetch_all(&self.pool)
         .await?;
+        let mut elsewhere = None;
         for command in open {
+            let ours = self.ours(
+                command.online,
+                &command.gateway_kind,
+                command.session_instance.as_deref(),
+            );
             let result = if command.status == Status::Sent {
-                self.settle(&command).await
-            } else if command.online {
+                self.settle(&command, ours).await
+            } else if ours {
                 self.dispatch(&command).await
             } else {
-                Ok(())
+                Ok(!command.online)
             };
-            if let Err(e) = result {
-                tracing::warn!(command = command.id, error = %e, "relay command step failed");
+            match result {
+                Ok(true) => {}
+                Ok(false) => elsewhere = Some(command.id),
+                Err(e) => {
+                    tracing::warn!(command = command.id, error = %e, "relay command step failed")
+                }
             }
+        }
+        if let Some(newest) = elsewhere {
+            self.wake_others(newest).await;
         }
         Ok(())
     }
 
+    /// Wakes the other instances' dispatchers once per new command this one left queued for
+    /// a gateway it does not reach (its session or converter is on another instance).
+    async fn wake_others(&self, newest: i64) {
+        if self.notified.fetch_max(newest, Ordering::Relaxed) >= newest {
+            return;
+        }
+        if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
+            .bind(CHANNEL)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!(error = %e, "cannot wake the other dispatchers; their tick finds the command");
+        }
+    }
+
     async fn expire(&self) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
+        // Rows another dispatcher holds are skipped: it is expiring or sending them, and
+        // a send re-checks the expiry under its lock.
         let expired: Vec<(i64, String)> = sqlx::query_as(
-            "UPDATE relay_commands SET status = 'expired', finished_at = now(), updated_at = now(),
-                    detail = CASE status
+            "WITH due AS (
+                 SELECT id FROM relay_commands
+                 WHERE (status = 'awaiting_approval' AND (approval_deadline < now() OR expires_at < now()))
+                    OR (status = 'queued' AND expires_at < now())
+                    OR (status = 'sent' AND expires_at < now() AND confirm_deadline < now())
+                 ORDER BY id FOR UPDATE SKIP LOCKED)
+             UPDATE relay_commands c SET status = 'expired', finished_at = now(), updated_at = now(),
+                    detail = CASE c.status
                         WHEN 'awaiting_approval' THEN 'not approved in time'
                         WHEN 'queued' THEN 'not delivered before it expired (gateway offline)'
                         ELSE 'sent, but the relay reported no state in time' END
-             WHERE (status = 'awaiting_approval' AND (approval_deadline < now() OR expires_at < now()))
-                OR (status = 'queued' AND expires_at < now())
-                OR (status = 'sent' AND expires_at < now() AND confirm_deadline < now())
-             RETURNING id, detail",
+             FROM due WHERE c.id = due.id
+             RETURNING c.id, c.detail",
         )
         .fetch_all(&mut *tx)
         .await?;
@@ -178,18 +272,30 @@ impl Dispatcher {
         asked.is_none_or(|a| Utc::now() - a >= poll)
     }
 
+    /// Asks the relay's state, once among all dispatchers: the ask is recorded only if
+    /// nobody asked since the tick read the command, and undone if it could not be published.
     async fn ask_state(&self, command: &Open) -> Result<(), sqlx::Error> {
-        if self.publish(command, RelayAction::State) {
-            sqlx::query("UPDATE relay_commands SET state_asked_at = clock_timestamp(), updated_at = now() WHERE id = $1")
-                .bind(command.id)
-                .execute(&self.pool)
-                .await?;
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE relay_commands SET state_asked_at = clock_timestamp(), updated_at = now()
+             WHERE id = $1 AND status = $2 AND state_asked_at IS NOT DISTINCT FROM $3",
+        )
+        .bind(command.id)
+        .bind(command.status)
+        .bind(command.state_asked_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if claimed && self.publish(command, RelayAction::State) {
+            tx.commit().await?;
         }
         Ok(())
     }
 
-    /// A queued command of an online gateway.
-    async fn dispatch(&self, command: &Open) -> Result<(), sqlx::Error> {
+    /// A queued command of a gateway this instance reaches. `Ok(false)` when it was left
+    /// queued for another instance (a converter whose bus runs elsewhere).
+    async fn dispatch(&self, command: &Open) -> Result<bool, sqlx::Error> {
         let target = match command.target {
             Some(t) => t,
             None => {
@@ -200,32 +306,45 @@ impl Dispatcher {
                 };
                 match known {
                     Some(state @ (0 | 1)) => {
-                        let target = 1 - state;
-                        sqlx::query("UPDATE relay_commands SET target = $2, updated_at = now() WHERE id = $1")
-                            .bind(command.id)
-                            .bind(target)
-                            .execute(&self.pool)
-                            .await?;
-                        target
+                        // Conditional: another dispatcher may have set it from the same state.
+                        sqlx::query(
+                            "UPDATE relay_commands SET target = $2, updated_at = now()
+                             WHERE id = $1 AND status = 'queued' AND target IS NULL",
+                        )
+                        .bind(command.id)
+                        .bind(1 - state)
+                        .execute(&self.pool)
+                        .await?;
+                        1 - state
                     }
                     _ => {
                         if self.poll_due(command.state_asked_at) {
                             self.ask_state(command).await?;
                         }
-                        return Ok(());
+                        return Ok(true);
                     }
                 }
             }
         };
         let mut tx = self.pool.begin().await?;
-        // Still queued (not cancelled, expired or superseded since the tick began)?
-        let still: Option<Status> =
-            sqlx::query_scalar("SELECT status FROM relay_commands WHERE id = $1 FOR UPDATE")
-                .bind(command.id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if still != Some(Status::Queued) {
-            return Ok(());
+        // Still queued with this target, not expired, its gateway still reached here? Locked,
+        // or skipped when another dispatcher holds it (that one is sending it).
+        let still: Option<(Status, bool, Option<String>)> = sqlx::query_as(
+            "SELECT c.status, g.online AND c.expires_at >= now() AND c.target = $2,
+                    g.session_instance
+             FROM relay_commands c JOIN devices d ON d.id = c.device_id
+             JOIN gateways g ON g.id = d.gateway_id
+             WHERE c.id = $1 FOR UPDATE OF c SKIP LOCKED",
+        )
+        .bind(command.id)
+        .bind(target)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((Status::Queued, true, session)) = still else {
+            return Ok(true);
+        };
+        if !self.ours(true, &command.gateway_kind, session.as_deref()) {
+            return Ok(true);
         }
         let before: Option<i16> = sqlx::query_scalar(
             "SELECT state FROM relay_states WHERE device_id = $1 ORDER BY ts DESC LIMIT 1",
@@ -240,11 +359,15 @@ impl Dispatcher {
         };
         // The switch, then the question whose answer confirms it.
         if !self.publish(command, action) {
+            if command.gateway_kind == "converter" {
+                // Its bus runs on another instance (or its queue is full): left queued.
+                return Ok(false);
+            }
             tracing::warn!(
                 command = command.id,
                 "command queue to the broker is full; retried next tick"
             );
-            return Ok(());
+            return Ok(true);
         }
         self.publish(command, RelayAction::State);
         let confirm = chrono::Duration::from_std(self.timing.confirm_timeout)
@@ -274,13 +397,14 @@ impl Dispatcher {
             target,
             "relay command sent"
         );
-        Ok(())
+        Ok(true)
     }
 
-    /// A sent command: confirm, fail, or ask again.
-    async fn settle(&self, command: &Open) -> Result<(), sqlx::Error> {
+    /// A sent command: confirm, fail, or ask again (only the instance that reaches the
+    /// gateway asks: `ours`). Any dispatcher may settle: the transition is conditional.
+    async fn settle(&self, command: &Open, ours: bool) -> Result<bool, sqlx::Error> {
         let (Some(sent_at), Some(target)) = (command.sent_at, command.target) else {
-            return Ok(());
+            return Ok(true);
         };
         let reported = self.state_since(command.device_id, sent_at).await?;
         let past_deadline = command.confirm_deadline.is_some_and(|d| Utc::now() > d);
@@ -299,10 +423,10 @@ impl Dispatcher {
             _ => None,
         };
         let Some((status, detail)) = outcome else {
-            if command.online && self.poll_due(command.state_asked_at) {
+            if ours && self.poll_due(command.state_asked_at) {
                 self.ask_state(command).await?;
             }
-            return Ok(());
+            return Ok(true);
         };
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
@@ -326,10 +450,24 @@ impl Dispatcher {
                 .await?;
             }
             transition(&mut tx, command.id, status, Some(&detail)).await?;
+            tx.commit().await?;
+            tracing::info!(command = command.id, %status, %detail, "relay command settled");
         }
-        tx.commit().await?;
-        tracing::info!(command = command.id, %status, %detail, "relay command settled");
-        Ok(())
+        Ok(true)
+    }
+}
+
+/// Resolves on the next notification on the listener; never without one. An error (the
+/// connection lost and not yet back) waits a tick, so a database outage is no busy loop.
+async fn notified(listener: &mut Option<PgListener>) {
+    match listener {
+        Some(listener) => {
+            if let Err(e) = listener.recv().await {
+                tracing::debug!(error = %e, "relay command listener lost its connection; retried");
+                tokio::time::sleep(TICK).await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

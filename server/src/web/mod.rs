@@ -30,7 +30,11 @@ use crate::zone::TimeZone;
 /// Everything a handler may use.
 #[derive(Clone)]
 pub struct WebState {
+    /// The primary: writes, sessions, and reads that must see their own writes.
     pub pool: PgPool,
+    /// Dashboards (overview, site, circuit and meter pages, the energy API) and CSV exports:
+    /// the read replica (`database.read_url`) when configured, else the primary.
+    pub read_pool: PgPool,
     pub keys: TokenKeys,
     pub metrics: Arc<Metrics>,
     pub gauges: Arc<dyn Fn() -> Gauges + Send + Sync>,

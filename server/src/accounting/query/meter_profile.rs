@@ -184,15 +184,28 @@ pub async fn profile(
     .bind(to)
     .fetch_all(pool)
     .await?;
+    // Raw measurements where they are kept; past `retention.measurements_days` their
+    // 15-minute downsample (`measurements_15min`, without the tariff) stands in.
     let mut power: Vec<PowerInterval> = sqlx::query_as(
-        "SELECT date_bin('15 minutes', ts, 'epoch') AS start, count(*) AS samples,
+        "WITH raw AS (
+             SELECT date_bin('15 minutes', ts, 'epoch') AS start, count(*) AS samples,
                 avg(p)::float8 AS p_mean, min(p)::float8 AS p_min, max(p)::float8 AS p_max,
                 avg(q)::float8 AS q_mean, avg(s)::float8 AS s_mean,
                 avg(u1)::float8 AS u1_mean, avg(u2)::float8 AS u2_mean, avg(u3)::float8 AS u3_mean,
                 avg(i1)::float8 AS i1_mean, avg(i2)::float8 AS i2_mean, avg(i3)::float8 AS i3_mean,
                 (array_agg(tariff ORDER BY ts DESC) FILTER (WHERE tariff IS NOT NULL))[1] AS tariff
-         FROM measurements WHERE device_id = $1 AND ts >= $2 AND ts < $3
-         GROUP BY 1 ORDER BY 1",
+             FROM measurements WHERE device_id = $1 AND ts >= $2 AND ts < $3
+             GROUP BY 1)
+         SELECT * FROM raw
+         UNION ALL
+         SELECT d.start, d.samples::int8, d.p_mean::float8, d.p_min::float8, d.p_max::float8,
+                d.q_mean::float8, d.s_mean::float8, d.u1_mean::float8, d.u2_mean::float8,
+                d.u3_mean::float8, d.i1_mean::float8, d.i2_mean::float8, d.i3_mean::float8,
+                NULL::int2
+         FROM measurements_15min d
+         WHERE d.device_id = $1 AND d.start >= $2 AND d.start < $3
+           AND NOT EXISTS (SELECT 1 FROM raw WHERE raw.start = d.start)
+         ORDER BY 1",
     )
     .bind(device_id)
     .bind(from)

@@ -40,6 +40,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::infra::backoff::Backoff;
+use crate::infra::cluster::{run_while_held, Leases};
 use crate::infra::metrics::Metrics;
 
 mod drain;
@@ -58,6 +59,8 @@ const BATCH: i64 = 2_000;
 const CHUNK: usize = 200;
 /// Default of `energy.max_interpolation_gap_hours`: 31 days.
 pub const DEFAULT_MAX_GAP_HOURS: u32 = 24 * 31;
+/// The lease that makes an instance the one running the profile worker.
+pub const LEASE: &str = "profiles:worker";
 /// The worker looks for work at least this often even without a wake-up (rows queued by
 /// another process, e.g. `headend` admin commands).
 const POLL: Duration = Duration::from_secs(5);
@@ -85,8 +88,11 @@ impl WorkerError {
             sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                 // Connection, transaction rollback (serialization, deadlock), resources,
                 // operator intervention (but a statement timeout, 57014, is the counter's
-                // doing), system and internal errors.
-                code != "57014" && ["08", "40", "53", "57", "58", "XX"].contains(&&code[..2])
+                // doing), system and internal errors; and a read-only transaction (25006): a
+                // demoted primary answering for a moment during a failover.
+                code == "25006"
+                    || (code != "57014"
+                        && ["08", "40", "53", "57", "58", "XX"].contains(&&code[..2]))
             }),
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -176,16 +182,44 @@ impl ProfileWorker {
         self
     }
 
-    /// Works until `shutdown`. A database error is logged and retried with backoff: the queue
-    /// is durable, so nothing is lost while PostgreSQL is away.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+    /// Works until `shutdown`, on one instance at a time: only while this instance holds lease
+    /// [`LEASE`] (instances sharing the database would otherwise take the same queued rows and
+    /// compute the same counters twice). Rollup rebuilds are queued work of this same queue
+    /// ([`queue_rollups`]), so they are single too. A database error is logged and retried with
+    /// backoff: the queue is durable, so nothing is lost while PostgreSQL is away.
+    pub async fn run(self, leases: &Leases, shutdown: CancellationToken) -> Result<(), String> {
+        let (this, shutdown_ref) = (&self, &shutdown);
+        run_while_held(leases, LEASE, &shutdown, |lost| async move {
+            this.work(lost, shutdown_ref).await;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The worker's loop while holding the lease; returns when it is lost (or at shutdown).
+    async fn work(&self, lost: CancellationToken, shutdown: &CancellationToken) {
+        // A step in flight when the lease is lost is abandoned (its transaction rolls back,
+        // nothing of it is committed after another instance may have taken over); at shutdown
+        // it is finished, as before.
+        let taken_over = async {
+            lost.cancelled().await;
+            if shutdown.is_cancelled() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(taken_over);
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
-            if shutdown.is_cancelled() {
-                return Ok(());
+            if lost.is_cancelled() {
+                return;
             }
             let started = Instant::now();
-            match self.step().await {
+            let stepped = tokio::select! {
+                biased;
+                () = &mut taken_over => return,
+                stepped = self.step() => stepped,
+            };
+            match stepped {
                 Ok(progress) if progress.counters > 0 || progress.quarantined > 0 => {
                     backoff.reset();
                     self.metrics.record_profiles(
@@ -197,7 +231,7 @@ impl ProfileWorker {
                 }
                 Ok(_) => {
                     tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
+                        () = lost.cancelled() => return,
                         () = self.wake.notified() => {}
                         () = tokio::time::sleep(POLL) => {}
                     }
@@ -207,7 +241,7 @@ impl ProfileWorker {
                     let wait = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64, "profile step failed; retried");
                     tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
+                        () = lost.cancelled() => return,
                         () = tokio::time::sleep(wait) => {}
                     }
                 }

@@ -4,6 +4,9 @@
 //!
 //! State is written whenever it changes, and loaded at start, so a restart neither forgets an
 //! active alarm nor raises it again (replayed samples are older than the saved `last_ts`).
+//! Several instances share the states: each batch is judged against the rows, and written under
+//! their locks, so a (rule, subject) is raised or cleared once whichever instance its samples
+//! reach ([`resolve`], [`persist`]).
 //! A batch committed by ingest in the instant before a crash and not yet evaluated is not
 //! evaluated after the restart; the next sample of the meter is, so a condition that still
 //! holds is seen then.
@@ -21,15 +24,17 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod persist;
+mod resolve;
 
 use super::lifecycle::{RuleInfo, Subject};
-use super::rules::{self, Change, Condition, RuleState};
+use super::rules::{Change, Condition};
 use super::{measurement_column, Actions, AlarmsHandle, Severity, Watch};
 use crate::accounting::worker::EnergyChanged;
 use crate::infra::{backoff::Backoff, db::decodable};
 use crate::ingest::normalize::{DeviceKey, MeasurementRow, MEASUREMENT_COLUMNS};
 use crate::zone::TimeZone;
-use persist::persist;
+use persist::{decode_state, judge_unlocked, persist};
+use resolve::{Cached, Key, Stored};
 
 /// How far back a recomputed span is judged: a backfill of months is judged on its last week
 /// (older quarter-hours are history, not news; the CSV and the API still show them).
@@ -125,7 +130,7 @@ pub struct Engine {
     metrics: Arc<crate::infra::metrics::Metrics>,
     wants_measurements: Arc<AtomicBool>,
     index: Index,
-    states: HashMap<(i64, String), RuleState>,
+    states: HashMap<Key, Cached>,
     devices: HashMap<DeviceKey, i64>,
 }
 
@@ -156,6 +161,13 @@ pub fn channel(
             devices: HashMap::new(),
         },
     )
+}
+
+type StateRow = (i64, String, Json<serde_json::Value>, i64);
+
+fn cached((rule, subject, state, version): StateRow) -> (Key, Cached) {
+    let state = decode_state(rule, &subject, state.0);
+    ((rule, subject), Cached::loaded(Stored { state, version }))
 }
 
 type RuleRow = (
@@ -253,17 +265,14 @@ impl Engine {
     async fn load(&mut self, shutdown: &CancellationToken) {
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
         loop {
-            let states: Result<Vec<(i64, String, Json<RuleState>)>, _> =
-                sqlx::query_as("SELECT rule_id, subject, state FROM alarm_rule_states")
+            let states: Result<Vec<StateRow>, _> =
+                sqlx::query_as("SELECT rule_id, subject, state, version FROM alarm_rule_states")
                     .fetch_all(&self.pool)
                     .await;
             let version = self.handle.requested();
             match (states, load_index(&self.pool).await) {
                 (Ok(states), Ok(index)) => {
-                    self.states = states
-                        .into_iter()
-                        .map(|(rule, subject, state)| ((rule, subject), state.0))
-                        .collect();
+                    self.states = states.into_iter().map(cached).collect();
                     self.set_index(index);
                     self.handle.loaded(version);
                     return;
@@ -314,8 +323,8 @@ impl Engine {
                     .copied()
                     .collect();
                 if !returning.is_empty() {
-                    let saved: Result<Vec<(i64, String, Json<RuleState>)>, _> = sqlx::query_as(
-                        "SELECT rule_id, subject, state FROM alarm_rule_states
+                    let saved: Result<Vec<StateRow>, _> = sqlx::query_as(
+                        "SELECT rule_id, subject, state, version FROM alarm_rule_states
                          WHERE rule_id = ANY($1)",
                     )
                     .bind(&returning)
@@ -323,8 +332,8 @@ impl Engine {
                     .await;
                     match saved {
                         Ok(saved) => {
-                            for (rule, subject, state) in saved {
-                                self.states.entry((rule, subject)).or_insert(state.0);
+                            for (key, state) in saved.into_iter().map(cached) {
+                                self.states.entry(key).or_insert(state);
                             }
                         }
                         Err(e) => {
@@ -507,31 +516,26 @@ impl Engine {
                 }
             },
         };
-        let mut dirty: HashMap<(i64, String), RuleState> = HashMap::new();
-        let mut changes = Vec::new();
-        for o in obs {
-            let Some(rule) = self.index.rules.get(&o.rule_id).cloned() else {
-                continue;
-            };
-            let key = (o.rule_id, o.subject.key.clone());
-            let state = self.states.entry(key.clone()).or_default();
-            let before = *state;
-            let change = rules::step(&rule.info.condition, rule.zone, state, o.at, o.value);
-            // The newest sample time alone is not worth a write; a phase change is.
-            if state.phase != before.phase {
-                dirty.insert(key, *state);
-            }
-            if let Some(change) = change {
-                changes.push((rule, o.subject, change));
-            }
-        }
-        if dirty.is_empty() && changes.is_empty() {
+        let work = resolve::group(obs, &self.index.rules);
+        if work.is_empty() {
             return;
         }
+        // Most batches change nothing: judged against the rows without a lock. Otherwise (or
+        // when that read fails) the locked path, retried until it commits.
+        match judge_unlocked(&self.pool, &work, &self.states).await {
+            Ok(Some(stepped)) => {
+                for (w, s) in work.iter().zip(stepped) {
+                    self.states.insert(w.key.clone(), s.cached(None));
+                }
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "alarm states not read; taking the locked path"),
+        }
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
-        loop {
-            match persist(&self.pool, &dirty, &changes).await {
-                Ok(()) => break,
+        let done = loop {
+            match persist(&self.pool, &work, &self.states).await {
+                Ok(done) => break done,
                 Err(e) => {
                     let wait = backoff.next_delay();
                     tracing::warn!(error = %e, retry_in_ms = wait.as_millis() as u64,
@@ -542,9 +546,14 @@ impl Engine {
                     }
                 }
             }
+        };
+        let mut changes = Vec::new();
+        for (key, cached, changed) in done {
+            self.states.insert(key, cached);
+            changes.extend(changed);
         }
         if !changes.is_empty() {
-            for (_, _, change) in &changes {
+            for change in &changes {
                 match change {
                     Change::Raise { .. } => self.metrics.alarms_raised.inc(),
                     Change::Clear { .. } => self.metrics.alarms_cleared.inc(),

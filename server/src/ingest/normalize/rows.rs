@@ -200,6 +200,9 @@ pub struct Rows {
     /// The records that gave measurement, counter or relay rows, by journal sequence: a row
     /// that conflicts with a stored one becomes a reject carrying its record verbatim.
     pub records: HashMap<i64, IngestRecord>,
+    /// The instance whose sessions this batch's connects and disconnects are (its journal's
+    /// instance); `None` when unknown. Set by the ingest writer, not by normalising.
+    pub session_instance: Option<String>,
 }
 
 impl Rows {

@@ -84,7 +84,8 @@ async fn site_consumption(
             .parse()
             .map_err(|e: calendar::CalendarError| ApiError::BadRequest(e.to_string()))?;
     let group = q.group.as_deref().map(str::parse).transpose()?;
-    let result = query::consumption(&state.pool, site, tz, from, to, by, group, Utc::now()).await?;
+    let result =
+        query::consumption(&state.read_pool, site, tz, from, to, by, group, Utc::now()).await?;
     Ok(Json(result))
 }
 
@@ -108,11 +109,11 @@ async fn device_profile(
     Query(q): Query<ProfileParams>,
 ) -> ApiResult<Json<Profile>> {
     let device = resolve_meter(&state, &p.scope, &serial, q.device).await?;
-    let tz = devices::time_zone(&state.pool, device.id).await?.tz();
+    let tz = devices::time_zone(&state.read_pool, device.id).await?.tz();
     let from = parse_instant("from", &q.from, tz)?;
     let to = parse_instant("to", &q.to, tz)?;
     let profile = query::profile(
-        &state.pool,
+        &state.read_pool,
         device.site_id,
         device.id,
         &device.serial,

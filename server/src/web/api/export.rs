@@ -110,7 +110,7 @@ async fn csv(
         if let Some(site) = meter.site_id {
             scope = crate::auth::Scope::Sites(vec![site]);
         }
-        if crate::fleet::devices::candidates(&state.pool, &scope, &meter.serial)
+        if crate::fleet::devices::candidates(&state.read_pool, &scope, &meter.serial)
             .await?
             .len()
             > 1
@@ -131,7 +131,7 @@ async fn csv(
     );
     let register = q.register.filter(|r| !r.is_empty());
 
-    let selection = Selection::resolve(&state.pool, &scope, &target).await?;
+    let selection = Selection::resolve(&state.read_pool, &scope, &target).await?;
     let tz = selection.time_zone();
     let spec = Spec {
         kind,
@@ -140,9 +140,9 @@ async fn csv(
         register,
         format,
     };
-    let export = Export::prepare(&state.pool, selection, spec, Utc::now()).await?;
+    let export = Export::prepare(&state.read_pool, selection, spec, Utc::now()).await?;
     let disposition = format!("attachment; filename=\"{}\"", export.filename());
-    let body = Body::from_stream(export.stream(state.pool.clone()));
+    let body = Body::from_stream(export.stream(state.read_pool.clone()));
     Ok((
         [
             (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),

@@ -57,11 +57,11 @@ async fn circuit_page(
     Path(id): Path<i64>,
     Query(q): Query<PeriodParams>,
 ) -> PageResult {
-    let circuit = structure::get_circuit(&state.pool, id)
+    let circuit = structure::get_circuit(&state.read_pool, id)
         .await?
         .ok_or(PageError::NotFound)?;
     // The circuit exists for this user only if its site does.
-    let site = sites::get(&state.pool, &user.scope, circuit.site_id)
+    let site = sites::get(&state.read_pool, &user.scope, circuit.site_id)
         .await?
         .ok_or(PageError::NotFound)?;
     let tz = site.time_zone.tz();
@@ -76,7 +76,7 @@ async fn circuit_page(
         },
     )?;
     let (_, period, _) = view.spans();
-    let d = circuit_data(&state.pool, &circuit, tz, view, now).await?;
+    let d = circuit_data(&state.read_pool, &circuit, tz, view, now).await?;
     let period_label = view.label(today);
     let base = format!("/circuits/{id}");
     user.render(&CircuitPage {

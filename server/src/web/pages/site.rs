@@ -99,7 +99,7 @@ async fn site_page(
     Path(id): Path<i64>,
     Query(q): Query<PeriodParams>,
 ) -> PageResult {
-    let site = sites::get(&state.pool, &user.scope, id)
+    let site = sites::get(&state.read_pool, &user.scope, id)
         .await?
         .ok_or(PageError::NotFound)?;
     let tz = site.time_zone.tz();
@@ -108,7 +108,7 @@ async fn site_page(
     let (range, by) = (q.range.as_deref(), q.by.as_deref());
     let view = supported_view(View::parse(range, by, supported_date(q.date)?, today)?)?;
     let (_, (anchor, _), _) = view.spans();
-    let d = site_data(&state.pool, id, tz, view, now).await?;
+    let d = site_data(&state.read_pool, id, tz, view, now).await?;
     let period_label = view.label(today);
     let base = format!("/sites/{id}");
     user.render(&SitePage {

@@ -123,7 +123,7 @@ struct SitesPage {
 }
 
 async fn sites_page(State(state): State<WebState>, user: PageUser) -> PageResult {
-    let cards = overview::overview(&state.pool, &user.scope, Utc::now())
+    let cards = overview::overview(&state.read_pool, &user.scope, Utc::now())
         .await?
         .into_iter()
         .map(Card::new)

@@ -144,42 +144,43 @@ async fn meter_page(
     Path(serial): Path<String>,
     Query(q): Query<MeterParams>,
 ) -> PageResult {
-    let device = match devices::resolve_meter(&state.pool, &user.scope, &serial, q.device).await? {
-        devices::Resolved::Found(d) => *d,
-        devices::Resolved::NotFound => return Err(PageError::NotFound),
-        devices::Resolved::Ambiguous(candidates) => {
-            let ids: Vec<i64> = candidates.iter().map(|c| c.id).collect();
-            let about = devices::candidate_details(&state.pool, &ids).await?;
-            return user.render(&MeterChooser {
-                title: format!("Which meter {serial}?"),
-                nav: user.nav(),
-                candidates: candidates
-                    .into_iter()
-                    .map(|c| {
-                        let detail = about.iter().find(|d| d.id == c.id);
-                        ChooserRow {
-                            href: urls::meter(&c.serial, c.id),
-                            name: detail
-                                .and_then(|d| d.name.clone())
-                                .unwrap_or_else(|| format!("Meter {}", c.serial)),
-                            site: c.site.clone().unwrap_or_else(|| "no site".to_owned()),
-                            gateway: c.gateway.clone(),
-                            port: port_text(&c.port, c.slot),
-                            model: c.model.clone().unwrap_or_default(),
-                            last: detail
-                                .and_then(|d| d.last_reading)
-                                .map(|t| {
-                                    format!("last reading {} UTC", t.format("%-d %b %Y %H:%M"))
-                                })
-                                .unwrap_or_else(|| "no reading yet".to_owned()),
-                            id: c.id,
-                        }
-                    })
-                    .collect(),
-                serial,
-            });
-        }
-    };
+    let device =
+        match devices::resolve_meter(&state.read_pool, &user.scope, &serial, q.device).await? {
+            devices::Resolved::Found(d) => *d,
+            devices::Resolved::NotFound => return Err(PageError::NotFound),
+            devices::Resolved::Ambiguous(candidates) => {
+                let ids: Vec<i64> = candidates.iter().map(|c| c.id).collect();
+                let about = devices::candidate_details(&state.read_pool, &ids).await?;
+                return user.render(&MeterChooser {
+                    title: format!("Which meter {serial}?"),
+                    nav: user.nav(),
+                    candidates: candidates
+                        .into_iter()
+                        .map(|c| {
+                            let detail = about.iter().find(|d| d.id == c.id);
+                            ChooserRow {
+                                href: urls::meter(&c.serial, c.id),
+                                name: detail
+                                    .and_then(|d| d.name.clone())
+                                    .unwrap_or_else(|| format!("Meter {}", c.serial)),
+                                site: c.site.clone().unwrap_or_else(|| "no site".to_owned()),
+                                gateway: c.gateway.clone(),
+                                port: port_text(&c.port, c.slot),
+                                model: c.model.clone().unwrap_or_default(),
+                                last: detail
+                                    .and_then(|d| d.last_reading)
+                                    .map(|t| {
+                                        format!("last reading {} UTC", t.format("%-d %b %Y %H:%M"))
+                                    })
+                                    .unwrap_or_else(|| "no reading yet".to_owned()),
+                                id: c.id,
+                            }
+                        })
+                        .collect(),
+                    serial,
+                });
+            }
+        };
     // From here on the serial is the device's own (the path may have been the placeholder).
     let serial = device.serial.clone();
     let devices::DeviceGateway {
@@ -187,7 +188,7 @@ async fn meter_page(
         serial: gateway,
         kind: gateway_kind,
         online: gateway_online,
-    } = devices::gateway_of(&state.pool, device.id).await?;
+    } = devices::gateway_of(&state.read_pool, device.id).await?;
     let tz = zone.tz();
     let now = Utc::now();
     let today = calendar::local_date(now, tz);
@@ -273,7 +274,7 @@ async fn meter_page(
     let graph = graph(&state, &device, tz, (start, end), (from, to), &import).await?;
     let power_chart = charts::power_graph("power-chart", graph.title, &graph.points);
 
-    let latest = devices::latest(&state.pool, device.clone()).await?;
+    let latest = devices::latest(&state.read_pool, device.clone()).await?;
     let values = latest.values.clone();
     let cell = |key: &str| {
         (
@@ -326,7 +327,7 @@ async fn meter_page(
             latest.tariff.map_or("–".into(), |t| format!("T{t}")),
         ),
     ];
-    let stored = devices::counters(&state.pool, device.id).await?;
+    let stored = devices::counters(&state.read_pool, device.id).await?;
     let registers: Vec<Register<'_>> = stored
         .iter()
         .map(|c| Register {

@@ -83,7 +83,7 @@ pub(super) async fn graph(
     let days = (end - start).num_hours().div_euclid(24);
     if days <= QUARTER_DAYS {
         let profile = query::profile(
-            &state.pool,
+            &state.read_pool,
             device.site_id,
             device.id,
             &device.serial,
@@ -137,7 +137,7 @@ pub(super) async fn graph(
         })
     };
     if days <= query::MAX_PROFILE_DAYS {
-        let hours = devices::hourly_energy(&state.pool, device.id, import, start, end).await?;
+        let hours = devices::hourly_energy(&state.read_pool, device.id, import, start, end).await?;
         let mut by_hour = hours.into_iter().peekable();
         let first = start.timestamp() - start.timestamp().rem_euclid(3600);
         let mut points = Vec::new();
@@ -188,7 +188,7 @@ pub(super) async fn graph(
             ),
         });
     }
-    let days_found = devices::daily_energy(&state.pool, device.id, import, from, to).await?;
+    let days_found = devices::daily_energy(&state.read_pool, device.id, import, from, to).await?;
     let mut by_day = days_found.into_iter().peekable();
     let mut points = Vec::new();
     let mut d = from;
