@@ -338,7 +338,8 @@ impl App {
                 Change::Converters => web.modbus.changed(),
                 Change::AlarmRules => web.alarms.rules_changed.notify_one(),
             });
-            let listen = crate::infra::changes::listen(db.pool.clone(), on_change, shutdown.clone());
+            let listen =
+                crate::infra::changes::listen(db.pool.clone(), on_change, shutdown.clone());
             tasks.spawn(async move { ("change-notices", listen.await) });
         }
         {

@@ -343,7 +343,10 @@ mod tests {
             ("HEADEND_MQTT_TLS_KEY", "/etc/headend/server.key"),
             ("HEADEND_MQTT_EXTERNAL_URL", "mqtt://u:p@broker:1883"),
             ("HEADEND_DATABASE_URL", "postgres://u:p@db/headend"),
-            ("HEADEND_DATABASE_READ_URL", "postgres://u:p@replica/headend"),
+            (
+                "HEADEND_DATABASE_READ_URL",
+                "postgres://u:p@replica/headend",
+            ),
             ("HEADEND_INSTANCE", "node-2"),
             ("HEADEND_PG_BINDIR", "/usr/lib/postgresql/17/bin"),
             (
