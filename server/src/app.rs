@@ -191,7 +191,8 @@ impl App {
         let modbus = crate::modbus::ModbusHandle::new(
             crate::modbus::Maps::load(&config.modbus)?,
             config.modbus.clone(),
-        );
+        )
+        .with_pool(db.pool.clone());
         // Converters declared in the file are upserted at every start.
         crate::modbus::store::apply_config(
             &db.pool,

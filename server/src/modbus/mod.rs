@@ -10,12 +10,14 @@
 //! - [`ModbusService`]: the supervisor (task `modbus`): one bus task per enabled converter
 //!   whose lease this instance holds (one instance polls each converter), restarted when its
 //!   configuration changes ([`ModbusHandle::changed`]).
+//! - [`remote`]: counter resets asked on another instance, carried out by the bus's owner.
 //!
 //! Polled values are journaled (`RecordKind::Polled`) and stored by the ingest writers like
 //! everything else, so profiles, relay confirmation and dashboards need nothing new.
 
 pub mod bus;
 pub mod config;
+pub mod remote;
 pub mod store;
 
 use std::collections::HashMap;
@@ -90,6 +92,9 @@ pub enum BusRequest {
     },
 }
 
+/// How long a counter reset is waited for, here or through another instance.
+pub const RESET_WITHIN: Duration = Duration::from_secs(30);
+
 /// Shared with the API and the relay dispatcher: the maps, the settings, the running buses.
 #[derive(Clone)]
 pub struct ModbusHandle {
@@ -97,6 +102,8 @@ pub struct ModbusHandle {
     settings: Arc<ModbusConfig>,
     buses: Arc<RwLock<HashMap<i64, mpsc::Sender<BusRequest>>>>,
     reload: Arc<Notify>,
+    /// Reaches the other instances' buses ([`remote`]); without it only local buses are.
+    pool: Option<PgPool>,
 }
 
 impl ModbusHandle {
@@ -106,7 +113,15 @@ impl ModbusHandle {
             settings: Arc::new(settings),
             buses: Arc::default(),
             reload: Arc::default(),
+            pool: None,
         }
+    }
+
+    /// Counter resets of converters polled by another instance are asked through `pool`.
+    #[must_use]
+    pub fn with_pool(mut self, pool: PgPool) -> Self {
+        self.pool = Some(pool);
+        self
     }
 
     /// A handle with the built-in maps and default settings that reaches no bus (tests of
@@ -151,6 +166,16 @@ impl ModbusHandle {
             .cloned()
     }
 
+    /// The converters whose bus runs here.
+    fn attached(&self) -> Vec<i64> {
+        self.buses
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// Queues a relay action on a converter's bus; false when the converter is not polled by
     /// this instance (another instance holds its lease: the command stays queued, and that
     /// instance's dispatcher sends it through its bus) or its queue is full (the dispatcher
@@ -164,32 +189,61 @@ impl ModbusHandle {
     }
 
     /// Writes a counter's reset register through the converter's bus and waits for the
-    /// outcome.
+    /// outcome (at most [`RESET_WITHIN`]): through the local bus when this instance polls the
+    /// converter, otherwise asked of the instance that does ([`remote`]).
     pub async fn reset_counter(
         &self,
         converter: i64,
         unit: i16,
         counter: &str,
     ) -> Result<(), ModbusError> {
+        u8::try_from(unit).map_err(|_| ModbusError::Invalid("unit id".into()))?;
+        match (&self.pool, self.bus(converter)) {
+            (Some(pool), None) => {
+                remote::ask_reset(pool, converter, unit, counter, RESET_WITHIN).await
+            }
+            _ => {
+                self.reset_here(converter, unit, counter, RESET_WITHIN)
+                    .await
+            }
+        }
+    }
+
+    /// A counter reset through this instance's bus of `converter`, waited for at most `within`.
+    /// A request still queued when the wait ends is dropped by the bus, never written later.
+    async fn reset_here(
+        &self,
+        converter: i64,
+        unit: i16,
+        counter: &str,
+        within: Duration,
+    ) -> Result<(), ModbusError> {
         let bus = self
             .bus(converter)
             .ok_or_else(|| ModbusError::Bus("the converter is not being polled".into()))?;
         let unit = u8::try_from(unit).map_err(|_| ModbusError::Invalid("unit id".into()))?;
-        let (reply, answer) = oneshot::channel();
-        bus.send(BusRequest::ResetCounter {
-            unit,
-            counter: counter.to_owned(),
-            reply,
-        })
-        .await
-        .map_err(|_| ModbusError::Bus("the converter's bus stopped".into()))?;
-        match tokio::time::timeout(Duration::from_secs(30), answer).await {
-            Ok(Ok(result)) => result.map_err(ModbusError::Bus),
-            Ok(Err(_)) => Err(ModbusError::Bus("the converter's bus stopped".into())),
-            Err(_) => Err(ModbusError::Bus(
-                "the converter's bus did not carry out the reset within 30 s".into(),
-            )),
-        }
+        let asked = async {
+            let (reply, answer) = oneshot::channel();
+            bus.send(BusRequest::ResetCounter {
+                unit,
+                counter: counter.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| ModbusError::Bus("the converter's bus stopped".into()))?;
+            match answer.await {
+                Ok(result) => result.map_err(ModbusError::Bus),
+                Err(_) => Err(ModbusError::Bus("the converter's bus stopped".into())),
+            }
+        };
+        tokio::time::timeout(within, asked)
+            .await
+            .unwrap_or_else(|_| {
+                Err(ModbusError::Bus(format!(
+                    "the converter's bus did not carry out the reset within {} s",
+                    within.as_secs()
+                )))
+            })
     }
 }
 
@@ -273,6 +327,16 @@ impl ModbusService {
         // often, so a released or expired one is taken within that.
         let pass = (self.leases.ttl() / 3).min(RELOAD_EVERY);
         let mut reload_due = Instant::now();
+        // Counter resets asked on other instances, for the buses running here (stopped with
+        // the supervisor, even when it is dropped).
+        let remote_stop = shutdown.child_token();
+        let _remote_guard = remote_stop.clone().drop_guard();
+        let remote = tokio::spawn(remote::serve(
+            self.pool.clone(),
+            self.ctx.handle.clone(),
+            self.leases.owner().as_str().to_owned(),
+            remote_stop,
+        ));
         loop {
             if Instant::now() >= reload_due {
                 match store::load_buses(&self.pool).await {
@@ -296,6 +360,7 @@ impl ModbusService {
         for (_, mut r) in running.drain() {
             let _ = (&mut r.task).await;
         }
+        let _ = remote.await;
         Ok(())
     }
 

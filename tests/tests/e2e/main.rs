@@ -33,6 +33,7 @@ mod pages;
 mod process;
 mod read_replica;
 mod relays;
+mod remote_reset;
 mod retention;
 mod ui;
 mod xml_push;

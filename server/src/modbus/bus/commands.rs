@@ -18,6 +18,11 @@ impl Bus {
                 counter,
                 reply,
             } => {
+                // Its asker stopped waiting and answered "failed": never written later.
+                if reply.is_closed() {
+                    tracing::warn!(unit, counter, "counter reset dropped: not waited for");
+                    return;
+                }
                 let result = self.reset(unit, &counter).await;
                 let _ = reply.send(result);
             }
