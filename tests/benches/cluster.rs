@@ -751,21 +751,21 @@ impl Cpu {
 impl std::fmt::Display for Cpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let list = |parts: Vec<String>| parts.join(" + ");
+        write!(f, "{:.2} of {}: ", self.machine, cpus())?;
+        if !self.instances.is_empty() {
+            write!(
+                f,
+                "instances {:.2} ({}), ",
+                self.instances.iter().sum::<f64>(),
+                list(self.instances.iter().map(|c| format!("{c:.2}")).collect())
+            )?;
+        }
+        let roles = self.roles.iter().map(|(r, c)| format!("{r} {c:.2}"));
         write!(
             f,
-            "{:.2} of {}: instances {:.2} ({}), PostgreSQL {:.2} ({}), MQTT clients {:.2}, \
-             harness {:.2}, other {:.2}",
-            self.machine,
-            cpus(),
-            self.instances.iter().sum::<f64>(),
-            list(self.instances.iter().map(|c| format!("{c:.2}")).collect()),
+            "PostgreSQL {:.2} ({}), MQTT clients {:.2}, harness {:.2}, other {:.2}",
             self.postgres,
-            list(
-                self.roles
-                    .iter()
-                    .map(|(r, c)| format!("{r} {c:.2}"))
-                    .collect()
-            ),
+            list(roles.collect()),
             self.clients,
             self.harness,
             self.other
@@ -796,7 +796,8 @@ fn postgres_roles(postmaster: u32) -> Vec<(u32, String)> {
         let cmdline = std::fs::read_to_string(path.join("cmdline")).ok()?;
         let title = cmdline.trim_end_matches('\0').trim();
         let title = title.strip_prefix("postgres: ").unwrap_or(title);
-        let role = if title.contains('(') || title.contains("[local]") {
+        // A backend's title is `user database host(port) state`; one ending has none left.
+        let role = if title.is_empty() || title.contains('(') || title.contains("[local]") {
             "backends".to_owned()
         } else {
             title.split("  ").next().unwrap_or(title).trim().to_owned()
