@@ -6,6 +6,9 @@
 //! (`sg/<serial>/sub`). The [`Gate`] enforces that as an MQTT-aware TCP proxy
 //! on the public port(s), in front of rumqttd on a loopback port:
 //!
+//! * behind a TCP proxy, it takes the client's address from the PROXY protocol
+//!   header (v1 or v2) when the peer is a trusted proxy ([`ProxyProtocol`]), before
+//!   TLS; that address is the one the policy, the tap and the logs see;
 //! * it terminates TLS when configured, optionally requiring a client
 //!   certificate from a given CA (mutual TLS);
 //! * it authenticates the CONNECT through a [`Policy`], which yields the
@@ -50,6 +53,7 @@
 
 mod codec;
 mod policy;
+mod proxy;
 mod session;
 mod stats;
 mod tap;
@@ -65,9 +69,13 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 pub use policy::{ConnectRequest, Policy, Principal, Refusal};
+pub use proxy::{
+    admit as admit_proxied, Admission, IpNet, Prefixed, ProxyError, ProxyProtocol,
+    MAX_HEADER_BYTES as MAX_PROXY_HEADER_BYTES,
+};
 pub use stats::{GateStats, StatsSnapshot};
 pub use tap::{Tap, TapError, Violation};
 pub use tls::{acceptor as tls_acceptor, TlsConfig};
@@ -114,6 +122,8 @@ pub struct GateConfig {
     /// stops reading from that client. Together with `max_packet_bytes`
     /// this bounds the memory one connection can pin.
     pub max_in_flight: usize,
+    /// PROXY protocol: required from (and only believed from) these proxies; `None`: off.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 impl GateConfig {
@@ -133,6 +143,7 @@ impl GateConfig {
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
+            proxy_protocol: None,
         }
     }
 }
@@ -243,9 +254,15 @@ impl Gate {
             stats,
         } = self;
         let slots = Arc::new(Semaphore::new(config.max_connections));
+        let proxy = Arc::new(config.proxy_protocol.clone());
         let shared = Arc::new(Shared::new(config, tls, policy, tap, stats.clone()));
         let tasks = TaskTracker::new();
-        info!(%local_addr, tls = shared.tls.is_some(), "MQTT gate serving");
+        info!(
+            %local_addr,
+            tls = shared.tls.is_some(),
+            proxy_protocol = proxy.is_some(),
+            "MQTT gate serving"
+        );
 
         loop {
             let accepted = tokio::select! {
@@ -269,10 +286,29 @@ impl Gate {
                 warn!(%peer, "connection limit reached, closing new connection");
                 continue;
             };
-            let shared = Arc::clone(&shared);
+            let (shared, proxy, counters) =
+                (Arc::clone(&shared), Arc::clone(&proxy), stats.clone());
             let shutdown = shutdown.clone();
             tasks.spawn(async move {
-                session::handle(&shared, stream, peer, shutdown).await;
+                if let Err(error) = stream.set_nodelay(true) {
+                    info!(%peer, %error, "connection closed: cannot set TCP_NODELAY");
+                    return;
+                }
+                // The PROXY header comes before anything else, TLS included.
+                let admitted = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    admitted = proxy::admit(stream, peer, proxy.as_ref().as_ref()) => admitted,
+                };
+                match admitted {
+                    Ok(Admission::Client(stream, client)) => {
+                        session::handle(&shared, stream, client, shutdown).await;
+                    }
+                    Ok(Admission::Local) => debug!(%peer, "PROXY LOCAL connection closed"),
+                    Err(error) => {
+                        stats::bump(&counters.counters().protocol_errors);
+                        warn!(%peer, %error, "connection from a trusted proxy refused");
+                    }
+                }
                 drop(slot);
             });
         }

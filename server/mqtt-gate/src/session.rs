@@ -135,14 +135,17 @@ impl End {
     }
 }
 
-/// Serves one accepted TCP connection until either side closes, a rule is
-/// broken or `shutdown` is cancelled.
-pub(crate) async fn handle(
+/// Serves one accepted TCP connection (past its PROXY header, if any: `peer` is
+/// the client's address) until either side closes, a rule is broken or
+/// `shutdown` is cancelled.
+pub(crate) async fn handle<S>(
     shared: &Shared,
-    stream: TcpStream,
+    stream: S,
     peer: SocketAddr,
     shutdown: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
     let _active = ActiveGuard::new(shared.stats.clone());
     let span = info_span!("mqtt", %peer, client_id = field::Empty, principal = field::Empty);
     async {
@@ -156,13 +159,13 @@ pub(crate) async fn handle(
     .await;
 }
 
-async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr) -> End {
+async fn serve<S>(shared: &Shared, stream: S, peer: SocketAddr) -> End
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin,
+{
     // One budget for the TLS handshake and the CONNECT, so a slow-loris
     // client cannot stretch the two.
     let deadline = Instant::now() + shared.connect_timeout;
-    if let Err(error) = stream.set_nodelay(true) {
-        return End::ClientIo(error);
-    }
     let result = match &shared.tls {
         None => session(shared, stream, peer, false, deadline).await,
         Some(acceptor) => match timeout_at(deadline, acceptor.accept(stream)).await {

@@ -205,6 +205,9 @@ pub struct MqttConfig {
     pub external_filter: String,
     pub max_payload_bytes: usize,
     pub max_connections: usize,
+    /// Trusted proxies (networks, `127.0.0.1/32`) whose connections to both MQTT listeners must
+    /// start with a PROXY protocol header (v1/v2), whose client address replaces theirs; empty: off.
+    pub proxy_protocol_from: Vec<headend_mqtt_gate::IpNet>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -248,6 +251,9 @@ pub struct XmlPushConfig {
     /// An acknowledgement the peer does not take within this is the last one written to it
     /// (its documents are still stored).
     pub write_timeout_secs: u64,
+    /// Trusted proxies whose connections must start with a PROXY protocol header; the source
+    /// is then identified by the header's address. Empty: off.
+    pub proxy_protocol_from: Vec<headend_mqtt_gate::IpNet>,
 }
 
 impl Default for XmlPushConfig {
@@ -260,6 +266,7 @@ impl Default for XmlPushConfig {
             max_connections: 1_000,
             idle_timeout_secs: 900,
             write_timeout_secs: 10,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -413,6 +420,7 @@ impl Default for MqttConfig {
             external_filter: "sg/+/pub/#".into(),
             max_payload_bytes: sg_wire::MAX_PAYLOAD_BYTES,
             max_connections: 10_000,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -563,6 +571,22 @@ mod tests {
         config.validate().unwrap();
         assert!(config.http.secure_cookies);
         assert_eq!(config.ingest.default_time_zone, "Europe/Ljubljana");
+    }
+
+    #[test]
+    fn trusted_proxies_are_networks_from_the_environment_or_the_file() {
+        let var = "HEADEND_MQTT__PROXY_PROTOCOL_FROM";
+        let config = Config::load_from(None, [(var, "[127.0.0.1/32, 2001:db8::/64]")]).unwrap();
+        let shown = format!("{:?}", config.mqtt.proxy_protocol_from);
+        assert_eq!(shown, "[127.0.0.1/32, 2001:db8::/64]");
+        assert!(Config::load_from(None, [(var, "[127.0.0.1]")]).is_err());
+        let file = "[xml_push]\nproxy_protocol_from = [\"10.0.0.0/8\"]";
+        let file: Config = toml::from_str(file).unwrap();
+        assert_eq!(
+            format!("{:?}", file.xml_push.proxy_protocol_from),
+            "[10.0.0.0/8]"
+        );
+        assert!(Config::default().mqtt.proxy_protocol_from.is_empty());
     }
 
     #[test]

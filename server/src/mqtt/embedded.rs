@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use headend_mqtt_gate::{Credentials, Gate, GateConfig, GateStats, TlsConfig};
+use headend_mqtt_gate::{Credentials, Gate, GateConfig, GateStats, ProxyProtocol, TlsConfig};
 
 use super::{CommandQueue, MqttError};
 use crate::config::MqttConfig;
@@ -39,6 +39,7 @@ impl EmbeddedMqtt {
             // The MQTT fixed header and topic come on top of the payload limit.
             c.max_packet_bytes = config.max_payload_bytes + 64 * 1024;
             c.max_connections = config.max_connections;
+            c.proxy_protocol = ProxyProtocol::from_trusted(config.proxy_protocol_from.clone());
             c
         };
         let plain = Gate::bind(gate_config(config.addr, None))

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use headend_mqtt_gate::{Admission, Prefixed, ProxyProtocol};
 use sg_wire::mismart::DocumentSplitter;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -28,6 +29,8 @@ pub struct ListenerSettings {
     /// An ack the peer does not take within this is the last one written to it; its documents
     /// are still read and stored.
     pub write_timeout: Duration,
+    /// PROXY protocol from trusted proxies; `None`: off.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 impl ListenerSettings {
@@ -46,6 +49,7 @@ impl ListenerSettings {
             max_connections: config.max_connections,
             idle_timeout: Duration::from_secs(config.idle_timeout_secs.max(1)),
             write_timeout: Duration::from_secs(config.write_timeout_secs.max(1)),
+            proxy_protocol: ProxyProtocol::from_trusted(config.proxy_protocol_from.clone()),
         }
     }
 }
@@ -95,7 +99,12 @@ impl XmlPushListener {
     pub async fn serve(self, push: Arc<XmlPush>, shutdown: CancellationToken) {
         let limit = Arc::new(Semaphore::new(self.settings.max_connections.max(1)));
         let tracker = TaskTracker::new();
-        tracing::info!(addr = %self.local_addr, tls = self.tls.is_some(), "XML push listening");
+        tracing::info!(
+            addr = %self.local_addr,
+            tls = self.tls.is_some(),
+            proxy_protocol = self.settings.proxy_protocol.is_some(),
+            "XML push listening"
+        );
         loop {
             let accepted = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -120,28 +129,48 @@ impl XmlPushListener {
                 self.tls.clone(),
                 shutdown.clone(),
             );
-            tracker.spawn(
-                async move {
-                    connection(stream, peer, tls, push, &settings, shutdown).await;
-                    drop(permit);
+            tracker.spawn(async move {
+                let _ = stream.set_nodelay(true);
+                // The PROXY header comes before anything else, TLS included.
+                let admitted = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    admitted = headend_mqtt_gate::admit_proxied(
+                        stream,
+                        peer,
+                        settings.proxy_protocol.as_ref(),
+                    ) => admitted,
+                };
+                match admitted {
+                    Ok(Admission::Client(stream, client)) => {
+                        let span = tracing::info_span!("xml_push", peer = %client);
+                        connection(stream, client, tls, push, &settings, shutdown)
+                            .instrument(span)
+                            .await;
+                    }
+                    Ok(Admission::Local) => {
+                        tracing::debug!(%peer, "XML push: PROXY LOCAL connection closed");
+                    }
+                    Err(e) => {
+                        tracing::warn!(%peer, error = %e, "XML push connection from a trusted proxy refused");
+                    }
                 }
-                .instrument(tracing::info_span!("xml_push", %peer)),
-            );
+                drop(permit);
+            });
         }
         tracker.close();
         tracker.wait().await;
     }
 }
 
+/// `peer` is the client's address: the PROXY header's when it came through a trusted proxy.
 async fn connection(
-    stream: TcpStream,
+    stream: Prefixed<TcpStream>,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
     push: Arc<XmlPush>,
     settings: &ListenerSettings,
     shutdown: CancellationToken,
 ) {
-    let _ = stream.set_nodelay(true);
     let gateways = match push.gateways_for_source(peer.ip()).await {
         Ok(gateways) => gateways,
         Err(e) => {

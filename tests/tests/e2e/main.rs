@@ -31,6 +31,7 @@ mod modbus;
 mod mqtts;
 mod pages;
 mod process;
+mod proxy_protocol;
 mod read_replica;
 mod relays;
 mod remote_reset;
