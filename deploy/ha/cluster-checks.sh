@@ -1,43 +1,19 @@
-# The checks of cluster-test.sh, sourced by it: `stored_per_gateway FILE` (also taken as the
-# baseline before the measured run) and `run_checks` once everything settled (uses its
-# variables and functions: psql_rw, ACKED, GATEWAYS, KILL_MS, victim, converter_id, DIR, ...).
+# The checks of cluster-test.sh, sourced by it: `run_checks` once everything settled (uses its
+# variables and functions: psql_rw, ACKED, GATEWAYS, KILL_MS, victim, converter_id, DIR, and
+# fleet.sh's stored_per_gateway).
 # Prints every figure; exits non-zero when a check fails.
 # shellcheck shell=bash disable=SC2154
 
 failed=0
 fail() { log "FAIL: $*"; failed=1; }
 
-# Per gateway: hellos and other events, measurement rows, counter documents (distinct meter
-# and time), relay state documents (distinct relay and time), whole and partial rejects.
-stored_per_gateway() {
-    psql_rw -F ' ' >"$1" <<'SQL'
-SELECT g.serial,
-       (SELECT count(*) FROM gateway_events e
-         WHERE e.gateway_id = g.id AND e.kind IN ('hello', 'status', 'log', 'error')),
-       (SELECT count(*) FROM measurements m JOIN devices d ON d.id = m.device_id
-         WHERE d.gateway_id = g.id),
-       (SELECT count(DISTINCT (c.device_id, r.ts)) FROM counter_readings r
-          JOIN counters c ON c.id = r.counter_id JOIN devices d ON d.id = c.device_id
-         WHERE d.gateway_id = g.id),
-       (SELECT count(*) FROM relay_states s JOIN devices d ON d.id = s.device_id
-         WHERE d.gateway_id = g.id),
-       (SELECT count(*) FROM ingest_rejects j WHERE j.gateway_id = g.id AND NOT j.partial),
-       (SELECT count(*) FROM ingest_rejects j WHERE j.gateway_id = g.id AND j.partial)
-  FROM gateways g WHERE g.serial LIKE 'CTG%' ORDER BY g.serial
-SQL
-}
-
 run_checks() {
 # --- 1. every acknowledged message of the fleet stored exactly once ------------------------
 # Minus what the bootstrap run (relays reporting once) stored.
-stored_per_gateway "$DIR/stored-total.txt"
+stored_per_gateway "$DIR/stored-total.txt" CTG
 join "$DIR/stored-total.txt" "$DIR/stored-baseline.txt" | awk '{ printf "%s", $1;
     for (i = 2; i <= 7; i++) printf " %d", $i - $(i + 6); print "" }' >"$DIR/stored.txt"
-dups=$(psql_rw <<'SQL'
-SELECT (SELECT count(*) - count(DISTINCT (counter_id, ts)) FROM counter_readings)
-     + (SELECT count(*) - count(DISTINCT (device_id, ts)) FROM measurements)
-SQL
-)
+dups=$(stored_twice)
 acked_total=0 stored_total=0 readings_total=0 meas_total=0 relay_total=0 rejects_total=0
 short=0 extra=0
 while read -r s events meas ctr relay rejects partial; do
@@ -87,8 +63,9 @@ ended_sql="SELECT c.id, c.status, (SELECT t.detail FROM relay_command_transition
 psql_rw -F ' ' -c "SELECT status, count(*), count(*) FILTER (WHERE coalesce(detail, '') = '')
     FROM ($ended_sql) e GROUP BY status ORDER BY status" >"$DIR/commands-status.txt"
 log "relay commands by status (status count without-reason): $(tr '\n' ';' <"$DIR/commands-status.txt")"
-psql_rw -F ' ' -c "SELECT status, detail, count(*) FROM ($ended_sql) e WHERE status <> 'confirmed'
-    GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 8" | sed 's/command [0-9]*/command N/' >"$DIR/commands-reasons.txt"
+psql_rw -F ' ' -c "SELECT status, regexp_replace(detail, 'command [0-9]+', 'command N'), count(*)
+    FROM ($ended_sql) e WHERE status <> 'confirmed' GROUP BY 1, 2 ORDER BY 3 DESC LIMIT 8" \
+    >"$DIR/commands-reasons.txt"
 log "reasons: $(tr '\n' ';' <"$DIR/commands-reasons.txt")"
 open=$(psql_rw -c "SELECT count(*) FROM relay_commands WHERE status IN ('awaiting_approval', 'queued', 'sent')")
 unexplained=$(psql_rw -c "SELECT count(*) FROM ($ended_sql) e

@@ -39,6 +39,8 @@ METRICS_TOKEN=ha-test-metrics-token
 CLUSTER=$DIR/cluster
 MAX_IN_FLIGHT=16
 
+# shellcheck source=deploy/ha/fleet.sh
+source "$HERE/fleet.sh"
 log() { printf '%s failover-test: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
 
@@ -124,30 +126,7 @@ log "instances h1 and h2 up"
 for i in $(seq 1 "$GATEWAYS"); do
     s=$(serial "$i")
     mkdir -p "$DIR/fleet/$s"
-    cat >"$DIR/fleet/$s.toml" <<TOML
-serial = "$s"
-first_push_delay_s = 0
-state_dir = "$DIR/fleet/$s"
-rest_addr = "127.0.0.1:$((19100 + i))"
-
-[link1]
-host = "127.0.0.1"
-port = ${HA_MQTT_PORT:-1883}
-username = "$s"
-password = "$PASSWORD"
-
-[[devices]]
-slot = "ir_meter"
-type = "meter"
-model = "IE38MD"
-serial = "$(printf 'HAM%06d' "$i")"
-phases = 3
-push_interval_s = $PUSH_SECS
-push = [true, false]
-
-[devices.source]
-type = "sim"
-TOML
+    gateway_config "$s" "$(printf 'HAM%06d' "$i")" $((19100 + i)) meter >"$DIR/fleet/$s.toml"
     RUST_LOG=warn "$SG" --config "$DIR/fleet/$s.toml" --seed "$i" >"$DIR/fleet/$s.log" 2>&1 &
     PIDS+=($!)
 done
@@ -218,26 +197,8 @@ pending() {
 until_ok "journals drained" 90 pending
 log "journals drained"
 
-# Stored messages per gateway: hellos (and other status/log/error events), measurement rows,
-# counter documents (distinct meter and time), rejects that stored nothing.
-psql_rw -F ' ' >"$DIR/stored.txt" <<'SQL'
-SELECT g.serial,
-       (SELECT count(*) FROM gateway_events e
-         WHERE e.gateway_id = g.id AND e.kind IN ('hello', 'status', 'log', 'error')),
-       (SELECT count(*) FROM measurements m JOIN devices d ON d.id = m.device_id
-         WHERE d.gateway_id = g.id),
-       (SELECT count(DISTINCT (c.device_id, r.ts)) FROM counter_readings r
-          JOIN counters c ON c.id = r.counter_id JOIN devices d ON d.id = c.device_id
-         WHERE d.gateway_id = g.id),
-       (SELECT count(*) FROM ingest_rejects j WHERE j.gateway_id = g.id AND NOT j.partial),
-       (SELECT count(*) FROM ingest_rejects j WHERE j.gateway_id = g.id AND j.partial)
-  FROM gateways g WHERE g.serial LIKE 'HAF%' ORDER BY g.serial
-SQL
-dups=$(psql_rw <<'SQL'
-SELECT (SELECT count(*) - count(DISTINCT (counter_id, ts)) FROM counter_readings)
-     + (SELECT count(*) - count(DISTINCT (device_id, ts)) FROM measurements)
-SQL
-)
+stored_per_gateway "$DIR/stored.txt" HAF
+dups=$(stored_twice)
 
 # Not part of the pass: counters the profile worker quarantined (an error it did not take for
 # an outage during the failover would put a counter there).
@@ -245,7 +206,7 @@ quarantined=$(psql_rw -c 'SELECT count(*) FROM energy_quarantine')
 
 failed=0 acked_total=0 stored_total=0 readings_total=0
 printf '%-10s %8s %8s %7s %12s %9s %8s %8s\n' gateway acked stored events measurements counters rejects partial
-while read -r s events meas ctr rejects partial; do
+while read -r s events meas ctr _relay rejects partial; do
     acked=${ACKED[$s]:-0}
     stored=$((events + meas + ctr + rejects))
     printf '%-10s %8d %8d %7d %12d %9d %8d %8d\n' "$s" "$acked" "$stored" "$events" "$meas" "$ctr" "$rejects" "$partial"

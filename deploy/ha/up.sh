@@ -140,6 +140,9 @@ cat >"$DIR/headend.env" <<ENV
 # HEADEND_DATA_DIR, the listeners; the same HEADEND_JWT_SECRET on every instance).
 HEADEND_DATABASE_URL=postgres://headend:$HEADEND_PASSWORD@127.0.0.1:$HA_PG_RW_PORT/headend
 HEADEND_DATABASE_READ_URL=postgres://headend:$HEADEND_PASSWORD@127.0.0.1:$HA_PG_RO_PORT/headend
+# HAProxy (haproxy.cfg: send-proxy-v2) connects from loopback and sends each client's address.
+HEADEND_MQTT__PROXY_PROTOCOL_FROM=[127.0.0.1/32]
+HEADEND_XML_PUSH__PROXY_PROTOCOL_FROM=[127.0.0.1/32]
 ENV
 chmod 600 "$DIR/headend.env"
 
