@@ -41,6 +41,17 @@ impl Change {
     }
 }
 
+/// A LISTEN connection of its own, outside `pool`: a listener holds its connection for as long
+/// as it runs, and taken from the application's pool it would starve the work that pool is
+/// sized for (ingest writers, the profile worker, the evaluator).
+pub async fn listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let own = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with((*pool.connect_options()).clone())
+        .await?;
+    PgListener::connect_with(&own).await
+}
+
 /// What to do on each kind of change (each call must be cheap: it wakes a task).
 pub type OnChange = Arc<dyn Fn(Change) + Send + Sync>;
 
@@ -54,7 +65,7 @@ pub async fn listen(
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     loop {
         let connected = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
+            let mut listener = listener(&pool).await?;
             listener.listen(CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         };

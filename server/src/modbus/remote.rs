@@ -184,7 +184,7 @@ pub(super) async fn serve(
 
 async fn listen(pool: &PgPool) -> Option<PgListener> {
     let listening = async {
-        let mut listener = PgListener::connect_with(pool).await?;
+        let mut listener = crate::infra::changes::listener(pool).await?;
         listener.listen(CHANNEL).await?;
         Ok::<_, sqlx::Error>(listener)
     };

@@ -120,7 +120,7 @@ impl Dispatcher {
     /// Listens on [`CHANNEL`]; without it (no connection) the tick alone wakes us.
     async fn listen(&self) -> Option<PgListener> {
         let listening = async {
-            let mut listener = PgListener::connect_with(&self.pool).await?;
+            let mut listener = crate::infra::changes::listener(&self.pool).await?;
             listener.listen(CHANNEL).await?;
             Ok::<_, sqlx::Error>(listener)
         };

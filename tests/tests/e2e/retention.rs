@@ -350,6 +350,7 @@ async fn writer(
     device: i64,
     counter: i64,
     stop: tokio_util::sync::CancellationToken,
+    done: std::sync::Arc<std::sync::atomic::AtomicU64>,
 ) -> Writes {
     let mut writes = Writes::default();
     let mut conn = pool.acquire().await.unwrap();
@@ -378,7 +379,10 @@ async fn writer(
         .await;
         writes.longest = writes.longest.max(started.elapsed());
         match result {
-            Ok(_) => writes.ok += 1,
+            Ok(_) => {
+                writes.ok += 1;
+                done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
             Err(e) => writes.failed.push(e.to_string()),
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
@@ -447,18 +451,36 @@ async fn migration_of_a_large_database_while_writing() {
     .await
     .unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
-    let writing = tokio::spawn(writer(pool.clone(), device, counter, stop.clone()));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let writing = tokio::spawn(writer(
+        pool.clone(),
+        device,
+        counter,
+        stop.clone(),
+        done.clone(),
+    ));
+    // Writes before, during and after the migration: each phase waits for 20 more.
+    let written = |n: u64| {
+        let done = done.clone();
+        async move {
+            let reached = headend_e2e::eventually(Duration::from_secs(60), || async {
+                (done.load(std::sync::atomic::Ordering::SeqCst) >= n).then_some(())
+            })
+            .await;
+            assert!(reached.is_some(), "the writer stalled below {n} writes");
+        }
+    };
+    written(20).await;
 
     let migrating = Instant::now();
     all.run(&pool).await.unwrap();
     let migration_time = migrating.elapsed();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    written(done.load(std::sync::atomic::Ordering::SeqCst) + 20).await;
     stop.cancel();
     let writes = writing.await.unwrap();
 
     assert!(writes.failed.is_empty(), "{:?}", writes.failed);
-    assert!(writes.ok > 100, "{writes:?}");
+    assert!(writes.ok >= 40, "{writes:?}");
     for table in ["measurements", "counter_readings"] {
         let key = if table == "measurements" {
             "device_id"
