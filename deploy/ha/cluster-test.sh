@@ -26,6 +26,8 @@ REDUCED=0
 if [ "${1:-}" = --reduced ]; then REDUCED=1; shift; fi
 DIR=${1:-$(mktemp -d /tmp/headend-cluster-test.XXXXXX)}
 mkdir -p "$DIR"
+# mktemp makes it 0700: the postgres user (Patroni, etcd) must be able to pass through it.
+chmod 0711 "$DIR"
 DIR=$(cd "$DIR" && pwd)
 GATEWAYS=${GATEWAYS:-200}
 if [ "$REDUCED" = 1 ]; then PHASE_SECS=${PHASE_SECS:-20}; else PHASE_SECS=${PHASE_SECS:-45}; fi

@@ -28,6 +28,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 DIR=${1:-$(mktemp -d /tmp/headend-ha-test.XXXXXX)}
 mkdir -p "$DIR"
+# mktemp makes it 0700: the postgres user (Patroni, etcd) must be able to pass through it.
+chmod 0711 "$DIR"
 DIR=$(cd "$DIR" && pwd)
 GATEWAYS=${GATEWAYS:-20}
 PUSH_SECS=${PUSH_SECS:-1}
