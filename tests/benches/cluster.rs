@@ -30,8 +30,8 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use headend::fleet::gateways::{create, NewGateway};
 use headend::zone::TimeZone;
-use headend_e2e::bench::{cpus, env_or, CpuSample, CpuSpan, Machine};
-use headend_e2e::{eventually, fixture, http_request, start_cluster, MqttClient};
+use headend_e2e::bench::{cpus, env_or, CpuSample, CpuSpan, Machine, MeterDocuments};
+use headend_e2e::{eventually, http_request, start_cluster, MqttClient};
 use headend_pgembed::RunningCluster;
 use rumqttc::{AsyncClient, Packet, QoS};
 use serde_json::Value;
@@ -47,17 +47,6 @@ use tokio::time::Instant;
 const CLIENT_THREAD: &str = "bench-client";
 /// `header.local_time` format.
 const LOCAL_TIME: &str = "%d.%m.%Y %H:%M:%S";
-/// Header fields that describe the meter; both documents carry the same ones, as a gateway does.
-const DEVICE_HEADER: [&str; 8] = [
-    "model",
-    "serial_number",
-    "port",
-    "modbus_addr",
-    "RS485 index",
-    "location",
-    "description",
-    "SG description",
-];
 /// Gateways registered or connected at the same time (Argon2 on both sides).
 const CONCURRENT_SETUP: usize = 8;
 /// How long a wait may go without progress before the run is declared stuck.
@@ -123,41 +112,14 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The documents of one gateway's meter, `local_time` set per message.
-struct Documents {
-    measurements: Value,
-    counters: Value,
-    counters_per_message: u64,
-}
+/// Messages of the meters.
+struct Documents(MeterDocuments);
 
 impl Documents {
-    fn load() -> anyhow::Result<Self> {
-        let mut counters: Value = serde_json::from_slice(&fixture("counters-rs485-2-wm3m4c.json"))?;
-        let mut measurements: Value =
-            serde_json::from_slice(&fixture("measurements-rs485-manual.json"))?;
-        counters["header"]["RS485 index"] = 1.into();
-        for key in DEVICE_HEADER {
-            measurements["header"][key] = counters["header"][key].clone();
-        }
-        let counters_per_message = counters["counters"]
-            .as_object()
-            .context("counters fixture has a counters object")?
-            .len() as u64;
-        Ok(Self {
-            measurements,
-            counters,
-            counters_per_message,
-        })
-    }
-
     /// Messages of gateway `n` (its own meter serial): measurements at even seconds, counters
     /// at odd ones, so every message is a row of its own; rendered before the clock starts.
     fn messages(&self, n: u32, count: u32) -> anyhow::Result<Vec<(bool, Bytes)>> {
-        let serial = Value::from(format!("{:08}", 30_000_000 + n));
-        let mut docs = [self.measurements.clone(), self.counters.clone()];
-        for doc in &mut docs {
-            doc["header"]["serial_number"] = serial.clone();
-        }
+        let mut docs = self.0.for_meter(n);
         (0..count)
             .map(|k| {
                 let doc = &mut docs[(k % 2) as usize];
@@ -206,7 +168,7 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
         cluster: &cluster,
         postmaster,
         binary,
-        documents: Documents::load()?,
+        documents: Documents(MeterDocuments::load()?),
     };
     let mut report = format!(
         "## Cluster benchmark: aggregate ingest with {} instances\n\n{}\n\nOne PostgreSQL \
@@ -224,7 +186,7 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
         Machine::probe().describe("Clients, the instances and PostgreSQL share it."),
         params.gateways,
         params.messages(),
-        setup.documents.counters_per_message
+        setup.documents.0.counters_per_message
     );
     let mut runs = Vec::new();
     for (k, &n) in params.instances.iter().enumerate() {
@@ -460,7 +422,7 @@ impl Setup<'_> {
             .map(|g| self.documents.messages(g, params.per_gateway))
             .collect::<anyhow::Result<Vec<_>>>()?;
         let total = params.messages();
-        let expected = (total / 2, total / 2 * self.documents.counters_per_message);
+        let expected = (total / 2, total / 2 * self.documents.0.counters_per_message);
 
         // pg_stat_wal is flushed by the backends about once a second.
         tokio::time::sleep(Duration::from_millis(1500)).await;

@@ -29,8 +29,8 @@ use chrono::NaiveDateTime;
 use futures::{StreamExt, TryStreamExt};
 use headend::config::Secret;
 use headend::Config;
-use headend_e2e::bench::{cpus, env_or, CpuSample, Machine};
-use headend_e2e::{fixture, start_cluster, MqttClient, TestApp};
+use headend_e2e::bench::{cpus, env_or, CpuSample, Machine, MeterDocuments};
+use headend_e2e::{start_cluster, MqttClient, TestApp};
 use rumqttc::{AsyncClient, Packet, QoS};
 use serde_json::Value;
 use sqlx::postgres::PgListener;
@@ -45,17 +45,6 @@ use tokio_util::sync::CancellationToken;
 const CLIENT_THREAD: &str = "bench-client";
 /// `header.local_time` format.
 const LOCAL_TIME: &str = "%d.%m.%Y %H:%M:%S";
-/// Header fields that describe the meter; both documents carry the same ones, as a gateway does.
-const DEVICE_HEADER: [&str; 8] = [
-    "model",
-    "serial_number",
-    "port",
-    "modbus_addr",
-    "RS485 index",
-    "location",
-    "description",
-    "SG description",
-];
 /// Gateways registered or connected at the same time.
 const CONCURRENT_SETUP: usize = 8;
 /// How long a wait may go without progress before the run is declared stuck.
@@ -168,42 +157,9 @@ impl Template {
     }
 }
 
-/// The two fixture documents, with the meter header made identical in both.
-struct Fixtures {
-    measurements: Value,
-    counters: Value,
-    counters_per_message: u64,
-}
-
-impl Fixtures {
-    fn load() -> anyhow::Result<Self> {
-        let mut counters: Value = serde_json::from_slice(&fixture("counters-rs485-2-wm3m4c.json"))?;
-        let mut measurements: Value =
-            serde_json::from_slice(&fixture("measurements-rs485-manual.json"))?;
-        counters["header"]["RS485 index"] = 1.into();
-        for key in DEVICE_HEADER {
-            measurements["header"][key] = counters["header"][key].clone();
-        }
-        let counters_per_message = counters["counters"]
-            .as_object()
-            .context("counters fixture has a counters object")?
-            .len() as u64;
-        Ok(Self {
-            measurements,
-            counters,
-            counters_per_message,
-        })
-    }
-
-    /// Templates for the meter of gateway `n`, which has its own meter serial.
-    fn templates(&self, n: u32) -> [Template; 2] {
-        let serial = Value::from(format!("{:08}", 30_000_000 + n));
-        [&self.measurements, &self.counters].map(|doc| {
-            let mut doc = doc.clone();
-            doc["header"]["serial_number"] = serial.clone();
-            Template::new(doc)
-        })
-    }
+/// Templates for the meter of gateway `n`, which has its own meter serial.
+fn templates(documents: &MeterDocuments, n: u32) -> [Template; 2] {
+    documents.for_meter(n).map(Template::new)
 }
 
 /// A simulated gateway: one MQTT connection, PUBACKs counted in the background.
@@ -362,7 +318,7 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     );
 
     eprintln!("registering and connecting {} gateways", params.gateways);
-    let fixtures = Fixtures::load()?;
+    let fixtures = MeterDocuments::load()?;
     let acks = Arc::new(AtomicU64::new(0));
     let gateways = connect_gateways(&app, params, &fixtures, clients, &acks).await?;
     let mut bench = Bench {
@@ -427,7 +383,7 @@ struct Bench<'a> {
     clients: &'a Handle,
     app: TestApp,
     url: String,
-    fixtures: Fixtures,
+    fixtures: MeterDocuments,
     gateways: Vec<Gateway>,
     acks: Arc<AtomicU64>,
     /// The cluster's postmaster, whose process tree is PostgreSQL's CPU time.
@@ -780,7 +736,7 @@ fn gateway_serial(n: u32) -> String {
 async fn connect_gateways(
     app: &TestApp,
     params: &Params,
-    fixtures: &Fixtures,
+    fixtures: &MeterDocuments,
     clients: &Handle,
     acks: &Arc<AtomicU64>,
 ) -> anyhow::Result<Vec<Gateway>> {
@@ -827,7 +783,7 @@ async fn connect_gateways(
             Gateway {
                 client,
                 topics: [topic("measurements"), topic("counters")],
-                templates: fixtures.templates(n as u32),
+                templates: templates(fixtures, n as u32),
                 device_id: 0,
             },
         ));

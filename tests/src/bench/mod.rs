@@ -4,6 +4,9 @@ pub mod cpu;
 
 pub use cpu::{CpuSample, CpuSpan, CpuUse};
 
+use anyhow::Context as _;
+use serde_json::Value;
+
 use std::path::PathBuf;
 use std::str::FromStr;
 
@@ -78,5 +81,59 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
         )
+    }
+}
+
+/// Header fields that describe the meter; both documents carry the same ones, as a gateway does.
+const DEVICE_HEADER: [&str; 8] = [
+    "model",
+    "serial_number",
+    "port",
+    "modbus_addr",
+    "RS485 index",
+    "location",
+    "description",
+    "SG description",
+];
+
+/// The measurements and counters fixture documents of one RS485 meter, with the meter header
+/// made identical in both: what the ingest benches push.
+pub struct MeterDocuments {
+    pub measurements: Value,
+    pub counters: Value,
+    /// Counter readings in one counters document.
+    pub counters_per_message: u64,
+}
+
+impl MeterDocuments {
+    pub fn load() -> anyhow::Result<Self> {
+        let mut counters: Value =
+            serde_json::from_slice(&crate::fixture("counters-rs485-2-wm3m4c.json"))?;
+        let mut measurements: Value =
+            serde_json::from_slice(&crate::fixture("measurements-rs485-manual.json"))?;
+        counters["header"]["RS485 index"] = 1.into();
+        for key in DEVICE_HEADER {
+            measurements["header"][key] = counters["header"][key].clone();
+        }
+        let counters_per_message = counters["counters"]
+            .as_object()
+            .context("counters fixture has a counters object")?
+            .len() as u64;
+        Ok(Self {
+            measurements,
+            counters,
+            counters_per_message,
+        })
+    }
+
+    /// The two documents (measurements, counters) of the meter of gateway `n`, which has its
+    /// own meter serial.
+    pub fn for_meter(&self, n: u32) -> [Value; 2] {
+        let serial = Value::from(format!("{:08}", 30_000_000 + n));
+        [&self.measurements, &self.counters].map(|doc| {
+            let mut doc = doc.clone();
+            doc["header"]["serial_number"] = serial.clone();
+            doc
+        })
     }
 }
