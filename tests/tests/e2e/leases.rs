@@ -90,7 +90,21 @@ async fn leases_are_exclusive_expire_and_fence() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let held = b.hold("test:held", &shutdown).await.expect("held");
     let lost = held.lost().clone();
-    tokio::time::sleep(ttl * 2).await;
+    // Renewed past its first expiry: the row's expiry moved at least a time to live further.
+    let expiry = || async {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+            "SELECT expires_at FROM leases WHERE name = 'test:held'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    let first_expiry = expiry().await;
+    let renewed = headend_e2e::eventually(ttl * 4, || async {
+        (expiry().await >= first_expiry + ttl).then_some(())
+    })
+    .await;
+    assert!(renewed.is_some(), "renewed past its first expiry");
     assert!(!lost.is_cancelled(), "kept renewed");
     assert!(a.try_acquire("test:held").await.unwrap().is_none());
     sqlx::query("UPDATE leases SET owner = 'x', token = token + 1 WHERE name = 'test:held'")
