@@ -10,7 +10,7 @@
 //! passwords), `CONCURRENCY` of each at once. At the end every reading the gateway published
 //! must be in PostgreSQL (checked, not timed). Figures are reported, never asserted; the
 //! targets (peak RSS < 1 GiB, `/healthz` p99 < 100 ms, no valid reading lost) are in
-//! `docs/benchmarks.md`.
+//! `docs/benchmarks/flood.md`.
 //!
 //! `cargo bench -p headend-e2e --bench flood`; parameters `HEADEND_BENCH_FLOOD_LOGINS` (1000),
 //! `..._CONNECTS` (1000), `..._CONCURRENCY` (200), `..._REST_SECS` (5), `..._RATE` (readings
