@@ -26,6 +26,8 @@ fi
 # The end-to-end tests run the `headend` and `sg-gateway` binaries: build them first.
 cargo build --workspace --bins
 cargo test --workspace --no-fail-fast -- --test-threads 4
+# Every benchmark in a tiny configuration, so none rots unnoticed (figures: docs/benchmarks/).
+bash tests/bench-smoke.sh
 # Issue 16's cluster proof, reduced (about 3.5 minutes): three instances behind HAProxy on
 # PostgreSQL under Patroni, 200 simulated gateways; kill -9, failover, restart (deploy/ha/README.md).
 bash deploy/ha/cluster-test.sh --reduced

@@ -454,7 +454,11 @@ impl App {
         }
         // One authenticator for MQTT and the XML HTTP push: one throttle allowance and one
         // verified-credential cache per gateway, whichever way it comes in.
-        let gateway_auth = gateways::GatewayAuthenticator::new(db.pool.clone());
+        let gateway_auth = gateways::GatewayAuthenticator::with_key_file(
+            db.pool.clone(),
+            &config.data_dir.join(crate::fleet::credentials::KEY_FILE),
+        )
+        .await;
         {
             // The security headers wrap the merged router, so the XML push route has them too.
             let router = web::security_headers(

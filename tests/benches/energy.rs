@@ -23,11 +23,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
-use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Datelike, Months, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use headend::config::Secret;
 use headend::Config;
+use headend_e2e::bench::copy::{copy_in, BinaryCopy};
 use headend_e2e::bench::{cpus, env_or, CpuSample, Machine};
 use headend_e2e::{http_request, start_cluster, MqttClient, TestApp};
 use rumqttc::{AsyncClient, Packet, QoS};
@@ -63,8 +63,6 @@ const USAGES: [&str; 8] = [
 /// How long a wait may go without progress before the run is declared stuck (one worker
 /// step may hold a whole month of 600 counters).
 const STALL: Duration = Duration::from_secs(900);
-/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
-const PG_EPOCH_US: i64 = 946_684_800_000_000;
 
 /// Run parameters, from the environment.
 struct Params {
@@ -81,6 +79,9 @@ struct Params {
     seconds: u32,
     /// `HEADEND_BENCH_ENERGY_REQUESTS`: requests of each kind in the latency phase.
     requests: usize,
+    /// `HEADEND_BENCH_ENERGY_LIVE`: 0 skips the steady state (the live phases), so that a run
+    /// measuring the read side is only backfill and latency; default 1.
+    live: bool,
 }
 
 impl Params {
@@ -91,10 +92,11 @@ impl Params {
             rate: env_or("HEADEND_BENCH_ENERGY_RATE", 34_000)?,
             seconds: env_or("HEADEND_BENCH_ENERGY_SECONDS", 20)?,
             requests: env_or("HEADEND_BENCH_ENERGY_REQUESTS", 200)?,
+            live: env_or("HEADEND_BENCH_ENERGY_LIVE", 1u8)? != 0,
         };
         ensure!(
-            params.meters >= 2 && params.months >= 1 && params.rate > 0 && params.seconds >= 2,
-            "HEADEND_BENCH_ENERGY_*: at least 2 meters, 1 month, 2 seconds, a positive rate"
+            params.meters >= 2 && params.months >= 1 && params.rate > 0 && params.seconds >= 1,
+            "HEADEND_BENCH_ENERGY_*: at least 2 meters, 1 month, 1 second, a positive rate"
         );
         ensure!(params.requests > 0, "HEADEND_BENCH_ENERGY_REQUESTS > 0");
         Ok(params)
@@ -361,71 +363,6 @@ fn counters_doc(serial: &str, r: &Reading) -> String {
     )
 }
 
-/// `COPY ... FROM STDIN (FORMAT binary)` data, cut into chunks of about 1 MiB.
-struct BinaryCopy {
-    buf: BytesMut,
-    chunks: Vec<bytes::Bytes>,
-    rows: u64,
-}
-
-impl BinaryCopy {
-    const CHUNK: usize = 1 << 20;
-
-    fn new() -> Self {
-        let mut buf = BytesMut::with_capacity(Self::CHUNK + 256);
-        buf.put_slice(b"PGCOPY\n\xff\r\n\0");
-        buf.put_i32(0); // flags
-        buf.put_i32(0); // header extension
-        Self {
-            buf,
-            chunks: Vec::new(),
-            rows: 0,
-        }
-    }
-
-    fn row(&mut self, fields: i16) {
-        if self.buf.len() >= Self::CHUNK {
-            self.chunks.push(self.buf.split().freeze());
-        }
-        self.buf.put_i16(fields);
-        self.rows += 1;
-    }
-
-    fn int8(&mut self, v: i64) {
-        self.buf.put_i32(8);
-        self.buf.put_i64(v);
-    }
-
-    fn int2(&mut self, v: i16) {
-        self.buf.put_i32(2);
-        self.buf.put_i16(v);
-    }
-
-    fn float4(&mut self, v: f32) {
-        self.buf.put_i32(4);
-        self.buf.put_f32(v);
-    }
-
-    fn timestamptz(&mut self, ms: i64) {
-        self.int8(ms * 1000 - PG_EPOCH_US);
-    }
-
-    fn finish(mut self) -> (Vec<bytes::Bytes>, u64) {
-        self.buf.put_i16(-1);
-        self.chunks.push(self.buf.freeze());
-        (self.chunks, self.rows)
-    }
-}
-
-async fn copy_in(pool: &PgPool, statement: &str, chunks: Vec<bytes::Bytes>) -> anyhow::Result<u64> {
-    let mut conn = pool.acquire().await?;
-    let mut copy = conn.copy_in_raw(statement).await?;
-    for chunk in chunks {
-        copy.send(chunk).await?;
-    }
-    Ok(copy.finish().await?)
-}
-
 // ---------------------------------------------------------------------------------------
 // Metrics and CPU.
 
@@ -685,10 +622,14 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     let start = utc_ms(first_month)?;
     // Live pushes, 15 minutes apart, end at the last quarter-hour before now; the stretch
     // between the loaded year and the first live push is loaded like the year ("catch-up").
-    let (p1, p2) = (
-        params.pushes(params.seconds / 2),
-        params.pushes(params.seconds),
-    );
+    let (p1, p2) = if params.live {
+        (
+            params.pushes(params.seconds / 2),
+            params.pushes(params.seconds),
+        )
+    } else {
+        (0, 0)
+    };
     let now_q = Utc::now().timestamp_millis() / QUARTER_MS * QUARTER_MS;
     let live_first = now_q - QUARTER_MS * (p1 + p2) as i64;
     ensure!(
@@ -756,8 +697,15 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     eprintln!("ANALYZE");
     sqlx::query("ANALYZE").execute(&bench.pool).await?;
 
-    // 2. Steady state.
-    bench.live(live_first, p1, p2).await?;
+    // 2. Steady state (skipped with HEADEND_BENCH_ENERGY_LIVE=0).
+    if params.live {
+        bench.live(live_first, p1, p2).await?;
+    } else {
+        eprintln!("steady state skipped (HEADEND_BENCH_ENERGY_LIVE=0)");
+        bench
+            .report
+            .push_str("Steady state skipped (`HEADEND_BENCH_ENERGY_LIVE=0`).\n\n");
+    }
 
     // 3. API latency.
     let (profile_p99, year_p99) = bench.latency().await?;
@@ -1198,7 +1146,10 @@ impl Bench<'_> {
             "energy_dirty",
         ] {
             let (count, size): (i64, i64) = sqlx::query_as(&format!(
-                "SELECT (SELECT count(*) FROM {table}), pg_total_relation_size('{table}')"
+                "SELECT (SELECT count(*) FROM {table}),
+                        COALESCE((SELECT sum(pg_total_relation_size(relid))::int8
+                                  FROM pg_partition_tree('{table}')),
+                                 pg_total_relation_size('{table}'))"
             ))
             .fetch_one(&self.pool)
             .await?;
@@ -1215,7 +1166,7 @@ impl Bench<'_> {
         writeln!(
             out,
             "### Storage after the backfill\n\n`pg_total_relation_size` (table, TOAST, \
-             indexes).\n\n| table | rows | size | bytes/row |\n| --- | --- | --- | --- |"
+             indexes; summed over the partitions of a partitioned table).\n\n| table | rows | size | bytes/row |\n| --- | --- | --- | --- |"
         )?;
         for (table, count, size) in &rows {
             let per_row = if *count > 0 {
@@ -1605,14 +1556,14 @@ impl Probe {
 /// The profile's intervals query, as `accounting::query::profile` runs it.
 const SQL_PROFILE: &str = "SELECT counter_id, start, energy_milli, quality FROM energy_intervals
      WHERE counter_id = ANY($1) AND start >= $2 AND start < $3 ORDER BY counter_id, start";
-/// The consumption query, as `accounting::query::consumption` runs it for `by=day`.
-const SQL_YEAR_BY_DAY: &str = "SELECT counter_id, date_trunc('day', day)::date AS bucket,
-        sum(energy_milli)::int8, sum(measured)::int8, sum(estimated)::int8,
-        sum(cost_nano)::int8, count(cost_nano), count(*), max(currency)
+/// The consumption query for `by=day`, as `accounting::query::consumption` runs it: one row
+/// per counter and day. With `group=meter` it reads every meter's import and export (the
+/// reference binds all counters); a total reads only the top-level meters (the site meter).
+const SQL_YEAR_BY_DAY: &str = "SELECT counter_id, day, energy_milli, measured::int8,
+        estimated::int8, cost_nano, (cost_nano IS NOT NULL)::int4::int8, 1::int8, currency
      FROM energy_days
      WHERE counter_id = ANY($1) AND day >= ($2 AT TIME ZONE 'Europe/Ljubljana')::date
-       AND day <= ($3 AT TIME ZONE 'Europe/Ljubljana')::date
-     GROUP BY 1, 2";
+       AND day <= ($3 AT TIME ZONE 'Europe/Ljubljana')::date";
 /// The consumption query for `by=month` over whole months: the monthly rollup.
 const SQL_YEAR_BY_MONTH: &str = "SELECT counter_id, month, energy_milli, measured, estimated,
         cost_nano, priced_days::int8, days::int8, currency
@@ -1768,6 +1719,11 @@ impl Bench<'_> {
             })
             .collect::<anyhow::Result<_>>()?;
         let all_counters: Vec<i64> = self.fleet.meters.iter().flat_map(|m| m.counters).collect();
+        let site_meter_bind = vec![(
+            self.fleet.meters[0].counters.to_vec(),
+            DateTime::from_timestamp_millis(utc_ms(date(2025, 11, 1)?)?).unwrap_or_default(),
+            DateTime::from_timestamp_millis(utc_ms(date(2026, 10, 31)?)?).unwrap_or_default(),
+        )];
         let year_bind = vec![(
             all_counters,
             DateTime::from_timestamp_millis(utc_ms(date(2025, 11, 1)?)?).unwrap_or_default(),
@@ -1798,7 +1754,7 @@ impl Bench<'_> {
                 binds: profile_binds,
             },
             Probe::Sql {
-                name: "SQL: the year's day sums (reference)",
+                name: "SQL: the year's days of every meter (reference)",
                 sql: SQL_YEAR_BY_DAY,
                 binds: year_bind.clone(),
             },
@@ -1806,6 +1762,11 @@ impl Bench<'_> {
                 name: "SQL: the year's month sums (reference)",
                 sql: SQL_YEAR_BY_MONTH,
                 binds: year_bind,
+            },
+            Probe::Sql {
+                name: "SQL: the year's days of the site meter (reference)",
+                sql: SQL_YEAR_BY_DAY,
+                binds: site_meter_bind,
             },
         ];
         let names: Vec<&str> = probes.iter().map(Probe::name).collect();
@@ -1820,8 +1781,9 @@ impl Bench<'_> {
         let health = (p(0, 0.5), p(0, 0.99));
         let sql_of = |i: usize| match i {
             1 => Some(5),
-            2 | 4 => Some(6),
+            2 => Some(8),
             3 => Some(7),
+            4 => Some(6),
             _ => None,
         };
         let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64().max(1e-9);

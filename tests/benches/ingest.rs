@@ -41,6 +41,20 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// The foreign keys of the readings tables, instead of the statement-level parent checks.
+const FOREIGN_KEYS: &str = "
+    DROP TRIGGER measurements_devices_exist ON measurements;
+    DROP TRIGGER counter_readings_counters_exist ON counter_readings;
+    DROP TRIGGER energy_intervals_counters_exist ON energy_intervals;
+    DROP TRIGGER devices_delete_readings ON devices;
+    DROP TRIGGER counters_delete_readings ON counters;
+    ALTER TABLE measurements ADD CONSTRAINT measurements_device_id_fkey
+        FOREIGN KEY (device_id) REFERENCES devices (id) ON DELETE CASCADE;
+    ALTER TABLE counter_readings ADD CONSTRAINT counter_readings_counter_id_fkey
+        FOREIGN KEY (counter_id) REFERENCES counters (id) ON DELETE CASCADE;
+    ALTER TABLE energy_intervals ADD CONSTRAINT energy_intervals_counter_id_fkey
+        FOREIGN KEY (counter_id) REFERENCES counters (id) ON DELETE CASCADE;";
+
 /// Name of the client runtime's threads, so their CPU time can be told apart.
 const CLIENT_THREAD: &str = "bench-client";
 /// `header.local_time` format.
@@ -61,6 +75,15 @@ struct Params {
     rate: u32,
     /// `HEADEND_BENCH_SECONDS`: duration of the latency phase.
     seconds: u32,
+    /// `HEADEND_BENCH_WRITERS`: ingest writers (`ingest.writers`; default: Headend's default).
+    writers: Option<usize>,
+    /// `HEADEND_BENCH_BATCH`: messages per batch at most (`ingest.batch_max_messages`; default:
+    /// Headend's default).
+    batch: Option<usize>,
+    /// `HEADEND_BENCH_FOREIGN_KEYS=1`: the readings tables get back the foreign keys that
+    /// migration `20261207000012` replaced by per-statement parent checks, so both schemas can
+    /// be compared with the same build.
+    foreign_keys: bool,
 }
 
 impl Params {
@@ -78,11 +101,20 @@ impl Params {
             messages_per_gateway > 0,
             "HEADEND_BENCH_MESSAGES must be at least twice HEADEND_BENCH_GATEWAYS"
         );
+        let optional = |name: &str| -> anyhow::Result<Option<usize>> {
+            match std::env::var(name) {
+                Ok(v) => Ok(Some(v.parse().with_context(|| format!("{name}={v}"))?)),
+                Err(_) => Ok(None),
+            }
+        };
         Ok(Self {
             gateways,
             messages_per_gateway,
             rate,
             seconds,
+            writers: optional("HEADEND_BENCH_WRITERS")?,
+            batch: optional("HEADEND_BENCH_BATCH")?,
+            foreign_keys: optional("HEADEND_BENCH_FOREIGN_KEYS")?.is_some_and(|v| v != 0),
         })
     }
 
@@ -297,6 +329,12 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     config.log.filter = "warn".into();
     // `app.metric` scrapes /metrics, which answers 401 without the scraper token.
     config.http.metrics_token = Some(Secret::new(headend_e2e::METRICS_TOKEN));
+    if let Some(writers) = params.writers {
+        config.ingest.writers = writers;
+    }
+    if let Some(batch) = params.batch {
+        config.ingest.batch_max_messages = batch;
+    }
     let ingest = format!(
         "{} ingest writers, batches of up to {} messages",
         config.ingest.writers, config.ingest.batch_max_messages
@@ -306,9 +344,15 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     let pg_version: String = sqlx::query_scalar("SHOW server_version")
         .fetch_one(&app.pool)
         .await?;
+    let parents = if params.foreign_keys {
+        sqlx::raw_sql(FOREIGN_KEYS).execute(&app.pool).await?;
+        "foreign keys on the readings tables (the schema before migration 20261207000012)"
+    } else {
+        "readings' parents checked once per statement (migration 20261207000012)"
+    };
     let mut report = format!(
         "## Ingest benchmark\n\n{}\n\nPostgreSQL {pg_version} (own cluster, fsync and \
-         synchronous_commit on); Headend in process with {ingest}.\n\nParameters: {} gateways; \
+         synchronous_commit on); Headend in process with {ingest}; {parents}.\n\nParameters: {} gateways; \
          sustained phase {} messages; latency phase {} msg/s for {} s.\n\n",
         Machine::probe().describe("Clients, Headend and PostgreSQL share it."),
         params.gateways,
@@ -516,9 +560,12 @@ impl Bench<'_> {
 
     async fn storage(&self) -> anyhow::Result<Storage> {
         let (per_measurement, per_reading) = sqlx::query_as(
-            "SELECT pg_total_relation_size('measurements')::float8
+            // The tables are partitioned: their size is their partitions'.
+            "SELECT (SELECT sum(pg_total_relation_size(relid))
+                     FROM pg_partition_tree('measurements'))::float8
                         / (SELECT count(*) FROM measurements),
-                    pg_total_relation_size('counter_readings')::float8
+                    (SELECT sum(pg_total_relation_size(relid))
+                     FROM pg_partition_tree('counter_readings'))::float8
                         / (SELECT count(*) FROM counter_readings)",
         )
         .fetch_one(&self.app.pool)
@@ -844,9 +891,9 @@ struct CopyReference {
     took: Duration,
 }
 
-/// Reads the committed rows out (untimed), then times `COPY ... FROM STDIN` of them into
-/// `LIKE ... INCLUDING ALL` copies of the tables (same columns and primary keys; no foreign
-/// keys), each COPY committed.
+/// Reads the committed rows out (untimed; through a query, the tables being partitioned), then
+/// times `COPY ... FROM STDIN` of them into `LIKE ... INCLUDING ALL` copies of the tables (same
+/// columns and primary keys; no foreign keys or triggers), each COPY committed.
 async fn copy_reference(url: &str) -> anyhow::Result<CopyReference> {
     let mut conn = PgConnection::connect(url).await?;
     sqlx::raw_sql(
@@ -856,12 +903,12 @@ async fn copy_reference(url: &str) -> anyhow::Result<CopyReference> {
     .execute(&mut conn)
     .await?;
     let measurements: Vec<Bytes> = conn
-        .copy_out_raw("COPY measurements TO STDOUT")
+        .copy_out_raw("COPY (SELECT * FROM measurements) TO STDOUT")
         .await?
         .try_collect()
         .await?;
     let readings: Vec<Bytes> = conn
-        .copy_out_raw("COPY counter_readings TO STDOUT")
+        .copy_out_raw("COPY (SELECT * FROM counter_readings) TO STDOUT")
         .await?
         .try_collect()
         .await?;

@@ -98,6 +98,11 @@ pub struct EnergyConfig {
     /// The engine never interpolates across a gap between two counter readings longer than
     /// this: the quarter-hours inside such a gap are missing (no rows), not estimated.
     pub max_interpolation_gap_hours: u32,
+    /// The profile worker recomputes a counter's queued span in pieces of at most this many
+    /// readings (a backfilled year is 35 040): its memory is bounded by this times 200 counters.
+    pub worker_piece_readings: u32,
+    /// ... and of at most this many days (bounds the quarter-hours made from sparse readings).
+    pub worker_piece_days: u32,
 }
 
 impl EnergyConfig {
@@ -153,6 +158,8 @@ impl Default for EnergyConfig {
             interval_tolerance_secs: 120,
             backlog_horizon_days: crate::ingest::normalize::DEFAULT_BACKLOG_HORIZON_DAYS,
             max_interpolation_gap_hours: crate::accounting::worker::DEFAULT_MAX_GAP_HOURS,
+            worker_piece_readings: crate::accounting::worker::DEFAULT_PIECE_READINGS,
+            worker_piece_days: crate::accounting::worker::DEFAULT_PIECE_DAYS,
         }
     }
 }
@@ -205,6 +212,14 @@ pub struct MqttConfig {
     pub external_filter: String,
     pub max_payload_bytes: usize,
     pub max_connections: usize,
+    /// PUBLISH packets of one connection that may wait on the journal before the gate stops
+    /// reading from it: with `max_payload_bytes`, what one gateway can pin in memory.
+    pub max_in_flight: usize,
+    /// Bytes of the in-memory log the embedded broker keeps per topic, in each of its two
+    /// segments (a segment always takes one more message, however large). Only command topics
+    /// have subscribers; readings are in the journal already, so this stays small: every
+    /// topic of every gateway has such a log.
+    pub broker_topic_log_bytes: usize,
     /// Trusted proxies (networks, `127.0.0.1/32`) whose connections to both MQTT listeners must
     /// start with a PROXY protocol header (v1/v2), whose client address replaces theirs; empty: off.
     pub proxy_protocol_from: Vec<headend_mqtt_gate::IpNet>,
@@ -420,6 +435,8 @@ impl Default for MqttConfig {
             external_filter: "sg/+/pub/#".into(),
             max_payload_bytes: sg_wire::MAX_PAYLOAD_BYTES,
             max_connections: 10_000,
+            max_in_flight: headend_mqtt_gate::GateConfig::DEFAULT_MAX_IN_FLIGHT,
+            broker_topic_log_bytes: crate::mqtt::DEFAULT_TOPIC_LOG_BYTES,
             proxy_protocol_from: Vec::new(),
         }
     }

@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sg_wire::topic::TopicLayout;
 use sqlx::PgPool;
 
+use super::credentials::{self, CredentialKey, Verified};
 use crate::auth::throttle::{Limits, Throttle, Throttled};
 use crate::auth::{password, Scope};
 use crate::infra::cluster::InstanceId;
@@ -269,10 +269,6 @@ pub struct MqttGrant {
     pub command_topic: String,
 }
 
-/// When a grant was checked, the SHA-256 of the password it was checked with, and the stored
-/// hash it was checked against.
-type CachedGrant = (Instant, [u8; 32], String, MqttGrant);
-
 /// Why gateway credentials could not be decided now (none of these means "wrong password").
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayAuthError {
@@ -288,9 +284,10 @@ pub enum GatewayAuthError {
 
 /// Checks gateway MQTT credentials against the database.
 ///
-/// Successful checks are remembered for a few minutes (keyed by a SHA-256 of the password, never
-/// the password) so that a thousand gateways reconnecting after a restart do not queue behind a
-/// thousand argon2 verifications.
+/// A password verified once (argon2) is remembered as a verified-credential record
+/// ([`credentials`]: an HMAC under a key in the data directory, bound to the stored hash),
+/// persisted beside the hash and loaded at start, so that ten thousand gateways reconnecting
+/// after a restart cost ten thousand HMACs, not ten thousand argon2 verifications.
 ///
 /// Every other check first passes a brute-force throttle per serial and per source address
 /// ([`Limits::DEVICE`]); a wrong password costs the serial one more attempt. A remembered
@@ -300,22 +297,47 @@ pub enum GatewayAuthError {
 /// dummy argon2 hash, so that its answer costs as long as a wrong password for a real one.
 pub struct GatewayAuthenticator {
     pool: PgPool,
-    cache: Mutex<HashMap<String, CachedGrant>>,
-    ttl: Duration,
+    key: CredentialKey,
+    verified: Mutex<HashMap<String, Verified>>,
     throttle: Throttle,
 }
 
 impl GatewayAuthenticator {
+    /// With a key of this process only: nothing verified survives a restart.
     pub fn new(pool: PgPool) -> Arc<Self> {
         Self::with_limits(pool, Limits::DEVICE)
+    }
+
+    /// With the key at `key_file` (created when missing) and the records stored under it. A key
+    /// that cannot be read or written, or records that cannot be loaded, are logged: gateways
+    /// are then verified by argon2, as on a first start.
+    pub async fn with_key_file(pool: PgPool, key_file: &std::path::Path) -> Arc<Self> {
+        let key = CredentialKey::load_or_generate(key_file).unwrap_or_else(|error| {
+            tracing::error!(path = %key_file.display(), %error, "gateway credential key unusable; verified credentials will not survive a restart");
+            CredentialKey::random()
+        });
+        let verified = credentials::load(&pool).await.unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not load verified gateway credentials");
+            HashMap::new()
+        });
+        tracing::info!(
+            records = verified.len(),
+            "verified gateway credentials loaded"
+        );
+        Arc::new(Self {
+            pool,
+            key,
+            verified: Mutex::new(verified),
+            throttle: Throttle::new(Limits::DEVICE),
+        })
     }
 
     /// With other throttle limits (tests).
     pub fn with_limits(pool: PgPool, limits: Limits) -> Arc<Self> {
         Arc::new(Self {
             pool,
-            cache: Mutex::default(),
-            ttl: Duration::from_secs(300),
+            key: CredentialKey::random(),
+            verified: Mutex::default(),
             throttle: Throttle::new(limits),
         })
     }
@@ -328,9 +350,7 @@ impl GatewayAuthenticator {
         password: &[u8],
         source: IpAddr,
     ) -> Result<Option<MqttGrant>, GatewayAuthError> {
-        use sha2::Digest;
-        let digest: [u8; 32] = sha2::Sha256::digest(password).into();
-        let remembered = self.remembered(username, &digest);
+        let remembered = self.remembered(username, password);
         if remembered.is_none() {
             self.throttle
                 .attempt(username, source)
@@ -352,9 +372,12 @@ impl GatewayAuthenticator {
             return Ok(None);
         };
         match remembered {
-            // The cache only saves the argon2 verification of a password already verified
-            // against this very hash: a rotated password (new hash) is checked afresh, at once.
-            Some((cached_hash, grant)) if cached_hash == hash => return Ok(Some(grant)),
+            // A record only saves the argon2 verification of a password already verified
+            // against this very hash (of this very gateway): a rotated password (new hash) is
+            // checked afresh, at once.
+            Some(known) if known.hash == hash && known.grant.id == id => {
+                return Ok(Some(known.grant))
+            }
             Some(_) => self
                 .throttle
                 .attempt(username, source)
@@ -365,31 +388,39 @@ impl GatewayAuthenticator {
             self.throttle.failed(username);
             return Ok(None);
         }
-        let layout = match TopicLayout::new(&root, &publish, &subscribe) {
-            Ok(layout) => layout,
-            Err(e) => {
-                tracing::error!(serial = username, error = %e, "stored topics are invalid");
-                return Ok(None);
-            }
+        let Some(grant) = credentials::grant(id, username, &root, &publish, &subscribe) else {
+            return Ok(None);
         };
-        let grant = MqttGrant {
-            id,
-            serial: username.to_owned(),
-            publish_base: layout.publish_base(),
-            command_topic: layout.command_topic(),
-        };
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(
-            username.to_owned(),
-            (Instant::now(), digest, hash, grant.clone()),
-        );
+        let mac = self.key.mac(username, &hash, password);
+        if let Err(error) = credentials::persist(&self.pool, id, &hash, &mac).await {
+            // Only the next restart pays: it verifies this gateway by argon2 again.
+            tracing::warn!(serial = username, %error, "could not store a verified credential");
+        }
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                username.to_owned(),
+                Verified {
+                    hash,
+                    mac,
+                    grant: grant.clone(),
+                },
+            );
         Ok(Some(grant))
     }
 
-    /// The stored hash and grant of a fresh successful check of `username` with this password.
-    fn remembered(&self, username: &str, digest: &[u8; 32]) -> Option<(String, MqttGrant)> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (at, cached, hash, grant) = cache.get(username)?;
-        (at.elapsed() < self.ttl && cached == digest).then(|| (hash.clone(), grant.clone()))
+    /// The record of `username` when `password` is the one it was made with.
+    fn remembered(&self, username: &str, password: &[u8]) -> Option<Verified> {
+        let record = self
+            .verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(username)
+            .cloned()?;
+        self.key
+            .matches(&record.mac, username, &record.hash, password)
+            .then_some(record)
     }
 }
 
@@ -399,12 +430,15 @@ impl GatewayAuthenticator {
 pub async fn rotate_password(pool: &PgPool, serial: &str) -> Result<Option<String>, GatewayError> {
     let secret = password::generate();
     let hash = password::hash(secret.clone()).await?;
-    let done =
-        sqlx::query("UPDATE gateways SET password_hash = $2 WHERE serial = $1 AND kind = 'sg'")
-            .bind(serial)
-            .bind(hash)
-            .execute(pool)
-            .await?;
+    // The verified-credential record is bound to the old hash already; cleared all the same.
+    let done = sqlx::query(
+        "UPDATE gateways SET password_hash = $2, credential_mac = NULL
+         WHERE serial = $1 AND kind = 'sg'",
+    )
+    .bind(serial)
+    .bind(hash)
+    .execute(pool)
+    .await?;
     Ok((done.rows_affected() > 0).then_some(secret))
 }
 
@@ -479,7 +513,7 @@ mod tests {
     /// `Db`, one refused before it answers `Throttled`.
     fn unreachable_pool() -> PgPool {
         sqlx::postgres::PgPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(std::time::Duration::from_secs(5))
             .connect_lazy("postgres://headend@localhost/none?host=/nonexistent/headend-test")
             .expect("lazy pool")
     }
@@ -510,6 +544,42 @@ mod tests {
         // Another serial is not affected.
         let r = auth.authenticate("SG2", b"guess", ip("192.0.2.3")).await;
         assert!(matches!(r, Err(GatewayAuthError::Db(_))), "{r:?}");
+    }
+
+    #[tokio::test]
+    async fn a_verified_credential_skips_the_throttle_and_a_wrong_password_does_not() {
+        let auth = GatewayAuthenticator::with_limits(unreachable_pool(), TIGHT);
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$stored";
+        let mac = auth.key.mac("SG1", hash, b"right password");
+        let grant = credentials::grant(7, "SG1", "SG1", "pub", "sub").unwrap();
+        auth.verified.lock().unwrap().insert(
+            "SG1".into(),
+            Verified {
+                hash: hash.into(),
+                mac,
+                grant,
+            },
+        );
+        let source = ip("192.0.2.1");
+        // Spend the serial's allowance with wrong passwords: they are not remembered.
+        for _ in 0..2 {
+            let r = auth.authenticate("SG1", b"wrong password", source).await;
+            assert!(matches!(r, Err(GatewayAuthError::Db(_))), "{r:?}");
+        }
+        let r = auth.authenticate("SG1", b"wrong password", source).await;
+        assert!(matches!(r, Err(GatewayAuthError::Throttled(_))), "{r:?}");
+        // The verified password still goes on to the database (which decides on the hash).
+        let r = auth.authenticate("SG1", b"right password", source).await;
+        assert!(matches!(r, Err(GatewayAuthError::Db(_))), "{r:?}");
+        // A record made under another key (another instance, a lost key file) is no record.
+        let other = GatewayAuthenticator::with_limits(unreachable_pool(), TIGHT);
+        other
+            .verified
+            .lock()
+            .unwrap()
+            .insert("SG1".into(), auth.verified.lock().unwrap()["SG1"].clone());
+        assert!(other.remembered("SG1", b"right password").is_none());
+        assert!(auth.remembered("SG1", b"right password").is_some());
     }
 
     #[tokio::test]

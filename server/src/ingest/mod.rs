@@ -310,6 +310,7 @@ impl Ingest {
                     }
                     Err(e) => {
                         self.metrics.db_errors.inc();
+                        self.cache.clear();
                         let wait = backoff.next_delay();
                         tracing::warn!(
                             error = %e,

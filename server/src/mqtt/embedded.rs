@@ -39,6 +39,7 @@ impl EmbeddedMqtt {
             // The MQTT fixed header and topic come on top of the payload limit.
             c.max_packet_bytes = config.max_payload_bytes + 64 * 1024;
             c.max_connections = config.max_connections;
+            c.max_in_flight = config.max_in_flight.max(1);
             c.proxy_protocol = ProxyProtocol::from_trusted(config.proxy_protocol_from.clone());
             c
         };
@@ -116,9 +117,11 @@ fn start_broker(
         router: RouterConfig {
             max_connections: config.max_connections + 16,
             max_outgoing_packet_count: 200,
-            // rumqttd keeps a log per topic in memory; small segments bound it (a segment
-            // must still hold the largest allowed payload).
-            max_segment_size: (config.max_payload_bytes + 64 * 1024).max(512 * 1024),
+            // rumqttd keeps a log per topic in memory, of every topic published to: with
+            // segments sized for the largest payload (512 KiB), a 100 000-message burst from
+            // 200 gateways stayed in it whole. A segment may overflow by its last message, so
+            // small segments still take any payload; only command topics are read from.
+            max_segment_size: config.broker_topic_log_bytes.max(MIN_TOPIC_LOG_BYTES),
             max_segment_count: 2,
             custom_segment: None,
             initialized_filters: None,
@@ -235,6 +238,9 @@ async fn poll_until(
         .await
         .map_err(|_| format!("no {what}"))?
 }
+
+/// rumqttd refuses (panics on) smaller segments.
+const MIN_TOPIC_LOG_BYTES: usize = 1024;
 
 /// How long the probe waits for each of the CONNACK and the sending of its DISCONNECT.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);

@@ -17,6 +17,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 pub use embedded::EmbeddedMqtt;
+
+/// Default of `mqtt.broker_topic_log_bytes`: a few commands per command topic, about one
+/// reading per data topic.
+pub const DEFAULT_TOPIC_LOG_BYTES: usize = 2 * 1024;
 pub use external::run_external;
 pub use policy::GatewayPolicy;
 pub use tap::JournalTap;

@@ -1,6 +1,8 @@
 //! Helpers shared by the benchmarks in `tests/benches`.
 
+pub mod copy;
 pub mod cpu;
+pub mod process;
 
 pub use cpu::{CpuSample, CpuSpan, CpuUse};
 

@@ -8,9 +8,11 @@ use chrono_tz::Tz;
 use headend_energy::calendar;
 use headend_energy::engine::{Quality, QUARTER_MS};
 use serde::Serialize;
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
-use super::super::contracts::in_force;
+use chrono::NaiveDate;
+
+use super::super::contracts::{in_force, Loaded, SiteContracts};
 use super::super::roles::{self, Role};
 use super::{load_site_contracts, money_pico, wh, QualitySchema, QueryError, MAX_PROFILE_DAYS};
 use crate::zone::TimeZone;
@@ -130,6 +132,63 @@ pub fn profile_range(
     ))
 }
 
+/// What a meter's profile needs besides its range: the zone of its local times and its
+/// site's contracts.
+pub struct MeterSetting {
+    pub tz: Tz,
+    contracts: SiteContracts,
+}
+
+/// The zone of a meter's local times (its site's, else its gateway's; a stored zone this
+/// build does not know is a decoding error) and its site's contracts, in one round trip.
+pub async fn meter_setting(
+    conn: &mut PgConnection,
+    device_id: i64,
+    site: Option<i64>,
+) -> Result<MeterSetting, QueryError> {
+    type Row = (
+        TimeZone,
+        Option<Vec<i64>>,
+        Option<Vec<NaiveDate>>,
+        Option<Vec<sqlx::types::Json<serde_json::Value>>>,
+    );
+    let (tz, ids, days, bodies): Row = sqlx::query_as(
+        "SELECT COALESCE(s.time_zone, g.time_zone), k.ids, k.days, k.bodies
+         FROM devices d JOIN gateways g ON g.id = d.gateway_id
+         LEFT JOIN sites s ON s.id = g.site_id
+         LEFT JOIN LATERAL (
+             SELECT array_agg(c.id ORDER BY c.valid_from, c.id) AS ids,
+                    array_agg(c.valid_from ORDER BY c.valid_from, c.id) AS days,
+                    array_agg(c.body ORDER BY c.valid_from, c.id) AS bodies
+             FROM contracts c WHERE c.site_id = $2) k ON true
+         WHERE d.id = $1",
+    )
+    .bind(device_id)
+    .bind(site)
+    .fetch_one(&mut *conn)
+    .await?;
+    let contracts = match site {
+        Some(site) => {
+            let rows = ids
+                .unwrap_or_default()
+                .into_iter()
+                .zip(days.unwrap_or_default())
+                .zip(bodies.unwrap_or_default())
+                .map(|((id, day), body)| (id, site, day, body.0));
+            let mut loaded = Loaded::from_rows(rows);
+            loaded.warn_bad("energy query");
+            loaded.take_site(site)
+        }
+        None => Vec::new(),
+    };
+    Ok(MeterSetting {
+        tz: tz.tz(),
+        contracts,
+    })
+}
+
+/// A meter's profile on a connection of its own (the pages' entry point; the API takes the
+/// setting and the profile on one connection, [`meter_setting`] and [`profile_on`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn profile(
     pool: &PgPool,
@@ -141,7 +200,36 @@ pub async fn profile(
     to: DateTime<Utc>,
     register: Option<&str>,
 ) -> Result<Profile, QueryError> {
+    let range = profile_range(from, to)?;
+    let mut conn = pool.acquire().await?;
+    let contracts = match site {
+        Some(site) => load_site_contracts(&mut *conn, site).await?,
+        None => Vec::new(),
+    };
+    let setting = MeterSetting { tz, contracts };
+    profile_on(
+        &mut conn,
+        &setting,
+        (device_id, device_serial),
+        range,
+        register,
+    )
+    .await
+}
+
+/// The profile of meter `(id, serial)` over `[from, to)`, in three statements on one
+/// connection: its registers with their intervals and events (arrays per register), then its
+/// power statistics. Each statement's text is fixed, so it is prepared once per connection.
+pub async fn profile_on(
+    conn: &mut PgConnection,
+    setting: &MeterSetting,
+    (device_id, device_serial): (i64, &str),
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    register: Option<&str>,
+) -> Result<Profile, QueryError> {
     let (from, to) = profile_range(from, to)?;
+    let tz = setting.tz;
+    let contracts = &setting.contracts;
     type CounterRow = (
         i64,
         String,
@@ -150,40 +238,85 @@ pub async fn profile(
         Option<String>,
         Option<String>,
         Option<String>,
+        Option<Vec<DateTime<Utc>>>,
+        Option<Vec<i64>>,
+        Option<Vec<i16>>,
+        Option<Vec<DateTime<Utc>>>,
+        Option<Vec<String>>,
+        Option<Vec<i64>>,
+        Option<Vec<i64>>,
     );
-    let counters: Vec<CounterRow> = sqlx::query_as(
-        "SELECT c.id, c.name, c.unit, c.resettable, d.import_register, d.export_register, d.reactive_register
+    // The aggregates of one level read their rows in the same order, so each register's
+    // arrays line up; events are ordered by (ts, kind), their key within a counter.
+    let rows: Vec<CounterRow> = sqlx::query_as(
+        "SELECT c.id, c.name, c.unit, c.resettable,
+                d.import_register, d.export_register, d.reactive_register,
+                i.starts, i.energies, i.qualities, e.ts, e.kinds, e.previous, e.vals
          FROM counters c JOIN devices d ON d.id = c.device_id
+         LEFT JOIN LATERAL (
+             SELECT array_agg(start) AS starts, array_agg(energy_milli) AS energies,
+                    array_agg(quality) AS qualities
+             FROM energy_intervals
+             WHERE counter_id = c.id AND start >= $3 AND start < $4) i ON true
+         LEFT JOIN LATERAL (
+             SELECT array_agg(ts ORDER BY ts, kind) AS ts, array_agg(kind ORDER BY ts, kind) AS kinds,
+                    array_agg(previous ORDER BY ts, kind) AS previous,
+                    array_agg(value ORDER BY ts, kind) AS vals
+             FROM counter_events
+             WHERE counter_id = c.id AND ts >= $3 AND ts < $4) e ON true
          WHERE c.device_id = $1 AND ($2::text IS NULL OR c.name = $2) ORDER BY c.idx, c.name",
     )
     .bind(device_id)
     .bind(register)
-    .fetch_all(pool)
+    .bind(from)
+    .bind(to)
+    .fetch_all(&mut *conn)
     .await?;
-    if let (Some(r), true) = (register, counters.is_empty()) {
+    if let (Some(r), true) = (register, rows.is_empty()) {
         return Err(QueryError::Invalid(format!(
             "the meter has no register {r:?}"
         )));
     }
-    let ids: Vec<i64> = counters.iter().map(|c| c.0).collect();
-    let intervals: Vec<(i64, DateTime<Utc>, i64, i16)> = sqlx::query_as(
-        "SELECT counter_id, start, energy_milli, quality FROM energy_intervals
-         WHERE counter_id = ANY($1) AND start >= $2 AND start < $3 ORDER BY counter_id, start",
-    )
-    .bind(&ids)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
-    let events: Vec<(i64, DateTime<Utc>, String, i64, i64)> = sqlx::query_as(
-        "SELECT counter_id, ts, kind, previous, value FROM counter_events
-         WHERE counter_id = ANY($1) AND ts >= $2 AND ts < $3 ORDER BY ts",
-    )
-    .bind(&ids)
-    .bind(from)
-    .bind(to)
-    .fetch_all(pool)
-    .await?;
+    let mut counters = Vec::with_capacity(rows.len());
+    let mut by_counter: HashMap<i64, HashMap<i64, (i64, i16)>> = HashMap::new();
+    let mut events: Vec<(i64, DateTime<Utc>, String, i64, i64)> = Vec::new();
+    for (
+        id,
+        name,
+        unit,
+        resettable,
+        imp,
+        exp,
+        reac,
+        starts,
+        energies,
+        qualities,
+        ts,
+        kinds,
+        previous,
+        values,
+    ) in rows
+    {
+        let stored = by_counter.entry(id).or_default();
+        for ((start, energy), quality) in starts
+            .unwrap_or_default()
+            .into_iter()
+            .zip(energies.unwrap_or_default())
+            .zip(qualities.unwrap_or_default())
+        {
+            stored.insert(start.timestamp_millis(), (energy, quality));
+        }
+        for (((ts, kind), previous), value) in ts
+            .unwrap_or_default()
+            .into_iter()
+            .zip(kinds.unwrap_or_default())
+            .zip(previous.unwrap_or_default())
+            .zip(values.unwrap_or_default())
+        {
+            events.push((id, ts, kind, previous, value));
+        }
+        counters.push((id, name, unit, resettable, imp, exp, reac));
+    }
     // Raw measurements where they are kept; past `retention.measurements_days` their
     // 15-minute downsample (`measurements_15min`, without the tariff) stands in.
     let mut power: Vec<PowerInterval> = sqlx::query_as(
@@ -210,27 +343,16 @@ pub async fn profile(
     .bind(device_id)
     .bind(from)
     .bind(to)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     for p in &mut power {
         p.start_local = calendar::local_offset_string(p.start, tz);
     }
 
-    let contracts = match site {
-        Some(site) => load_site_contracts(pool, site).await?,
-        None => Vec::new(),
-    };
     let tariffs: HashMap<i64, u8> = power
         .iter()
         .filter_map(|p| Some((p.start.timestamp_millis(), u8::try_from(p.tariff?).ok()?)))
         .collect();
-    let mut by_counter: HashMap<i64, HashMap<i64, (i64, i16)>> = HashMap::new();
-    for (id, start, energy, quality) in intervals {
-        by_counter
-            .entry(id)
-            .or_default()
-            .insert(start.timestamp_millis(), (energy, quality));
-    }
     let quarters: Vec<DateTime<Utc>> = (from.timestamp_millis()..to.timestamp_millis())
         .step_by(usize::try_from(QUARTER_MS).unwrap_or(900_000))
         .filter_map(DateTime::from_timestamp_millis)
@@ -269,7 +391,7 @@ pub async fn profile(
                         sum += e;
                     }
                     let priced = matches!(role, Role::Import | Role::Export)
-                        .then(|| in_force(&contracts, calendar::local_date(*q, tz)))
+                        .then(|| in_force(contracts, calendar::local_date(*q, tz)))
                         .flatten()
                         .map(|c| {
                             let band =

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use sqlx::PgPool;
+use sqlx::PgConnection;
 
 use super::super::roles::{self, Role};
 use super::super::topology::{self, Placement};
@@ -178,7 +178,10 @@ pub(super) fn group_rows(
         .collect()
 }
 
-pub(super) async fn site_meters(pool: &PgPool, site: i64) -> Result<Vec<Meter>, sqlx::Error> {
+pub(super) async fn site_meters(
+    conn: &mut PgConnection,
+    site: i64,
+) -> Result<Vec<Meter>, sqlx::Error> {
     type Row = (
         i64,
         Option<String>,
@@ -194,27 +197,28 @@ pub(super) async fn site_meters(pool: &PgPool, site: i64) -> Result<Vec<Meter>, 
         Option<String>,
         Option<String>,
         Option<String>,
+        Vec<i64>,
+        Vec<String>,
     );
+    // One statement: the meters with their counters (id, name) as two arrays.
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT d.id, d.measures, d.panel_id, d.circuit_id, c.panel_id, d.serial,
                 COALESCE(d.name, NULLIF(d.description, ''), NULLIF(d.sg_description, '')),
                 COALESCE(d.usage, c.usage), c.name, p.name,
-                d.import_register, d.export_register, d.reactive_register, d.model
+                d.import_register, d.export_register, d.reactive_register, d.model,
+                COALESCE(k.ids, '{}'), COALESCE(k.names, '{}')
          FROM devices d JOIN gateways g ON g.id = d.gateway_id
          LEFT JOIN circuits c ON c.id = d.circuit_id
          LEFT JOIN panels p ON p.id = COALESCE(c.panel_id, d.panel_id)
+         LEFT JOIN LATERAL (SELECT array_agg(x.id ORDER BY x.id) AS ids,
+                                   array_agg(x.name ORDER BY x.id) AS names
+                            FROM counters x WHERE x.device_id = d.id) k ON true
          WHERE g.site_id = $1 AND d.kind = 'meter'
          ORDER BY d.id",
     )
     .bind(site)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    let counters: Vec<(i64, i64, String)> =
-        sqlx::query_as("SELECT id, device_id, name FROM counters WHERE device_id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(pool)
-            .await?;
     Ok(rows
         .into_iter()
         .map(
@@ -233,20 +237,18 @@ pub(super) async fn site_meters(pool: &PgPool, site: i64) -> Result<Vec<Meter>, 
                 exp,
                 reac,
                 model,
+                counter_ids,
+                counter_names,
             )| {
                 let find = |role: Role| {
-                    counters
+                    counter_ids
                         .iter()
-                        .find(|(_, d, n)| {
-                            *d == id
-                                && roles::role_of(
-                                    n,
-                                    imp.as_deref(),
-                                    exp.as_deref(),
-                                    reac.as_deref(),
-                                ) == role
+                        .zip(&counter_names)
+                        .find(|(_, n)| {
+                            roles::role_of(n, imp.as_deref(), exp.as_deref(), reac.as_deref())
+                                == role
                         })
-                        .map(|(c, ..)| *c)
+                        .map(|(c, _)| *c)
                 };
                 let panel_id_eff = circuit_panel.or(panel_id);
                 Meter {

@@ -7,13 +7,13 @@ mod meters;
 mod site_consumption;
 mod views;
 
-use sqlx::PgPool;
+use sqlx::PgExecutor;
 
 use super::contracts::{self, SiteContracts};
 
 pub use meter_profile::{
-    profile, profile_range, EventView, IntervalView, PowerInterval, Profile, ProfileTotals,
-    RegisterProfile,
+    meter_setting, profile, profile_on, profile_range, EventView, IntervalView, MeterSetting,
+    PowerInterval, Profile, ProfileTotals, RegisterProfile,
 };
 pub use site_consumption::{consumption, consumption_dates};
 pub use views::{Completeness, Consumption, Group, GroupView, PeakView, PeriodView, TotalView};
@@ -80,8 +80,11 @@ pub enum PeriodSchema {
 
 /// The site's valid contracts; a stored one that is not valid is logged (see
 /// [`super::contracts::load`]).
-async fn load_site_contracts(pool: &PgPool, site: i64) -> Result<SiteContracts, sqlx::Error> {
-    let mut loaded = contracts::load(pool, &[site]).await?;
+async fn load_site_contracts<'e>(
+    db: impl PgExecutor<'e>,
+    site: i64,
+) -> Result<SiteContracts, sqlx::Error> {
+    let mut loaded = contracts::load(db, &[site]).await?;
     loaded.warn_bad("energy query");
     Ok(loaded.take_site(site))
 }

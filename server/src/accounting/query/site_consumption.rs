@@ -61,6 +61,107 @@ fn whole_months(first: NaiveDate, last: NaiveDate) -> (NaiveDate, NaiveDate) {
     }
 }
 
+/// Per counter and bucket: energy, measured, estimated, cost, priced days, days, currency.
+type SumRow = (
+    i64,
+    NaiveDate,
+    i64,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+    i64,
+    Option<String>,
+);
+
+/// Where the sums of a range of local dates come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// `energy_days` as they are (by=day).
+    Days,
+    /// `energy_days` folded into months: the days of a partial first or last month.
+    DaysByMonth,
+    /// `energy_months`: whole months (12 rows a counter for a year).
+    Months,
+}
+
+impl Source {
+    /// Sums per counter and bucket over `[$2, $3)` of the counters `$1`. Each text is fixed,
+    /// so its prepared statement is cached per connection.
+    fn sums(self) -> &'static str {
+        match self {
+            Self::Days => {
+                "SELECT counter_id, day, energy_milli, measured::int8, estimated::int8, cost_nano,
+                        (cost_nano IS NOT NULL)::int4::int8, 1::int8, currency
+                 FROM energy_days WHERE counter_id = ANY($1) AND day >= $2 AND day < $3"
+            }
+            Self::DaysByMonth => {
+                "SELECT counter_id, (day - (EXTRACT(DAY FROM day)::int - 1)) AS bucket,
+                        sum(energy_milli)::int8, sum(measured)::int8, sum(estimated)::int8,
+                        sum(cost_nano)::int8, count(cost_nano), count(*), max(currency)
+                 FROM energy_days WHERE counter_id = ANY($1) AND day >= $2 AND day < $3
+                 GROUP BY 1, 2"
+            }
+            Self::Months => {
+                "SELECT counter_id, month, energy_milli, measured, estimated, cost_nano,
+                        priced_days::int8, days::int8, currency
+                 FROM energy_months WHERE counter_id = ANY($1) AND month >= $2 AND month < $3"
+            }
+        }
+    }
+
+    /// Highest quarter-hour per counter and bucket (group=meter), like [`Self::sums`].
+    fn peaks(self) -> &'static str {
+        match self {
+            Self::Days => {
+                "SELECT counter_id, day, peak_milli FROM energy_days
+                 WHERE counter_id = ANY($1) AND day >= $2 AND day < $3"
+            }
+            Self::DaysByMonth => {
+                "SELECT counter_id, (day - (EXTRACT(DAY FROM day)::int - 1)), max(peak_milli)
+                 FROM energy_days WHERE counter_id = ANY($1) AND day >= $2 AND day < $3
+                 GROUP BY 1, 2"
+            }
+            Self::Months => {
+                "SELECT counter_id, month, peak_milli FROM energy_months
+                 WHERE counter_id = ANY($1) AND month >= $2 AND month < $3"
+            }
+        }
+    }
+}
+
+/// The sources of `first..=last`, each with its `[from, to)` dates: by day the days; by month
+/// or year the whole months from the monthly rollup, the days of partial edge months folded.
+/// Each range is a plain index range (no `OR` for the planner to turn into a filter). Years
+/// are folded from months in Rust, because demand charges are monthly.
+fn sources(first: NaiveDate, last: NaiveDate, by: Period) -> Vec<(Source, NaiveDate, NaiveDate)> {
+    let after_last = last.succ_opt().unwrap_or(last);
+    if by == Period::Day {
+        return vec![(Source::Days, first, after_last)];
+    }
+    let (whole_from, whole_to) = whole_months(first, last);
+    if whole_from >= whole_to {
+        return vec![(Source::DaysByMonth, first, after_last)];
+    }
+    let mut sources = vec![(Source::Months, whole_from, whole_to)];
+    if first < whole_from {
+        sources.push((Source::DaysByMonth, first, whole_from));
+    }
+    if whole_to < after_last {
+        sources.push((Source::DaysByMonth, whole_to, after_last));
+    }
+    sources
+}
+
+/// The site's highest quarter-hour per day (the daily rollup's peak) in `$2..=$3`.
+const SITE_PEAKS_BY_DAY: &str = "SELECT day, peak_milli, peak_start FROM site_days
+     WHERE site_id = $1 AND day >= $2 AND day <= $3 ORDER BY day";
+/// The site's highest quarter-hour per month in `$2..=$3` (first of the month as the key).
+const SITE_PEAKS_BY_MONTH: &str = "SELECT DISTINCT ON (b) b, peak_milli, peak_start
+     FROM (SELECT (day - (EXTRACT(DAY FROM day)::int - 1)) AS b, peak_milli, peak_start
+           FROM site_days WHERE site_id = $1 AND day >= $2 AND day <= $3) d
+     ORDER BY b, peak_milli DESC, peak_start";
+
 #[allow(clippy::too_many_arguments)]
 pub async fn consumption(
     pool: &PgPool,
@@ -73,17 +174,24 @@ pub async fn consumption(
     now: DateTime<Utc>,
 ) -> Result<Consumption, QueryError> {
     let (first, last) = consumption_dates(tz, from, to, by)?;
-    let meters = site_meters(pool, site).await?;
+    // One after the other on one connection: running them concurrently (one connection
+    // each) was slower on the 2-core benchmark machine (docs/benchmarks/energy.md, run D), and
+    // one connection saves an acquire per statement (run E).
+    let mut conn = pool.acquire().await?;
+    let meters = site_meters(&mut conn, site).await?;
+    let site_peaks: Vec<(NaiveDate, i64, DateTime<Utc>)> = sqlx::query_as(match by {
+        Period::Day => SITE_PEAKS_BY_DAY,
+        Period::Month | Period::Year => SITE_PEAKS_BY_MONTH,
+    })
+    .bind(site)
+    .bind(first)
+    .bind(last)
+    .fetch_all(&mut *conn)
+    .await?;
+    let contracts = load_site_contracts(&mut *conn, site).await?;
     let placements: Vec<Placement> = meters.iter().map(|m| m.placement.clone()).collect();
     let top = topology::top_level(&placements);
 
-    // Per counter and bucket sums: SQL does the day-to-bucket folding. A bucket is a date
-    // computed with date arithmetic (no cast through timestamptz); years are folded from
-    // months in Rust, because demand charges are monthly.
-    let bucket = match by {
-        Period::Day => "day",
-        Period::Month | Period::Year => "(day - (EXTRACT(DAY FROM day)::int - 1))",
-    };
     // Only the registers the answer needs: the total needs the top-level meters (import,
     // export, reactive for the reactive charge); a grouping needs every meter's import and
     // export.
@@ -100,92 +208,28 @@ pub async fn consumption(
         })
         .flatten()
         .collect();
-    type SumRow = (
-        i64,
-        NaiveDate,
-        i64,
-        i64,
-        i64,
-        Option<i64>,
-        i64,
-        i64,
-        Option<String>,
-    );
-    // Whole months come from the monthly rollup (12 rows a counter for a year); the days of
-    // a partial first or last month from the daily one.
-    let (whole_from, whole_to) = whole_months(first, last);
-    let sql = if by == Period::Day {
-        // One row per counter and day already: no grouping.
-        "SELECT counter_id, day, energy_milli, measured::int8, estimated::int8, cost_nano,
-                (cost_nano IS NOT NULL)::int4::int8, 1::int8, currency
-         FROM energy_days WHERE counter_id = ANY($1) AND day >= $2 AND day <= $3"
-            .to_owned()
-    } else {
-        format!(
-            "SELECT counter_id, month, energy_milli, measured, estimated, cost_nano,
-                    priced_days::int8, days::int8, currency
-             FROM energy_months
-             WHERE counter_id = ANY($1) AND month >= $4 AND month < $5
-             UNION ALL
-             SELECT counter_id, {bucket} AS bucket,
-                    sum(energy_milli)::int8, sum(measured)::int8, sum(estimated)::int8,
-                    sum(cost_nano)::int8, count(cost_nano), count(*), max(currency)
-             FROM energy_days
-             WHERE counter_id = ANY($1)
-               AND ((day >= $2 AND day <= $3 AND day < $4)
-                    OR (day >= $2 AND day <= $3 AND day >= $5))
-             GROUP BY 1, 2"
-        )
-    };
-    let rows: Vec<SumRow> = sqlx::query_as(&sql)
-        .bind(&counter_ids)
-        .bind(first)
-        .bind(last)
-        .bind(whole_from)
-        .bind(whole_to)
-        .fetch_all(pool)
-        .await?;
-    let peaks: Vec<(i64, NaiveDate, i64)> = if group == Some(Group::Meter) {
-        let sql = if by == Period::Day {
-            "SELECT counter_id, day, peak_milli
-             FROM energy_days WHERE counter_id = ANY($1) AND day >= $2 AND day <= $3"
-                .to_owned()
-        } else {
-            format!(
-                "SELECT counter_id, month, peak_milli FROM energy_months
-                 WHERE counter_id = ANY($1) AND month >= $4 AND month < $5
-                 UNION ALL
-                 SELECT counter_id, {bucket}, max(peak_milli)
-                 FROM energy_days
-                 WHERE counter_id = ANY($1)
-                   AND ((day >= $2 AND day <= $3 AND day < $4)
-                        OR (day >= $2 AND day <= $3 AND day >= $5))
-                 GROUP BY 1, 2"
-            )
-        };
-        sqlx::query_as(&sql)
-            .bind(&counter_ids)
-            .bind(first)
-            .bind(last)
-            .bind(whole_from)
-            .bind(whole_to)
-            .fetch_all(pool)
-            .await?
-    } else {
-        Vec::new()
-    };
-    let site_peaks: Vec<(NaiveDate, i64, DateTime<Utc>)> = sqlx::query_as(&format!(
-        "SELECT DISTINCT ON (b) b, peak_milli, peak_start
-         FROM (SELECT {bucket} AS b, peak_milli, peak_start FROM site_days
-               WHERE site_id = $1 AND day >= $2 AND day <= $3) d
-         ORDER BY b, peak_milli DESC, peak_start"
-    ))
-    .bind(site)
-    .bind(first)
-    .bind(last)
-    .fetch_all(pool)
-    .await?;
-    let contracts = load_site_contracts(pool, site).await?;
+    let mut rows: Vec<SumRow> = Vec::new();
+    let mut peaks: Vec<(i64, NaiveDate, i64)> = Vec::new();
+    for (source, from, to) in sources(first, last, by) {
+        rows.extend(
+            sqlx::query_as::<_, SumRow>(source.sums())
+                .bind(&counter_ids)
+                .bind(from)
+                .bind(to)
+                .fetch_all(&mut *conn)
+                .await?,
+        );
+        if group == Some(Group::Meter) {
+            peaks.extend(
+                sqlx::query_as::<_, (i64, NaiveDate, i64)>(source.peaks())
+                    .bind(&counter_ids)
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(&mut *conn)
+                    .await?,
+            );
+        }
+    }
 
     let mut currency = None;
     let mut sums: HashMap<(i64, NaiveDate), Sums> = HashMap::new();
@@ -431,6 +475,35 @@ mod tests {
         assert_eq!(
             whole_months(d(2026, 1, 1), d(2026, 3, 30)),
             (d(2026, 1, 1), d(2026, 3, 1))
+        );
+    }
+
+    #[test]
+    fn sources_split_whole_months_from_edge_days() {
+        use Source::{Days, DaysByMonth, Months};
+        // By day: the days as they are, end exclusive.
+        assert_eq!(
+            sources(d(2026, 1, 15), d(2026, 4, 10), Period::Day),
+            vec![(Days, d(2026, 1, 15), d(2026, 4, 11))]
+        );
+        // Partial edges: whole months from the rollup, the edge days folded.
+        assert_eq!(
+            sources(d(2026, 1, 15), d(2026, 4, 10), Period::Month),
+            vec![
+                (Months, d(2026, 2, 1), d(2026, 4, 1)),
+                (DaysByMonth, d(2026, 1, 15), d(2026, 2, 1)),
+                (DaysByMonth, d(2026, 4, 1), d(2026, 4, 11)),
+            ]
+        );
+        // A year of whole months: the rollup alone.
+        assert_eq!(
+            sources(d(2025, 11, 1), d(2026, 10, 31), Period::Year),
+            vec![(Months, d(2025, 11, 1), d(2026, 11, 1))]
+        );
+        // Inside one month: its days only.
+        assert_eq!(
+            sources(d(2026, 2, 5), d(2026, 2, 20), Period::Month),
+            vec![(DaysByMonth, d(2026, 2, 5), d(2026, 2, 21))]
         );
     }
 }

@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use sqlx::{Postgres, Transaction};
 
 use super::intervals::recompute_intervals;
+use super::pieces::nth_readings;
 use super::rollups::{load_contracts, rollup_days};
 use super::site::rebuild_site;
 use super::{EnergyChanged, ProfileWorker, Progress, Step, WorkerError, BATCH, CHUNK};
@@ -139,35 +140,20 @@ impl ProfileWorker {
             .filter(|id| counters.contains_key(id))
             .collect();
         for chunk in ids.chunks(CHUNK) {
-            // 1. Intervals from readings.
-            let recompute: Vec<(i64, Span)> = chunk
-                .iter()
-                .filter(|id| spans[id].readings)
-                .map(|id| (*id, spans[id]))
-                .collect();
-            let mut changed: HashMap<i64, (DateTime<Utc>, DateTime<Utc>)> = chunk
-                .iter()
-                .filter(|id| !spans[id].readings)
-                .map(|id| (*id, (spans[id].from, spans[id].to)))
-                .collect();
-            let written = recompute_intervals(
-                &mut tx,
-                &counters,
-                &recompute,
-                &self.params,
-                self.max_gap_ms,
-            )
-            .await?;
-            intervals += written.intervals;
-            for (id, span) in written.changed {
-                changed
-                    .entry(id)
-                    .and_modify(|c| *c = (c.0.min(span.0), c.1.max(span.1)))
-                    .or_insert(span);
+            // Each counter's span in bounded pieces, one piece per counter per round.
+            let mut todo: Vec<(i64, Span)> = chunk.iter().map(|id| (*id, spans[id])).collect();
+            while !todo.is_empty() {
+                let nth = nth_readings(&mut tx, &todo, &self.pieces).await?;
+                let (now, rest) = self.pieces.split(&todo, &nth);
+                let (written, changed) = self.piece(&mut tx, &counters, &now).await?;
+                intervals += written;
+                // 2. Daily rollups of the local days the changed intervals fall in.
+                days += rollup_days(&mut tx, &counters, &contracts, &changed).await?;
+                for (id, span) in changed {
+                    merge_span(&mut changed_all, id, span);
+                }
+                todo = rest;
             }
-            // 2. Daily rollups of the local days the changed intervals fall in.
-            days += rollup_days(&mut tx, &counters, &contracts, &changed).await?;
-            changed_all.extend(changed);
         }
         let changed = changed_all;
 
@@ -205,6 +191,29 @@ impl ProfileWorker {
             quarantined: 0,
         })
     }
+
+    /// Step 1, intervals from readings, for one piece of each span; returns the intervals
+    /// written and, per counter, the span whose rollups changed.
+    async fn piece(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        counters: &HashMap<i64, CounterInfo>,
+        pieces: &[(i64, Span)],
+    ) -> Result<(usize, HashMap<i64, (DateTime<Utc>, DateTime<Utc>)>), WorkerError> {
+        let recompute: Vec<(i64, Span)> =
+            pieces.iter().filter(|(_, s)| s.readings).copied().collect();
+        let mut changed: HashMap<i64, (DateTime<Utc>, DateTime<Utc>)> = pieces
+            .iter()
+            .filter(|(_, s)| !s.readings)
+            .map(|(id, s)| (*id, (s.from, s.to)))
+            .collect();
+        let written =
+            recompute_intervals(tx, counters, &recompute, &self.params, self.max_gap_ms).await?;
+        for (id, span) in written.changed {
+            merge_span(&mut changed, id, span);
+        }
+        Ok((written.intervals, changed))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -212,6 +221,18 @@ pub(super) struct Span {
     pub(super) from: DateTime<Utc>,
     pub(super) to: DateTime<Utc>,
     pub(super) readings: bool,
+}
+
+/// Widens the span of `id` in `spans` to cover `span`.
+fn merge_span(
+    spans: &mut HashMap<i64, (DateTime<Utc>, DateTime<Utc>)>,
+    id: i64,
+    span: (DateTime<Utc>, DateTime<Utc>),
+) {
+    spans
+        .entry(id)
+        .and_modify(|c| *c = (c.0.min(span.0), c.1.max(span.1)))
+        .or_insert(span);
 }
 
 impl Span {

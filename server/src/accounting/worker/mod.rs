@@ -45,10 +45,12 @@ use crate::infra::metrics::Metrics;
 
 mod drain;
 mod intervals;
+mod pieces;
 mod queue;
 mod rollups;
 mod site;
 
+pub use pieces::{PieceLimits, DEFAULT_PIECE_DAYS, DEFAULT_PIECE_READINGS};
 pub use queue::{queue_commissioning, queue_rollups};
 pub(crate) use site::site_placements;
 
@@ -116,6 +118,8 @@ pub struct ProfileWorker {
     params: engine::Params,
     /// Longest gap between readings the engine interpolates across.
     max_gap_ms: i64,
+    /// How much of one counter's span is recomputed at once (memory bound, see `pieces`).
+    pieces: PieceLimits,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
     listener: Option<EnergyListener>,
@@ -162,17 +166,19 @@ impl ProfileWorker {
             pool,
             params,
             max_gap_ms: i64::from(DEFAULT_MAX_GAP_HOURS) * 3_600_000,
+            pieces: PieceLimits::default(),
             wake,
             metrics,
             listener: None,
         }
     }
 
-    /// Applies `energy.max_interpolation_gap_hours`; without this call the default (31 days)
-    /// applies.
+    /// Applies `energy.max_interpolation_gap_hours`, `energy.worker_piece_readings` and
+    /// `energy.worker_piece_days`; without this call their defaults apply.
     #[must_use]
     pub fn with_energy_limits(mut self, energy: &crate::config::EnergyConfig) -> Self {
         self.max_gap_ms = energy.max_interpolation_gap_ms();
+        self.pieces = PieceLimits::new(energy.worker_piece_readings, energy.worker_piece_days);
         self
     }
 

@@ -54,6 +54,19 @@ pub struct IdCache {
 }
 
 impl IdCache {
+    /// Forgets every id: after a failed batch, in case one of them was deleted since (its
+    /// rows would fail the parent check forever); the retry resolves them again.
+    pub fn clear(&self) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        self.counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
     fn device(&self, key: &DeviceKey, attrs: &DeviceAttrs) -> Option<i64> {
         let map = self.devices.lock().unwrap_or_else(|e| e.into_inner());
         map.get(key)

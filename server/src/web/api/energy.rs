@@ -12,7 +12,6 @@ use utoipa_axum::routes;
 use super::access::{parse_instant, resolve_meter, visible_site, Ambiguous};
 use super::extract::{Json, Path, Query};
 use crate::accounting::query::{self, Consumption, Group, PeriodSchema, Profile};
-use crate::fleet::devices;
 use crate::web::error::{ApiError, ApiResult};
 use crate::web::session::Auth;
 use crate::web::WebState;
@@ -109,17 +108,16 @@ async fn device_profile(
     Query(q): Query<ProfileParams>,
 ) -> ApiResult<Json<Profile>> {
     let device = resolve_meter(&state, &p.scope, &serial, q.device).await?;
-    let tz = devices::time_zone(&state.read_pool, device.id).await?.tz();
-    let from = parse_instant("from", &q.from, tz)?;
-    let to = parse_instant("to", &q.to, tz)?;
-    let profile = query::profile(
-        &state.read_pool,
-        device.site_id,
-        device.id,
-        &device.serial,
-        tz,
-        from,
-        to,
+    // One pooled connection for the rest: three statements, no acquire between them.
+    let mut conn = state.read_pool.acquire().await?;
+    let setting = query::meter_setting(&mut conn, device.id, device.site_id).await?;
+    let from = parse_instant("from", &q.from, setting.tz)?;
+    let to = parse_instant("to", &q.to, setting.tz)?;
+    let profile = query::profile_on(
+        &mut conn,
+        &setting,
+        (device.id, &device.serial),
+        (from, to),
         q.register.as_deref(),
     )
     .await?;
