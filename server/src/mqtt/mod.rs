@@ -18,9 +18,11 @@ use bytes::Bytes;
 
 pub use embedded::EmbeddedMqtt;
 
-/// Default of `mqtt.broker_topic_log_bytes`: a few commands per command topic, about one
-/// reading per data topic.
-pub const DEFAULT_TOPIC_LOG_BYTES: usize = 2 * 1024;
+/// Default of `mqtt.broker_topic_log_bytes`. Measured (docs/benchmarks/memory.md): a small log
+/// (2 KiB) made rumqttd roll a segment every few messages, and each new segment preallocates
+/// its record vector whatever this size, so the burst's peak was *higher* (292 against 271
+/// MiB). Two segments of 512 KiB are what rumqttd was given before.
+pub const DEFAULT_TOPIC_LOG_BYTES: usize = 512 * 1024;
 pub use external::run_external;
 pub use policy::GatewayPolicy;
 pub use tap::JournalTap;
