@@ -30,6 +30,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use headend::fleet::gateways::{create, NewGateway};
 use headend::zone::TimeZone;
+use headend_e2e::bench::process::release_binary;
 use headend_e2e::bench::{cpus, env_or, CpuSample, CpuSpan, Machine, MeterDocuments};
 use headend_e2e::{eventually, http_request, start_cluster, MqttClient};
 use headend_pgembed::RunningCluster;
@@ -149,7 +150,7 @@ struct Setup<'a> {
 }
 
 async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
-    let binary = headend_release_binary()?;
+    let binary = release_binary("headend", "headend")?;
     let pg_dir = tempfile::Builder::new().prefix("hebench-pg").tempdir()?;
     // PostgreSQL runs as `postgres` when we are root: the parent must be traversable.
     std::fs::set_permissions(
@@ -202,22 +203,6 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     }
     cluster.stop().await?;
     Ok(report)
-}
-
-/// `target/release/headend`, next to this bench's `deps` directory.
-fn headend_release_binary() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("target directory")?
-        .join("headend");
-    ensure!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release -p headend` first",
-        bin.display()
-    );
-    Ok(bin)
 }
 
 /// One `headend serve` process.

@@ -28,13 +28,14 @@
 //! parameters in `HEADEND_BENCH_STORM_*` (see [`Params`]). Figures are reported, never asserted.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{bail, ensure, Context};
 use headend::auth::password;
 use headend::fleet::credentials::{CredentialKey, KEY_FILE};
+use headend_e2e::bench::process::{release_binary, Resident};
 use headend_e2e::bench::{env_or, CpuSample, Machine};
 use headend_e2e::{eventually, http_request, start_cluster};
 use serde_json::Value;
@@ -80,34 +81,11 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `target/release/<name>`, beside this bench's `deps` directory.
-fn release_binary(name: &str, package: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let bin = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("target directory")?
-        .join(name);
-    ensure!(
-        bin.exists(),
-        "{} is missing: run `cargo build --release -p {package}` first",
-        bin.display()
-    );
-    Ok(bin)
-}
-
 /// Peak and current resident memory of a process, MiB (`VmHWM`, `VmRSS`).
 fn memory_mib(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|kib| kib.parse::<f64>().ok())
-            .map_or(f64::NAN, |kib| kib / 1024.0)
-    };
-    (field("VmHWM:"), field("VmRSS:"))
+    let r = Resident::of(pid);
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    (mib(r.peak), mib(r.rss))
 }
 
 /// The hard limit on open files (`/proc/self/limits`), which children may raise their own to.

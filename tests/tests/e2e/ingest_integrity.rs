@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use headend_e2e::{fixture, MqttClient, TestApp};
+use headend_e2e::{eventually, fixture, MqttClient, TestApp};
 use sqlx::{Connection, PgConnection, PgPool};
 
 const ORPHANS: &str = "SELECT (SELECT count(*) FROM measurements m
@@ -222,7 +222,25 @@ async fn deleting_a_device_counter_or_gateway_deletes_its_readings() {
 }
 
 /// How long a statement that should be waiting on a lock is given to (wrongly) finish.
-const BLOCKED: Duration = Duration::from_millis(500);
+/// Waits until a session of this test's database waits on a row lock (the other side of a race
+/// is held where the test wants it), instead of sleeping and hoping.
+async fn wait_for_lock_wait(app: &TestApp) {
+    let waiting = eventually(Duration::from_secs(20), || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .ok()?;
+        (n > 0).then_some(())
+    })
+    .await;
+    assert!(
+        waiting.is_some(),
+        "no session ever waited on the other's lock"
+    );
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delete_racing_a_batch_leaves_no_orphan_in_either_order() {
@@ -248,7 +266,7 @@ async fn a_delete_racing_a_batch_leaves_no_orphan_in_either_order() {
             .await
             .map(|r| r.rows_affected())
     });
-    tokio::time::sleep(BLOCKED).await;
+    wait_for_lock_wait(&app).await;
     assert!(!delete.is_finished(), "the delete waits for the batch");
     batch.commit().await.unwrap();
     assert_eq!(delete.await.unwrap().unwrap(), 1);
@@ -275,7 +293,7 @@ async fn a_delete_racing_a_batch_leaves_no_orphan_in_either_order() {
         let mut conn = PgConnection::connect(&url).await.unwrap();
         insert_measurements(&mut conn, device, 0, 100).await
     });
-    tokio::time::sleep(BLOCKED).await;
+    wait_for_lock_wait(&app).await;
     assert!(!batch.is_finished(), "the batch waits for the delete");
     delete.commit().await.unwrap();
     let refused = batch.await.unwrap().expect_err("the device is gone");
