@@ -63,7 +63,7 @@ mod writer;
 
 use std::ops::RangeInclusive;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -185,6 +185,7 @@ impl Journal {
             data_ready: Notify::new(),
             handed_out: AtomicU64::new(checkpoint),
             checkpoint: AtomicU64::new(checkpoint),
+            checkpoint_moved: Notify::new(),
             budget_used: AtomicU64::new(recovered.bytes_on_disk),
             failure: OnceLock::new(),
             closed: AtomicBool::new(false),
@@ -248,6 +249,26 @@ impl Journal {
     /// is released before it returns.
     pub fn ack(&self, seqs: RangeInclusive<u64>) -> Result<(), JournalError> {
         self.shared.ack(seqs)
+    }
+
+    /// Resolves once every record up to `seq` is acknowledged (the checkpoint reached it), so
+    /// a consumer can commit its batches in journal order; fails with
+    /// [`JournalError::Closed`] once the journal closes.
+    pub async fn wait_checkpoint(&self, seq: u64) -> Result<(), JournalError> {
+        let shared = &self.shared;
+        loop {
+            let moved = shared.checkpoint_moved.notified();
+            tokio::pin!(moved);
+            // Registered before the check, so a move in between is not missed.
+            moved.as_mut().enable();
+            if shared.checkpoint.load(Ordering::Acquire) >= seq {
+                return Ok(());
+            }
+            if shared.closed.load(Ordering::Acquire) {
+                return Err(JournalError::Closed);
+            }
+            moved.await;
+        }
     }
 
     /// Current counters, for metrics.

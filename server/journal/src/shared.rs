@@ -36,6 +36,8 @@ pub(crate) struct Shared {
     pub handed_out: AtomicU64,
     /// Mirror of the ledger's checkpoint for lock-free stats.
     pub checkpoint: AtomicU64,
+    /// Woken whenever `checkpoint` moves or the journal closes.
+    pub checkpoint_moved: Notify,
     /// Bytes charged against `max_bytes`: live segments plus queued appends.
     /// Appenders reserve before queueing, so `Full` is decided up front.
     pub budget_used: AtomicU64,
@@ -160,8 +162,10 @@ impl Shared {
                 return Ok(());
             }
             ledger.version += 1;
-            self.checkpoint
-                .store(ledger.acks.checkpoint(), Ordering::Release);
+            let checkpoint = ledger.acks.checkpoint();
+            if self.checkpoint.swap(checkpoint, Ordering::AcqRel) != checkpoint {
+                self.checkpoint_moved.notify_waiters();
+            }
             // Freed now, not when the writer gets round to unlinking, so an
             // appender that just saw `Full` can retry as soon as ack returns.
             let freed = ledger.retire_acknowledged();
@@ -197,6 +201,7 @@ impl Shared {
         self.inbox_signal.notify_one();
         self.closed.store(true, Ordering::Release);
         self.data_ready.notify_waiters();
+        self.checkpoint_moved.notify_waiters();
     }
 
     pub fn stats(&self) -> Stats {

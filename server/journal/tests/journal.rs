@@ -212,6 +212,37 @@ async fn out_of_order_acks_move_the_checkpoint_over_contiguous_ranges_only() {
     assert_eq!(journal.stats().checkpoint, 10);
 }
 
+/// A consumer that commits in journal order waits on the checkpoint: it resolves only once
+/// every earlier record is acknowledged, whatever order the acks came in.
+#[tokio::test]
+async fn wait_checkpoint_resolves_once_everything_before_is_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Arc::new(open(dir.path(), &small_opts(1 << 20)));
+    let appender = journal.appender();
+    for tag in 1..=6 {
+        appender.append(payload(tag, 64)).await.unwrap();
+    }
+    let reader = journal.reader();
+    let (a, b, c) = (
+        reader.next_batch(2, usize::MAX).await.unwrap(),
+        reader.next_batch(2, usize::MAX).await.unwrap(),
+        reader.next_batch(2, usize::MAX).await.unwrap(),
+    );
+    // Nothing precedes the first batch.
+    journal.wait_checkpoint(a.first_seq - 1).await.unwrap();
+    let third = tokio::spawn({
+        let journal = journal.clone();
+        async move { journal.wait_checkpoint(c.first_seq - 1).await }
+    });
+    journal.ack(b.seqs()).unwrap();
+    tokio::task::yield_now().await;
+    assert!(!third.is_finished(), "batch b acknowledged, a still open");
+    journal.ack(a.seqs()).unwrap();
+    third.await.unwrap().unwrap();
+
+    Arc::into_inner(journal).unwrap().close().await.unwrap();
+}
+
 #[tokio::test]
 async fn ack_rejects_ranges_not_handed_out() {
     let dir = tempfile::tempdir().unwrap();

@@ -249,6 +249,8 @@ metrics! {
             "Ingest transactions committed.";
         db_errors: "headend_db_errors_total",
             "Ingest transactions that failed and were retried.";
+        ingest_turn_yields: "headend_ingest_turn_yields_total",
+            "Ingest transactions rolled back and redone to let an earlier batch commit first.";
         mqtt_auth_failures: "headend_mqtt_auth_failures_total",
             "MQTT connections refused for bad credentials or identity.";
         password_checks_shed: "headend_password_checks_shed_total",

@@ -274,8 +274,27 @@ impl Ingest {
                 let mut rows = self.normalize(&batch).await;
                 self.gateway_writes.skip_unchanged(&mut rows.gateways);
                 let started = Instant::now();
-                match writer::write(&self.pool, &self.cache, epoch, &rows).await {
-                    Ok(written) => {
+                // Commits (and so the alarm feed and the profile worker's queue) follow the
+                // journal's order: a batch commits once every batch before it is acknowledged.
+                let before = batch.first_seq - 1;
+                let journal = &self.journal;
+                let turn = async move {
+                    // A closed journal is a stop: nothing after this batch commits anyway.
+                    let _ = journal.wait_checkpoint(before).await;
+                };
+                match writer::write(&self.pool, &self.cache, epoch, &rows, turn).await {
+                    Ok(None) => {
+                        self.metrics.ingest_turn_yields.inc();
+                        tracing::debug!(
+                            first_seq = batch.first_seq,
+                            "ingest batch gave way to an earlier one; written again in turn"
+                        );
+                        tokio::select! {
+                            () = shutdown.cancelled() => return Ok(()),
+                            waited = self.journal.wait_checkpoint(before) => waited?,
+                        }
+                    }
+                    Ok(Some(written)) => {
                         if written.counter_readings > 0 {
                             self.energy_wake.notify_one();
                         }

@@ -542,7 +542,7 @@ async fn a_journal_replay_creates_no_reject() {
         payload: payload.into(),
         reason: String::new(),
     };
-    let batch = |u1: &str, kwh: &str, state: i8, received_at: DateTime<Utc>| {
+    let batch_at = |at: DateTime<Utc>, u1: &str, kwh: &str, state: i8, received_at| {
         let mut rows = Rows::default();
         for (seq, r) in [
             record(
@@ -570,13 +570,19 @@ async fn a_journal_replay_creates_no_reject() {
         }
         rows
     };
+    let batch = |u1: &str, kwh: &str, state: i8, received_at: DateTime<Utc>| {
+        batch_at(at, u1, kwh, state, received_at)
+    };
     let first = at + Duration::seconds(5);
     // A gateway replaying other values for the same instants an hour later.
     let later = first + Duration::hours(1);
     let cache = writer::IdCache::default();
     let rows = batch("230 V", "1.000 kWh", 1, first);
     assert!(rows.rejects.is_empty(), "{:?}", rows.rejects);
-    let written = writer::write(&app.pool, &cache, 77, &rows).await.unwrap();
+    let written = writer::write(&app.pool, &cache, 77, &rows, async {})
+        .await
+        .unwrap()
+        .expect("no turn to wait for");
     assert_eq!(
         (
             written.measurements,
@@ -592,9 +598,11 @@ async fn a_journal_replay_creates_no_reject() {
             &cache,
             77,
             &batch("230 V", "1.000 kWh", 1, first),
+            async {},
         )
         .await
-        .unwrap();
+        .unwrap()
+        .expect("no turn to wait for");
         assert_eq!(
             (
                 again.measurements,
@@ -613,9 +621,11 @@ async fn a_journal_replay_creates_no_reject() {
         &cache,
         78,
         &batch("231 V", "2.000 kWh", 0, later),
+        async {},
     )
     .await
-    .unwrap();
+    .unwrap()
+    .expect("no turn to wait for");
     assert_eq!(other.rejects, 3);
     // ... and replaying that batch again adds none.
     let replay = writer::write(
@@ -623,14 +633,72 @@ async fn a_journal_replay_creates_no_reject() {
         &cache,
         78,
         &batch("231 V", "2.000 kWh", 0, later),
+        async {},
     )
     .await
-    .unwrap();
+    .unwrap()
+    .expect("no turn to wait for");
     assert_eq!(replay.rejects, 0);
     assert_eq!(
         app.count("SELECT count(*) FROM ingest_rejects WHERE reason LIKE 'conflicting replay%'")
             .await,
         3
+    );
+
+    // Batches commit in journal order, so a later batch holds its finished transaction open
+    // until its turn. An earlier batch that needs one of its rows (the same message redelivered
+    // into both) would wait on it for ever: the later one gives way instead, writing nothing,
+    // the earlier commits, and the later is written again in turn.
+    let next = at + Duration::minutes(1);
+    let rows = || batch_at(next, "232 V", "3.000 kWh", 1, later);
+    let (_never, not_yet) = tokio::sync::oneshot::channel::<()>();
+    let waiting = tokio::spawn({
+        let (pool, rows) = (app.pool.clone(), rows());
+        async move {
+            let cache = writer::IdCache::default();
+            let turn = async move {
+                let _ = not_yet.await;
+            };
+            writer::write(&pool, &cache, 79, &rows, turn).await.unwrap()
+        }
+    });
+    let idle_in_transaction = eventually(std::time::Duration::from_secs(30), || async {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state = 'idle in transaction'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .ok()?;
+        (n > 0).then_some(())
+    })
+    .await;
+    assert!(
+        idle_in_transaction.is_some(),
+        "the later batch never finished its inserts"
+    );
+    let earlier = writer::write(&app.pool, &writer::IdCache::default(), 79, &rows(), async {
+    })
+    .await
+    .unwrap()
+    .expect("the earlier batch's turn had come");
+    assert_eq!(
+        (
+            earlier.measurements,
+            earlier.counter_readings,
+            earlier.relay_states
+        ),
+        (1, 1, 1)
+    );
+    assert!(waiting.await.unwrap().is_none(), "the later batch gave way");
+    let again = writer::write(&app.pool, &writer::IdCache::default(), 79, &rows(), async {
+    })
+    .await
+    .unwrap()
+    .expect("in turn");
+    assert_eq!(
+        (again.measurements, again.counter_readings, again.rejects),
+        (0, 0, 0)
     );
 }
 

@@ -101,12 +101,23 @@ pub struct Written {
     pub refused_measurements: Vec<(i64, DeviceKey, DateTime<Utc>)>,
 }
 
+/// How long a batch holds its finished transaction open waiting for the batches before it to
+/// commit. Past it, the transaction gives way (rolls back): an earlier batch may be waiting on
+/// a row this one holds (a gateway's message redelivered into both), which PostgreSQL cannot
+/// see as a deadlock because half of the wait is here.
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Writes one batch in one transaction, committed once `turn` resolves (every earlier batch of
+/// the journal is committed), so a gateway's rows become visible in the order it sent them.
+/// Returns `None` when the transaction gave way after [`TURN_WAIT`]: nothing was written, and
+/// the caller writes the batch again once its turn has come.
 pub async fn write(
     pool: &PgPool,
     cache: &IdCache,
     epoch: i64,
     rows: &Rows,
-) -> Result<Written, sqlx::Error> {
+    turn: impl std::future::Future<Output = ()>,
+) -> Result<Option<Written>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let devices = resolve_devices(&mut tx, cache, rows).await?;
     let counters = resolve_counters(&mut tx, cache, rows, &devices).await?;
@@ -137,6 +148,10 @@ pub async fn write(
         refused_measurements: conflicts_measurements,
     };
     update_gateways(&mut tx, rows).await?;
+    if tokio::time::timeout(TURN_WAIT, turn).await.is_err() {
+        tx.rollback().await?;
+        return Ok(None);
+    }
     tx.commit().await?;
 
     let mut map = cache.devices.lock().unwrap_or_else(|e| e.into_inner());
@@ -162,5 +177,5 @@ pub async fn write(
             map.insert((*device_id, name.clone()), (*id, def.clone()));
         }
     }
-    Ok(written)
+    Ok(Some(written))
 }
