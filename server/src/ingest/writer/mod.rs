@@ -103,8 +103,8 @@ pub struct Written {
 
 /// How long a batch holds its finished transaction open waiting for the batches before it to
 /// commit. Past it, the transaction gives way (rolls back): an earlier batch may be waiting on
-/// a row this one holds (a gateway's message redelivered into both), which PostgreSQL cannot
-/// see as a deadlock because half of the wait is here.
+/// a row this one holds (a gateway's message redelivered into both, a device seen for the first
+/// time in both), which PostgreSQL cannot see as a deadlock because half of the wait is here.
 const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Writes one batch in one transaction, committed once `turn` resolves (every earlier batch of
@@ -147,11 +147,13 @@ pub async fn write(
         rejects: insert_rejects(&mut tx, epoch, &rejects).await?,
         refused_measurements: conflicts_measurements,
     };
-    update_gateways(&mut tx, rows).await?;
     if tokio::time::timeout(TURN_WAIT, turn).await.is_err() {
         tx.rollback().await?;
         return Ok(None);
     }
+    // After the wait: consecutive batches of one gateway update its row, and the earlier one
+    // must not find it locked by the later one.
+    update_gateways(&mut tx, rows).await?;
     tx.commit().await?;
 
     let mut map = cache.devices.lock().unwrap_or_else(|e| e.into_inner());
