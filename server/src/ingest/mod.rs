@@ -295,6 +295,8 @@ impl Ingest {
                         }
                     }
                     Ok(Some(written)) => {
+                        self.metrics
+                            .record_written(&rows, &written, started.elapsed());
                         if written.counter_readings > 0 {
                             self.energy_wake.notify_one();
                         }
@@ -322,8 +324,6 @@ impl Ingest {
                                 feed.measurements(&stored).await;
                             }
                         }
-                        self.metrics
-                            .record_written(&rows, &written, started.elapsed());
                         self.gateway_writes.written(&rows.gateways);
                         break rows.receipts;
                     }

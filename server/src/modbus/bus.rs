@@ -363,11 +363,11 @@ impl Bus {
         let at = Utc::now();
         self.metrics.modbus_exceptions.add(exceptions.len() as u64);
         if let Some(error) = failure {
-            self.metrics.modbus_poll_failures.inc();
+            self.metrics.record_modbus_poll(&self.conv.serial, false);
             self.failed(i, error, now, at).await;
             return Poll::Failed;
         }
-        self.metrics.modbus_polls.inc();
+        self.metrics.record_modbus_poll(&self.conv.serial, true);
         let u = &mut self.units[i];
         u.next_due = next_due(u.next_due, u.interval, now);
         let recovered = u.failures > 0;

@@ -104,6 +104,7 @@ pub async fn metrics(State(state): State<WebState>, request: Request) -> Respons
             return refused.into_response();
         }
     }
+    state.metrics.refresh_database(&state.pool).await;
     let body = state.metrics.render(&(state.gauges)());
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], body).into_response()
 }

@@ -4,11 +4,16 @@
 //! through, the exposed name and the help. Every [`Metrics`] has its own [`Registry`] (several
 //! apps run in one test process, so nothing is process-wide); `/metrics` encodes it in the
 //! Prometheus text format 0.0.4, which Prometheus and `promtool check metrics` read.
+//!
+//! Labelled families live apart: `http` (by method, route and status), `modbus` (polls by
+//! converter) and `database` (levels read from PostgreSQL at each scrape). `docs/metrics.md`
+//! lists them all.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
+use chrono::{DateTime, Utc};
+use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -17,6 +22,14 @@ use prometheus_client::registry::{Metric, Registry};
 
 use crate::ingest::normalize::Rows;
 use crate::ingest::writer::Written;
+
+mod database;
+mod http;
+mod modbus;
+
+use database::Database;
+use http::Http;
+use modbus::Converters;
 
 /// The `Content-Type` of what [`Metrics::render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -56,9 +69,10 @@ const LATENCY_BOUNDS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
-/// Buckets of the HTTP request durations (seconds; requests time out at 30 s).
-const HTTP_BOUNDS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+/// Buckets of the ingest lag, receive to commit (seconds): milliseconds when healthy, up to
+/// the hour a database outage can hold records in the journal.
+const LAG_BOUNDS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 
 /// Channels of [`Metrics::auth_throttled`], in index order.
@@ -151,6 +165,8 @@ macro_rules! metrics {
             /// ([`THROTTLE_CHANNELS`] order: login, mqtt, xml_push).
             pub auth_throttled: [Counter; THROTTLE_CHANNELS.len()],
             http: Http,
+            converters: Converters,
+            database: Database,
             scraped: Scraped,
             registry: Registry,
         }
@@ -209,6 +225,8 @@ macro_rules! metrics {
                         THROTTLE_CHANNELS,
                     ),
                     http: Http::register(&mut registry),
+                    converters: Converters::register(&mut registry),
+                    database: Database::register(&mut registry),
                     scraped: Scraped::register(&mut registry),
                     registry,
                 }
@@ -285,6 +303,8 @@ metrics! {
             "Time to commit one ingest batch.";
         profile_step_seconds[LATENCY_BOUNDS]: "headend_profile_step_seconds",
             "Time of one profile worker step (intervals, rollups, site totals).";
+        ingest_lag_seconds[LAG_BOUNDS]: "headend_ingest_lag_seconds",
+            "Time from a gateway message's receipt to the commit of its rows, one observation per message.";
     }
     scraped_gauges {
         journal_pending_records: "headend_journal_pending_records",
@@ -310,56 +330,19 @@ metrics! {
     }
 }
 
-/// Labels of `headend_http_requests_total`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: &'static str,
-    route: String,
-    status: String,
-}
-
-/// Labels of `headend_http_request_duration_seconds`.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RouteLabels {
-    method: &'static str,
-    route: String,
-}
-
-/// HTTP metrics by route: labels of bounded cardinality only (see [`Metrics::record_http`]).
-#[derive(Debug)]
-struct Http {
-    requests: Family<RequestLabels, PromCounter>,
-    durations: Family<RouteLabels, PromHistogram, fn() -> PromHistogram>,
-}
-
-impl Http {
-    fn register(registry: &mut Registry) -> Self {
-        let requests = Family::default();
-        register(
-            registry,
-            "headend_http_requests",
-            "HTTP requests answered, by method, route and status.",
-            requests.clone(),
-        );
-        let durations: Family<RouteLabels, PromHistogram, fn() -> PromHistogram> =
-            Family::new_with_constructor(|| PromHistogram::new(HTTP_BOUNDS.iter().copied()));
-        register(
-            registry,
-            "headend_http_request_duration_seconds",
-            "Time from a request to its response headers, by method and route.",
-            durations.clone(),
-        );
-        Self {
-            requests,
-            durations,
-        }
-    }
-}
-
 impl Metrics {
+    /// Counts a committed ingest batch; call it right after the commit, since the ingest lag
+    /// of each message is measured up to now.
     pub fn record_written(&self, rows: &Rows, written: &Written, took: Duration) {
         self.db_batches.inc();
         self.db_batch_seconds.observe(took);
+        let committed = Utc::now();
+        for received_at in messages_received(rows) {
+            // A receive time after the commit is another clock's (an instance whose clock is
+            // ahead wrote the journal record): counted as no lag, not as a negative one.
+            let lag = (committed - received_at).to_std().unwrap_or_default();
+            self.ingest_lag_seconds.observe(lag);
+        }
         self.ingest_measurements.add(written.measurements);
         self.ingest_counter_readings.add(written.counter_readings);
         self.ingest_relay_states.add(written.relay_states);
@@ -374,42 +357,21 @@ impl Metrics {
         }
     }
 
+    /// Counts one poll of a device behind Modbus converter `converter` (its name), in the
+    /// totals and in the converter's own series.
+    pub fn record_modbus_poll(&self, converter: &str, answered: bool) {
+        if answered {
+            self.modbus_polls.inc();
+        } else {
+            self.modbus_poll_failures.inc();
+        }
+        self.converters.record(converter, answered);
+    }
+
     pub fn record_profiles(&self, counters: u64, intervals: u64, took: Duration) {
         self.profile_counters.add(counters);
         self.profile_intervals.add(intervals);
         self.profile_step_seconds.observe(took);
-    }
-
-    /// Counts one HTTP request. Every label must come from a bounded set: `method` one of the
-    /// standard methods or "other", `route` the router's pattern (never the raw path) or
-    /// "unmatched", `status` the numeric status (None: no answer was given, "cancelled").
-    pub fn record_http(
-        &self,
-        method: &'static str,
-        route: &str,
-        status: Option<u16>,
-        took: Duration,
-    ) {
-        if status.is_some_and(|s| (500..600).contains(&s)) {
-            self.http_errors.inc();
-        }
-        let status = status.map_or_else(|| "cancelled".to_owned(), |s| s.to_string());
-        let route = route.to_owned();
-        self.http
-            .durations
-            .get_or_create(&RouteLabels {
-                method,
-                route: route.clone(),
-            })
-            .observe(took.as_secs_f64());
-        self.http
-            .requests
-            .get_or_create(&RequestLabels {
-                method,
-                route,
-                status,
-            })
-            .inc();
     }
 
     /// The exposition ([`CONTENT_TYPE`]), with `gauges` as the values read at this scrape.
@@ -424,110 +386,22 @@ impl Metrics {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn value<'a>(text: &'a str, series: &str) -> Option<&'a str> {
-        text.lines().find_map(|line| {
-            let (key, value) = line.rsplit_once(' ')?;
-            (key == series).then_some(value)
-        })
-    }
-
-    #[test]
-    fn every_metric_has_help_and_type_and_counters_end_in_total() {
-        let text = Metrics::default().render(&Gauges::default());
-        let mut families = 0;
-        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
-            let mut parts = line[7..].split(' ');
-            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
-            assert!(
-                text.contains(&format!("# HELP {name} ")),
-                "{name} has no help"
-            );
-            assert!(!text.contains(".. ") && !text.contains("..\n"), "{text}");
-            if kind == "counter" {
-                assert!(name.ends_with("_total"), "{name}");
-            }
-            families += 1;
-        }
-        assert!(families >= 40, "{families} families:\n{text}");
-    }
-
-    #[test]
-    fn the_fields_count_into_their_series() {
-        let metrics = Metrics::default();
-        metrics.ingest_rejects.add(2);
-        metrics.auth_throttled[1].inc();
-        metrics.ingest_messages[0].add(3);
-        metrics.db_batch_seconds.observe(Duration::from_millis(3));
-        let text = metrics.render(&Gauges {
-            journal_checkpoint: 42,
-            mqtt_publishes_denied: 7,
-            ..Gauges::default()
-        });
-        assert_eq!(value(&text, "headend_ingest_rejects_total"), Some("2"));
-        let mqtt = "headend_auth_throttled_total{channel=\"mqtt\"}";
-        assert_eq!(value(&text, mqtt), Some("1"));
-        let login = "headend_auth_throttled_total{channel=\"login\"}";
-        assert_eq!(value(&text, login), Some("0"));
-        let kind = "headend_ingest_messages_total{kind=\"measurements\"}";
-        assert_eq!(value(&text, kind), Some("3"));
-        let bucket = "headend_db_batch_seconds_bucket{le=\"0.005\"}";
-        assert_eq!(value(&text, bucket), Some("1"));
-        assert_eq!(value(&text, "headend_journal_checkpoint"), Some("42"));
-        assert_eq!(
-            value(&text, "headend_mqtt_publishes_denied_total"),
-            Some("7")
-        );
-    }
-
-    #[test]
-    fn totals_kept_elsewhere_never_go_back() {
-        let metrics = Metrics::default();
-        let scrape = |n| {
-            let text = metrics.render(&Gauges {
-                mqtt_violations_not_journaled: n,
-                ..Gauges::default()
-            });
-            let series = "headend_mqtt_violations_not_journaled_total";
-            value(&text, series).map(str::to_owned)
-        };
-        assert_eq!(scrape(5).as_deref(), Some("5"));
-        assert_eq!(scrape(3).as_deref(), Some("5"));
-        assert_eq!(scrape(9).as_deref(), Some("9"));
-    }
-
-    #[test]
-    fn http_requests_are_labelled_by_route_and_status() {
-        let metrics = Metrics::default();
-        let took = Duration::from_millis(2);
-        metrics.record_http("GET", "/api/v1/sites/{id}", Some(200), took);
-        metrics.record_http("GET", "/api/v1/sites/{id}", Some(200), took);
-        metrics.record_http("POST", "unmatched", Some(503), took);
-        metrics.record_http("GET", "/metrics", None, took);
-        let text = metrics.render(&Gauges::default());
-        let ok = "headend_http_requests_total{method=\"GET\",route=\"/api/v1/sites/{id}\",status=\"200\"}";
-        assert_eq!(value(&text, ok), Some("2"), "{text}");
-        let failed =
-            "headend_http_requests_total{method=\"POST\",route=\"unmatched\",status=\"503\"}";
-        assert_eq!(value(&text, failed), Some("1"));
-        let cancelled =
-            "headend_http_requests_total{method=\"GET\",route=\"/metrics\",status=\"cancelled\"}";
-        assert_eq!(value(&text, cancelled), Some("1"));
-        assert_eq!(value(&text, "headend_http_server_errors_total"), Some("1"));
-        let count =
-            "headend_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/sites/{id}\"}";
-        assert_eq!(value(&text, count), Some("2"));
-    }
-
-    #[test]
-    fn two_apps_count_apart() {
-        let (a, b) = (Metrics::default(), Metrics::default());
-        a.db_errors.inc();
-        assert_eq!((a.db_errors.get(), b.db_errors.get()), (1, 0));
-        let text = b.render(&Gauges::default());
-        assert_eq!(value(&text, "headend_db_errors_total"), Some("0"));
-    }
+/// The receive time of each message that gave rows to the batch, once per message (journal
+/// sequence): a counters document of twenty registers is one message, not twenty.
+fn messages_received(rows: &Rows) -> impl Iterator<Item = DateTime<Utc>> {
+    let mut seen: Vec<(i64, DateTime<Utc>)> = rows
+        .measurements
+        .iter()
+        .map(|r| (r.seq, r.received_at))
+        .chain(rows.counter_readings.iter().map(|r| (r.seq, r.received_at)))
+        .chain(rows.relay_states.iter().map(|r| (r.seq, r.received_at)))
+        .chain(rows.events.iter().map(|r| (r.seq, r.received_at)))
+        .chain(rows.rejects.iter().map(|r| (r.seq, r.received_at)))
+        .collect();
+    seen.sort_unstable_by_key(|(seq, _)| *seq);
+    seen.dedup_by_key(|(seq, _)| *seq);
+    seen.into_iter().map(|(_, at)| at)
 }
+
+#[cfg(test)]
+mod tests;
