@@ -219,6 +219,7 @@ impl App {
             login_throttle: Arc::new(crate::auth::throttle::Throttle::new(
                 crate::auth::throttle::Limits::LOGIN,
             )),
+            northbound: Arc::new(config.northbound.clone()),
         };
 
         lock.publish(&Runtime {
@@ -440,6 +441,18 @@ impl App {
                     Err(e) => ("alarm-outbox", Err(e)),
                 }
             });
+        }
+        {
+            // Home Assistant MQTT discovery on external brokers (idle without brokers).
+            let northbound = crate::northbound::run(
+                db.pool.clone(),
+                config.northbound.clone(),
+                config.commands.timing(),
+                ingest.commands_wake(),
+                leases.clone(),
+                shutdown.clone(),
+            );
+            tasks.spawn(async move { ("northbound", northbound.await) });
         }
         if config.modbus.enabled {
             let service = crate::modbus::ModbusService::new(

@@ -17,6 +17,7 @@ pub mod infra;
 pub mod ingest;
 pub mod modbus;
 pub mod mqtt;
+pub mod northbound;
 pub mod relays;
 pub mod retention;
 pub mod sites;

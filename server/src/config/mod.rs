@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::zone::TimeZone;
 
 mod load;
+pub mod northbound;
 
 /// A string that must never be printed.
 #[derive(Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Partitions ahead, raw measurements' retention (`crate::retention`).
     pub retention: crate::retention::RetentionConfig,
+    /// Home Assistant MQTT discovery: the brokers sites may be published to.
+    pub northbound: northbound::NorthboundConfig,
 }
 
 /// `[cluster]`: several instances sharing one database.
@@ -395,6 +398,7 @@ impl Default for Config {
             alarms: AlarmsConfig::default(),
             cluster: ClusterConfig::default(),
             retention: crate::retention::RetentionConfig::default(),
+            northbound: northbound::NorthboundConfig::default(),
         }
     }
 }
@@ -504,6 +508,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.modbus.validate().map_err(ConfigError::Invalid)?;
         self.alarms.validate().map_err(ConfigError::Invalid)?;
+        self.northbound.validate().map_err(ConfigError::Invalid)?;
         if self.ingest.writers == 0 || self.ingest.batch_max_messages == 0 {
             return Err(ConfigError::Invalid(
                 "ingest.writers and ingest.batch_max_messages must be at least 1".into(),
@@ -566,7 +571,8 @@ impl Config {
              # mqtt.external_url (unset = embedded broker), auth.jwt_secret (unset = generated\n\
              # into the data directory on first start), alarms.smtp_password, alarms.webhook_secret\n\
              # (unset = webhooks wait in the outbox, never sent unsigned), http.metrics_token\n\
-             # (unset = only admins read /metrics).\n\n{body}"
+             # (unset = only admins read /metrics), northbound.brokers[].password (keep this\n\
+             # file 0600 when it holds one).\n\n{body}"
         )
     }
 }

@@ -59,6 +59,8 @@ pub struct WebState {
     /// The brute-force throttle of password logins (API and page): one per running app, never
     /// a process-wide static that parallel apps in one test process would share.
     pub login_throttle: Arc<crate::auth::throttle::Throttle>,
+    /// The brokers sites may be published to (`[northbound]`), for the settings' checks.
+    pub northbound: Arc<crate::config::northbound::NorthboundConfig>,
 }
 
 impl WebState {

@@ -16,6 +16,7 @@ pub mod export;
 pub mod extract;
 pub mod gateways;
 pub mod ingest;
+pub mod northbound;
 pub mod quarantine;
 pub mod relays;
 pub mod sites;
@@ -51,6 +52,7 @@ pub fn router() -> (Router<WebState>, utoipa::openapi::OpenApi) {
         .merge(relays::routes())
         .merge(alarms::routes())
         .merge(export::routes())
+        .merge(northbound::routes())
         .routes(routes!(openapi_json))
         .split_for_parts();
     // The modifiers ran on the bare document; the error answers go on every derived operation.
@@ -77,7 +79,7 @@ async fn openapi_json() -> impl IntoResponse {
 #[cfg(test)]
 mod tests {
     /// Every resource module's source: a plain `.route(` would add an undocumented route.
-    const SOURCES: [(&str, &str); 15] = [
+    const SOURCES: [(&str, &str); 16] = [
         ("alarms", include_str!("alarms.rs")),
         ("auth", include_str!("auth.rs")),
         ("contracts", include_str!("contracts.rs")),
@@ -87,6 +89,7 @@ mod tests {
         ("export", include_str!("export.rs")),
         ("gateways", include_str!("gateways.rs")),
         ("ingest", include_str!("ingest.rs")),
+        ("northbound", include_str!("northbound.rs")),
         ("quarantine", include_str!("quarantine.rs")),
         ("relays", include_str!("relays.rs")),
         ("sites", include_str!("sites.rs")),

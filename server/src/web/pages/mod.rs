@@ -17,6 +17,7 @@ pub mod form;
 pub mod gateways;
 pub mod login;
 pub mod meter;
+pub mod northbound;
 pub mod outbox;
 pub mod relays;
 pub mod site;
@@ -63,6 +64,7 @@ pub fn routes() -> Router<WebState> {
         admin::routes(),
         outbox::routes(),
         site_admin::routes(),
+        northbound::routes(),
     ]
     .into_iter()
     .fold(statics, Router::merge)
