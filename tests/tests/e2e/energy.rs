@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 const GW: &str = "SG000017";
 
 /// A counters document as the SG publishes it, for the IR meter or an RS485 slot.
-fn counters_doc(serial: &str, local: &str, import_wh: i64, export_wh: i64) -> String {
+pub(crate) fn counters_doc(serial: &str, local: &str, import_wh: i64, export_wh: i64) -> String {
     json!({
         "header": {
             "cmd": "get_energy_counters",
@@ -30,7 +30,7 @@ fn counters_doc(serial: &str, local: &str, import_wh: i64, export_wh: i64) -> St
     .to_string()
 }
 
-fn local(tz: Tz, t: DateTime<Utc>) -> String {
+pub(crate) fn local(tz: Tz, t: DateTime<Utc>) -> String {
     t.with_timezone(&tz).format("%d.%m.%Y %H:%M:%S").to_string()
 }
 
@@ -40,7 +40,7 @@ fn utc(s: &str) -> DateTime<Utc> {
 
 /// Waits until ingest has committed `readings` counter readings and the profile worker has
 /// done all the work they queued.
-async fn settle(app: &TestApp, readings: i64) {
+pub(crate) async fn settle(app: &TestApp, readings: i64) {
     app.wait_count("SELECT count(*) FROM counter_readings", readings)
         .await;
     let idle = eventually(Duration::from_secs(30), || async {
@@ -107,7 +107,7 @@ async fn full_rebuild_changes_nothing(app: &TestApp) {
     }
 }
 
-async fn publish(client: &mut MqttClient, topic: &str, docs: &[String]) {
+pub(crate) async fn publish(client: &mut MqttClient, topic: &str, docs: &[String]) {
     for doc in docs {
         client.publish(topic, doc.clone()).await;
     }
