@@ -14,6 +14,7 @@ pub mod converter;
 pub mod firmware;
 pub mod http;
 pub mod http_receiver;
+pub mod mosquitto;
 pub mod smtp_sink;
 
 use anyhow::{bail, Context};

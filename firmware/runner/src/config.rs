@@ -16,6 +16,7 @@ use sg_gateway_core::config::{
 use sg_wire::message::TextOrNumber;
 use sg_wire::topic::TopicLayout;
 
+use crate::rest::Login;
 use crate::rtu::{Line, Parity};
 
 /// The whole file.
@@ -42,6 +43,12 @@ pub struct Config {
     /// The local REST API; off when absent.
     #[serde(default)]
     pub rest_addr: Option<SocketAddr>,
+    /// The REST API's login (both or neither): requests must carry the cookie
+    /// `Authorization=Basic base64(user:password)`, as the SG's pages and pyiskra send it.
+    #[serde(default)]
+    pub rest_user: Option<String>,
+    #[serde(default)]
+    pub rest_password: Option<String>,
     /// Push link 1 and push link 2.
     #[serde(default)]
     pub link1: Option<Link>,
@@ -336,6 +343,8 @@ pub struct Resolved {
     pub sources: Vec<(Slot, Source)>,
     pub state_dir: PathBuf,
     pub rest_addr: Option<SocketAddr>,
+    /// The REST API's login; open without.
+    pub rest_login: Option<Login>,
     /// The RS485 bus, if a device is on it.
     pub rs485: Option<Rs485>,
 }
@@ -353,6 +362,8 @@ impl Config {
             receipts: false,
             state_dir: None,
             rest_addr: None,
+            rest_user: None,
+            rest_password: None,
             link1: None,
             link2: None,
             rs485: None,
@@ -447,6 +458,11 @@ impl Config {
         if let Some(bus) = &self.rs485 {
             bus.check()?;
         }
+        let rest_login = match (&self.rest_user, &self.rest_password) {
+            (Some(user), Some(password)) => Some(Login::new(user, password)?),
+            (None, None) => None,
+            _ => bail!("rest_user and rest_password go together (a login needs both)"),
+        };
         let gateway = GatewayConfig {
             serial: serial.clone(),
             model: self.model.clone(),
@@ -469,6 +485,7 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("sg-gateway-state").join(serial)),
             rest_addr: self.rest_addr,
+            rest_login,
             rs485: self.rs485.clone().filter(|_| on_bus),
         })
     }
@@ -620,6 +637,8 @@ pub fn default_config_text(serial: &str) -> String {
         "# sg-gateway settings: the SG's settings pages (two push links, devices) and where\n\
          # each device's readings come from. Every key is optional except `serial`.\n\
          #\n\
+         # rest_user + rest_password (both, top level): the REST API asks for this login \
+         (no default).\n\
          # link: tls = true (MQTTS) needs ca_file; client_cert + client_key for mutual TLS.\n\
          # device source: {{ type = \"sim\" }}, {{ type = \"modbus_tcp\", host = \"10.0.0.5\", \
          port = 502, unit = 12, timeout_ms = 1000 }},\n\
@@ -899,5 +918,17 @@ mod tests {
             .devices
             .iter()
             .all(|d| d.push_interval_s == 1));
+    }
+
+    #[test]
+    fn the_rest_login_needs_both_parts_and_no_default() {
+        let login = |text: &str| Config::parse(text).unwrap().resolve().map(|r| r.rest_login);
+        assert!(login(r#"serial = "SG1""#).unwrap().is_none());
+        let set = login("serial = \"SG1\"\nrest_user = \"admin\"\nrest_password = \"pw\"");
+        assert_eq!(set.unwrap(), Some(Login::new("admin", "pw").unwrap()));
+        let half = login("serial = \"SG1\"\nrest_user = \"admin\"");
+        assert!(half.unwrap_err().to_string().contains("go together"));
+        let empty = login("serial = \"SG1\"\nrest_user = \"admin\"\nrest_password = \"\"");
+        assert!(empty.unwrap_err().to_string().contains("empty"));
     }
 }

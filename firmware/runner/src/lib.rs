@@ -8,9 +8,11 @@
 //! - [`modbus`], [`rtu`] and [`source`]: real Iskra meters and Bicom relays over Modbus TCP or
 //!   Modbus RTU on the RS485 bus, next to simulated ones;
 //! - [`xml_push`]: an older gateway pushing MiSmart XML over TCP (`sg-gateway xml-push`);
+//! - [`counter_config`]: an Iskra meter's counter units and directions (holding registers);
 //! - [`runtime`]: one gateway's tasks; [`config`]: its settings file.
 
 pub mod config;
+pub mod counter_config;
 pub mod fault;
 pub mod modbus;
 pub mod mqtt;

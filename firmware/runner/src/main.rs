@@ -84,6 +84,18 @@ struct OneArgs {
     /// Serve the local REST API here.
     #[arg(long)]
     rest_addr: Option<SocketAddr>,
+    /// The REST API asks for this login (with --rest-password): the cookie
+    /// `Authorization=Basic base64(user:password)`, as pyiskra and the SG's pages send it.
+    #[arg(long, requires = "rest_password")]
+    rest_user: Option<String>,
+    /// Password of --rest-user (no default).
+    #[arg(
+        long,
+        env = "SG_GATEWAY_REST_PASSWORD",
+        hide_env_values = true,
+        requires = "rest_user"
+    )]
+    rest_password: Option<String>,
     #[command(flatten)]
     rs485: Rs485Args,
     #[command(flatten)]
@@ -354,6 +366,10 @@ async fn run_one(args: OneArgs) -> anyhow::Result<()> {
     )?;
     if args.rest_addr.is_some() {
         config.rest_addr = args.rest_addr;
+    }
+    if args.rest_user.is_some() {
+        config.rest_user = args.rest_user;
+        config.rest_password = args.rest_password;
     }
     if let Some(dir) = args.common.state_dir {
         config.state_dir = Some(dir);

@@ -16,6 +16,7 @@ use headend_modbus_map::iskra;
 use tokio_modbus::client::{tcp, Context, Reader, Writer};
 use tokio_modbus::Slave;
 
+use crate::counter_config;
 use crate::rtu::{RtuUnit, SharedBus};
 
 /// Instantaneous values of one meter, in SI units, as read from its input registers.
@@ -208,6 +209,8 @@ fn truncated(got: usize, expected: Option<usize>) -> String {
 pub enum Request {
     /// Function 4.
     ReadInput { start: u16, count: u16 },
+    /// Function 3.
+    ReadHolding { start: u16, count: u16 },
     /// Function 6.
     WriteSingle { register: u16, value: u16 },
 }
@@ -227,6 +230,12 @@ impl std::fmt::Display for Request {
                 "input registers {}..{} (function 4)",
                 30_000 + u32::from(start),
                 30_000 + u32::from(start) + u32::from(count) - 1
+            ),
+            Self::ReadHolding { start, count } => write!(
+                f,
+                "holding registers {}..{} (function 3)",
+                40_000 + u32::from(start),
+                40_000 + u32::from(start) + u32::from(count.max(1)) - 1
             ),
             Self::WriteSingle { register, value } => write!(
                 f,
@@ -297,6 +306,10 @@ impl TcpLink {
                     .read_input_registers(start, count)
                     .await?
                     .map_err(ReadError::Exception),
+                Request::ReadHolding { start, count } => context
+                    .read_holding_registers(start, count)
+                    .await?
+                    .map_err(ReadError::Exception),
                 Request::WriteSingle { register, value } => context
                     .write_single_register(register, value)
                     .await?
@@ -315,10 +328,27 @@ impl TcpLink {
 
 impl Transport {
     async fn read_input(&mut self, start: u16, count: u16) -> Result<Vec<u16>, RequestError> {
-        let request = Request::ReadInput { start, count };
-        let result = match self {
-            Self::Tcp(link) => link.call(request).await,
-            Self::Rtu(unit) => unit.read_input_registers(start, count).await,
+        self.read(Request::ReadInput { start, count }).await
+    }
+
+    async fn read_holding(&mut self, start: u16, count: u16) -> Result<Vec<u16>, RequestError> {
+        self.read(Request::ReadHolding { start, count }).await
+    }
+
+    /// A register read (function 3 or 4), checked for length.
+    async fn read(&mut self, request: Request) -> Result<Vec<u16>, RequestError> {
+        let (start, count) = match request {
+            Request::ReadInput { start, count } | Request::ReadHolding { start, count } => {
+                (start, count)
+            }
+            Request::WriteSingle { .. } => (0, 0),
+        };
+        let result = match (&mut *self, request) {
+            (Self::Tcp(link), _) => link.call(request).await,
+            (Self::Rtu(unit), Request::ReadHolding { .. }) => {
+                unit.read_holding_registers(start, count).await
+            }
+            (Self::Rtu(unit), _) => unit.read_input_registers(start, count).await,
         };
         let words = result.map_err(|error| RequestError { request, error })?;
         // The RTU path checks the byte count itself; tokio-modbus hands over what came.
@@ -423,6 +453,25 @@ impl ModbusDevice {
             },
             error,
         })
+    }
+
+    /// Reads the counters' configuration (units and directions, see [`counter_config`]).
+    ///
+    /// # Errors
+    /// The request and why it failed; a meter without these registers answers with a Modbus
+    /// exception.
+    pub async fn read_counter_config(
+        &mut self,
+    ) -> Result<[counter_config::CounterConfig; 4], RequestError> {
+        let connection = self
+            .transport
+            .read_holding(counter_config::CONNECTION, 1)
+            .await?;
+        let words = self
+            .transport
+            .read_holding(counter_config::START, counter_config::LEN)
+            .await?;
+        Ok(counter_config::decode(connection[0], &words))
     }
 
     /// Reads a Bicom relay's state (input register 30101: 0 off, 1 on).

@@ -423,9 +423,30 @@ impl RtuUnit {
         start: u16,
         count: u16,
     ) -> Result<Vec<u16>, ReadError> {
+        self.read_registers(0x04, start, count).await
+    }
+
+    /// Function 3 (a meter's settings, e.g. its counter configuration).
+    ///
+    /// # Errors
+    /// As [`read_input_registers`](Self::read_input_registers).
+    pub async fn read_holding_registers(
+        &self,
+        start: u16,
+        count: u16,
+    ) -> Result<Vec<u16>, ReadError> {
+        self.read_registers(0x03, start, count).await
+    }
+
+    async fn read_registers(
+        &self,
+        function: u8,
+        start: u16,
+        count: u16,
+    ) -> Result<Vec<u16>, ReadError> {
         let [start_hi, start_lo] = start.to_be_bytes();
         let [count_hi, count_lo] = count.to_be_bytes();
-        let pdu = [0x04, start_hi, start_lo, count_hi, count_lo];
+        let pdu = [function, start_hi, start_lo, count_hi, count_lo];
         let reply = self
             .bus
             .lock()

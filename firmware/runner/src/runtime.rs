@@ -4,7 +4,7 @@
 //! The core is sans-IO and every call into it is short, so a plain `std::sync::Mutex` is
 //! the simplest correct sharing: no call holds it across an `.await`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -27,7 +27,7 @@ use crate::modbus::ModbusDevice;
 use crate::mqtt::{self, LinkControl, LinkSettings, Publish, Session};
 use crate::rest::{self, DocError, DocRequest, Documents};
 use crate::rtu::RtuBus;
-use crate::source::{self, Cached, HostSource, PollTarget};
+use crate::source::{self, Cached, Direction, HostSource, PollTarget};
 use crate::store::StateStore;
 
 /// Counters worth watching from outside (logs, REST `/stats`, tests).
@@ -230,6 +230,31 @@ impl Documents for Shared {
         serde_json::to_value(Shared::stats(self)).unwrap_or_default()
     }
 
+    fn gateway_info(&self) -> rest::GatewayInfo {
+        rest::api::gateway_info(self.lock().config())
+    }
+
+    /// A meter counts as detected once it has been read (its measurements pushed) and while
+    /// it answers; a relay while it answers.
+    fn positions(&self) -> Vec<rest::Position> {
+        let gateway = self.lock();
+        let documents = self
+            .documents
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        rest::api::positions(gateway.config(), |device| {
+            let read = device.meter().is_none()
+                || device.slot.port().is_ok_and(|port| {
+                    documents.contains_key(&SgTopic::Measurements(port).subtopic())
+                });
+            read && gateway.source().responding(device.slot)
+        })
+    }
+
+    fn directions(&self, slot: Slot) -> BTreeMap<String, Direction> {
+        self.lock().source().counter_directions(slot)
+    }
+
     fn inject(&self, fault: Fault) -> Result<(), String> {
         Shared::inject(self, fault).map_err(|refused| refused.to_string())
     }
@@ -400,7 +425,7 @@ impl RunningGateway {
                     .await
                     .with_context(|| format!("REST API on {addr}"))?;
                 let local = listener.local_addr()?;
-                let router = rest::router(shared.clone());
+                let router = rest::router(shared.clone(), resolved.rest_login.clone());
                 let stop = cancel.child_token();
                 tasks.spawn(async move {
                     let serve = axum::serve(listener, router)

@@ -6,7 +6,7 @@
 //! the cache. A device whose last read failed, or whose reading is older than a few poll
 //! periods, counts as not responding: the core publishes its `P/error` line.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -22,10 +22,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::counter_config::CounterConfig;
 use crate::modbus::{self, ModbusDevice};
 
 /// Units of the four Modbus energy counters (import/export active, import/export
-/// reactive: the Iskra default configuration).
+/// reactive: the Iskra default configuration), for a meter whose configuration registers
+/// do not say.
 const COUNTER_UNITS: [EnergyUnit; 4] = [
     EnergyUnit::Wh,
     EnergyUnit::Wh,
@@ -33,12 +35,27 @@ const COUNTER_UNITS: [EnergyUnit; 4] = [
     EnergyUnit::Varh,
 ];
 
+/// Which way the energy a counter accumulates flows, as the meter's counter configuration
+/// (or the simulator's model) says: what the SG's JSON API reports as `direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    /// Energy taken from the grid.
+    Import,
+    /// Energy sent to the grid.
+    Export,
+    /// Both ways (a four-quadrant register).
+    Bidirectional,
+}
+
 /// The latest read-ahead of one Modbus device.
 #[derive(Debug, Default)]
 pub struct Cached {
     reading: Option<(Instant, Reading)>,
     /// The last attempt failed: the device does not respond, whatever it said before.
     failed: bool,
+    /// The counters' directions from the meter's configuration registers, once read.
+    directions: BTreeMap<String, Direction>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +95,43 @@ impl HostSource {
 
     pub fn sim_mut(&mut self) -> &mut SimSource {
         &mut self.sim
+    }
+
+    /// Whether the device in `slot` answers now: its last Modbus read succeeded and is
+    /// fresh, or its simulated meter is not silenced. The SG's device list says
+    /// `Not Detected` otherwise.
+    #[must_use]
+    pub fn responding(&self, slot: Slot) -> bool {
+        match self.cached(slot) {
+            None => !self.sim.is_silent(slot),
+            Some(reading) => reading.is_ok(),
+        }
+    }
+
+    /// The direction of each counter of the meter in `slot`, by SG name (`counter1nr`):
+    /// from the meter's counter configuration registers over Modbus, from the model of a
+    /// simulated meter. A counter whose configuration is unknown is left out.
+    #[must_use]
+    pub fn counter_directions(&self, slot: Slot) -> BTreeMap<String, Direction> {
+        if let Some((cache, _)) = self.modbus.get(&slot) {
+            let cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+            return cache.directions.clone();
+        }
+        let Some(meter) = self.sim.meter(slot) else {
+            return BTreeMap::new();
+        };
+        meter
+            .register_energies()
+            .into_iter()
+            .map(|(name, energy)| {
+                let direction = if energy.is_export() {
+                    Direction::Export
+                } else {
+                    Direction::Import
+                };
+                (name, direction)
+            })
+            .collect()
     }
 
     fn cached(&self, slot: Slot) -> Option<Result<Reading, ReadError>> {
@@ -126,12 +180,14 @@ impl MeterSource for HostSource {
     }
 }
 
-/// Converts a Modbus reading into the core's values for a meter with `phases` phases.
+/// Converts a Modbus reading into the core's values for a meter with `phases` phases; each
+/// counter's unit is its configuration's ([`CounterConfig`]) where known.
 #[must_use]
 pub fn to_core_values(
     instant: &modbus::Instant,
     energy: &modbus::Energy,
     phases: u8,
+    config: &[CounterConfig; 4],
 ) -> (MeasurementValues, Vec<CounterValue>) {
     let signed = |pf: modbus::PowerFactor| {
         if pf.capacitive {
@@ -166,8 +222,12 @@ pub fn to_core_values(
         temperature_c: instant.temperature_c,
         tariff: u8::try_from(energy.tariff).ok(),
     };
+    let units = COUNTER_UNITS
+        .iter()
+        .zip(config)
+        .map(|(&default, c)| c.unit.unwrap_or(default));
     let counters = (1_u8..)
-        .zip(energy.counters.iter().zip(COUNTER_UNITS))
+        .zip(energy.counters.iter().zip(units))
         .map(|(index, (&value, unit))| CounterValue {
             name: format!("counter{index}"),
             index,
@@ -219,6 +279,8 @@ pub async fn poll_modbus(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The kind of the last failure, to log each change once.
     let mut failing: Option<String> = None;
+    // The meter's counter configuration: read once, before its first reading.
+    let mut config = ConfigState::Unknown { unanswered: 0 };
     loop {
         tokio::select! {
             () = cancel.cancelled() => return,
@@ -231,12 +293,17 @@ pub async fn poll_modbus(
             _ = interval.tick() => {}
         }
         let reading = match target {
-            PollTarget::Meter { phases } => read_meter(&mut device, phases).await,
+            PollTarget::Meter { phases } => {
+                read_meter(&mut device, phases, &mut config, &slot).await
+            }
             PollTarget::Relay => device.read_relay().await.map(Reading::Relay),
         };
         let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
         match reading {
             Ok(reading) => {
+                if let ConfigState::Known(counters) = &config {
+                    cache.directions = directions(counters);
+                }
                 cache.reading = Some((Instant::now(), reading));
                 cache.failed = false;
                 if failing.take().is_some() {
@@ -258,6 +325,17 @@ pub async fn poll_modbus(
     }
 }
 
+/// Whether the device answered, only not with the registers asked for: asking again will
+/// not help.
+fn answered(error: &modbus::ReadError) -> bool {
+    matches!(
+        error,
+        modbus::ReadError::Exception(_)
+            | modbus::ReadError::ShortReply { .. }
+            | modbus::ReadError::Malformed(_)
+    )
+}
+
 /// The kind of a failure, without the details that change every time (CRC values, byte
 /// counts).
 fn discriminant(error: &modbus::ReadError) -> String {
@@ -269,13 +347,64 @@ fn discriminant(error: &modbus::ReadError) -> String {
         .to_owned()
 }
 
+/// What is known of a meter's counter configuration.
+enum ConfigState {
+    /// Not read yet: the read went unanswered so many times while the meter answered.
+    Unknown {
+        unanswered: u8,
+    },
+    Known([CounterConfig; 4]),
+    /// The meter has no such registers (it answered with an exception or a short reply, or
+    /// never answered them while answering its readings): the Iskra defaults, no directions.
+    Absent,
+}
+
+/// Unanswered configuration reads, while the meter answers, before it counts as absent.
+const CONFIG_TRIES: u8 = 3;
+
+/// The SG names of the four Modbus counters (`counter1`..`counter4`) with their directions.
+fn directions(config: &[CounterConfig; 4]) -> BTreeMap<String, Direction> {
+    (1..)
+        .zip(config)
+        .filter_map(|(n, c)| Some((format!("counter{n}"), c.direction?)))
+        .collect()
+}
+
 async fn read_meter(
     device: &mut ModbusDevice,
     phases: u8,
+    config: &mut ConfigState,
+    slot: &Slot,
 ) -> Result<Reading, modbus::RequestError> {
+    // A failure other than a refusal may be a silent meter: the readings below tell.
+    let mut unanswered = false;
+    if matches!(config, ConfigState::Unknown { .. }) {
+        match device.read_counter_config().await {
+            Ok(counters) => *config = ConfigState::Known(counters),
+            Err(error) if answered(&error.error) => {
+                info!(?slot, %device, %error, "no counter configuration: Iskra defaults");
+                *config = ConfigState::Absent;
+            }
+            Err(error) => {
+                debug!(?slot, %device, %error, "counter configuration not read");
+                unanswered = true;
+            }
+        }
+    }
     let instant = device.read_measurements().await?;
     let energy = device.read_energy().await?;
-    let (measurements, counters) = to_core_values(&instant, &energy, phases);
+    if let (true, ConfigState::Unknown { unanswered: n }) = (unanswered, &mut *config) {
+        *n += 1;
+        if *n >= CONFIG_TRIES {
+            warn!(?slot, %device, "the counter configuration never answers: Iskra defaults");
+            *config = ConfigState::Absent;
+        }
+    }
+    let counters = match config {
+        ConfigState::Known(counters) => *counters,
+        ConfigState::Unknown { .. } | ConfigState::Absent => [CounterConfig::default(); 4],
+    };
+    let (measurements, counters) = to_core_values(&instant, &energy, phases, &counters);
     Ok(Reading::Meter {
         measurements,
         counters,
@@ -307,7 +436,7 @@ mod tests {
             counters: [184_233_125.0, 12.5, 0.0, 0.0],
             tariff: 2,
         };
-        let (values, counters) = to_core_values(&instant, &energy, 1);
+        let (values, counters) = to_core_values(&instant, &energy, 1, &Default::default());
         assert_eq!(values.phases.len(), 1);
         assert!(
             (values.phases[0].pf + 0.5).abs() < 1e-12,
@@ -317,7 +446,7 @@ mod tests {
         assert_eq!(counters[0].value_milli, 184_233_125_000);
         assert_eq!(counters[1].value_milli, 12_500);
         assert_eq!(counters[2].unit, EnergyUnit::Varh);
-        let (values, _) = to_core_values(&instant, &energy, 3);
+        let (values, _) = to_core_values(&instant, &energy, 3, &Default::default());
         assert_eq!(values.phases.len(), 3);
     }
 }

@@ -12,6 +12,7 @@ use std::time::Duration;
 use sg_gateway::config::Config;
 use sg_gateway::modbus::{ModbusDevice, ReadError, Request, RequestError};
 use sg_gateway::rtu::{Line, Parity, RtuBus, SharedBus};
+use sg_gateway::source::Direction;
 use sg_gateway::RunningGateway;
 use sg_gateway_core::{Action, Link, MeterSource, Slot};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -65,6 +66,23 @@ fn meter_registers() -> HashMap<u16, u16> {
     input
 }
 
+/// Where the test server keeps holding register `n`: beside the input registers, at 40000 + n.
+const HOLDING: u16 = 40_000;
+
+/// An Iskra meter's counter configuration (holding 40151, 40421.. as pyiskra reads them):
+/// counter 1 Wh import, 2 Wh export, 3 VAh import, 4 varh export; not wired in reverse.
+fn with_counter_config(mut registers: HashMap<u16, u16>) -> HashMap<u16, u16> {
+    registers.insert(HOLDING + 151, 0);
+    for r in 421..=452 {
+        registers.insert(HOLDING + r, 0);
+    }
+    for (k, (unit, quadrants)) in [(1, 6), (1, 9), (3, 12), (2, 3)].into_iter().enumerate() {
+        registers.insert(HOLDING + 421 + 10 * k as u16, unit);
+        registers.insert(HOLDING + 422 + 10 * k as u16, quadrants);
+    }
+    registers
+}
+
 fn relay_registers() -> HashMap<u16, u16> {
     HashMap::from([(101, 0)])
 }
@@ -101,6 +119,11 @@ impl tokio_modbus::server::Service for Units {
                 .map(|r| input.get(&r).copied())
                 .collect::<Option<Vec<u16>>>()
                 .map(|words| Some(tokio_modbus::Response::ReadInputRegisters(words)))
+                .ok_or(ExceptionCode::IllegalDataAddress),
+            tokio_modbus::Request::ReadHoldingRegisters(start, count) => (start..start + count)
+                .map(|r| input.get(&(HOLDING + r)).copied())
+                .collect::<Option<Vec<u16>>>()
+                .map(|words| Some(tokio_modbus::Response::ReadHoldingRegisters(words)))
                 .ok_or(ExceptionCode::IllegalDataAddress),
             // The Bicom: holding register 40141 switches, input register 30101 tells.
             tokio_modbus::Request::WriteSingleRegister(141, value) if input.contains_key(&101) => {
@@ -149,6 +172,20 @@ async fn meters_and_relays_are_read_and_switched_over_rtu() {
     assert!(
         meter.to_string().contains(&format!("unit 11 on {path}")),
         "{meter}"
+    );
+
+    // A meter without counter configuration registers answers with an exception.
+    let error = meter.read_counter_config().await.unwrap_err();
+    assert!(
+        matches!(error.error, ReadError::Exception(_)),
+        "{error}: {:?}",
+        error.error
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("holding registers 40151..40151 (function 3)"),
+        "{error}"
     );
 
     let mut relay = ModbusDevice::rtu(bus.clone(), 40, timeout);
@@ -385,7 +422,7 @@ async fn bad_replies_are_rejected_and_the_bus_recovers() {
 async fn the_gateway_reads_the_bus_and_reports_a_silent_meter() {
     let (master, _slave, path) = pty();
     let units = Units::default()
-        .with(11, meter_registers())
+        .with(11, with_counter_config(meter_registers()))
         .with(40, relay_registers());
     serve(master, units.clone());
     // Link 1 points at a closed port: pushes stay queued, where the test reads them.
@@ -475,6 +512,23 @@ async fn the_gateway_reads_the_bus_and_reports_a_silent_meter() {
             .map(|m| m.frequency_hz)
     });
     assert!(close(frequency.unwrap(), 49.99));
+    // The counters' units and directions come from the meter's configuration registers.
+    let (units_read, directions) = gateway.with_core(|core| {
+        let counters = core.source_mut().read_counters(Slot::Rs485(1)).unwrap();
+        let units: Vec<_> = counters.iter().map(|c| c.unit.symbol()).collect();
+        (units, core.source().counter_directions(Slot::Rs485(1)))
+    });
+    assert_eq!(units_read, ["Wh", "Wh", "VAh", "varh"]);
+    assert_eq!(
+        directions,
+        [
+            ("counter1".to_owned(), Direction::Import),
+            ("counter2".to_owned(), Direction::Export),
+            ("counter3".to_owned(), Direction::Import),
+            ("counter4".to_owned(), Direction::Export),
+        ]
+        .into()
+    );
     assert!(gateway.with_core(|core| core.source_mut().read_measurements(Slot::Rs485(3)).is_err()));
 
     gateway.act(Action::SwitchRelay {

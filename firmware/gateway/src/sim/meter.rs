@@ -44,6 +44,16 @@ pub enum CounterLayout {
     Full,
 }
 
+/// One register of a [`CounterLayout`].
+#[derive(Debug, Clone, Copy)]
+struct LayoutRegister {
+    index: u8,
+    resettable: bool,
+    energy: Energy,
+    tariffs: &'static [u8],
+    phase: &'static str,
+}
+
 /// What a register integrates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -81,6 +91,13 @@ impl Energy {
             Self::ActiveImport | Self::ActiveExport => EnergyUnit::Wh,
             Self::ReactiveImport | Self::ReactiveExport => EnergyUnit::Varh,
         }
+    }
+
+    /// Whether the register counts energy sent to the grid (negative power): what a real
+    /// meter's counter configuration says as its direction (pyiskra's `import`/`export`).
+    #[must_use]
+    pub fn is_export(self) -> bool {
+        matches!(self, Self::ActiveExport | Self::ReactiveExport)
     }
 
     /// The part of `(p, q)` (mW, mvar) this register counts.
@@ -503,24 +520,50 @@ impl SimMeter {
     /// The registers of the meter's [`CounterLayout`], non-resettable first.
     #[must_use]
     pub fn counters(&self) -> Vec<CounterValue> {
-        let all = [1, 2, 3, 4];
-        let nr = |index: u8, energy: Energy, phase: &str| {
-            self.register(index, false, energy, &all, phase)
+        self.layout_registers()
+            .into_iter()
+            .map(|r| self.register(r.index, r.resettable, r.energy, r.tariffs, r.phase))
+            .collect()
+    }
+
+    /// What each register of the meter's layout integrates, by its SG name (`counter1nr`,
+    /// `counter5`, …), in [`counters`](Self::counters) order: the model behind the direction
+    /// (import or export) the gateway reports for each counter.
+    #[must_use]
+    pub fn register_energies(&self) -> Vec<(alloc::string::String, Energy)> {
+        self.layout_registers()
+            .into_iter()
+            .map(|r| {
+                let suffix = if r.resettable { "" } else { "nr" };
+                (alloc::format!("counter{}{suffix}", r.index), r.energy)
+            })
+            .collect()
+    }
+
+    /// The layout's registers, non-resettable first: one list for values and directions.
+    fn layout_registers(&self) -> Vec<LayoutRegister> {
+        const ALL: &[u8] = &[1, 2, 3, 4];
+        let at = |index, resettable, energy, tariffs, phase| LayoutRegister {
+            index,
+            resettable,
+            energy,
+            tariffs,
+            phase,
         };
         match self.layout {
             CounterLayout::Basic => vec![
-                nr(1, Energy::ActiveImport, "Total"),
-                nr(2, Energy::ActiveExport, "Total"),
+                at(1, false, Energy::ActiveImport, ALL, "Total"),
+                at(2, false, Energy::ActiveExport, ALL, "Total"),
             ],
             CounterLayout::Full => {
                 let mut registers: Vec<_> = (1..)
                     .zip(Energy::ALL)
-                    .map(|(index, energy)| nr(index, energy, ""))
+                    .map(|(index, energy)| at(index, false, energy, ALL, ""))
                     .collect();
-                for (group, tariffs) in [&all[..], &[1], &[2]].into_iter().enumerate() {
+                for (group, tariffs) in [ALL, &[1], &[2]].into_iter().enumerate() {
                     for (offset, energy) in (1..).zip(Energy::ALL) {
                         let index = 4 * group as u8 + offset;
-                        registers.push(self.register(index, true, energy, tariffs, ""));
+                        registers.push(at(index, true, energy, tariffs, ""));
                     }
                 }
                 registers
@@ -634,6 +677,25 @@ mod tests {
         NaiveDate::from_ymd_opt(y, m, d)
             .and_then(|d| d.and_hms_opt(h, 0, 0))
             .expect("valid time")
+    }
+
+    #[test]
+    fn every_register_has_its_energy_and_direction_in_counters_order() {
+        for layout in [CounterLayout::Basic, CounterLayout::Full] {
+            let meter = SimMeter::new(5, 3, Profile::Office).with_layout(layout);
+            let names: Vec<_> = meter.counters().into_iter().map(|c| c.name).collect();
+            let energies = meter.register_energies();
+            assert_eq!(
+                energies.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+                names
+            );
+            assert!(!energies[0].1.is_export(), "counter1nr counts import");
+            assert!(energies[1].1.is_export(), "counter2nr counts export");
+        }
+        let full = SimMeter::new(5, 3, Profile::Office).with_layout(CounterLayout::Full);
+        let energies = full.register_energies();
+        assert_eq!(energies[7], ("counter4".into(), Energy::ReactiveExport));
+        assert_eq!(energies[12], ("counter9".into(), Energy::ActiveImport));
     }
 
     #[test]

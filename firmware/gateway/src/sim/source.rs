@@ -150,6 +150,12 @@ impl SimSource {
         self.relays.get(&slot).copied()
     }
 
+    /// Whether the meter in `slot` is silenced ([`Fault::MeterSilent`]): its next reads fail.
+    #[must_use]
+    pub fn is_silent(&self, slot: Slot) -> bool {
+        self.meters.get(&slot).is_some_and(|e| e.silent_reads > 0)
+    }
+
     /// The source's time: the last [`advance_to`](MeterSource::advance_to).
     #[must_use]
     pub fn wall(&self) -> Option<NaiveDateTime> {

@@ -1,21 +1,36 @@
-//! The SG's local REST API: `GET /get_command?command=…`, answering with the same JSON
-//! documents the gateway publishes over MQTT. Beside it, the runner's own routes: `GET /stats`
-//! (queue counters) and `POST /faults` (faults on demand, see [`crate::fault`]).
+//! The SG's local REST API. Two families, both answering from the documents the gateway
+//! pushed: the JSON API that the Iskra client library `pyiskra` (Home Assistant's `iskra`
+//! integration) reads, `GET /api`, `/api/devices`, `/api/measurement/{i}` and
+//! `/api/counter/{i}` ([`api`]), and the older `GET /get_command?command=…`, answering with
+//! the MQTT documents themselves. Beside them, the runner's own routes: `GET /stats` (queue
+//! counters) and `POST /faults` (faults on demand, see [`crate::fault`]). With a [`Login`]
+//! every route asks for it ([`auth`]).
 
+pub mod api;
+pub mod auth;
+
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use sg_gateway_core::config::Slot;
 use sg_gateway_core::Fault;
+use sg_wire::message::{CountersDoc, MeasurementsDoc};
+
+pub use api::{GatewayInfo, Position};
+pub use auth::{Login, LoginError};
 
 use crate::fault;
+use crate::source::Direction;
 
 /// Request bodies are refused above this size (413): the largest fault is under 100 bytes.
 pub const MAX_BODY_BYTES: usize = 4096;
@@ -75,6 +90,15 @@ pub trait Documents: Send + Sync + 'static {
     /// # Errors
     /// Why the fault cannot be applied (e.g. no simulated meter in that slot).
     fn inject(&self, fault: Fault) -> Result<(), String>;
+
+    /// The gateway's identity, for `GET /api`.
+    fn gateway_info(&self) -> GatewayInfo;
+
+    /// The configured devices and whether each answers, for `GET /api/devices`.
+    fn positions(&self) -> Vec<Position>;
+
+    /// The direction of each counter of the meter in `slot`, by SG name (`counter1nr`).
+    fn directions(&self, slot: Slot) -> BTreeMap<String, Direction>;
 }
 
 #[derive(Deserialize)]
@@ -82,14 +106,138 @@ struct CommandQuery {
     command: Option<String>,
 }
 
-/// The router; serve it with `axum::serve`.
-pub fn router(documents: Arc<dyn Documents>) -> Router {
-    Router::new()
+/// The router; serve it with `axum::serve`. With `login`, every route asks for it.
+pub fn router(documents: Arc<dyn Documents>, login: Option<Login>) -> Router {
+    let routes = Router::new()
+        .route("/api", get(api_gateway))
+        .route("/api/devices", get(api_devices))
+        .route("/api/measurement/{index}", get(api_measurement))
+        .route("/api/counter/{index}", get(api_counter))
         .route("/get_command", get(get_command))
         .route("/stats", get(stats))
         .route("/faults", post(post_fault))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such resource") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(documents)
+        .with_state(documents);
+    match login {
+        Some(login) => routes.layer(middleware::from_fn_with_state(
+            Arc::new(login),
+            require_login,
+        )),
+        None => routes,
+    }
+}
+
+/// 403 unless the request carries the login cookie.
+async fn require_login(State(login): State<Arc<Login>>, request: Request, next: Next) -> Response {
+    if login.admits(request.headers()) {
+        next.run(request).await
+    } else {
+        error(StatusCode::FORBIDDEN, "not authorised: log in first")
+    }
+}
+
+async fn api_gateway(State(documents): State<Arc<dyn Documents>>) -> Json<serde_json::Value> {
+    Json(api::gateway_json(&documents.gateway_info()))
+}
+
+async fn api_devices(State(documents): State<Arc<dyn Documents>>) -> Json<serde_json::Value> {
+    Json(api::devices_json(&documents.positions()))
+}
+
+/// An answer other than 200: the status and a JSON `{"error": …}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error(self.status, &self.message)
+    }
+}
+
+impl From<DocError> for ApiError {
+    fn from(error: DocError) -> Self {
+        match error {
+            DocError::NoDevice => Self::new(StatusCode::NOT_FOUND, "no meter in that position"),
+            DocError::NotResponding(line) => Self::new(StatusCode::GATEWAY_TIMEOUT, line),
+        }
+    }
+}
+
+/// The meter at pyiskra's index `index` and its phase count: 404 for an index that holds no
+/// meter, 504 for a meter that does not answer.
+fn meter_at(documents: &dyn Documents, index: &str) -> Result<(Slot, u8), ApiError> {
+    let shown: String = index.chars().take(16).collect();
+    let Some(slot) = api::slot_of_index(index) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no device at index `{shown}`: 0 is the Left IR meter, 1 to 16 the RS485 slots"
+            ),
+        ));
+    };
+    let position = documents.positions().into_iter().find(|p| p.slot == slot);
+    match position {
+        Some(Position {
+            phases: Some(phases),
+            detected: true,
+            ..
+        }) => Ok((slot, phases)),
+        Some(Position {
+            phases: Some(_), ..
+        }) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!("the meter at {} is not responding", api::interface(slot)),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no meter at index {shown} ({})", api::interface(slot)),
+        )),
+    }
+}
+
+/// The pushed document behind an API answer, parsed.
+fn pushed<T: serde::de::DeserializeOwned>(
+    documents: &dyn Documents,
+    request: DocRequest,
+) -> Result<T, ApiError> {
+    let text = documents.document(request)?;
+    serde_json::from_str(&text).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("the pushed document does not parse: {e}"),
+        )
+    })
+}
+
+async fn api_measurement(
+    State(documents): State<Arc<dyn Documents>>,
+    Path(index): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (slot, phases) = meter_at(&*documents, &index)?;
+    let doc: MeasurementsDoc = pushed(&*documents, DocRequest::Measurements(slot.index()))?;
+    Ok(Json(api::measurements_json(&doc, phases)))
+}
+
+async fn api_counter(
+    State(documents): State<Arc<dyn Documents>>,
+    Path(index): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (slot, _) = meter_at(&*documents, &index)?;
+    let doc: CountersDoc = pushed(&*documents, DocRequest::Counters(slot.index()))?;
+    Ok(Json(api::counters_json(&doc, &documents.directions(slot))))
 }
 
 async fn get_command(
@@ -116,8 +264,7 @@ async fn get_command(
             body,
         )
             .into_response(),
-        Err(DocError::NoDevice) => error(StatusCode::NOT_FOUND, "no meter in that position"),
-        Err(DocError::NotResponding(line)) => error(StatusCode::GATEWAY_TIMEOUT, &line),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
@@ -159,7 +306,6 @@ mod tests {
     use super::*;
     use axum::body::Body;
     use axum::http::Request;
-    use sg_gateway_core::Slot;
     use tower::ServiceExt;
 
     #[derive(Default)]
@@ -183,6 +329,24 @@ mod tests {
             json!({ "queued": [3, 0], "dropped": [1, 0] })
         }
 
+        fn gateway_info(&self) -> GatewayInfo {
+            GatewayInfo {
+                model: "SG-W1".into(),
+                serial: "SG000017".into(),
+                sw_ver: "0.51".into(),
+                description: String::new(),
+                location: String::new(),
+            }
+        }
+
+        fn positions(&self) -> Vec<Position> {
+            Vec::new()
+        }
+
+        fn directions(&self, _slot: Slot) -> BTreeMap<String, Direction> {
+            BTreeMap::new()
+        }
+
         fn inject(&self, fault: Fault) -> Result<(), String> {
             if let Fault::CounterReset {
                 slot: Slot::Rs485(9),
@@ -199,7 +363,7 @@ mod tests {
         documents: Arc<Fixed>,
         request: Request<Body>,
     ) -> (StatusCode, serde_json::Value) {
-        let response = router(documents).oneshot(request).await.unwrap();
+        let response = router(documents, None).oneshot(request).await.unwrap();
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
             .await
