@@ -75,6 +75,7 @@ fn identity(s: &SiteSettings) -> (String, String, String, bool) {
 struct Running {
     identity: (String, String, String, bool),
     stop: CancellationToken,
+    task: tokio::task::Id,
 }
 
 async fn supervise(
@@ -114,20 +115,34 @@ async fn supervise(
                         continue;
                     };
                     let stop = lost.child_token();
+                    let identity = identity(&s);
+                    let task = tasks
+                        .spawn(publisher::run(ctx.clone(), s, broker, stop.clone()))
+                        .id();
                     running.insert(
                         site,
                         Running {
-                            identity: identity(&s),
-                            stop: stop.clone(),
+                            identity,
+                            stop,
+                            task,
                         },
                     );
-                    tasks.spawn(publisher::run(ctx.clone(), s, broker, stop));
                 }
             }
             Err(e) => tracing::warn!(error = %e, "northbound settings not read; retried"),
         }
-        // Finished links (stopped above) are reaped here.
-        while tasks.try_join_next().is_some() {}
+        // Finished links (stopped above) are reaped here. One that ended by itself (a panic)
+        // is forgotten, so the next round starts it again.
+        while let Some(joined) = tasks.try_join_next_with_id() {
+            let id = match joined {
+                Ok((id, ())) => id,
+                Err(e) => {
+                    tracing::error!(error = %e, "northbound link failed; restarted");
+                    e.id()
+                }
+            };
+            running.retain(|_, link| link.task != id);
+        }
         tokio::select! {
             () = lost.cancelled() => break,
             () = tokio::time::sleep(ctx.interval) => {}

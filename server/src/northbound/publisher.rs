@@ -9,9 +9,9 @@
 //! untouched. A relay's state is re-read at once after a command, so a refused command is
 //! answered by the unchanged state without waiting for the tick.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS,
@@ -37,6 +37,41 @@ pub struct LinkContext {
     pub timing: Timing,
     pub commands_wake: Arc<Notify>,
     pub interval: Duration,
+}
+
+/// At most this many command messages per minute are handled for one site: an account that
+/// floods the command topics can neither fill the ledger (every command is a row) nor the log,
+/// nor keep the publisher reading snapshots. Home Assistant sends one per click.
+const COMMANDS_PER_MINUTE: usize = 30;
+
+/// The sliding one-minute window of [`COMMANDS_PER_MINUTE`].
+#[derive(Default)]
+struct CommandBudget {
+    admitted: VecDeque<Instant>,
+    /// Messages dropped since the last one admitted (logged once per burst).
+    dropped: u64,
+}
+
+impl CommandBudget {
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    /// Whether a command message arriving at `now` is handled.
+    fn admit(&mut self, now: Instant) -> bool {
+        while self
+            .admitted
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= Self::WINDOW)
+        {
+            self.admitted.pop_front();
+        }
+        if self.admitted.len() >= COMMANDS_PER_MINUTE {
+            self.dropped += 1;
+            return false;
+        }
+        self.admitted.push_back(now);
+        self.dropped = 0;
+        true
+    }
 }
 
 /// What the connection task tells the publisher.
@@ -79,6 +114,7 @@ pub async fn run(
             client,
             published: HashMap::new(),
             connected: false,
+            budget: CommandBudget::default(),
         };
         let mut tick = tokio::time::interval(ctx.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -141,6 +177,9 @@ fn options(
     Ok(options)
 }
 
+/// Room kept in the link's channel for connects and losses when commands pile up.
+const LINK_RESERVE: usize = 8;
+
 /// Polls the connection: reports connects, losses (with a clear reason) and commands, and
 /// waits with backoff before each reconnect.
 async fn drive(mut eventloop: rumqttc::EventLoop, tx: mpsc::Sender<Link>, stop: CancellationToken) {
@@ -161,7 +200,17 @@ async fn drive(mut eventloop: rumqttc::EventLoop, tx: mpsc::Sender<Link>, stop: 
                 backoff.reset();
                 Link::Connected
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => Link::Command(p),
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                // Never waits for a busy publisher: it may itself be waiting for this loop to
+                // take its publishes, so a burst of commands is dropped here instead, keeping
+                // room for the link's own news.
+                if tx.capacity() <= LINK_RESERVE {
+                    tracing::debug!(topic = ?p.topic, "relay command dropped: publisher busy");
+                } else if tx.try_send(Link::Command(p)).is_err() {
+                    return;
+                }
+                continue;
+            }
             Ok(_) => continue,
             Err(e) => {
                 let reason = explain(&e);
@@ -209,6 +258,7 @@ struct Publisher {
     /// What this connection published, by topic: only changes are published again.
     published: HashMap<String, String>,
     connected: bool,
+    budget: CommandBudget,
 }
 
 impl Publisher {
@@ -282,10 +332,24 @@ impl Publisher {
     }
 
     async fn command(&mut self, p: rumqttc::Publish) {
+        // A read-only site subscribes to nothing; whatever arrives anyway is not a command.
+        if !self.site.commands {
+            return;
+        }
+        if !self.budget.admit(Instant::now()) {
+            if self.budget.dropped == 1 {
+                tracing::warn!(
+                    per_minute = COMMANDS_PER_MINUTE,
+                    "relay commands from the broker come too fast: dropped until the rate falls"
+                );
+            }
+            return;
+        }
         let topic = p.topic.clone();
-        // A retained command would switch again at every reconnect: never obeyed.
+        // A retained command would switch again at every reconnect: never obeyed. (Topics from
+        // the broker are logged quoted, `?`: one may hold a line break.)
         if p.retain {
-            tracing::warn!(%topic, "retained relay command ignored");
+            tracing::warn!(?topic, "retained relay command ignored");
             return;
         }
         let Some(key) = self.topics.command_key(&topic) else {
@@ -359,5 +423,26 @@ impl Publisher {
                 .await;
         }
         let _ = self.client.disconnect().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_limited_per_minute() {
+        let mut budget = CommandBudget::default();
+        let start = Instant::now();
+        for i in 0..COMMANDS_PER_MINUTE {
+            assert!(budget.admit(start + Duration::from_millis(i as u64)), "{i}");
+        }
+        assert!(!budget.admit(start + Duration::from_secs(1)));
+        assert!(!budget.admit(start + Duration::from_secs(59)));
+        assert_eq!(budget.dropped, 2);
+        // A minute after the first, one more fits.
+        assert!(budget.admit(start + Duration::from_secs(60)));
+        assert_eq!(budget.dropped, 0);
+        assert!(!budget.admit(start + Duration::from_secs(60)));
     }
 }

@@ -83,10 +83,13 @@ const DEVICE_COLUMNS: &str = "d.id, d.gateway_id, g.serial AS gateway_serial, d.
     d.serial, d.model, d.name, d.description";
 
 pub async fn load(pool: &PgPool, site: i64) -> Result<Snapshot, sqlx::Error> {
-    let gateways: Vec<Gateway> = sqlx::query_as(
-        "SELECT id, serial, model, firmware_version, online FROM gateways WHERE site_id = $1
-         ORDER BY id",
-    )
+    // Online as everywhere else (`ONLINE_SQL`): an XML push gateway never holds an MQTT
+    // session, so the bare `online` column would mark it and every device behind it unavailable.
+    let gateways: Vec<Gateway> = sqlx::query_as(&format!(
+        "SELECT g.id, g.serial, g.model, g.firmware_version, {} AS online FROM gateways g
+         WHERE g.site_id = $1 ORDER BY g.id",
+        crate::fleet::gateways::ONLINE_SQL
+    ))
     .bind(site)
     .fetch_all(pool)
     .await?;

@@ -665,7 +665,8 @@ async fn a_journal_replay_creates_no_reject() {
     let idle_in_transaction = eventually(std::time::Duration::from_secs(30), || async {
         let n: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND state = 'idle in transaction'",
+             WHERE datname = current_database() AND state = 'idle in transaction'
+               AND backend_xid IS NOT NULL",
         )
         .fetch_one(&app.pool)
         .await

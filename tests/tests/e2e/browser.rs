@@ -560,6 +560,7 @@ async fn admin_forms_site_page_and_csv_download() {
         "/meters/X0000124".to_owned(),
         format!("/admin/sites/{site}"),
         format!("/admin/sites/{site}/contract"),
+        format!("/admin/sites/{site}/home-assistant"),
         "/admin".to_owned(),
         "/".to_owned(),
     ] {
@@ -705,6 +706,7 @@ async fn every_page_renders_in_the_browser() {
         "/admin".to_owned(),
         format!("/admin/sites/{site}"),
         format!("/admin/sites/{site}/contract"),
+        format!("/admin/sites/{site}/home-assistant"),
     ];
     for (width, height) in [(1280, 900), (390, 844)] {
         browser

@@ -1,7 +1,8 @@
 //! `/metrics` is what Prometheus reads: `promtool check metrics` finds nothing to say about it,
 //! HTTP requests are counted by route pattern (never the raw path) and status, and the levels
 //! an operator watches (ingest lag, gateways by state, the profile worker's backlog, the alarm
-//! outbox, pending relay commands, Modbus polls per converter) follow what happens.
+//! outbox, pending relay commands, Modbus polls per converter) follow what happens, and a
+//! locked table never holds a scrape.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -417,6 +418,20 @@ async fn backlog_outbox_and_relay_command_gauges_follow_their_tables() {
         plain(&scrape(&app).await, "headend_alarm_outbox_pending"),
         Some(2.0)
     );
+
+    // A scrape never waits on a slow database: with the outbox locked, `/metrics` still answers
+    // (its query is cancelled within the scrape's bound) with the last values read; the next
+    // scrapes read again.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE alarm_outbox IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let body = tokio::time::timeout(Duration::from_secs(15), scrape(&app))
+        .await
+        .expect("the scrape waited for the locked table");
+    assert_eq!(plain(&body, "headend_alarm_outbox_pending"), Some(2.0));
+    lock.rollback().await.unwrap();
 
     // Commands waiting for approval or to be sent are pending; finished ones are not.
     sqlx::query(

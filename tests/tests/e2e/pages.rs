@@ -569,6 +569,7 @@ async fn users_of_one_site_see_nothing_of_another_anywhere() {
         format!("/admin/sites/{b}"),
         format!("/admin/sites/{b}/contract"),
         format!("/admin/sites/{b}/contract?id={contract_b}"),
+        format!("/admin/sites/{a}/home-assistant"),
         "/admin".to_owned(),
     ];
     let admin_posts: Vec<(String, Vec<(&str, &str)>)> = vec![
@@ -629,6 +630,15 @@ async fn users_of_one_site_see_nothing_of_another_anywhere() {
         (
             format!("/admin/sites/{b}/contracts/{contract_b}/delete"),
             vec![],
+        ),
+        (
+            format!("/admin/sites/{a}/home-assistant"),
+            vec![
+                ("broker", "home"),
+                ("discovery_prefix", "homeassistant"),
+                ("base_topic", "headend/a"),
+                ("enabled", "on"),
+            ],
         ),
     ];
 

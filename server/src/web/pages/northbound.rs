@@ -4,6 +4,7 @@
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::get;
 use axum::Router;
@@ -147,7 +148,10 @@ async fn save(
         Err(SettingsError::NoSite) => Err(PageError::NotFound),
         Err(SettingsError::Db(e)) => Err(e.into()),
         Err(SettingsError::Invalid(e)) => {
-            view(&state, &user, site, Some(form), None, Some(e)).await
+            // Refused, as every admin form: the page again with what was typed, 422.
+            let mut refused = view(&state, &user, site, Some(form), None, Some(e)).await?;
+            *refused.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
+            Ok(refused)
         }
     }
 }

@@ -23,6 +23,7 @@ async fn seeded(app: &TestApp) -> (Vec<String>, MqttClient) {
         "/converters".to_owned(),
         "/admin".to_owned(),
         format!("/admin/sites/{site}"),
+        format!("/admin/sites/{site}/home-assistant"),
         "/admin/outbox".to_owned(),
     ]
     .into();
@@ -108,7 +109,19 @@ const NAV_VISIBLE: &str = "
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_phone_every_page_fits_its_menu_folds_and_targets_are_big() {
-    let (app, browser) = tokio::join!(TestApp::spawn(), Browser::start());
+    // A northbound broker configured (never connected: no site is published), so the Home
+    // Assistant page shows its form.
+    let app = TestApp::spawn_with(|c| {
+        c.northbound.brokers = vec![headend::config::northbound::BrokerConfig {
+            name: "home".into(),
+            url: "mqtt://127.0.0.1:1".into(),
+            username: None,
+            password: None,
+            ca_file: None,
+            client_id_prefix: "headend".into(),
+        }];
+    });
+    let (app, browser) = tokio::join!(app, Browser::start());
     let base = format!("http://{}", app.http);
     let (pages, client) = seeded(&app).await;
     browser.resize(PHONE).await.unwrap();
