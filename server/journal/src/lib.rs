@@ -251,6 +251,11 @@ impl Journal {
         self.shared.ack(seqs)
     }
 
+    /// Every record up to this seq is acknowledged.
+    pub fn checkpoint(&self) -> u64 {
+        self.shared.checkpoint.load(Ordering::Acquire)
+    }
+
     /// Resolves once every record up to `seq` is acknowledged (the checkpoint reached it), so
     /// a consumer can commit its batches in journal order; fails with
     /// [`JournalError::Closed`] once the journal closes.

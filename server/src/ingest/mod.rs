@@ -16,6 +16,7 @@ pub mod normalize_xml;
 pub mod receipts;
 pub mod record;
 pub mod rejects;
+mod turn;
 pub mod writer;
 
 use std::collections::HashMap;
@@ -84,6 +85,8 @@ pub struct Ingest {
     backlog_horizon: chrono::Duration,
     /// Whose sessions the journal's connects and disconnects are (see [`Ingest::with_instance`]).
     instance: Option<crate::infra::cluster::InstanceId>,
+    /// Commits in journal order (see [`turn`]).
+    order: turn::CommitOrder,
 }
 
 /// How often `last_seen_at` and the clock skew of a gateway are written at most, when nothing
@@ -153,8 +156,10 @@ impl Ingest {
         let directory = gateways::load_directory(&pool)
             .await
             .map_err(IngestError::Directory)?;
+        let journal = Arc::new(journal);
         Ok(Self {
-            journal: Arc::new(journal),
+            order: turn::CommitOrder::new(journal.clone(), turn::STUCK_AFTER),
+            journal,
             directory: Arc::new(RwLock::new(DirectoryState {
                 directory: Arc::new(directory),
                 miss_reload_at: None,
@@ -277,11 +282,7 @@ impl Ingest {
                 // Commits (and so the alarm feed and the profile worker's queue) follow the
                 // journal's order: a batch commits once every batch before it is acknowledged.
                 let before = batch.first_seq - 1;
-                let journal = &self.journal;
-                let turn = async move {
-                    // A closed journal is a stop: nothing after this batch commits anyway.
-                    let _ = journal.wait_checkpoint(before).await;
-                };
+                let turn = self.order.turn(before);
                 match writer::write(&self.pool, &self.cache, epoch, &rows, turn).await {
                     Ok(None) => {
                         self.metrics.ingest_turn_yields.inc();
@@ -291,7 +292,7 @@ impl Ingest {
                         );
                         tokio::select! {
                             () = shutdown.cancelled() => return Ok(()),
-                            waited = self.journal.wait_checkpoint(before) => waited?,
+                            () = self.order.turn(before) => {}
                         }
                     }
                     Ok(Some(written)) => {
