@@ -652,10 +652,13 @@ async fn a_journal_replay_creates_no_reject() {
     let next = at + Duration::minutes(1);
     let rows = || batch_at(next, "232 V", "3.000 kWh", 1, later);
     let (_never, not_yet) = tokio::sync::oneshot::channel::<()>();
+    // Its devices and counters are known (a batch that registers some takes its turn before it
+    // writes anything), so it writes first and then waits.
+    let known = cache;
     let waiting = tokio::spawn({
         let (pool, rows) = (app.pool.clone(), rows());
         async move {
-            let cache = writer::IdCache::default();
+            let cache = known;
             let turn = async move {
                 let _ = not_yet.await;
             };

@@ -74,6 +74,24 @@ impl IdCache {
             .map(|(id, _)| *id)
     }
 
+    /// Whether every device and counter of `rows` is known as it is: the batch registers
+    /// nothing (writes no row that another batch may write too).
+    fn knows_all(&self, rows: &Rows) -> bool {
+        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        rows.devices.iter().all(|(key, attrs)| {
+            devices
+                .get(key)
+                .is_some_and(|(_, known)| attrs.changes_nothing(known))
+        }) && rows.counter_defs.iter().all(|((key, name), def)| {
+            devices.get(key).is_some_and(|(id, _)| {
+                counters
+                    .get(&(*id, name.clone()))
+                    .is_some_and(|(_, known)| same_counter(known, def))
+            })
+        })
+    }
+
     fn counter(&self, device_id: i64, def: &CounterDef) -> Option<i64> {
         let map = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&(device_id, def.name.clone()))
@@ -118,6 +136,14 @@ pub async fn write(
     rows: &Rows,
     turn: impl std::future::Future<Output = ()>,
 ) -> Result<Option<Written>, sqlx::Error> {
+    let mut turn = std::pin::pin!(turn);
+    // A batch that registers devices or counters upserts rows the batches around it may upsert
+    // too (a fleet's first messages): it takes its turn before it writes anything, so it never
+    // holds a row an earlier batch waits for.
+    let registers = !cache.knows_all(rows);
+    if registers {
+        turn.as_mut().await;
+    }
     let mut tx = pool.begin().await?;
     let devices = resolve_devices(&mut tx, cache, rows).await?;
     let counters = resolve_counters(&mut tx, cache, rows, &devices).await?;
@@ -147,7 +173,7 @@ pub async fn write(
         rejects: insert_rejects(&mut tx, epoch, &rejects).await?,
         refused_measurements: conflicts_measurements,
     };
-    if tokio::time::timeout(TURN_WAIT, turn).await.is_err() {
+    if !registers && tokio::time::timeout(TURN_WAIT, turn.as_mut()).await.is_err() {
         tx.rollback().await?;
         return Ok(None);
     }
