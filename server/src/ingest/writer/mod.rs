@@ -173,7 +173,11 @@ pub async fn write(
         rejects: insert_rejects(&mut tx, epoch, &rejects).await?,
         refused_measurements: conflicts_measurements,
     };
-    if !registers && tokio::time::timeout(TURN_WAIT, turn.as_mut()).await.is_err() {
+    if !registers
+        && tokio::time::timeout(TURN_WAIT, turn.as_mut())
+            .await
+            .is_err()
+    {
         tx.rollback().await?;
         return Ok(None);
     }
