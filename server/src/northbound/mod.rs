@@ -20,6 +20,7 @@ pub mod snapshot;
 pub mod topics;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -75,6 +76,10 @@ fn identity(s: &SiteSettings) -> (String, String, String, bool) {
 struct Running {
     identity: (String, String, String, bool),
     stop: CancellationToken,
+    /// Set before `stop` when the site is no longer published at all (not when its settings
+    /// changed: the next link may publish the same topics, and two connections' messages are
+    /// not ordered).
+    retire: Arc<AtomicBool>,
     task: tokio::task::Id,
 }
 
@@ -91,10 +96,10 @@ async fn supervise(
                 let wanted: HashMap<i64, SiteSettings> =
                     sites.into_iter().map(|s| (s.site_id, s)).collect();
                 running.retain(|site, link| {
-                    let keep = wanted
-                        .get(site)
-                        .is_some_and(|s| identity(s) == link.identity);
+                    let still = wanted.get(site);
+                    let keep = still.is_some_and(|s| identity(s) == link.identity);
                     if !keep {
+                        link.retire.store(still.is_none(), Ordering::Release);
                         link.stop.cancel();
                     }
                     keep
@@ -115,15 +120,23 @@ async fn supervise(
                         continue;
                     };
                     let stop = lost.child_token();
+                    let retire = Arc::new(AtomicBool::new(false));
                     let identity = identity(&s);
                     let task = tasks
-                        .spawn(publisher::run(ctx.clone(), s, broker, stop.clone()))
+                        .spawn(publisher::run(
+                            ctx.clone(),
+                            s,
+                            broker,
+                            stop.clone(),
+                            retire.clone(),
+                        ))
                         .id();
                     running.insert(
                         site,
                         Running {
                             identity,
                             stop,
+                            retire,
                             task,
                         },
                     );

@@ -10,6 +10,7 @@
 //! answered by the unchanged state without waiting for the tick.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,11 +83,15 @@ enum Link {
 }
 
 /// Runs one site's link until `stop`.
+/// Runs one site's link until `stop`. When `retire` is set by then (the site was disabled),
+/// the link removes what it published (Home Assistant's convention: an empty retained config
+/// deletes the entity) instead of only saying `offline`.
 pub async fn run(
     ctx: LinkContext,
     site: SiteSettings,
     broker: BrokerConfig,
     stop: CancellationToken,
+    retire: Arc<AtomicBool>,
 ) {
     let span = tracing::info_span!("northbound", site = site.site_id, broker = %broker.name);
     async move {
@@ -133,7 +138,7 @@ pub async fn run(
                 _ = tick.tick(), if publisher.connected => publisher.sync().await,
             }
         }
-        publisher.goodbye().await;
+        publisher.goodbye(retire.load(Ordering::Acquire)).await;
         let _ = connection.await;
     }
     .instrument(span)
@@ -410,7 +415,23 @@ impl Publisher {
     }
 
     /// `offline` (retained) before a clean disconnect: the last will covers only a broken link.
-    async fn goodbye(&mut self) {
+    /// A retired site first empties every retained config and state it published, configs
+    /// first, so Home Assistant deletes its entities rather than keep them unavailable.
+    async fn goodbye(&mut self, retire: bool) {
+        if self.connected && retire {
+            let availability = self.topics.availability();
+            let mut topics: Vec<String> = self
+                .published
+                .iter()
+                .filter(|(topic, payload)| !payload.is_empty() && **topic != availability)
+                .map(|(topic, _)| topic.clone())
+                .collect();
+            topics.sort_by_key(|t| !t.ends_with("/config"));
+            for topic in topics {
+                self.publish(topic, String::new()).await;
+            }
+            tracing::info!("site no longer published: its entities removed from the broker");
+        }
         if self.connected {
             let _ = self
                 .client

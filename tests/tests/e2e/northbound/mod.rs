@@ -486,7 +486,20 @@ async fn wrong_credentials_are_reported_and_headend_keeps_running() {
         "{view}"
     );
 
-    // Disabled: the link says goodbye (`offline`, retained) and stops.
+    // Disabled: the link removes what it published (an empty retained config deletes the
+    // entity in Home Assistant), says goodbye (`offline`, retained) and stops.
+    let configs: Vec<String> = eventually(WAIT, || async {
+        let configs: Vec<String> = rig
+            .watcher
+            .all()
+            .into_iter()
+            .filter(|(topic, (payload, _))| topic.ends_with("/config") && !payload.is_empty())
+            .map(|(topic, _)| topic)
+            .collect();
+        (!configs.is_empty()).then_some(configs)
+    })
+    .await
+    .unwrap_or_else(|| panic!("no discovery config seen: {:?}", rig.watcher.all()));
     let off = rig
         .app
         .request(
@@ -502,6 +515,9 @@ async fn wrong_credentials_are_reported_and_headend_keeps_running() {
             .wait_for(&format!("{BASE}/status"), "offline")
             .await
     );
+    for topic in &configs {
+        assert_eq!(rig.watcher.get(topic).as_deref(), Some(""), "{topic}");
+    }
     rig.finish().await;
 }
 
