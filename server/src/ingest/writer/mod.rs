@@ -120,14 +120,28 @@ pub struct Written {
 }
 
 /// How long a batch holds its finished transaction open waiting for the batches before it to
-/// commit. Past it, the transaction gives way (rolls back): an earlier batch may be waiting on
+/// commit before it looks whether it blocks someone; if so, the transaction gives way (rolls
+/// back): an earlier batch may be waiting on
 /// a row this one holds (a gateway's message redelivered into both, a device seen for the first
 /// time in both), which PostgreSQL cannot see as a deadlock because half of the wait is here.
 const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Whether another session waits on a lock this transaction holds.
+async fn blocks_others(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                        WHERE wait_event_type = 'Lock'
+                          AND pg_backend_pid() = ANY (pg_blocking_pids(pid)))",
+    )
+    .fetch_one(&mut **tx)
+    .await
+}
+
 /// Writes one batch in one transaction, committed once `turn` resolves (every earlier batch of
 /// the journal is committed), so a gateway's rows become visible in the order it sent them.
-/// Returns `None` when the transaction gave way after [`TURN_WAIT`]: nothing was written, and
+/// Returns `None` when the transaction gave way (see [`TURN_WAIT`]): nothing was written, and
 /// the caller writes the batch again once its turn has come.
 pub async fn write(
     pool: &PgPool,
@@ -173,13 +187,18 @@ pub async fn write(
         rejects: insert_rejects(&mut tx, epoch, &rejects).await?,
         refused_measurements: conflicts_measurements,
     };
-    if !registers
-        && tokio::time::timeout(TURN_WAIT, turn.as_mut())
+    if !registers {
+        // Waiting long is normal under load; giving way (redoing the batch) is only worth it
+        // when someone waits on this transaction.
+        while tokio::time::timeout(TURN_WAIT, turn.as_mut())
             .await
             .is_err()
-    {
-        tx.rollback().await?;
-        return Ok(None);
+        {
+            if blocks_others(&mut tx).await? {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+        }
     }
     // After the wait: consecutive batches of one gateway update its row, and the earlier one
     // must not find it locked by the later one.
