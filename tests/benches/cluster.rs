@@ -31,7 +31,9 @@ use futures::{StreamExt, TryStreamExt};
 use headend::fleet::gateways::{create, NewGateway};
 use headend::zone::TimeZone;
 use headend_e2e::bench::process::release_binary;
-use headend_e2e::bench::{cpus, env_or, CpuSample, CpuSpan, Machine, MeterDocuments};
+use headend_e2e::bench::{
+    cpus, env_or, run_with_clients, CpuSample, CpuSpan, Machine, MeterDocuments, CLIENT_THREAD,
+};
 use headend_e2e::{eventually, http_request, start_cluster, MqttClient};
 use headend_pgembed::RunningCluster;
 use rumqttc::{AsyncClient, Packet, QoS};
@@ -45,7 +47,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// Name of the client runtime's threads, so their CPU time can be told apart.
-const CLIENT_THREAD: &str = "bench-client";
 /// `header.local_time` format.
 const LOCAL_TIME: &str = "%d.%m.%Y %H:%M:%S";
 /// Gateways registered or connected at the same time (Argon2 on both sides).
@@ -100,17 +101,7 @@ impl Params {
 
 fn main() -> anyhow::Result<()> {
     let params = Params::from_env()?;
-    let harness = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(CLIENT_THREAD)
-        .enable_all()
-        .build()?;
-    let report = harness.block_on(run(&params, clients.handle()))?;
-    clients.shutdown_background();
-    print!("{report}");
-    Ok(())
+    run_with_clients(None, |clients| async move { run(&params, &clients).await })
 }
 
 /// Messages of the meters.

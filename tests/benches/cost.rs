@@ -35,7 +35,9 @@ use anyhow::{bail, ensure, Context};
 use futures::{StreamExt, TryStreamExt};
 use headend::config::Secret;
 use headend::Config;
-use headend_e2e::bench::{cpus, env_or, CpuSample, Machine, MeterDocuments};
+use headend_e2e::bench::{
+    cpus, env_or, run_with_clients, CpuSample, Machine, MeterDocuments, CLIENT_THREAD,
+};
 use headend_e2e::{http_request, start_cluster, MqttClient, TestApp};
 use rumqttc::{AsyncClient, Packet, QoS};
 use serde_json::{json, Value};
@@ -46,7 +48,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// Name of the client runtime's threads, so their CPU time is told apart from Headend's.
-const CLIENT_THREAD: &str = "bench-client";
 /// The IR port and RS485 slots 1..16.
 const METERS_PER_GATEWAY: u32 = 17;
 /// Between two meters of one gateway in a push (an SG reads its bus one meter at a time).
@@ -109,17 +110,7 @@ impl Params {
 
 fn main() -> anyhow::Result<()> {
     let params = Params::from_env()?;
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(CLIENT_THREAD)
-        .enable_all()
-        .build()?;
-    let report = server.block_on(run(&params, clients.handle()))?;
-    clients.shutdown_background();
-    print!("{report}");
-    Ok(())
+    run_with_clients(None, |clients| async move { run(&params, &clients).await })
 }
 
 /// One simulated meter: its topics, document templates and load.

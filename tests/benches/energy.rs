@@ -28,7 +28,7 @@ use chrono_tz::Tz;
 use headend::config::Secret;
 use headend::Config;
 use headend_e2e::bench::copy::{copy_in, BinaryCopy};
-use headend_e2e::bench::{cpus, env_or, CpuSample, Machine};
+use headend_e2e::bench::{cpus, env_or, run_with_clients, CpuSample, Machine, CLIENT_THREAD};
 use headend_e2e::{http_request, start_cluster, MqttClient, TestApp};
 use rumqttc::{AsyncClient, Packet, QoS};
 use serde_json::{json, Value};
@@ -40,7 +40,6 @@ use tokio::time::Instant;
 
 /// Name of the client runtime's threads (MQTT clients, HTTP client), so their CPU time can
 /// be told apart from Headend's.
-const CLIENT_THREAD: &str = "bench-client";
 const ZONE: Tz = chrono_tz::Europe::Ljubljana;
 const SITE_NAME: &str = "Bench plant";
 const QUARTER_MS: i64 = 900_000;
@@ -119,17 +118,7 @@ impl Params {
 
 fn main() -> anyhow::Result<()> {
     let params = Params::from_env()?;
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(CLIENT_THREAD)
-        .enable_all()
-        .build()?;
-    let report = server.block_on(run(&params, clients.handle()))?;
-    clients.shutdown_background();
-    print!("{report}");
-    Ok(())
+    run_with_clients(None, |clients| async move { run(&params, &clients).await })
 }
 
 // ---------------------------------------------------------------------------------------

@@ -29,7 +29,9 @@ use chrono::NaiveDateTime;
 use futures::{StreamExt, TryStreamExt};
 use headend::config::Secret;
 use headend::Config;
-use headend_e2e::bench::{cpus, env_or, CpuSample, Machine, MeterDocuments};
+use headend_e2e::bench::{
+    cpus, env_or, run_with_clients, CpuSample, Machine, MeterDocuments, CLIENT_THREAD,
+};
 use headend_e2e::{start_cluster, MqttClient, TestApp};
 use rumqttc::{AsyncClient, Packet, QoS};
 use serde_json::Value;
@@ -56,7 +58,6 @@ const FOREIGN_KEYS: &str = "
         FOREIGN KEY (counter_id) REFERENCES counters (id) ON DELETE CASCADE;";
 
 /// Name of the client runtime's threads, so their CPU time can be told apart.
-const CLIENT_THREAD: &str = "bench-client";
 /// `header.local_time` format.
 const LOCAL_TIME: &str = "%d.%m.%Y %H:%M:%S";
 /// Gateways registered or connected at the same time.
@@ -135,17 +136,7 @@ impl Params {
 
 fn main() -> anyhow::Result<()> {
     let params = Params::from_env()?;
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(CLIENT_THREAD)
-        .enable_all()
-        .build()?;
-    let report = server.block_on(run(&params, clients.handle()))?;
-    clients.shutdown_background();
-    print!("{report}");
-    Ok(())
+    run_with_clients(None, |clients| async move { run(&params, &clients).await })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -33,7 +33,9 @@ use headend::fleet::gateways::{create, NewGateway};
 use headend::zone::TimeZone;
 use headend_e2e::bench::copy::{copy_in, BinaryCopy};
 use headend_e2e::bench::process::{mib, release_binary, reset_peak, Resident};
-use headend_e2e::bench::{env_or, CpuSample, CpuSpan, Machine, MeterDocuments};
+use headend_e2e::bench::{
+    env_or, run_with_clients, CpuSample, CpuSpan, Machine, MeterDocuments, CLIENT_THREAD,
+};
 use headend_e2e::{eventually, http_request, start_cluster, MqttClient, METRICS_TOKEN};
 use rumqttc::{AsyncClient, Packet, QoS};
 use serde_json::Value;
@@ -45,7 +47,6 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 /// Name of the client runtime's threads, so their CPU time can be told apart.
-const CLIENT_THREAD: &str = "bench-client";
 /// `VmRSS` sampling period.
 const SAMPLE: Duration = Duration::from_millis(5);
 /// `/metrics` scraping period (journal backlog) during the burst.
@@ -108,18 +109,10 @@ impl Params {
 
 fn main() -> anyhow::Result<()> {
     let params = Params::from_env()?;
-    let harness = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(CLIENT_THREAD)
-        .enable_all()
-        .build()?;
-    let report = harness.block_on(run(&params, clients.handle()))?;
-    clients.shutdown_background();
-    print!("{report}");
-    Ok(())
+    run_with_clients(
+        Some(2),
+        |clients| async move { run(&params, &clients).await },
+    )
 }
 
 /// One `headend serve` process on `data_dir` (kept across restarts).

@@ -25,13 +25,13 @@ use std::time::Duration;
 use anyhow::{ensure, Context};
 use headend::config::Secret;
 use headend::Config;
-use headend_e2e::bench::{env_or, mosquitto_binary, CpuSample, Machine};
+use headend_e2e::bench::{env_or, mosquitto_binary, run_with_clients, CpuSample, Machine};
 use headend_e2e::{start_cluster, TestApp};
 use sqlx::PgPool;
 use tokio::runtime::Handle;
 use tokio::time::Instant;
 
-use harness::{connect, Cpu, Load, Mosquitto, NodeRed, Part, CLIENT_THREAD};
+use harness::{connect, Cpu, Load, Mosquitto, NodeRed, Part};
 
 /// Run parameters, from the environment.
 pub struct Params {
@@ -65,17 +65,7 @@ impl Params {
 
 fn main() -> anyhow::Result<()> {
     let params = Params::from_env()?;
-    let server = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    let clients = tokio::runtime::Builder::new_multi_thread()
-        .thread_name(CLIENT_THREAD)
-        .enable_all()
-        .build()?;
-    let report = server.block_on(run(&params, clients.handle()))?;
-    clients.shutdown_background();
-    print!("{report}");
-    Ok(())
+    run_with_clients(None, |clients| async move { run(&params, &clients).await })
 }
 
 /// What one system did with the load.

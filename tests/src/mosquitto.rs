@@ -85,13 +85,7 @@ impl Mosquitto {
                 passwords.display()
             ),
         )?;
-        // Debian installs it in /usr/sbin, which a non-root PATH may lack.
-        let binary = if std::path::Path::new("/usr/sbin/mosquitto").exists() {
-            "/usr/sbin/mosquitto"
-        } else {
-            "mosquitto"
-        };
-        let child = Command::new(binary)
+        let child = Command::new(crate::bench::mosquitto_binary()?)
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::null())

@@ -27,8 +27,7 @@ use tokio::time::Instant;
 
 use super::Params;
 
-/// Name of the client runtime's threads, so their CPU time can be told apart.
-pub const CLIENT_THREAD: &str = "bench-client";
+pub use headend_e2e::bench::CLIENT_THREAD;
 /// How long a wait may go without progress before the run is declared stuck.
 pub const STALL: Duration = Duration::from_secs(30);
 /// Gateways registered or connected at the same time.

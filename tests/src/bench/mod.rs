@@ -12,6 +12,31 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::str::FromStr;
 
+/// Name of the load-generating clients' threads: the CPU sampler tells them from Headend's.
+pub const CLIENT_THREAD: &str = "bench-client";
+
+/// Runs a bench on its own runtime (`harness_threads` workers, or tokio's default) with a second
+/// runtime for its clients (threads named [`CLIENT_THREAD`]), and prints the report it returns.
+pub fn run_with_clients<F, Fut>(harness_threads: Option<usize>, bench: F) -> anyhow::Result<()>
+where
+    F: FnOnce(tokio::runtime::Handle) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let mut harness = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = harness_threads {
+        harness.worker_threads(n);
+    }
+    let harness = harness.enable_all().build()?;
+    let clients = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(CLIENT_THREAD)
+        .enable_all()
+        .build()?;
+    let report = harness.block_on(bench(clients.handle().clone()))?;
+    clients.shutdown_background();
+    print!("{report}");
+    Ok(())
+}
+
 /// A benchmark parameter from the environment, or its default.
 pub fn env_or<T: FromStr>(name: &str, default: T) -> anyhow::Result<T>
 where

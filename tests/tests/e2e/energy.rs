@@ -107,6 +107,52 @@ async fn full_rebuild_changes_nothing(app: &TestApp) {
     }
 }
 
+/// A "Main board" panel with a "Heat pump" circuit on `site`: (panel, circuit).
+pub(crate) async fn heat_pump_circuit(app: &TestApp, admin: &str, site: i64) -> (i64, i64) {
+    let created = |r: headend_e2e::HttpResponse| {
+        r.json()["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no id: {} {}", r.status, r.body))
+    };
+    let panel = created(
+        app.request(
+            "POST",
+            &format!("/api/v1/sites/{site}/panels"),
+            Some(admin),
+            Some(json!({ "name": "Main board" })),
+        )
+        .await,
+    );
+    let circuit = created(
+        app.request(
+            "POST",
+            &format!("/api/v1/panels/{panel}/circuits"),
+            Some(admin),
+            Some(json!({ "name": "Heat pump", "usage": "heating" })),
+        )
+        .await,
+    );
+    (panel, circuit)
+}
+
+/// The body of `POST /sites/{id}/contracts`: from 2026, day (07:00-21:00 weekdays) at 0.20 EUR/kWh,
+/// night at 0.10.
+pub(crate) fn two_band_contract() -> Value {
+    let contract = json!({
+        "currency": "EUR",
+        "bands": [
+            { "name": "high", "import_price": "0.20" },
+            { "name": "low", "import_price": "0.10" }
+        ],
+        "default_band": "low",
+        "schedule": [
+            { "band": "high", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:00", "to": "21:00" }
+        ],
+        "holidays": []
+    });
+    json!({ "valid_from": "2026-01-01", "contract": contract })
+}
+
 pub(crate) async fn publish(client: &mut MqttClient, topic: &str, docs: &[String]) {
     for doc in docs {
         client.publish(topic, doc.clone()).await;
@@ -327,47 +373,13 @@ async fn structure_contract_and_cost() {
         .await;
     assert_eq!(patched.status, 204, "{}", patched.body);
 
-    let panel = app
-        .request(
-            "POST",
-            &format!("/api/v1/sites/{site}/panels"),
-            Some(&admin),
-            Some(json!({ "name": "Main board" })),
-        )
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
-    let circuit = app
-        .request(
-            "POST",
-            &format!("/api/v1/panels/{panel}/circuits"),
-            Some(&admin),
-            Some(json!({ "name": "Heat pump", "usage": "heating" })),
-        )
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
-    // Day (07:00-21:00 weekdays) at 0.20, night at 0.10 EUR/kWh.
-    let contract = json!({
-        "currency": "EUR",
-        "bands": [
-            { "name": "high", "import_price": "0.20" },
-            { "name": "low", "import_price": "0.10" }
-        ],
-        "default_band": "low",
-        "schedule": [
-            { "band": "high", "days": ["mon", "tue", "wed", "thu", "fri"], "from": "07:00", "to": "21:00" }
-        ],
-        "holidays": []
-    });
+    let (panel, circuit) = heat_pump_circuit(&app, &admin, site).await;
     let c = app
         .request(
             "POST",
             &format!("/api/v1/sites/{site}/contracts"),
             Some(&admin),
-            Some(json!({ "valid_from": "2026-01-01", "contract": contract })),
+            Some(two_band_contract()),
         )
         .await;
     assert_eq!(c.status, 201, "{}", c.body);
@@ -734,28 +746,7 @@ async fn months_and_years_add_up_across_partial_months() {
     let password = app.gateway(GW, Some(site), None).await;
     let admin = app.user_token("admin@example.com", "admin", &[]).await;
     let viewer = app.user_token("v@example.com", "viewer", &[site]).await;
-    let panel = app
-        .request(
-            "POST",
-            &format!("/api/v1/sites/{site}/panels"),
-            Some(&admin),
-            Some(json!({ "name": "Main board" })),
-        )
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
-    let circuit = app
-        .request(
-            "POST",
-            &format!("/api/v1/panels/{panel}/circuits"),
-            Some(&admin),
-            Some(json!({ "name": "Heat pump", "usage": "heating" })),
-        )
-        .await
-        .json()["id"]
-        .as_i64()
-        .unwrap();
+    let (_, circuit) = heat_pump_circuit(&app, &admin, site).await;
     // Two readings per meter create the devices and their counters.
     let mut client = app.gateway_client(GW, &password).await;
     let t0 = utc("2026-11-17T00:00:00+01:00");

@@ -16,7 +16,7 @@ use headend_e2e::{TestApp, METRICS_TOKEN};
 use serde_json::{json, Value};
 use sqlx::PgPool;
 
-use crate::energy::{counters_doc, local, publish, settle};
+use crate::energy::{counters_doc, heat_pump_circuit, local, publish, settle, two_band_contract};
 
 /// Headend's metric names the operations dashboard may use (issue 18's list; the energy test
 /// finds each in `/metrics`), and the histograms, whose `_bucket`, `_sum` and `_count` series
@@ -325,33 +325,8 @@ async fn office_with_heat_pump(app: &TestApp) -> (i64, i64, i64) {
     let site = app.site("Office", "Europe/Ljubljana").await;
     let other = app.site("Depot", "UTC").await;
     let password = app.gateway(GW, Some(site), None).await;
-    let id = |v: Value| v["id"].as_i64().expect("id");
-    let panel = json!({ "name": "Main board" });
-    let panel = id(api(
-        app,
-        &admin,
-        "POST",
-        &format!("/api/v1/sites/{site}/panels"),
-        panel,
-    )
-    .await);
-    let circuit = json!({ "name": "Heat pump", "usage": "heating" });
-    let path = format!("/api/v1/panels/{panel}/circuits");
-    let circuit = id(api(app, &admin, "POST", &path, circuit).await);
-    let contract = json!({
-        "currency": "EUR",
-        "bands": [
-            { "name": "high", "import_price": "0.20" },
-            { "name": "low", "import_price": "0.10" }
-        ],
-        "default_band": "low",
-        "schedule": [
-            { "band": "high", "days": ["mon", "tue", "wed", "thu", "fri"],
-              "from": "07:00", "to": "21:00" }
-        ],
-        "holidays": []
-    });
-    let contract = json!({ "valid_from": "2026-01-01", "contract": contract });
+    let (_, circuit) = heat_pump_circuit(app, &admin, site).await;
+    let contract = two_band_contract();
     api(
         app,
         &admin,

@@ -77,18 +77,16 @@ impl IdCache {
     /// Whether every device and counter of `rows` is known as it is: the batch registers
     /// nothing (writes no row that another batch may write too).
     fn knows_all(&self, rows: &Rows) -> bool {
-        let devices = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-        let counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
-        rows.devices.iter().all(|(key, attrs)| {
-            devices
-                .get(key)
-                .is_some_and(|(_, known)| attrs.changes_nothing(known))
-        }) && rows.counter_defs.iter().all(|((key, name), def)| {
-            devices.get(key).is_some_and(|(id, _)| {
-                counters
-                    .get(&(*id, name.clone()))
-                    .is_some_and(|(_, known)| same_counter(known, def))
-            })
+        let mut ids = HashMap::with_capacity(rows.devices.len());
+        for (key, attrs) in &rows.devices {
+            let Some(id) = self.device(key, attrs) else {
+                return false;
+            };
+            ids.insert(key, id);
+        }
+        rows.counter_defs.iter().all(|((key, _), def)| {
+            ids.get(key)
+                .is_some_and(|id| self.counter(*id, def).is_some())
         })
     }
 
