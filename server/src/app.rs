@@ -113,6 +113,7 @@ impl App {
                 IngestSettings {
                     writers: config.ingest.writers,
                     batch_max_messages: config.ingest.batch_max_messages,
+                    batch_linger: std::time::Duration::from_millis(config.ingest.batch_linger_ms),
                     clock_tolerance: chrono::Duration::seconds(
                         i64::try_from(config.ingest.clock_tolerance_secs).unwrap_or(i64::MAX / 4),
                     ),

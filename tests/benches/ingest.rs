@@ -81,6 +81,9 @@ struct Params {
     /// `HEADEND_BENCH_BATCH`: messages per batch at most (`ingest.batch_max_messages`; default:
     /// Headend's default).
     batch: Option<usize>,
+    /// `HEADEND_BENCH_LINGER`: ms a short batch waits for more (`ingest.batch_linger_ms`;
+    /// default: Headend's default).
+    linger: Option<usize>,
     /// `HEADEND_BENCH_FOREIGN_KEYS=1`: the readings tables get back the foreign keys that
     /// migration `20261207000012` replaced by per-statement parent checks, so both schemas can
     /// be compared with the same build.
@@ -115,6 +118,7 @@ impl Params {
             seconds,
             writers: optional("HEADEND_BENCH_WRITERS")?,
             batch: optional("HEADEND_BENCH_BATCH")?,
+            linger: optional("HEADEND_BENCH_LINGER")?,
             foreign_keys: optional("HEADEND_BENCH_FOREIGN_KEYS")?.is_some_and(|v| v != 0),
         })
     }
@@ -326,9 +330,12 @@ async fn run(params: &Params, clients: &Handle) -> anyhow::Result<String> {
     if let Some(batch) = params.batch {
         config.ingest.batch_max_messages = batch;
     }
+    if let Some(linger) = params.linger {
+        config.ingest.batch_linger_ms = linger as u64;
+    }
     let ingest = format!(
-        "{} ingest writers, batches of up to {} messages",
-        config.ingest.writers, config.ingest.batch_max_messages
+        "{} ingest writers, batches of up to {} messages, a short batch waits up to {} ms",
+        config.ingest.writers, config.ingest.batch_max_messages, config.ingest.batch_linger_ms
     );
     let app = TestApp::start(config, data_dir).await;
 
@@ -671,6 +678,7 @@ impl Bench<'_> {
         let stop = CancellationToken::new();
         let commits = self.clients.spawn(collect_commits(listener, stop.clone()));
         let acks_before = self.acks.load(Ordering::Relaxed);
+        let batches_before = self.app.metric("headend_db_batches_total").await.unwrap_or(0.0);
         let period = params.paced_period();
         let stagger = period / params.gateways;
         let first = Instant::now() + Duration::from_millis(200);
@@ -704,6 +712,8 @@ impl Bench<'_> {
         let acked = self.acks_after(acks_before, total).await?;
         self.wait_committed().await?;
         let cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
+        let batches =
+            self.app.metric("headend_db_batches_total").await.unwrap_or(0.0) - batches_before;
         // The notifications of the last commits are on their way; give them a moment.
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.cancel();
@@ -753,6 +763,13 @@ impl Bench<'_> {
                         latencies.len(),
                         sent.len(),
                         sent.len() - latencies.len()
+                    ),
+                ),
+                (
+                    "database batches",
+                    format!(
+                        "{batches} (≈ {:.0} messages each)",
+                        total as f64 / batches.max(1.0)
                     ),
                 ),
                 ("p50", p(0.50)),

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -142,13 +143,40 @@ impl Reader {
         max_records: usize,
         max_bytes: usize,
     ) -> Result<Batch, JournalError> {
+        self.next_batch_within(max_records, max_bytes, Duration::ZERO)
+            .await
+    }
+
+    /// [`next_batch`](Self::next_batch), except that a batch short of `max_records` waits up to
+    /// `linger` after its first durable record for more to become durable.
+    ///
+    /// Why: a consumer whose cost is mostly per batch (a database transaction) would otherwise
+    /// take the few records of every group commit at a moderate rate and spend its time on
+    /// batches, not records. Records arriving faster than `max_records` per `linger` never wait.
+    /// Cancel-safe like `next_batch`, and the wait holds the shared cursor: other readers could
+    /// only have taken the same records.
+    pub async fn next_batch_within(
+        &self,
+        max_records: usize,
+        max_bytes: usize,
+        linger: Duration,
+    ) -> Result<Batch, JournalError> {
         let limits = Limits {
             max_records: max_records.max(1),
             max_bytes,
         };
         let mut cursor = self.cursor.lock().await;
         loop {
-            let durable = self.wait_for(cursor.next_seq).await?;
+            let mut durable = self.wait_for(cursor.next_seq).await?;
+            let full = cursor.next_seq.saturating_add(limits.max_records as u64 - 1);
+            if !linger.is_zero() && durable < full {
+                // A closed journal ends the wait; the next call reports it.
+                if let Ok(Ok(more)) = tokio::time::timeout(linger, self.wait_for(full)).await {
+                    durable = more;
+                } else {
+                    durable = self.shared.durable_seq.load(Ordering::Acquire).max(durable);
+                }
+            }
             let dir = self.shared.dir.clone();
             let start = cursor.clone();
             let (records, end) =

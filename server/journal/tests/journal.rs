@@ -5,6 +5,7 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use headend_journal::{Journal, JournalError, JournalOptions};
@@ -430,6 +431,36 @@ async fn next_batch_is_cancel_safe() {
     journal.appender().append(payload(1, 8)).await.unwrap();
     let batch = reader.next_batch(10, usize::MAX).await.unwrap();
     assert_eq!(batch.seqs(), 1..=1);
+}
+
+#[tokio::test]
+async fn a_short_batch_lingers_for_more_records_until_full_or_the_linger_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = open(dir.path(), &small_opts(1 << 20));
+    let reader = journal.reader();
+    let appender = journal.appender();
+    appender.append(payload(1, 8)).await.unwrap();
+    // A batch that fills up returns at once: the hour of linger is never waited.
+    let filling = tokio::spawn({
+        let reader = reader.clone();
+        async move {
+            reader
+                .next_batch_within(3, usize::MAX, Duration::from_secs(3600))
+                .await
+        }
+    });
+    appender.append(payload(2, 8)).await.unwrap();
+    appender.append(payload(3, 8)).await.unwrap();
+    let batch = common::within_deadline(filling).await.unwrap().unwrap();
+    assert_eq!(batch.seqs(), 1..=3);
+
+    // One that does not fill up takes what is there once the linger ends.
+    appender.append(payload(4, 8)).await.unwrap();
+    let linger = Duration::from_millis(20);
+    let started = Instant::now();
+    let batch = reader.next_batch_within(3, usize::MAX, linger).await.unwrap();
+    assert_eq!(batch.seqs(), 4..=4);
+    assert!(started.elapsed() >= linger, "returned before its linger");
 }
 
 #[tokio::test]

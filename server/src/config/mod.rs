@@ -235,6 +235,10 @@ pub struct IngestConfig {
     pub writers: usize,
     /// Largest number of messages committed in one transaction.
     pub batch_max_messages: usize,
+    /// How long a writer with a batch short of `batch_max_messages` waits for more messages
+    /// before committing it: fewer, larger transactions at moderate rates (the gateways'
+    /// PUBACK does not wait for it; it comes once the journal holds the message). 0 to 1000.
+    pub batch_linger_ms: u64,
     /// Time zone of a new gateway that is not assigned to a site (IANA name; an unknown one is
     /// refused when the configuration is read, naming this key).
     pub default_time_zone: TimeZone,
@@ -451,6 +455,7 @@ impl Default for IngestConfig {
         Self {
             writers: 2,
             batch_max_messages: 2_000,
+            batch_linger_ms: 10,
             default_time_zone: TimeZone::UTC,
             clock_tolerance_secs: 300,
             journal_max_bytes: 4 * 1024 * 1024 * 1024,
@@ -512,6 +517,12 @@ impl Config {
         if self.ingest.writers == 0 || self.ingest.batch_max_messages == 0 {
             return Err(ConfigError::Invalid(
                 "ingest.writers and ingest.batch_max_messages must be at least 1".into(),
+            ));
+        }
+        if self.ingest.batch_linger_ms > 1_000 {
+            return Err(ConfigError::Invalid(
+                "ingest.batch_linger_ms is at most 1000 (readings would wait a second to commit)"
+                    .into(),
             ));
         }
         if self.mqtt.tls_cert.is_some() != self.mqtt.tls_key.is_some() {
@@ -610,6 +621,16 @@ mod tests {
             "[10.0.0.0/8]"
         );
         assert!(Config::default().mqtt.proxy_protocol_from.is_empty());
+    }
+
+    #[test]
+    fn a_linger_of_more_than_a_second_is_refused_naming_the_key() {
+        let mut config = Config::default();
+        config.ingest.batch_linger_ms = 1_000;
+        config.validate().unwrap();
+        config.ingest.batch_linger_ms = 1_001;
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("ingest.batch_linger_ms"), "{err}");
     }
 
     #[test]

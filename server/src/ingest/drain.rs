@@ -211,6 +211,8 @@ pub async fn drain(journal: Journal, pool: PgPool, config: &Config) -> Result<Re
     let settings = IngestSettings {
         writers: config.ingest.writers.max(1),
         batch_max_messages: config.ingest.batch_max_messages,
+        // Everything to drain is durable already: nothing to wait for.
+        batch_linger: Duration::ZERO,
         clock_tolerance: chrono::Duration::seconds(
             i64::try_from(config.ingest.clock_tolerance_secs).unwrap_or(i64::MAX / 4),
         ),

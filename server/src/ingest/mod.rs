@@ -64,6 +64,8 @@ impl IngestSink {
 pub struct IngestSettings {
     pub writers: usize,
     pub batch_max_messages: usize,
+    /// See `ingest.batch_linger_ms`.
+    pub batch_linger: Duration,
     pub clock_tolerance: chrono::Duration,
 }
 
@@ -270,7 +272,11 @@ impl Ingest {
         loop {
             let batch = tokio::select! {
                 () = shutdown.cancelled() => return Ok(()),
-                batch = reader.next_batch(self.settings.batch_max_messages, 16 * 1024 * 1024) => batch?,
+                batch = reader.next_batch_within(
+                    self.settings.batch_max_messages,
+                    16 * 1024 * 1024,
+                    self.settings.batch_linger,
+                ) => batch?,
             };
             let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
             let confirmations = loop {
