@@ -23,7 +23,9 @@
 //! * it hands every allowed PUBLISH to a [`Tap`] (Headend journals it) and
 //!   forwards it only once the tap reports it durable, so the broker's
 //!   PUBACK, which the gateway takes as proof of delivery, never precedes
-//!   durability;
+//!   durability; with [`GateConfig::answer_durable_publishes`] it answers the
+//!   durable PUBLISH itself (PUBACK, or PUBREC then PUBCOMP) and the broker
+//!   never sees it;
 //! * everything else is relayed byte for byte, in both directions.
 //!
 //! # Denied publishes are acknowledged
@@ -124,6 +126,12 @@ pub struct GateConfig {
     pub max_in_flight: usize,
     /// PROXY protocol: required from (and only believed from) these proxies; `None`: off.
     pub proxy_protocol: Option<ProxyProtocol>,
+    /// Completes the QoS handshake of a durable PUBLISH itself instead of forwarding it. Only
+    /// for a broker where no principal may subscribe to what principals publish (Headend's:
+    /// gateways subscribe to their command topic only, and the tap is the readings' one
+    /// consumer): the broker would store and route every reading for nobody, and each would
+    /// cost two more socket hops, the broker's router and its topic log.
+    pub answer_durable_publishes: bool,
 }
 
 impl GateConfig {
@@ -144,6 +152,7 @@ impl GateConfig {
             max_connections: Self::DEFAULT_MAX_CONNECTIONS,
             max_in_flight: Self::DEFAULT_MAX_IN_FLIGHT,
             proxy_protocol: None,
+            answer_durable_publishes: false,
         }
     }
 }

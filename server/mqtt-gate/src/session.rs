@@ -46,6 +46,7 @@ pub(crate) struct Shared {
     max_packet_bytes: usize,
     connect_timeout: Duration,
     max_in_flight: usize,
+    answer_durable_publishes: bool,
     pub(crate) tls: Option<TlsAcceptor>,
     policy: Arc<dyn Policy>,
     tap: Arc<dyn Tap>,
@@ -66,6 +67,7 @@ impl Shared {
             max_packet_bytes: config.max_packet_bytes,
             connect_timeout: config.connect_timeout,
             max_in_flight: config.max_in_flight,
+            answer_durable_publishes: config.answer_durable_publishes,
             tls,
             policy,
             tap,
@@ -471,8 +473,9 @@ async fn open_upstream(
 enum Step {
     /// Relay to the broker as is.
     Forward(Bytes),
-    /// A PUBLISH the tap made durable: relay to the broker.
-    Publish(Bytes),
+    /// A PUBLISH the tap made durable: relay to the broker (or answer it, see
+    /// [`GateConfig::answer_durable_publishes`]), with its QoS and packet id.
+    Publish(Bytes, u8, Option<u16>),
     /// Answer the client locally; nothing goes upstream.
     Reply(Bytes),
     /// Relay a DISCONNECT, then end the session.
@@ -489,6 +492,8 @@ struct Tapped {
     durable: BoxFuture<'static, Result<(), TapError>>,
     packet: Bytes,
     topic: String,
+    qos: u8,
+    packet_id: Option<u16>,
 }
 
 impl Future for Tapped {
@@ -498,7 +503,7 @@ impl Future for Tapped {
         let outcome = ready!(self.durable.poll_unpin(cx));
         let this = &mut *self;
         Poll::Ready(match outcome {
-            Ok(()) => Step::Publish(mem::take(&mut this.packet)),
+            Ok(()) => Step::Publish(mem::take(&mut this.packet), this.qos, this.packet_id),
             Err(error) => Step::TapFailed {
                 topic: mem::take(&mut this.topic),
                 error,
@@ -600,6 +605,8 @@ impl Inbound<'_> {
                 durable,
                 packet: frame.into_bytes(),
                 topic: publish.topic,
+                qos: publish.qos,
+                packet_id: publish.packet_id,
             }));
             return Ok(());
         }
@@ -676,9 +683,22 @@ impl Inbound<'_> {
     async fn apply(&mut self, step: Step) -> Result<(), End> {
         match step {
             Step::Forward(packet) => self.out.extend_from_slice(&packet),
-            Step::Publish(packet) => {
+            Step::Publish(packet, qos, packet_id) => {
                 stats::bump(&self.conn.shared.counters().publishes_forwarded);
-                self.out.extend_from_slice(&packet);
+                if !self.conn.shared.answer_durable_publishes {
+                    self.out.extend_from_slice(&packet);
+                    return Ok(());
+                }
+                let reply = match (qos, packet_id) {
+                    (1, Some(id)) => codec::encode_ack(kind::PUBACK, id),
+                    (2, Some(id)) => {
+                        self.local_qos2.insert(id);
+                        codec::encode_ack(kind::PUBREC, id)
+                    }
+                    _ => return Ok(()),
+                };
+                // A closed queue means the writer failed; it reports why.
+                let _ = self.to_client.send(reply).await;
             }
             Step::Reply(packet) => {
                 // A closed queue means the writer failed; it reports why.

@@ -36,7 +36,8 @@ pub struct StatsSnapshot {
     pub sessions_established: u64,
     /// CONNECTs refused by the policy, the client id or the will ACL.
     pub connects_refused: u64,
-    /// PUBLISH packets tapped and forwarded upstream.
+    /// PUBLISH packets tapped, then forwarded upstream (or answered by the gate:
+    /// `GateConfig::answer_durable_publishes`).
     pub publishes_forwarded: u64,
     /// PUBLISH packets dropped by the ACL.
     pub publishes_denied: u64,

@@ -486,6 +486,42 @@ async fn allowed_publish_is_tapped_before_it_reaches_subscribers() {
 }
 
 #[tokio::test]
+async fn durable_publishes_can_be_answered_by_the_gate_and_never_reach_the_broker() {
+    let h = harness_with(|c| c.answer_durable_publishes = true).await;
+    let mut observer = Client::observer(h.gate).await;
+    let mut gw = Client::gateway(h.gate, "SG1").await;
+
+    gw.publish_acked("sg/SG1/pub/meter", b"QoS 1").await;
+    gw.client
+        .publish("sg/SG1/pub/meter", QoS::ExactlyOnce, false, &b"QoS 2"[..])
+        .await
+        .expect("queued");
+    // PUBREC, then PUBCOMP for rumqttc's PUBREL, both from the gate.
+    gw.incoming_matching(|p| matches!(p, Packet::PubRec(_)).then_some(()))
+        .await;
+    gw.incoming_matching(|p| matches!(p, Packet::PubComp(_)).then_some(()))
+        .await;
+    assert!(h.tap.has_published("sg/SG1/pub/meter", b"QoS 1"));
+    assert!(h.tap.has_published("sg/SG1/pub/meter", b"QoS 2"));
+    assert_eq!(h.stats.snapshot().publishes_forwarded, 2);
+
+    // Everything else still goes through the broker: the SUBACK comes from it, after the
+    // broker has taken every packet before it on this connection.
+    assert_eq!(
+        gw.subscribe(&["sg/SG1/sub"]).await,
+        vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)]
+    );
+    // A marker on the same topic, straight to the broker: a topic's messages reach a
+    // subscriber in order, so the observer's first message would be a forwarded reading if the
+    // gate had sent any.
+    let mut direct = Client::connect(options(h.broker, "direct", UPSTREAM_USER, UPSTREAM_PASS))
+        .await
+        .expect("direct client connects");
+    direct.publish_acked("sg/SG1/pub/meter", b"marker").await;
+    assert_eq!(&observer.next_publish().await.payload[..], b"marker");
+}
+
+#[tokio::test]
 async fn publish_under_another_gateway_is_dropped_but_acknowledged() {
     let h = harness().await;
     let mut observer = Client::observer(h.gate).await;

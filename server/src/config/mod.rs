@@ -236,8 +236,9 @@ pub struct IngestConfig {
     /// Largest number of messages committed in one transaction.
     pub batch_max_messages: usize,
     /// How long a writer with a batch short of `batch_max_messages` waits for more messages
-    /// before committing it: fewer, larger transactions at moderate rates (the gateways'
-    /// PUBACK does not wait for it; it comes once the journal holds the message). 0 to 1000.
+    /// before committing it: fewer, larger transactions at moderate rates, for some latency
+    /// (the gateways' PUBACK does not wait for it; it comes once the journal holds the
+    /// message). 0 (the default) to 1000; docs/benchmarks/ingest.md has the trade-off.
     pub batch_linger_ms: u64,
     /// Time zone of a new gateway that is not assigned to a site (IANA name; an unknown one is
     /// refused when the configuration is read, naming this key).
@@ -455,7 +456,7 @@ impl Default for IngestConfig {
         Self {
             writers: 2,
             batch_max_messages: 2_000,
-            batch_linger_ms: 10,
+            batch_linger_ms: 0,
             default_time_zone: TimeZone::UTC,
             clock_tolerance_secs: 300,
             journal_max_bytes: 4 * 1024 * 1024 * 1024,

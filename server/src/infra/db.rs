@@ -130,7 +130,12 @@ const PING_IDLE_AFTER: Duration = Duration::from_secs(1);
 async fn connect(url: &str, max_connections: u32) -> Result<PgPool, DbError> {
     let options = PgConnectOptions::from_str(url)
         .map_err(DbError::Url)?
-        .application_name("headend");
+        .application_name("headend")
+        // No JIT compilation: the planner's estimates for the ingest's array inserts and the
+        // profile worker's queries pass `jit_above_cost`, and compiling each (tens of ms of
+        // LLVM) took over a third of PostgreSQL's CPU at 10 000 msg/s for statements that run
+        // in a few ms (issue 17, docs/benchmarks/ingest.md). A setting of our sessions only.
+        .options([("jit", "off")]);
     PgPoolOptions::new()
         .max_connections(max_connections.max(2))
         .acquire_timeout(Duration::from_secs(10))

@@ -41,6 +41,9 @@ impl EmbeddedMqtt {
             c.max_connections = config.max_connections;
             c.max_in_flight = config.max_in_flight.max(1);
             c.proxy_protocol = ProxyProtocol::from_trusted(config.proxy_protocol_from.clone());
+            // Gateways subscribe to their command topic only: no one could receive a reading
+            // from rumqttd, so the gate acknowledges the journaled reading itself.
+            c.answer_durable_publishes = true;
             c
         };
         let plain = Gate::bind(gate_config(config.addr, None))

@@ -119,6 +119,7 @@ impl ProfileWorker {
         if queued.is_empty() {
             return Ok(Progress::default());
         }
+        let taken = queued.len();
         let mut spans: BTreeMap<i64, Span> = BTreeMap::new();
         for (counter, from, to, readings) in queued {
             spans
@@ -189,6 +190,7 @@ impl ProfileWorker {
             intervals,
             days,
             quarantined: 0,
+            taken,
         })
     }
 
