@@ -17,6 +17,7 @@ mod cluster_alarms;
 mod cluster_sessions;
 mod commissioning;
 mod converter_sim;
+mod database;
 mod durability;
 mod energy;
 mod energy_pieces;
