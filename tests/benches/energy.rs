@@ -1790,7 +1790,11 @@ impl Bench<'_> {
         let light_names = [names[0], names[1], names[5]];
         let cpu = CpuSample::now()?;
         let light = self
-            .probe(vec![probes[0].clone(), probes[1].clone(), probes[5].clone()])
+            .probe(vec![
+                probes[0].clone(),
+                probes[1].clone(),
+                probes[5].clone(),
+            ])
             .await?;
         let light_cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
         eprintln!("latency: {} requests of {} kinds", requests, probes.len());

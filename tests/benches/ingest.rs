@@ -678,7 +678,11 @@ impl Bench<'_> {
         let stop = CancellationToken::new();
         let commits = self.clients.spawn(collect_commits(listener, stop.clone()));
         let acks_before = self.acks.load(Ordering::Relaxed);
-        let batches_before = self.app.metric("headend_db_batches_total").await.unwrap_or(0.0);
+        let batches_before = self
+            .app
+            .metric("headend_db_batches_total")
+            .await
+            .unwrap_or(0.0);
         let period = params.paced_period();
         let stagger = period / params.gateways;
         let first = Instant::now() + Duration::from_millis(200);
@@ -712,8 +716,12 @@ impl Bench<'_> {
         let acked = self.acks_after(acks_before, total).await?;
         self.wait_committed().await?;
         let cpu = cpu_use(&cpu, &CpuSample::now()?, self.postmaster);
-        let batches =
-            self.app.metric("headend_db_batches_total").await.unwrap_or(0.0) - batches_before;
+        let batches = self
+            .app
+            .metric("headend_db_batches_total")
+            .await
+            .unwrap_or(0.0)
+            - batches_before;
         // The notifications of the last commits are on their way; give them a moment.
         tokio::time::sleep(Duration::from_millis(200)).await;
         stop.cancel();

@@ -168,7 +168,9 @@ impl Reader {
         let mut cursor = self.cursor.lock().await;
         loop {
             let mut durable = self.wait_for(cursor.next_seq).await?;
-            let full = cursor.next_seq.saturating_add(limits.max_records as u64 - 1);
+            let full = cursor
+                .next_seq
+                .saturating_add(limits.max_records as u64 - 1);
             if !linger.is_zero() && durable < full {
                 // A closed journal ends the wait; the next call reports it.
                 if let Ok(Ok(more)) = tokio::time::timeout(linger, self.wait_for(full)).await {

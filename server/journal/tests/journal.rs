@@ -458,7 +458,10 @@ async fn a_short_batch_lingers_for_more_records_until_full_or_the_linger_ends() 
     appender.append(payload(4, 8)).await.unwrap();
     let linger = Duration::from_millis(20);
     let started = Instant::now();
-    let batch = reader.next_batch_within(3, usize::MAX, linger).await.unwrap();
+    let batch = reader
+        .next_batch_within(3, usize::MAX, linger)
+        .await
+        .unwrap();
     assert_eq!(batch.seqs(), 4..=4);
     assert!(started.elapsed() >= linger, "returned before its linger");
 }
