@@ -411,6 +411,19 @@ impl Client {
             .await;
     }
 
+    /// Publishes at QoS 2 and completes the handshake: PUBREC, then PUBCOMP for rumqttc's
+    /// PUBREL.
+    async fn publish_exactly_once(&mut self, topic: &str, payload: Vec<u8>) {
+        self.client
+            .publish(topic, QoS::ExactlyOnce, false, payload)
+            .await
+            .expect("queued");
+        self.incoming_matching(|p| matches!(p, Packet::PubRec(_)).then_some(()))
+            .await;
+        self.incoming_matching(|p| matches!(p, Packet::PubComp(_)).then_some(()))
+            .await;
+    }
+
     async fn next_publish(&mut self) -> rumqttc::Publish {
         self.incoming_matching(|packet| match packet {
             Packet::Publish(publish) => Some(publish),
@@ -492,14 +505,8 @@ async fn durable_publishes_can_be_answered_by_the_gate_and_never_reach_the_broke
     let mut gw = Client::gateway(h.gate, "SG1").await;
 
     gw.publish_acked("sg/SG1/pub/meter", b"QoS 1").await;
-    gw.client
-        .publish("sg/SG1/pub/meter", QoS::ExactlyOnce, false, &b"QoS 2"[..])
-        .await
-        .expect("queued");
-    // PUBREC, then PUBCOMP for rumqttc's PUBREL, both from the gate.
-    gw.incoming_matching(|p| matches!(p, Packet::PubRec(_)).then_some(()))
-        .await;
-    gw.incoming_matching(|p| matches!(p, Packet::PubComp(_)).then_some(()))
+    // PUBREC and PUBCOMP both from the gate.
+    gw.publish_exactly_once("sg/SG1/pub/meter", b"QoS 2".to_vec())
         .await;
     assert!(h.tap.has_published("sg/SG1/pub/meter", b"QoS 1"));
     assert!(h.tap.has_published("sg/SG1/pub/meter", b"QoS 2"));
@@ -626,15 +633,9 @@ async fn qos2_handshakes_complete_for_allowed_and_denied_publishes() {
     let mut gw = Client::gateway(h.gate, "SG1").await;
 
     for topic in ["sg/SG2/pub/meter", "sg/SG1/pub/meter"] {
-        gw.client
-            .publish(topic, QoS::ExactlyOnce, false, topic.as_bytes())
-            .await
-            .expect("queued");
-        // PUBREC, then PUBCOMP for rumqttc's PUBREL: locally for the denied
-        // publish, from the broker for the allowed one.
-        gw.incoming_matching(|p| matches!(p, Packet::PubRec(_)).then_some(()))
-            .await;
-        gw.incoming_matching(|p| matches!(p, Packet::PubComp(_)).then_some(()))
+        // The handshake completes locally for the denied publish, through the
+        // broker for the allowed one.
+        gw.publish_exactly_once(topic, topic.as_bytes().to_vec())
             .await;
     }
     let delivered = observer.next_publish().await;
